@@ -1,0 +1,269 @@
+//! Checkpoints in the `safetensors` format, with the book's parameter names.
+//!
+//! Tensors (all f32, row-major): `embed.W [V,D]`, `rnn.Wx [D,H]`, `rnn.Wh [H,H]`, `rnn.b [H]`,
+//! `affine.W [H,V]`, `affine.b [V]`. Metadata: `config` (JSON:
+//! `{"cell":"rnn","vocab_size":V,"wordvec_size":D,"hidden_size":H}`) and `vocab` (JSON array of
+//! the words in id order). numpy (`safetensors.numpy.save_file`) and PyTorch
+//! (`safetensors.torch.save_file`) write and read the same layout.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::data::vocab::Vocab;
+use crate::error::{Error, Result};
+use crate::model::config::Config;
+use crate::model::params::{Params, PARAM_NAMES};
+
+/// The `config` metadata entry.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConfigMeta {
+    cell: String,
+    vocab_size: usize,
+    wordvec_size: usize,
+    hidden_size: usize,
+}
+
+/// A loaded checkpoint: parameters and, when the file has one, the vocabulary.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The weights.
+    pub params: Params,
+    /// The words of ids `0..V`, if the file carries a `vocab` entry.
+    pub vocab: Option<Vocab>,
+}
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_owned(),
+        msg: msg.into(),
+    }
+}
+
+/// Serialises parameters and vocabulary to safetensors bytes.
+///
+/// # Errors
+/// If the vocabulary's length is not `V`.
+pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
+    let cfg = params.config();
+    let mut meta = HashMap::new();
+    let config = ConfigMeta {
+        cell: "rnn".into(),
+        vocab_size: cfg.vocab_size,
+        wordvec_size: cfg.wordvec_size,
+        hidden_size: cfg.hidden_size,
+    };
+    meta.insert("config".to_owned(), json(&config));
+    if let Some(v) = vocab {
+        if v.len() != cfg.vocab_size {
+            return Err(Error::Shape {
+                what: "vocabulary".into(),
+                expected: vec![cfg.vocab_size],
+                found: vec![v.len()],
+            });
+        }
+        meta.insert("vocab".to_owned(), json(v.words()));
+    }
+    // safetensors stores little-endian bytes; convert explicitly so big-endian hosts work.
+    let bytes: Vec<Vec<u8>> = params
+        .tensors()
+        .iter()
+        .map(|t| t.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views =
+        PARAM_NAMES
+            .iter()
+            .zip(Params::shapes(cfg))
+            .zip(&bytes)
+            .map(|((name, shape), data)| {
+                let view = TensorView::new(Dtype::F32, shape, data)
+                    .expect("shape and byte length agree by construction");
+                (*name, view)
+            });
+    safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::invalid("checkpoint", e.to_string()))
+}
+
+fn json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data always serialises")
+}
+
+/// Writes a checkpoint atomically: a sibling temporary file is written, fsynced and renamed
+/// over `path`, so a crash or a full disk never leaves a broken or half-written file.
+///
+/// # Errors
+/// On I/O failure (the temporary file is removed and an existing `path` is left untouched).
+pub fn save(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
+    let bytes = to_bytes(params, vocab)?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` through a temporary sibling file, fsync and rename.
+///
+/// # Errors
+/// On I/O failure; nothing is left behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        Error::invalid(
+            "output path",
+            format!("{} has no file name", path.display()),
+        )
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // Persist the rename itself; not every platform can open a directory, so best effort.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e: std::io::Error| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Loads a checkpoint file.
+///
+/// # Errors
+/// If the file cannot be read, is not safetensors, lacks a tensor, has a tensor of the wrong
+/// dtype or shape, an unknown tensor, or `config` / `vocab` entries that are malformed or
+/// disagree with the tensors. Every message names the file and the problem.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(&bytes, path)
+}
+
+/// Parses checkpoint bytes; `path` only labels errors.
+///
+/// # Errors
+/// As [`load`].
+pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
+    names.sort();
+    for n in &names {
+        if !PARAM_NAMES.contains(&n.as_str()) {
+            return Err(bad(
+                path,
+                format!("unexpected tensor {n:?} (a SimpleRnnlm has {PARAM_NAMES:?})"),
+            ));
+        }
+    }
+    let get = |name: &str| -> Result<TensorView<'_>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| bad(path, format!("missing tensor {name:?}")))?;
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(
+                path,
+                format!("tensor {name:?} is {:?}, expected F32", t.dtype()),
+            ));
+        }
+        Ok(t)
+    };
+    let embed = get("embed.W")?;
+    let wx = get("rnn.Wx")?;
+    let (v, d, h) = match (embed.shape(), wx.shape()) {
+        ([v, d], [_, h]) => (*v, *d, *h),
+        _ => {
+            return Err(bad(
+                path,
+                format!(
+                    "embed.W must be [V,D] and rnn.Wx [D,H]; found {:?} and {:?}",
+                    embed.shape(),
+                    wx.shape()
+                ),
+            ))
+        }
+    };
+    let cfg = Config::new(v, d, h).map_err(|e| bad(path, e.to_string()))?;
+
+    if let Some(text) = meta.get("config") {
+        let c: ConfigMeta = serde_json::from_str(text)
+            .map_err(|e| bad(path, format!("metadata 'config' is not valid JSON ({e})")))?;
+        if c.cell != "rnn" {
+            return Err(bad(
+                path,
+                format!("cell {:?} is not supported here (expected \"rnn\")", c.cell),
+            ));
+        }
+        let found = [c.vocab_size, c.wordvec_size, c.hidden_size];
+        if found != [v, d, h] {
+            return Err(bad(
+                path,
+                format!(
+                    "metadata config (V,D,H) = {found:?} disagrees with the tensors {:?}",
+                    [v, d, h]
+                ),
+            ));
+        }
+    }
+
+    let mut data: Vec<Vec<f32>> = Vec::with_capacity(PARAM_NAMES.len());
+    for (name, shape) in PARAM_NAMES.iter().zip(Params::shapes(&cfg)) {
+        let t = get(name)?;
+        if t.shape() != shape.as_slice() {
+            return Err(bad(
+                path,
+                format!(
+                    "tensor {name:?} has shape {:?}, expected {shape:?}",
+                    t.shape()
+                ),
+            ));
+        }
+        data.push(
+            t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+    }
+    let tensors: [&[f32]; 6] = std::array::from_fn(|i| data[i].as_slice());
+    let params = Params::from_tensors(cfg, tensors);
+
+    let vocab = match meta.get("vocab") {
+        None => None,
+        Some(text) => {
+            let words: Vec<String> = serde_json::from_str(text).map_err(|e| {
+                bad(
+                    path,
+                    format!("metadata 'vocab' is not a JSON array of strings ({e})"),
+                )
+            })?;
+            if words.len() != v {
+                return Err(bad(
+                    path,
+                    format!(
+                        "vocab has {} words, expected {v} (embed.W rows)",
+                        words.len()
+                    ),
+                ));
+            }
+            Some(Vocab::from_words(words).map_err(|e| bad(path, e.to_string()))?)
+        }
+    };
+    Ok(Checkpoint { params, vocab })
+}

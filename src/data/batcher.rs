@@ -1,0 +1,145 @@
+//! The book's batching: `N` rows reading the corpus from evenly spaced offsets.
+
+use crate::error::{Error, Result};
+
+/// Training batches as in the book's `RnnlmTrainer.get_batch` / ch05 loop.
+///
+/// Inputs are `xs = corpus[..len-1]`, targets `ts = corpus[1..]`, `jump = len(xs) / N`; row
+/// `i` at step `s` of a batch reads position `(i*jump + time_idx) % len(xs)`, and `time_idx`
+/// advances by one per step, `T` per batch, across epochs.
+#[derive(Clone, Debug)]
+pub struct BookBatches<'a> {
+    corpus: &'a [u32],
+    n: usize,
+    t: usize,
+    jump: usize,
+    time_idx: usize,
+}
+
+impl<'a> BookBatches<'a> {
+    /// Batches of `n` rows, `t` steps over `corpus`.
+    ///
+    /// # Errors
+    /// If the corpus has fewer than `n*t + 1` tokens (not one full batch per epoch).
+    pub fn new(corpus: &'a [u32], n: usize, t: usize) -> Result<Self> {
+        let data = corpus.len().saturating_sub(1);
+        if n == 0 || t == 0 || data < n * t {
+            return Err(Error::invalid(
+                "corpus",
+                format!(
+                    "{} tokens cannot fill one batch of {n} x {t} (needs at least {})",
+                    corpus.len(),
+                    n * t + 1
+                ),
+            ));
+        }
+        Ok(Self {
+            corpus,
+            n,
+            t,
+            jump: data / n,
+            time_idx: 0,
+        })
+    }
+
+    /// Batches per epoch: `len(xs) / (N*T)`, as the book's `max_iters`.
+    pub fn iters_per_epoch(&self) -> usize {
+        (self.corpus.len() - 1) / (self.n * self.t)
+    }
+
+    /// The running step counter.
+    pub fn time_idx(&self) -> usize {
+        self.time_idx
+    }
+
+    /// Sets the running step counter (to resume).
+    pub fn set_time_idx(&mut self, time_idx: usize) {
+        self.time_idx = time_idx;
+    }
+
+    /// Fills the next batch `xs [N,T]`, `ts [N,T]` and advances `time_idx` by `T`.
+    ///
+    /// **Panics** if the buffers are not `N*T` long.
+    pub fn next_batch(&mut self, xs: &mut [u32], ts: &mut [i32]) {
+        let (n, t) = (self.n, self.t);
+        assert_eq!(xs.len(), n * t);
+        assert_eq!(ts.len(), n * t);
+        let data = self.corpus.len() - 1;
+        for s in 0..t {
+            for i in 0..n {
+                let pos = (i * self.jump + self.time_idx) % data;
+                xs[i * t + s] = self.corpus[pos];
+                ts[i * t + s] = self.corpus[pos + 1] as i32;
+            }
+            self.time_idx += 1;
+        }
+    }
+}
+
+/// Number of batches the book's `eval_perplexity` runs: `(len - 1) / (N*T)`; the tail that
+/// does not fill a batch is dropped.
+pub fn eval_iters(corpus_len: usize, n: usize, t: usize) -> usize {
+    corpus_len.saturating_sub(1) / (n * t).max(1)
+}
+
+/// Batch `iter` of the book's `eval_perplexity`: `jump = (len-1)/N`, row `i` starts at
+/// `iter*T + i*jump`; inputs `corpus[(off+s) % len]`, targets `corpus[(off+s+1) % len]`.
+///
+/// **Panics** if the buffers are not `N*T` long or the corpus has fewer than 2 tokens.
+pub fn eval_batch(corpus: &[u32], n: usize, t: usize, iter: usize, xs: &mut [u32], ts: &mut [i32]) {
+    assert!(corpus.len() >= 2);
+    assert_eq!(xs.len(), n * t);
+    assert_eq!(ts.len(), n * t);
+    let len = corpus.len();
+    let jump = (len - 1) / n;
+    for i in 0..n {
+        let off = iter * t + i * jump;
+        for s in 0..t {
+            xs[i * t + s] = corpus[(off + s) % len];
+            ts[i * t + s] = corpus[(off + s + 1) % len] as i32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn book_offsets_and_wraparound() {
+        // corpus 0..=20: xs = 0..20 (len 20), N=2 -> jump 10; T=3.
+        let corpus: Vec<u32> = (0..=20).collect();
+        let mut b = BookBatches::new(&corpus, 2, 3).unwrap();
+        assert_eq!(b.iters_per_epoch(), 3);
+        let (mut xs, mut ts) = (vec![0; 6], vec![0; 6]);
+        b.next_batch(&mut xs, &mut ts);
+        assert_eq!(xs, [0, 1, 2, 10, 11, 12]);
+        assert_eq!(ts, [1, 2, 3, 11, 12, 13]);
+        for _ in 0..2 {
+            b.next_batch(&mut xs, &mut ts);
+        }
+        // time_idx = 6..9: row 1 reads 16,17,18; row 0 reads 6,7,8.
+        assert_eq!(xs, [6, 7, 8, 16, 17, 18]);
+        b.next_batch(&mut xs, &mut ts);
+        // time_idx = 9..12: row 1 wraps: (10+10)%20 = 0, 1.
+        assert_eq!(xs, [9, 10, 11, 19, 0, 1]);
+        assert_eq!(ts, [10, 11, 12, 20, 1, 2]);
+        assert_eq!(b.time_idx(), 12);
+    }
+
+    #[test]
+    fn eval_batches_follow_the_book() {
+        let corpus: Vec<u32> = (0..23).collect(); // len 23, jump = 22/2 = 11
+        assert_eq!(eval_iters(corpus.len(), 2, 5), 2);
+        let (mut xs, mut ts) = (vec![0; 10], vec![0; 10]);
+        eval_batch(&corpus, 2, 5, 1, &mut xs, &mut ts);
+        assert_eq!(xs, [5, 6, 7, 8, 9, 16, 17, 18, 19, 20]);
+        assert_eq!(ts, [6, 7, 8, 9, 10, 17, 18, 19, 20, 21]);
+    }
+
+    #[test]
+    fn too_small_corpus_is_an_error() {
+        assert!(BookBatches::new(&[1, 2, 3], 2, 2).is_err());
+        assert!(BookBatches::new(&[1, 2, 3, 4, 5], 2, 2).is_ok());
+    }
+}

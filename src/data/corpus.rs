@@ -1,0 +1,110 @@
+//! Text corpora: one sentence per line, whitespace-separated tokens, `<eos>` after each line.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::vocab::Vocab;
+use crate::error::{Error, Result};
+
+/// End-of-sentence token appended to every line.
+pub const EOS: &str = "<eos>";
+
+/// Calls `f(word, line_number)` for every token of the text at `path` (line numbers from 1),
+/// `<eos>` included at the end of each line.
+///
+/// # Errors
+/// If the file cannot be read or a line is not UTF-8 (the error names the file and line), or
+/// `f` fails.
+pub fn for_each_token(path: &Path, mut f: impl FnMut(&str, usize) -> Result<()>) -> Result<()> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        let read = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| Error::io(path, e))?;
+        if read == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = std::str::from_utf8(&buf).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            line: Some(line_no),
+            msg: format!("not valid UTF-8 text ({e})"),
+        })?;
+        for w in line.split_whitespace() {
+            f(w, line_no)?;
+        }
+        f(EOS, line_no)?;
+    }
+}
+
+/// Reads `path` into ids, adding new words to `vocab` in order of first appearance (how the
+/// book numbers PTB).
+///
+/// # Errors
+/// As [`for_each_token`].
+pub fn read_building_vocab(path: &Path, vocab: &mut Vocab) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for_each_token(path, |w, _| {
+        ids.push(vocab.add(w));
+        Ok(())
+    })?;
+    Ok(ids)
+}
+
+/// Reads `path` into ids of a fixed vocabulary. A word outside it maps to `<unk>` when the
+/// vocabulary has one; otherwise it is an error naming the word, file and line.
+///
+/// # Errors
+/// As [`for_each_token`], plus [`Error::UnknownWord`].
+pub fn read_with_vocab(path: &Path, vocab: &Vocab) -> Result<Vec<u32>> {
+    let unk = vocab.unk_id();
+    let mut ids = Vec::new();
+    for_each_token(path, |w, line| {
+        let id = vocab.id(w).or(unk).ok_or_else(|| Error::UnknownWord {
+            path: path.to_owned(),
+            line,
+            word: w.to_owned(),
+        })?;
+        ids.push(id);
+        Ok(())
+    })?;
+    Ok(ids)
+}
+
+/// The Penn Treebank as the book loads it: ids by first appearance in train.
+#[derive(Clone, Debug)]
+pub struct Ptb {
+    /// 10,000 words for Mikolov's PTB.
+    pub vocab: Vocab,
+    /// 929,589 tokens.
+    pub train: Vec<u32>,
+    /// 73,760 tokens.
+    pub valid: Vec<u32>,
+    /// 82,430 tokens.
+    pub test: Vec<u32>,
+}
+
+impl Ptb {
+    /// Loads `ptb.{train,valid,test}.txt` from `dir`.
+    ///
+    /// # Errors
+    /// If a file is missing or unreadable, or valid/test hold a word train does not.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let file = |name: &str| -> PathBuf { dir.join(name) };
+        let mut vocab = Vocab::new();
+        let train = read_building_vocab(&file("ptb.train.txt"), &mut vocab)?;
+        let valid = read_with_vocab(&file("ptb.valid.txt"), &vocab)?;
+        let test = read_with_vocab(&file("ptb.test.txt"), &vocab)?;
+        Ok(Self {
+            vocab,
+            train,
+            valid,
+            test,
+        })
+    }
+}

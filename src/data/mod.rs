@@ -1,0 +1,6 @@
+//! Corpora, vocabularies, the book's batching, and the PTB downloader.
+
+pub mod batcher;
+pub mod corpus;
+pub mod download;
+pub mod vocab;

@@ -1,0 +1,87 @@
+//! Word <-> id maps.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+
+/// The unknown-word token: when a vocabulary has it, words outside the vocabulary map to it.
+pub const UNK: &str = "<unk>";
+
+/// A vocabulary: ids are dense `0..len` in insertion order (the book assigns them in order of
+/// first appearance in the training text).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Vocab {
+    words: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl Vocab {
+    /// An empty vocabulary.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A vocabulary with the given words as ids `0..len`.
+    ///
+    /// # Errors
+    /// If a word appears twice or is empty.
+    pub fn from_words(words: Vec<String>) -> Result<Self> {
+        let mut ids = HashMap::with_capacity(words.len());
+        for (i, w) in words.iter().enumerate() {
+            if w.is_empty() || w.chars().any(char::is_whitespace) {
+                return Err(Error::invalid(
+                    "vocabulary",
+                    format!("entry {i} ({w:?}) is empty or contains whitespace"),
+                ));
+            }
+            if ids.insert(w.clone(), i as u32).is_some() {
+                return Err(Error::invalid(
+                    "vocabulary",
+                    format!("word {w:?} appears more than once"),
+                ));
+            }
+        }
+        Ok(Self { words, ids })
+    }
+
+    /// The id of `word`, adding it with the next id if it is new.
+    pub fn add(&mut self, word: &str) -> u32 {
+        if let Some(&id) = self.ids.get(word) {
+            return id;
+        }
+        let id = self.words.len() as u32;
+        self.words.push(word.to_owned());
+        self.ids.insert(word.to_owned(), id);
+        id
+    }
+
+    /// The id of `word`, if present.
+    pub fn id(&self, word: &str) -> Option<u32> {
+        self.ids.get(word).copied()
+    }
+
+    /// The word of `id`, if present.
+    pub fn word(&self, id: u32) -> Option<&str> {
+        self.words.get(id as usize).map(String::as_str)
+    }
+
+    /// The id of [`UNK`], if the vocabulary has it.
+    pub fn unk_id(&self) -> Option<u32> {
+        self.id(UNK)
+    }
+
+    /// Number of words.
+    pub fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    /// Whether the vocabulary is empty.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty()
+    }
+
+    /// All words in id order.
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+}

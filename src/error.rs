@@ -1,0 +1,86 @@
+//! The crate's one error type.
+//!
+//! Every variant carries what a user needs to fix the problem: the file, the line, what was
+//! expected and what was found.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `rnnlm`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error on a named file.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file or stream whose content is not what was expected.
+    #[error("{}{}: {msg}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Parse {
+        path: PathBuf,
+        /// 1-based line number, when the problem sits on one line.
+        line: Option<usize>,
+        msg: String,
+    },
+
+    /// A word that is not in the model's vocabulary (and the vocabulary has no `<unk>`).
+    #[error("{}:{line}: word {word:?} is not in the model's vocabulary (and it has no <unk>)", path.display())]
+    UnknownWord {
+        path: PathBuf,
+        line: usize,
+        word: String,
+    },
+
+    /// A tensor, buffer or argument with the wrong shape.
+    #[error("{what}: expected shape {expected:?}, found {found:?}")]
+    Shape {
+        what: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    /// A checkpoint file that cannot be used (missing tensor, bad metadata, wrong dtype, ...).
+    #[error("checkpoint {}: {msg}", path.display())]
+    Checkpoint { path: PathBuf, msg: String },
+
+    /// A download that failed; `msg` says what to do instead.
+    #[error("download of {url} failed: {msg}")]
+    Download { url: String, msg: String },
+
+    /// A file whose SHA-256 does not match the published checksum.
+    #[error("{}: SHA-256 is {found}, expected {expected}; {hint}", path.display())]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+        hint: String,
+    },
+
+    /// An invalid configuration or argument value.
+    #[error("invalid {what}: {msg}")]
+    Invalid { what: String, msg: String },
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Invalid {
+            what: what.into(),
+            msg: msg.into(),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! `TimeSoftmaxWithLoss`, fused with the output bias: per row, `logits += b`, then the
+//! max-subtracted softmax, the cross-entropy of the target and (when training) the gradient
+//! `(softmax - onehot) / count`, written over the logits in place. Targets of
+//! [`IGNORE`] mask a position: no loss, zero gradient, not counted in the mean.
+
+use rayon::prelude::*;
+
+use crate::kernels::softmax;
+
+/// The book's ignore label.
+pub const IGNORE: i32 = -1;
+
+/// Rows per rayon task: enough to amortise scheduling, few enough to balance two cores.
+const ROWS_PER_TASK: usize = 8;
+
+/// Number of positions that count towards the mean (targets other than [`IGNORE`]).
+pub fn count(ts: &[i32]) -> usize {
+    ts.iter().filter(|&&t| t != IGNORE).count()
+}
+
+/// Forward and backward in one pass. Returns the mean loss over unmasked positions
+/// (0 when every position is masked).
+///
+/// Shapes: `logits [R,V]` (in: `x W`, out: `dL/dlogits`), `bias [V]`, `ts [R]`, `losses [R]`
+/// (per-row losses, summed afterwards in row order so the result is thread-count independent).
+///
+/// **Panics** if a target is `>= V` (the model validates targets first).
+pub fn forward_backward(logits: &mut [f32], bias: &[f32], ts: &[i32], losses: &mut [f32]) -> f32 {
+    let v = bias.len();
+    let n = count(ts);
+    let scale = if n == 0 { 0.0 } else { 1.0 / n as f32 };
+    logits
+        .par_chunks_mut(v * ROWS_PER_TASK)
+        .zip(ts.par_chunks(ROWS_PER_TASK))
+        .zip(losses.par_chunks_mut(ROWS_PER_TASK))
+        .for_each(|((rows, ts), losses)| {
+            for ((row, &t), loss) in rows.chunks_exact_mut(v).zip(ts).zip(losses) {
+                if t == IGNORE {
+                    row.fill(0.0);
+                    *loss = 0.0;
+                    continue;
+                }
+                for (x, &b) in row.iter_mut().zip(bias) {
+                    *x += b;
+                }
+                *loss = softmax::softmax_xent_grad_row(row, t as usize, scale);
+            }
+        });
+    mean(losses, n)
+}
+
+/// Forward only (evaluation): adds the bias in place and returns the mean loss.
+pub fn forward(logits: &mut [f32], bias: &[f32], ts: &[i32], losses: &mut [f32]) -> f32 {
+    let v = bias.len();
+    let n = count(ts);
+    logits
+        .par_chunks_mut(v * ROWS_PER_TASK)
+        .zip(ts.par_chunks(ROWS_PER_TASK))
+        .zip(losses.par_chunks_mut(ROWS_PER_TASK))
+        .for_each(|((rows, ts), losses)| {
+            for ((row, &t), loss) in rows.chunks_exact_mut(v).zip(ts).zip(losses) {
+                for (x, &b) in row.iter_mut().zip(bias) {
+                    *x += b;
+                }
+                *loss = if t == IGNORE {
+                    0.0
+                } else {
+                    softmax::xent_row(row, t as usize)
+                };
+            }
+        });
+    mean(losses, n)
+}
+
+/// Mean of the per-row losses, summed in f64 in row order.
+fn mean(losses: &[f32], n: usize) -> f32 {
+    if n == 0 {
+        return 0.0;
+    }
+    (losses.iter().map(|&l| l as f64).sum::<f64>() / n as f64) as f32
+}

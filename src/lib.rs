@@ -1,0 +1,53 @@
+//! # rnnlm
+//!
+//! Fast f32 CPU recurrent-neural-network language models: the `SimpleRnnlm` of *Deep Learning
+//! from Scratch 2*, chapter 5 (`TimeEmbedding -> TimeRNN (tanh) -> TimeAffine ->
+//! TimeSoftmaxWithLoss`, trained with SGD and truncated BPTT), with the book's semantics
+//! exactly and a fast engine underneath.
+//!
+//! Tensors are row-major: activations `[N,T,D]` / `[N,T,H]`, logits `[N*T,V]`, weights as the
+//! book (`x W`, so `Wx` is `[D,H]`).
+//!
+//! ```
+//! use rnnlm::{Config, SimpleRnnlm, Sgd, BookBatches};
+//! let corpus: Vec<u32> = (0..200).map(|i| (i * 7 % 13) as u32).collect();
+//! let cfg = Config::new(13, 16, 16).unwrap();
+//! let (n, t) = (4, 5);
+//! let mut model = SimpleRnnlm::new(cfg, n, t, 1).unwrap();
+//! let mut batches = BookBatches::new(&corpus, n, t).unwrap();
+//! let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
+//! let sgd = Sgd::new(0.5);
+//! let mut first = 0.0;
+//! for step in 0..200 {
+//!     batches.next_batch(&mut xs, &mut ts);
+//!     let loss = model.forward(&xs, &ts).unwrap();
+//!     if step == 0 { first = loss; }
+//!     model.backward().unwrap();
+//!     sgd.update(model.params_mut_and_grads());
+//! }
+//! let ppl = rnnlm::eval_perplexity(model.params(), &corpus, 2, 5).unwrap();
+//! assert!(ppl.mean_loss < first as f64 / 2.0);
+//! ```
+
+pub mod checkpoint;
+pub mod cpu;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod gemm;
+pub mod kernels;
+pub mod layers;
+pub mod model;
+pub mod optim;
+
+pub use checkpoint::Checkpoint;
+pub use data::batcher::BookBatches;
+pub use data::corpus::Ptb;
+pub use data::vocab::Vocab;
+pub use error::{Error, Result};
+pub use eval::{eval_perplexity, Perplexity};
+pub use model::config::Config;
+pub use model::params::Params;
+pub use model::simple::SimpleRnnlm;
+pub use model::workspace::Workspace;
+pub use optim::Sgd;

@@ -1,0 +1,7 @@
+//! The model: configuration, parameters, workspace, and the `SimpleRnnlm` that composes the
+//! layers.
+
+pub mod config;
+pub mod params;
+pub mod simple;
+pub mod workspace;

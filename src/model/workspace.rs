@@ -1,0 +1,162 @@
+//! Activation buffers sized once from `(N, T, V, D, H)`.
+
+use super::config::Config;
+use crate::error::{Error, Result};
+use crate::layers::rnn;
+
+/// Every activation (and, for training, every activation gradient) of one batch shape, allocated
+/// once. Row-major: `[N,T,D]` embeddings, `[N,T,H]` hidden states, `[N*T,V]` logits.
+///
+/// The workspace also holds the recurrent state `h` `[N,H]` that carries from batch to batch
+/// (the book's stateful `TimeRNN`).
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    pub(crate) cfg: Config,
+    pub(crate) n: usize,
+    pub(crate) t: usize,
+    pub(crate) train: bool,
+    /// Input ids `[N,T]`.
+    pub(crate) xs: Vec<u32>,
+    /// Targets `[N,T]` (`-1` = ignore).
+    pub(crate) ts: Vec<i32>,
+    /// Embedded inputs `[N,T,D]`.
+    pub(crate) emb: Vec<f32>,
+    /// Hidden states `h_t` `[N,T,H]`.
+    pub(crate) hs: Vec<f32>,
+    /// `h_{t-1}` for every step `[N,T,H]`: left operand of the recurrence and of `dWh`.
+    pub(crate) hprev: Vec<f32>,
+    /// Carried state `[N,H]`.
+    pub(crate) state: Vec<f32>,
+    /// Logits, then probabilities' gradient `[N*T,V]`.
+    pub(crate) logits: Vec<f32>,
+    /// Per-position losses `[N*T]`.
+    pub(crate) losses: Vec<f32>,
+    /// `Wh` packed for the recurrent kernel.
+    pub(crate) wh_packed: Vec<f32>,
+    /// `Wh^T` packed (training only).
+    pub(crate) wht_packed: Vec<f32>,
+    /// `dL/dh`, then `dL/da` `[N,T,H]` (training only).
+    pub(crate) dh: Vec<f32>,
+    /// `dL/demb` `[N,T,D]` (training only).
+    pub(crate) demb: Vec<f32>,
+    /// Per-row scratch of the backward recurrence `[N,H]` (training only).
+    pub(crate) scratch: Vec<f32>,
+    /// Whether `logits` holds the gradient of a training forward not yet consumed.
+    pub(crate) ready_for_backward: bool,
+}
+
+impl Workspace {
+    /// A workspace for batches of `n` rows of `t` steps. `train` adds the gradient buffers.
+    ///
+    /// # Errors
+    /// If `n` or `t` is zero or the buffers would not fit in memory.
+    pub fn new(cfg: Config, n: usize, t: usize, train: bool) -> Result<Self> {
+        cfg.validate()?;
+        if n == 0 || t == 0 {
+            return Err(Error::invalid(
+                "batch shape",
+                format!("batch size and time size must be at least 1 (got N={n}, T={t})"),
+            ));
+        }
+        let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+        let nt = n
+            .checked_mul(t)
+            .ok_or_else(|| Error::invalid("batch shape", "N*T overflows"))?;
+        // The largest buffer is [N*T, max(V,D,H)]; refuse shapes whose size overflows.
+        if nt.checked_mul(v.max(d).max(h)).is_none_or(|x| x >= 1 << 40) {
+            return Err(Error::invalid(
+                "batch shape",
+                format!("N*T*V = {nt}*{v} values is too large"),
+            ));
+        }
+        let g = |len: usize| if train { vec![0.0f32; len] } else { Vec::new() };
+        Ok(Self {
+            cfg,
+            n,
+            t,
+            train,
+            xs: vec![0; nt],
+            ts: vec![0; nt],
+            emb: vec![0.0; nt * d],
+            hs: vec![0.0; nt * h],
+            hprev: vec![0.0; nt * h],
+            state: vec![0.0; n * h],
+            logits: vec![0.0; nt * v],
+            losses: vec![0.0; nt],
+            wh_packed: vec![0.0; rnn::packed_len(h)],
+            wht_packed: g(rnn::packed_len(h)),
+            dh: g(nt * h),
+            demb: g(nt * d),
+            scratch: g(n * h),
+            ready_for_backward: false,
+        })
+    }
+
+    /// Batch size `N`.
+    pub fn batch_size(&self) -> usize {
+        self.n
+    }
+
+    /// Time steps per batch `T`.
+    pub fn time_size(&self) -> usize {
+        self.t
+    }
+
+    /// Whether the gradient buffers exist.
+    pub fn is_train(&self) -> bool {
+        self.train
+    }
+
+    /// The hidden state `[N,H]` that the next batch starts from.
+    pub fn state(&self) -> &[f32] {
+        &self.state
+    }
+
+    /// Sets the carried state to zero (the book's `reset_state`).
+    pub fn reset_state(&mut self) {
+        self.state.fill(0.0);
+    }
+
+    /// Sets the carried state (the book's `set_state`).
+    ///
+    /// # Errors
+    /// If `h` is not `[N,H]`.
+    pub fn set_state(&mut self, h: &[f32]) -> Result<()> {
+        if h.len() != self.state.len() {
+            return Err(Error::Shape {
+                what: "state".into(),
+                expected: vec![self.n, self.cfg.hidden_size],
+                found: vec![h.len()],
+            });
+        }
+        self.state.copy_from_slice(h);
+        Ok(())
+    }
+
+    /// Logits (after a forward in evaluation mode) `[N*T,V]`.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Hidden states `h_t` of the last forward, `[N,T,H]`.
+    pub fn hidden(&self) -> &[f32] {
+        &self.hs
+    }
+
+    /// Bytes held by the buffers.
+    pub fn bytes(&self) -> usize {
+        4 * (self.xs.len()
+            + self.ts.len()
+            + self.emb.len()
+            + self.hs.len()
+            + self.hprev.len()
+            + self.state.len()
+            + self.logits.len()
+            + self.losses.len()
+            + self.wh_packed.len()
+            + self.wht_packed.len()
+            + self.dh.len()
+            + self.demb.len()
+            + self.scratch.len())
+    }
+}
