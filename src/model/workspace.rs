@@ -138,6 +138,11 @@ impl Workspace {
         &self.logits
     }
 
+    /// Per-position cross-entropies of the last forward `[N*T]` (0 where masked).
+    pub fn position_losses(&self) -> &[f32] {
+        &self.losses
+    }
+
     /// Hidden states `h_t` of the last forward, `[N,T,H]`.
     pub fn hidden(&self) -> &[f32] {
         &self.hs

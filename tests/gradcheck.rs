@@ -1,0 +1,242 @@
+//! Finite-difference gradient checks for each layer and for the whole model.
+//!
+//! Tiny sizes, weights of order one so every gradient is well above f32 noise, central
+//! differences with the losses accumulated in f64, every parameter tensor sampled.
+
+use rnnlm::layers::{embedding, rnn, softmax_loss};
+use rnnlm::model::simple::{backward, forward};
+use rnnlm::{Config, Params, Workspace};
+
+/// Deterministic uniform numbers in [-scale, scale).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, scale: f32) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    }
+    fn vec(&mut self, len: usize, scale: f32) -> Vec<f32> {
+        (0..len).map(|_| self.next(scale)).collect()
+    }
+}
+
+const EPS: f32 = 1e-2;
+
+/// Central difference of `f` w.r.t. `x[i]`.
+fn numeric(x: &mut [f32], i: usize, mut f: impl FnMut(&[f32]) -> f64) -> f64 {
+    let orig = x[i];
+    x[i] = orig + EPS;
+    let plus = f(x);
+    x[i] = orig - EPS;
+    let minus = f(x);
+    x[i] = orig;
+    // Divide by the step actually taken in f32.
+    (plus - minus) / ((orig + EPS) as f64 - (orig - EPS) as f64)
+}
+
+fn check(what: &str, i: usize, num: f64, ana: f64) {
+    let err = (num - ana).abs();
+    assert!(
+        err <= 2e-3 + 1e-2 * ana.abs(),
+        "{what}[{i}]: numeric {num:.6e} vs analytic {ana:.6e}"
+    );
+}
+
+/// Indices to sample: all of a small tensor, else an even spread.
+fn sample(len: usize) -> Vec<usize> {
+    if len <= 24 {
+        (0..len).collect()
+    } else {
+        (0..24).map(|k| (k * len / 24 + k % 3).min(len - 1)).collect()
+    }
+}
+
+#[test]
+fn embedding_backward_is_the_gradient_of_the_gather() {
+    let (v, d) = (6, 3);
+    let mut rng = Lcg(1);
+    let mut w = rng.vec(v * d, 1.0);
+    let ids = [2u32, 5, 2, 0, 2]; // repeated ids must accumulate
+    let r = rng.vec(ids.len() * d, 1.0);
+    let loss = |w: &[f32]| {
+        let mut out = vec![0.0; ids.len() * d];
+        embedding::forward(&mut out, &ids, w, d);
+        out.iter()
+            .zip(&r)
+            .map(|(&o, &r)| o as f64 * r as f64)
+            .sum::<f64>()
+    };
+    let mut dw = vec![0.0; v * d];
+    embedding::backward(&mut dw, &ids, &r, d);
+    for i in 0..v * d {
+        let num = numeric(&mut w, i, loss);
+        check("dW", i, num, dw[i] as f64);
+    }
+    // Row 1 never appears: exactly zero.
+    assert!(dw[d..2 * d].iter().all(|&g| g == 0.0));
+}
+
+#[test]
+fn rnn_time_loops_match_finite_differences() {
+    let (n, t, h) = (3, 4, 5);
+    let mut rng = Lcg(2);
+    let xproj = rng.vec(n * t * h, 0.8);
+    let mut wh = rng.vec(h * h, 0.6);
+    let mut b = rng.vec(h, 0.3);
+    let state0 = rng.vec(n * h, 0.5);
+    let r = rng.vec(n * t * h, 1.0);
+
+    // L = sum(R * hs); returns L and (hs, hprev).
+    let run = |xproj: &[f32], wh: &[f32], b: &[f32]| {
+        let mut hs = xproj.to_vec();
+        let mut hprev = vec![0.0; n * t * h];
+        let mut state = state0.clone();
+        let mut packed = vec![0.0; rnn::packed_len(h)];
+        rnn::pack_wh(&mut packed, wh, h);
+        rnn::forward_time_loop(&mut hs, &mut hprev, &mut state, &packed, b, (n, t, h));
+        let l = hs
+            .iter()
+            .zip(&r)
+            .map(|(&a, &r)| a as f64 * r as f64)
+            .sum::<f64>();
+        (l, hs, hprev, state)
+    };
+    let (_, hs, hprev, state) = run(&xproj, &wh, &b);
+    assert_eq!(
+        &state[..h],
+        &hs[(t - 1) * h..t * h],
+        "state is the last hidden state"
+    );
+    assert_eq!(&hprev[..h], &state0[..h], "h_-1 is the carried state");
+
+    let mut dt = r.clone();
+    let mut packed_t = vec![0.0; rnn::packed_len(h)];
+    rnn::pack_wh_t(&mut packed_t, &wh, h);
+    let mut scratch = vec![0.0; n * h];
+    rnn::backward_time_loop(&mut dt, &hs, &mut scratch, &packed_t, (n, t, h));
+    // dWh = hprev^T dt, db = colsum dt (what the model's GEMMs compute), in f64.
+    let mut dwh = vec![0.0f64; h * h];
+    let mut db = vec![0.0f64; h];
+    for row in 0..n * t {
+        for i in 0..h {
+            db[i] += dt[row * h + i] as f64;
+            for j in 0..h {
+                dwh[i * h + j] += hprev[row * h + i] as f64 * dt[row * h + j] as f64;
+            }
+        }
+    }
+    for i in sample(xproj.len()) {
+        let num = numeric(&mut xproj.clone(), i, |x| run(x, &wh, &b).0);
+        check("dxproj", i, num, dt[i] as f64);
+    }
+    for i in sample(wh.len()) {
+        let xp = xproj.clone();
+        let bb = b.clone();
+        let num = numeric(&mut wh, i, |w| run(&xp, w, &bb).0);
+        check("dWh", i, num, dwh[i]);
+    }
+    for i in 0..h {
+        let xp = xproj.clone();
+        let w = wh.clone();
+        let num = numeric(&mut b, i, |bb| run(&xp, &w, bb).0);
+        check("db", i, num, db[i]);
+    }
+}
+
+#[test]
+fn softmax_loss_gradient_with_ignored_positions() {
+    let (rows, v) = (5, 7);
+    let mut rng = Lcg(3);
+    let mut logits = rng.vec(rows * v, 2.0);
+    let mut bias = rng.vec(v, 0.5);
+    let ts = [3, -1, 0, 6, 2];
+    let loss = |x: &[f32], b: &[f32]| {
+        let mut l = x.to_vec();
+        let mut per = vec![0.0; rows];
+        softmax_loss::forward(&mut l, b, &ts, &mut per);
+        per.iter().map(|&p| p as f64).sum::<f64>() / 4.0
+    };
+    let mut grad = logits.clone();
+    let mut per = vec![0.0; rows];
+    let mean = softmax_loss::forward_backward(&mut grad, &bias, &ts, &mut per);
+    assert!((mean as f64 - loss(&logits, &bias)).abs() < 1e-6);
+    assert_eq!(per[1], 0.0, "masked position has no loss");
+    assert!(
+        grad[v..2 * v].iter().all(|&g| g == 0.0),
+        "masked row has zero gradient"
+    );
+    for i in 0..rows * v {
+        let b = bias.clone();
+        let num = numeric(&mut logits, i, |x| loss(x, &b));
+        check("dlogits", i, num, grad[i] as f64);
+    }
+    for j in 0..v {
+        let ana: f64 = (0..rows).map(|r| grad[r * v + j] as f64).sum();
+        let x = logits.clone();
+        let num = numeric(&mut bias, j, |b| loss(&x, b));
+        check("dbias", j, num, ana);
+    }
+}
+
+#[test]
+fn whole_model_matches_finite_differences() {
+    let cfg = Config::new(7, 4, 5).unwrap();
+    let (n, t) = (2, 3);
+    let mut rng = Lcg(4);
+    let tensors: Vec<Vec<f32>> = Params::shapes(&cfg)
+        .iter()
+        .map(|s| rng.vec(s.iter().product(), 0.5))
+        .collect();
+    let mut params = Params::from_tensors(cfg, std::array::from_fn(|i| tensors[i].as_slice()));
+    let state0 = rng.vec(n * 5, 0.5);
+    let xs = [0u32, 3, 6, 3, 1, 5];
+    let ts = [3i32, 6, -1, 1, 5, 2];
+
+    let mut ws = Workspace::new(cfg, n, t, true).unwrap();
+    let mut loss = |p: &Params| -> f64 {
+        ws.set_state(&state0).unwrap();
+        forward(p, &mut ws, &xs, &ts).unwrap();
+        ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / 5.0
+    };
+    let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
+    ws2.set_state(&state0).unwrap();
+    forward(&params, &mut ws2, &xs, &ts).unwrap();
+    let mut grads = Params::zeros(cfg);
+    backward(&params, &mut ws2, &mut grads).unwrap();
+
+    for k in 0..6 {
+        let len = params.tensors()[k].len();
+        for i in sample(len) {
+            let ana = grads.tensors()[k][i] as f64;
+            let orig = params.tensors()[k][i];
+            params.tensors_mut()[k][i] = orig + EPS;
+            let plus = loss(&params);
+            params.tensors_mut()[k][i] = orig - EPS;
+            let minus = loss(&params);
+            params.tensors_mut()[k][i] = orig;
+            let num = (plus - minus) / ((orig + EPS) as f64 - (orig - EPS) as f64);
+            check(rnnlm::model::params::PARAM_NAMES[k], i, num, ana);
+        }
+    }
+    // Embedding rows of words that are not inputs get no gradient.
+    let g = grads.views();
+    assert!(g.embed_w[2 * 4..3 * 4].iter().all(|&x| x == 0.0));
+}
+
+#[test]
+fn backward_without_forward_is_an_error() {
+    let cfg = Config::new(5, 2, 3).unwrap();
+    let params = Params::zeros(cfg);
+    let mut grads = Params::zeros(cfg);
+    let mut ws = Workspace::new(cfg, 1, 2, true).unwrap();
+    assert!(backward(&params, &mut ws, &mut grads).is_err());
+    let mut eval_ws = Workspace::new(cfg, 1, 2, false).unwrap();
+    forward(&params, &mut eval_ws, &[0, 1], &[1, 2]).unwrap();
+    assert!(backward(&params, &mut eval_ws, &mut grads).is_err());
+    // Out-of-range ids are errors, not panics.
+    assert!(forward(&params, &mut ws, &[0, 5], &[1, 2]).is_err());
+    assert!(forward(&params, &mut ws, &[0, 1], &[1, -2]).is_err());
+    assert!(forward(&params, &mut ws, &[0, 1, 2], &[1, 2, 3]).is_err());
+}
