@@ -49,7 +49,9 @@ fn sample(len: usize) -> Vec<usize> {
     if len <= 24 {
         (0..len).collect()
     } else {
-        (0..24).map(|k| (k * len / 24 + k % 3).min(len - 1)).collect()
+        (0..24)
+            .map(|k| (k * len / 24 + k % 3).min(len - 1))
+            .collect()
     }
 }
 

@@ -70,8 +70,11 @@ impl Params {
     }
 
     /// Number of f32 values of each tensor, in [`PARAM_NAMES`] order.
+    /// (Computed without building the shape vectors: views are taken on every step, which
+    /// must not allocate.)
     fn lens(cfg: &Config) -> [usize; 6] {
-        Self::shapes(cfg).map(|s| s.iter().product())
+        let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+        [v * d, d * h, h * h, h, h * v, v]
     }
 
     /// All-zero parameters (also the gradient buffer).

@@ -154,12 +154,11 @@ fn check_batch(params: &Params, ws: &Workspace, xs: &[u32], ts: &[i32]) -> Resul
             "parameters and workspace have different configurations",
         ));
     }
-    let want = vec![ws.n, ws.t];
     for (what, len) in [("xs", xs.len()), ("ts", ts.len())] {
         if len != ws.n * ws.t {
             return Err(Error::Shape {
                 what: what.into(),
-                expected: want.clone(),
+                expected: vec![ws.n, ws.t],
                 found: vec![len],
             });
         }

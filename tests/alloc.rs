@@ -1,0 +1,119 @@
+//! The training step's time loops perform zero heap allocations; the whole step allocates
+//! exactly once per large-GEMM call (matrixmultiply's packing buffer) and nowhere else.
+//!
+//! A counting `#[global_allocator]` counts every allocation on every thread. The step runs
+//! inside one rayon pool (`pool.install`), as the trainer does: rayon jobs pushed from a worker
+//! thread go to its local deque and do not allocate once warmed up.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rnnlm::layers::rnn;
+use rnnlm::{BookBatches, Config, Sgd, SimpleRnnlm};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; the counter is a side effect.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> usize {
+    ALLOCS.load(Ordering::SeqCst)
+}
+
+#[test]
+fn training_step_allocates_only_inside_large_gemms() {
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| check_step(threads));
+    }
+}
+
+fn check_step(threads: usize) {
+    // Large enough that the big GEMMs are split across threads.
+    let cfg = Config::new(2000, 64, 96).unwrap();
+    let (n, t) = (12, 7);
+    let corpus: Vec<u32> = (0..5000u32).map(|i| (i * 7919) % 2000).collect();
+    let mut model = SimpleRnnlm::new(cfg, n, t, 3).unwrap();
+    let mut batches = BookBatches::new(&corpus, n, t).unwrap();
+    let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
+    let sgd = Sgd::new(0.1);
+    let mut step = |model: &mut SimpleRnnlm| {
+        batches.next_batch(&mut xs, &mut ts);
+        model.forward(&xs, &ts).unwrap();
+        model.backward().unwrap();
+        sgd.update(model.params_mut_and_grads());
+    };
+    for _ in 0..3 {
+        step(&mut model); // warm-up: rayon's deques and thread-locals reach their size
+    }
+    let (a0, g0) = (allocs(), rnnlm::gemm::sgemm_calls());
+    for _ in 0..4 {
+        step(&mut model);
+    }
+    let (a1, g1) = (allocs(), rnnlm::gemm::sgemm_calls());
+    let gemms = g1 - g0;
+    assert!(
+        gemms >= 4 * 7,
+        "7 large GEMMs per step, some split: {gemms}"
+    );
+    assert_eq!(
+        a1 - a0,
+        gemms,
+        "{threads} threads: allocations other than GEMM packing buffers"
+    );
+
+    // The time loops alone, at the model's sizes: zero allocations.
+    let h = cfg.hidden_size;
+    let wh = model.params().views().wh.to_vec();
+    let b = model.params().views().b.to_vec();
+    let mut hs = vec![0.1f32; n * t * h];
+    let mut hprev = vec![0.0f32; n * t * h];
+    let mut state = vec![0.0f32; n * h];
+    let mut packed = vec![0.0f32; rnn::packed_len(h)];
+    let mut scratch = vec![0.0f32; n * h];
+    let a0 = allocs();
+    for _ in 0..3 {
+        rnn::pack_wh(&mut packed, &wh, h);
+        rnn::forward_time_loop(&mut hs, &mut hprev, &mut state, &packed, &b, (n, t, h));
+        rnn::pack_wh_t(&mut packed, &wh, h);
+        let mut dh = hprev.clone(); // allocation outside the counted window below
+        let before = allocs();
+        rnn::backward_time_loop(&mut dh, &hs, &mut scratch, &packed, (n, t, h));
+        assert_eq!(allocs(), before, "backward time loop allocated");
+        std::hint::black_box(&dh);
+    }
+    // Three clones of dh were the only allocations of this window.
+    assert_eq!(
+        allocs() - a0,
+        3,
+        "{threads} threads: forward time loop allocated"
+    );
+}

@@ -1,0 +1,49 @@
+//! The same seed gives bit-identical losses and weights with 1 or 2 threads (the effect of
+//! `RAYON_NUM_THREADS=1` vs `2`), and the same run twice gives the same bits.
+
+use rnnlm::{BookBatches, Config, Sgd, SimpleRnnlm};
+
+fn train(threads: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        // Big enough that the output GEMMs are split and the batch rows are divided between
+        // threads (N = 13 is deliberately odd).
+        let cfg = Config::new(3000, 48, 80).unwrap();
+        let (n, t) = (13, 9);
+        let corpus: Vec<u32> = (0..20_000u32).map(|i| (i * i + 7 * i) % 3000).collect();
+        let mut model = SimpleRnnlm::new(cfg, n, t, seed).unwrap();
+        let mut batches = BookBatches::new(&corpus, n, t).unwrap();
+        let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
+        let sgd = Sgd::new(0.5);
+        let mut losses = Vec::new();
+        for _ in 0..6 {
+            batches.next_batch(&mut xs, &mut ts);
+            losses.push(model.forward(&xs, &ts).unwrap().to_bits());
+            model.backward().unwrap();
+            sgd.update(model.params_mut_and_grads());
+        }
+        let weights = model
+            .params()
+            .as_slice()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        (losses, weights)
+    })
+}
+
+#[test]
+fn one_and_two_threads_give_identical_bits() {
+    let (l1, w1) = train(1, 11);
+    let (l2, w2) = train(2, 11);
+    assert_eq!(l1, l2, "losses differ between 1 and 2 threads");
+    assert!(w1 == w2, "weights differ between 1 and 2 threads");
+    let (l3, w3) = train(3, 11);
+    assert_eq!(l1, l3, "losses differ with 3 threads");
+    assert!(w1 == w3, "weights differ with 3 threads");
+    let (l4, _) = train(2, 12);
+    assert_ne!(l1, l4, "a different seed gives a different run");
+}
