@@ -2,7 +2,7 @@
 //! tokens of PTB train (V = 418), N=10, T=5, D=H=100, SGD lr 0.1, 100 epochs.
 //!
 //! ```text
-//! cargo run --release --example simple_rnnlm [-- --data-dir DIR --epochs 100 --seed 1 --csv FILE]
+//! cargo run --release --example simple_rnnlm [-- --data-dir DIR --epochs 100 --seed 1 --csv FILE --save MODEL]
 //! ```
 //!
 //! PTB is read from `--data-dir`, else `$RNNLM_PTB_DIR`, else a cache folder (downloaded on
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use rnnlm::data::download::ptb_dir;
-use rnnlm::{BookBatches, Config, Ptb, Sgd, SimpleRnnlm};
+use rnnlm::{BookBatches, Config, Ptb, Sgd, SimpleRnnlm, Vocab};
 
 #[derive(Parser)]
 #[command(about = "The book's ch05 SimpleRnnlm run on the first 1000 tokens of PTB")]
@@ -32,6 +32,9 @@ struct Args {
     /// Where to write the perplexity curve.
     #[arg(long, default_value = "simple_rnnlm.csv")]
     csv: PathBuf,
+    /// Also save the trained model (safetensors, with its 418-word vocabulary) here.
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -91,5 +94,11 @@ fn run(args: Args) -> rnnlm::Result<()> {
     );
     rnnlm::checkpoint::write_atomic(&args.csv, curve.as_bytes())?;
     println!("perplexity curve written to {}", args.csv.display());
+    if let Some(path) = &args.save {
+        // Ids are by first appearance, so the words of the first 1000 tokens are ids 0..V.
+        let vocab = Vocab::from_words(ptb.vocab.words()[..vocab_size].to_vec())?;
+        rnnlm::checkpoint::save(path, model.params(), Some(&vocab))?;
+        println!("model saved to {}", path.display());
+    }
     Ok(())
 }

@@ -62,18 +62,37 @@ pub fn read_building_vocab(path: &Path, vocab: &mut Vocab) -> Result<Vec<u32>> {
 /// # Errors
 /// As [`for_each_token`], plus [`Error::UnknownWord`].
 pub fn read_with_vocab(path: &Path, vocab: &Vocab) -> Result<Vec<u32>> {
+    read_counting_unk(path, vocab).map(|(ids, _)| ids)
+}
+
+/// As [`read_with_vocab`], also returning how many tokens were mapped to `<unk>` because they
+/// are not in the vocabulary.
+///
+/// # Errors
+/// As [`read_with_vocab`].
+pub fn read_counting_unk(path: &Path, vocab: &Vocab) -> Result<(Vec<u32>, usize)> {
     let unk = vocab.unk_id();
     let mut ids = Vec::new();
+    let mut mapped = 0;
     for_each_token(path, |w, line| {
-        let id = vocab.id(w).or(unk).ok_or_else(|| Error::UnknownWord {
-            path: path.to_owned(),
-            line,
-            word: w.to_owned(),
-        })?;
+        let id = match (vocab.id(w), unk) {
+            (Some(id), _) => id,
+            (None, Some(u)) => {
+                mapped += 1;
+                u
+            }
+            (None, None) => {
+                return Err(Error::UnknownWord {
+                    path: path.to_owned(),
+                    line,
+                    word: w.to_owned(),
+                })
+            }
+        };
         ids.push(id);
         Ok(())
     })?;
-    Ok(ids)
+    Ok((ids, mapped))
 }
 
 /// The Penn Treebank as the book loads it: ids by first appearance in train.

@@ -1,0 +1,271 @@
+//! Checkpoint round trip, foreign-writer interop, and bad files returning clear errors.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rnnlm::checkpoint::{self, from_bytes, to_bytes};
+use rnnlm::{Config, Error, Params, Vocab};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rnnlm-ckpt-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn sample() -> (Params, Vocab) {
+    let cfg = Config::new(6, 3, 4).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let p = Params::init_book(cfg, &mut rng);
+    let words = ["<eos>", "the", "<unk>", "cat", "sat", "mat"];
+    (
+        p,
+        Vocab::from_words(words.map(String::from).to_vec()).unwrap(),
+    )
+}
+
+fn msg(r: rnnlm::Result<rnnlm::Checkpoint>) -> String {
+    match r {
+        Ok(_) => panic!("expected an error"),
+        Err(e @ Error::Checkpoint { .. }) => e.to_string(),
+        Err(e) => panic!("expected a checkpoint error, got {e:?}"),
+    }
+}
+
+/// Serialises named tensors the way any safetensors writer (numpy, PyTorch) does.
+fn write_tensors(tensors: &[(&str, Vec<usize>, Vec<f32>)], meta: &[(&str, &str)]) -> Vec<u8> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors.iter().zip(&bytes).map(|((name, shape, _), b)| {
+        (
+            *name,
+            TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+        )
+    });
+    let meta: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+fn book_tensors(p: &Params) -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
+    rnnlm::model::params::PARAM_NAMES
+        .iter()
+        .zip(Params::shapes(p.config()))
+        .zip(p.tensors())
+        .map(|((n, s), t)| (*n, s, t.to_vec()))
+        .collect()
+}
+
+const CONFIG: &str = r#"{"cell":"rnn","vocab_size":6,"wordvec_size":3,"hidden_size":4}"#;
+
+#[test]
+fn round_trip_is_bit_exact() {
+    let (p, v) = sample();
+    let dir = tmpdir("roundtrip");
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &p, Some(&v)).unwrap();
+    let c = checkpoint::load(&path).unwrap();
+    assert_eq!(c.params, p);
+    assert_eq!(c.vocab.as_ref(), Some(&v));
+    // Saving again over it works and leaves no temporary files behind.
+    checkpoint::save(&path, &p, None).unwrap();
+    assert!(checkpoint::load(&path).unwrap().vocab.is_none());
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_file_written_by_another_safetensors_writer_loads() {
+    // Tensors in another order, metadata as numpy's `save_file(..., metadata={...})` writes it.
+    let (p, _) = sample();
+    let mut t = book_tensors(&p);
+    t.reverse();
+    let vocab = r#"["<eos>","the","<unk>","cat","sat","mat"]"#;
+    let bytes = write_tensors(
+        &t,
+        &[("config", CONFIG), ("vocab", vocab), ("format", "np")],
+    );
+    let c = from_bytes(&bytes, Path::new("numpy.safetensors")).unwrap();
+    assert_eq!(c.params, p);
+    assert_eq!(c.vocab.unwrap().id("cat"), Some(3));
+    // Without any metadata the shapes alone define the model.
+    let bytes = write_tensors(&book_tensors(&p), &[]);
+    assert_eq!(from_bytes(&bytes, Path::new("x")).unwrap().params, p);
+}
+
+#[test]
+fn bad_files_are_clear_errors() {
+    let (p, v) = sample();
+    let good = to_bytes(&p, Some(&v)).unwrap();
+    let path = Path::new("bad.safetensors");
+
+    let m = msg(from_bytes(&good[..good.len() - 7], path));
+    assert!(
+        m.contains("bad.safetensors") && m.contains("not a valid safetensors"),
+        "{m}"
+    );
+    let m = msg(from_bytes(&good[..5], path));
+    assert!(m.contains("not a valid safetensors"), "{m}");
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    msg(from_bytes(&garbage, path));
+    msg(from_bytes(b"", path));
+
+    let mut t = book_tensors(&p);
+    t.retain(|(n, _, _)| *n != "rnn.b");
+    let m = msg(from_bytes(&write_tensors(&t, &[]), path));
+    assert!(m.contains("missing tensor \"rnn.b\""), "{m}");
+
+    let mut t = book_tensors(&p);
+    t[4].1 = vec![4, 5];
+    t[4].2.truncate(20);
+    let m = msg(from_bytes(&write_tensors(&t, &[]), path));
+    assert!(
+        m.contains("affine.W") && m.contains("[4, 5]") && m.contains("[4, 6]"),
+        "{m}"
+    );
+
+    let mut t = book_tensors(&p);
+    t.push(("lstm.Wx", vec![1], vec![0.0]));
+    let m = msg(from_bytes(&write_tensors(&t, &[]), path));
+    assert!(m.contains("unexpected tensor \"lstm.Wx\""), "{m}");
+
+    let wrong = CONFIG.replace("\"hidden_size\":4", "\"hidden_size\":5");
+    let m = msg(from_bytes(
+        &write_tensors(&book_tensors(&p), &[("config", &wrong)]),
+        path,
+    ));
+    assert!(m.contains("disagrees"), "{m}");
+    let lstm = CONFIG.replace("\"rnn\"", "\"lstm\"");
+    let m = msg(from_bytes(
+        &write_tensors(&book_tensors(&p), &[("config", &lstm)]),
+        path,
+    ));
+    assert!(m.contains("lstm"), "{m}");
+    let m = msg(from_bytes(
+        &write_tensors(&book_tensors(&p), &[("config", "{oops")]),
+        path,
+    ));
+    assert!(m.contains("config"), "{m}");
+    let m = msg(from_bytes(
+        &write_tensors(&book_tensors(&p), &[("vocab", r#"["a","b"]"#)]),
+        path,
+    ));
+    assert!(m.contains("vocab has 2 words, expected 6"), "{m}");
+    let dup = r#"["a","b","c","d","e","a"]"#;
+    let m = msg(from_bytes(
+        &write_tensors(&book_tensors(&p), &[("vocab", dup)]),
+        path,
+    ));
+    assert!(m.contains("more than once"), "{m}");
+
+    // A tensor stored as f16 is refused by dtype.
+    let mut bytes_t: Vec<(String, Vec<usize>, Vec<u8>)> = book_tensors(&p)
+        .into_iter()
+        .map(|(n, s, d)| {
+            (
+                n.to_string(),
+                s,
+                d.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    bytes_t[3].2.truncate(8);
+    let views = bytes_t.iter().enumerate().map(|(i, (n, s, b))| {
+        let dt = if i == 3 { Dtype::F16 } else { Dtype::F32 };
+        (n.as_str(), TensorView::new(dt, s.clone(), b).unwrap())
+    });
+    let m = msg(from_bytes(
+        &safetensors::serialize(views, None).unwrap(),
+        path,
+    ));
+    assert!(m.contains("rnn.b") && m.contains("F16"), "{m}");
+
+    // Missing file: an I/O error naming the path.
+    let e = checkpoint::load(Path::new("/nonexistent/m.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/m.safetensors"), "{e}");
+}
+
+#[test]
+fn failed_save_leaves_nothing_and_keeps_the_old_file() {
+    let (p, v) = sample();
+    let dir = tmpdir("atomic");
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &p, Some(&v)).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    // A vocabulary of the wrong size is refused before anything is written.
+    let small = Vocab::from_words(vec!["a".into()]).unwrap();
+    assert!(checkpoint::save(&path, &p, Some(&small)).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // A target whose folder does not exist: error, nothing created.
+    let missing = dir.join("no/such/dir/m.safetensors");
+    assert!(matches!(
+        checkpoint::save(&missing, &p, None),
+        Err(Error::Io { .. })
+    ));
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(names.len(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn python_safetensors_reads_our_file_when_available() {
+    // Interop with numpy, checked when python3 has numpy + safetensors (not required for CI).
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import numpy, safetensors.numpy"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("SKIPPED: python3 with numpy and safetensors is not installed");
+        return;
+    }
+    let (p, v) = sample();
+    let dir = tmpdir("numpy");
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &p, Some(&v)).unwrap();
+    let script = format!(
+        "import json, numpy as np\nfrom safetensors.numpy import load_file\nfrom safetensors import safe_open\n\
+         t = load_file({path:?})\nwith safe_open({path:?}, 'np') as f: meta = f.metadata()\n\
+         print(json.dumps({{k: [list(v.shape), str(v.dtype), float(np.float64(v.astype(np.float64).sum()))] for k, v in t.items()}}))\n\
+         print(meta['config']); print(meta['vocab'])",
+        path = path.to_str().unwrap()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    let sums: HashMap<String, (Vec<usize>, String, f64)> =
+        serde_json::from_str(lines.next().unwrap()).unwrap();
+    for ((name, shape), t) in rnnlm::model::params::PARAM_NAMES
+        .iter()
+        .zip(Params::shapes(p.config()))
+        .zip(p.tensors())
+    {
+        let (s, dtype, sum) = &sums[*name];
+        assert_eq!(s, &shape);
+        assert_eq!(dtype, "float32");
+        let want: f64 = t.iter().map(|&x| x as f64).sum();
+        assert!((sum - want).abs() < 1e-9, "{name}: {sum} vs {want}");
+    }
+    assert_eq!(lines.next().unwrap(), CONFIG);
+    assert!(lines.next().unwrap().contains("\"cat\""));
+    std::fs::remove_dir_all(dir).unwrap();
+}
