@@ -1,0 +1,159 @@
+//! The `rnnlm` binary: output contract and one-line errors with exit status 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rand::SeedableRng;
+use rnnlm::{checkpoint, Config, Params, Vocab};
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rnnlm-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rnnlm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn model(dir: &Path, words: &[&str]) -> PathBuf {
+    let cfg = Config::new(words.len(), 8, 8).unwrap();
+    let p = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    let v = Vocab::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &p, Some(&v)).unwrap();
+    path
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "exit status");
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line on stderr: {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn eval_prints_perplexity_and_json() {
+    let dir = tmpdir("eval");
+    let words = ["<eos>", "a", "b", "c", "<unk>"];
+    let m = model(&dir, &words);
+    let text = dir.join("t.txt");
+    std::fs::write(&text, "a b c a b\nc c a zebra\n".repeat(20)).unwrap();
+    let (m_s, t_s) = (m.to_str().unwrap(), text.to_str().unwrap());
+
+    let out = rnnlm(&[
+        "eval", "--model", m_s, "--data", t_s, "--batch", "2", "--time", "5", "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let ppl = json["perplexity"].as_f64().unwrap();
+    assert_eq!(json["protocol"], "book");
+    assert_eq!(json["unk_mapped"], 20, "each 'zebra' maps to <unk>");
+    assert_eq!(json["tokens"], 220);
+
+    // The same number as the library's book-protocol evaluation.
+    let ckpt = checkpoint::load(&m).unwrap();
+    let ids = rnnlm::data::corpus::read_with_vocab(&text, ckpt.vocab.as_ref().unwrap()).unwrap();
+    let want = rnnlm::eval_perplexity(&ckpt.params, &ids, 2, 5).unwrap();
+    assert!(
+        (ppl - want.perplexity).abs() < 1e-9 * want.perplexity,
+        "{ppl} vs {}",
+        want.perplexity
+    );
+    assert_eq!(json["tokens_scored"], want.tokens);
+
+    let out = rnnlm(&[
+        "eval", "--model", m_s, "--data", t_s, "--batch", "2", "--time", "5",
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with("perplexity ") && stdout.contains("protocol book"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_input_gives_one_line_and_status_2() {
+    let dir = tmpdir("bad");
+    let m = model(&dir, &["<eos>", "a", "b"]);
+    let m_s = m.to_str().unwrap();
+    let text = dir.join("t.txt");
+
+    std::fs::write(&text, "a b a\nb a b\na q b\n").unwrap();
+    let err = one_line_error(&rnnlm(&[
+        "eval",
+        "--model",
+        m_s,
+        "--data",
+        text.to_str().unwrap(),
+    ]));
+    assert!(err.contains("t.txt:3") && err.contains("\"q\""), "{err}");
+
+    std::fs::write(&text, "a b\n").unwrap();
+    let err = one_line_error(&rnnlm(&[
+        "eval",
+        "--model",
+        m_s,
+        "--data",
+        text.to_str().unwrap(),
+    ]));
+    assert!(err.contains("cannot fill one batch"), "{err}");
+
+    std::fs::write(&text, b"a b\n\xff\xfe a\n").unwrap();
+    let err = one_line_error(&rnnlm(&[
+        "eval",
+        "--model",
+        m_s,
+        "--data",
+        text.to_str().unwrap(),
+    ]));
+    assert!(err.contains("t.txt:2") && err.contains("UTF-8"), "{err}");
+
+    let err = one_line_error(&rnnlm(&[
+        "eval",
+        "--model",
+        "/no/such.safetensors",
+        "--data",
+        "x",
+    ]));
+    assert!(err.contains("/no/such.safetensors"), "{err}");
+
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, "definitely not a checkpoint").unwrap();
+    let err = one_line_error(&rnnlm(&[
+        "eval",
+        "--model",
+        junk.to_str().unwrap(),
+        "--data",
+        "x",
+    ]));
+    assert!(
+        err.contains("junk.safetensors") && err.contains("safetensors"),
+        "{err}"
+    );
+
+    let out = rnnlm(&["eval", "--model", m_s]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing --data is a usage error"
+    );
+    let out = rnnlm(&["eval", "--model", m_s, "--data", "x", "--batch", "0"]);
+    assert_eq!(out.status.code(), Some(2), "--batch 0 is a usage error");
+    std::fs::remove_dir_all(dir).unwrap();
+}

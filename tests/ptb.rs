@@ -1,0 +1,79 @@
+//! Tests on the real Penn Treebank, found through `RNNLM_PTB_DIR` (`.ci/run` sets it).
+//! Skipped, with a notice, when the variable is unset.
+
+use std::path::PathBuf;
+
+use rnnlm::{BookBatches, Config, Ptb, Sgd, SimpleRnnlm};
+
+fn ptb_dir() -> Option<PathBuf> {
+    match std::env::var_os("RNNLM_PTB_DIR") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => {
+            eprintln!(
+                "SKIPPED: RNNLM_PTB_DIR is not set (point it at ptb.{{train,valid,test}}.txt)"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn corpus_sizes_and_vocabulary_match_the_book() {
+    let Some(dir) = ptb_dir() else { return };
+    let ptb = Ptb::load(&dir).unwrap();
+    assert_eq!(ptb.train.len(), 929_589);
+    assert_eq!(ptb.valid.len(), 73_760);
+    assert_eq!(ptb.test.len(), 82_430);
+    assert_eq!(ptb.vocab.len(), 10_000);
+    // First appearance order, as the book's ptb.load_data: the file starts with "aer banknote".
+    assert_eq!(ptb.vocab.word(0), Some("aer"));
+    assert_eq!(ptb.vocab.word(1), Some("banknote"));
+    assert!(ptb.vocab.id("<eos>").is_some() && ptb.vocab.unk_id().is_some());
+    // The book's ch05 subset: max id in the first 1000 tokens + 1 = 418.
+    assert_eq!(*ptb.train[..1000].iter().max().unwrap(), 417);
+}
+
+#[test]
+fn checksums_match_the_published_sums() {
+    let Some(dir) = ptb_dir() else { return };
+    for (name, sum) in rnnlm::data::download::PTB_FILES {
+        let got = rnnlm::data::download::sha256_file(&dir.join(name)).unwrap();
+        assert_eq!(got, sum, "{name}");
+    }
+}
+
+#[test]
+fn book_ch05_curve_has_the_books_shape() {
+    // The book's ch05 run: 1000 tokens, V=418, N=10, T=5, D=H=100, SGD 0.1, 100 epochs.
+    // The book prints ~400 at epoch 1 falling to ~5.3-5.6 at epoch 100.
+    let Some(dir) = ptb_dir() else { return };
+    let ptb = Ptb::load(&dir).unwrap();
+    let corpus = &ptb.train[..1000];
+    let (n, t) = (10, 5);
+    let mut model = SimpleRnnlm::new(Config::new(418, 100, 100).unwrap(), n, t, 1).unwrap();
+    let mut batches = BookBatches::new(corpus, n, t).unwrap();
+    assert_eq!(batches.iters_per_epoch(), 19);
+    let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
+    let sgd = Sgd::new(0.1);
+    let mut curve = Vec::new();
+    for _ in 0..100 {
+        let mut total = 0.0f64;
+        for _ in 0..19 {
+            batches.next_batch(&mut xs, &mut ts);
+            total += model.forward(&xs, &ts).unwrap() as f64;
+            model.backward().unwrap();
+            sgd.update(model.params_mut_and_grads());
+        }
+        curve.push((total / 19.0).exp());
+    }
+    assert!((330.0..480.0).contains(&curve[0]), "epoch 1: {}", curve[0]);
+    assert!(curve[9] < 250.0, "epoch 10: {}", curve[9]);
+    assert!(curve[49] < 120.0, "epoch 50: {}", curve[49]);
+    assert!((3.0..9.0).contains(&curve[99]), "epoch 100: {}", curve[99]);
+    // Mostly decreasing: every 10-epoch window is lower than the one before.
+    for w in 1..10 {
+        let prev: f64 = curve[(w - 1) * 10..w * 10].iter().sum();
+        let this: f64 = curve[w * 10..(w + 1) * 10].iter().sum();
+        assert!(this < prev, "window {w}: {this} >= {prev}");
+    }
+}
