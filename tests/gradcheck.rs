@@ -3,6 +3,9 @@
 //! Tiny sizes, weights of order one so every gradient is well above f32 noise, central
 //! differences with the losses accumulated in f64, every parameter tensor sampled.
 
+// Index loops read naturally here: each index is perturbed in one tensor and read in another.
+#![allow(clippy::needless_range_loop)]
+
 use rnnlm::layers::{embedding, rnn, softmax_loss};
 use rnnlm::model::simple::{backward, forward};
 use rnnlm::{Config, Params, Workspace};

@@ -28,10 +28,17 @@ pub fn pack_wh_t(out: &mut [f32], wh: &[f32], h: usize) {
     recurrent::pack_b(h, h, wh, 1, h, out);
 }
 
-/// Batch rows per rayon task: one block per thread. Any split gives bit-identical results,
-/// because the recurrent kernel computes each row with the same operation sequence whatever
-/// rows it is batched with.
-fn rows_per_task(n: usize) -> usize {
+/// Multiply-adds per batch below which the time loop runs as one block on the calling thread:
+/// waking another thread costs microseconds, more than it saves on the book's 10x100x100 steps.
+const PARALLEL_MIN_MACS: usize = 2_000_000;
+
+/// Batch rows per rayon task: one block per thread for large batches, one block for small
+/// ones. Any split gives bit-identical results, because the recurrent kernel computes each row
+/// with the same operation sequence whatever rows it is batched with.
+fn rows_per_task(n: usize, t: usize, h: usize) -> usize {
+    if n * t * h * h < PARALLEL_MIN_MACS {
+        return n.max(1);
+    }
     n.div_ceil(rayon::current_num_threads()).max(1)
 }
 
@@ -55,7 +62,7 @@ pub fn forward_time_loop(
     if n == 0 || t == 0 || h == 0 {
         return;
     }
-    let rows = rows_per_task(n);
+    let rows = rows_per_task(n, t, h);
     hs.par_chunks_mut(rows * t * h)
         .zip(hprev.par_chunks_mut(rows * t * h))
         .zip(state.par_chunks_mut(rows * h))
@@ -111,7 +118,7 @@ pub fn backward_time_loop(
     if n == 0 || t == 0 || h == 0 {
         return;
     }
-    let rows = rows_per_task(n);
+    let rows = rows_per_task(n, t, h);
     dh.par_chunks_mut(rows * t * h)
         .zip(hs.par_chunks(rows * t * h))
         .zip(scratch.par_chunks_mut(rows * h))

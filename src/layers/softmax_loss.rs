@@ -10,8 +10,15 @@ use crate::kernels::softmax;
 /// The book's ignore label.
 pub const IGNORE: i32 = -1;
 
-/// Rows per rayon task: enough to amortise scheduling, few enough to balance two cores.
-const ROWS_PER_TASK: usize = 8;
+/// Logits per rayon task: enough to amortise waking a thread (a few microseconds), small
+/// enough that a task's rows stay in L2 and two cores balance. Row results do not depend on
+/// the split, so neither does the loss.
+const LOGITS_PER_TASK: usize = 64 * 1024;
+
+/// Rows per rayon task for vocabulary size `v`.
+fn rows_per_task(v: usize) -> usize {
+    LOGITS_PER_TASK.div_ceil(v.max(1)).max(1)
+}
 
 /// Number of positions that count towards the mean (targets other than [`IGNORE`]).
 pub fn count(ts: &[i32]) -> usize {
@@ -29,10 +36,11 @@ pub fn forward_backward(logits: &mut [f32], bias: &[f32], ts: &[i32], losses: &m
     let v = bias.len();
     let n = count(ts);
     let scale = if n == 0 { 0.0 } else { 1.0 / n as f32 };
+    let rows = rows_per_task(v);
     logits
-        .par_chunks_mut(v * ROWS_PER_TASK)
-        .zip(ts.par_chunks(ROWS_PER_TASK))
-        .zip(losses.par_chunks_mut(ROWS_PER_TASK))
+        .par_chunks_mut(v * rows)
+        .zip(ts.par_chunks(rows))
+        .zip(losses.par_chunks_mut(rows))
         .for_each(|((rows, ts), losses)| {
             for ((row, &t), loss) in rows.chunks_exact_mut(v).zip(ts).zip(losses) {
                 if t == IGNORE {
@@ -53,10 +61,11 @@ pub fn forward_backward(logits: &mut [f32], bias: &[f32], ts: &[i32], losses: &m
 pub fn forward(logits: &mut [f32], bias: &[f32], ts: &[i32], losses: &mut [f32]) -> f32 {
     let v = bias.len();
     let n = count(ts);
+    let rows = rows_per_task(v);
     logits
-        .par_chunks_mut(v * ROWS_PER_TASK)
-        .zip(ts.par_chunks(ROWS_PER_TASK))
-        .zip(losses.par_chunks_mut(ROWS_PER_TASK))
+        .par_chunks_mut(v * rows)
+        .zip(ts.par_chunks(rows))
+        .zip(losses.par_chunks_mut(rows))
         .for_each(|((rows, ts), losses)| {
             for ((row, &t), loss) in rows.chunks_exact_mut(v).zip(ts).zip(losses) {
                 for (x, &b) in row.iter_mut().zip(bias) {
