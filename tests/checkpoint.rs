@@ -221,7 +221,7 @@ fn failed_save_leaves_nothing_and_keeps_the_old_file() {
 }
 
 #[test]
-fn python_safetensors_reads_our_file_when_available() {
+fn numpy_reads_our_files_and_we_read_numpys_when_available() {
     // Interop with numpy, checked when python3 has numpy + safetensors (not required for CI).
     let probe = std::process::Command::new("python3")
         .args(["-c", "import numpy, safetensors.numpy"])
@@ -267,5 +267,27 @@ fn python_safetensors_reads_our_file_when_available() {
     }
     assert_eq!(lines.next().unwrap(), CONFIG);
     assert!(lines.next().unwrap().contains("\"cat\""));
+
+    // And the other way: a file numpy writes loads here, values intact.
+    let theirs = dir.join("numpy.safetensors");
+    let script = format!(
+        "import numpy as np\nfrom safetensors.numpy import save_file\n\
+         V, D, H = 6, 3, 4\n\
+         f = lambda *s: (np.arange(np.prod(s)).reshape(s) * 0.25 - 1).astype(np.float32)\n\
+         t = {{'embed.W': f(V, D), 'rnn.Wx': f(D, H), 'rnn.Wh': f(H, H), 'rnn.b': f(H),\n\
+              'affine.W': f(H, V), 'affine.b': f(V)}}\n\
+         save_file(t, {path:?}, metadata={{'config': '{CONFIG}',\n\
+                   'vocab': '[\"<eos>\",\"the\",\"<unk>\",\"cat\",\"sat\",\"mat\"]'}})",
+        path = theirs.to_str().unwrap()
+    );
+    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c = checkpoint::load(&theirs).unwrap();
+    for t in c.params.tensors() {
+        for (i, &x) in t.iter().enumerate() {
+            assert_eq!(x, i as f32 * 0.25 - 1.0);
+        }
+    }
+    assert_eq!(c.vocab.unwrap().word(5), Some("mat"));
     std::fs::remove_dir_all(dir).unwrap();
 }
