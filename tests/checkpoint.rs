@@ -280,8 +280,15 @@ fn numpy_reads_our_files_and_we_read_numpys_when_available() {
                    'vocab': '[\"<eos>\",\"the\",\"<unk>\",\"cat\",\"sat\",\"mat\"]'}})",
         path = theirs.to_str().unwrap()
     );
-    let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let c = checkpoint::load(&theirs).unwrap();
     for t in c.params.tensors() {
         for (i, &x) in t.iter().enumerate() {

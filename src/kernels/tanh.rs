@@ -137,24 +137,7 @@ unsafe fn tanh_backward_body<S: Simd>(d: &mut [f32], h: &[f32]) {
 mod tests {
     use super::*;
 
-    /// Deterministic splitmix64 stream of f32s in `[lo, hi)`.
-    struct Rng(u64);
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-            let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-            lo + (hi - lo) * u
-        }
-        fn vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-            (0..n).map(|_| self.uniform(lo, hi)).collect()
-        }
-    }
+    use crate::kernels::test_rng::Rng;
 
     const SIZES: [usize; 11] = [0, 1, 7, 8, 15, 16, 17, 63, 65, 100, 1000];
     const SPECIALS: [f32; 16] = [
