@@ -108,10 +108,62 @@ fn recurrent_gemm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The seven large products of a training step at the `ptb-small` (B) and `ptb-medium` (C)
+/// shapes, our packed driver vs matrixmultiply, in FLOP/s (elements = 2*m*k*n).
+fn model_gemms(c: &mut Criterion) {
+    use rnnlm::gemm::{matmul, matmul_packed, scratch_len_for, Accum, MatMut, MatRef};
+    let mut g = c.benchmark_group("model_gemm_flops");
+    let r = 700; // N*T = 20*35
+    for (cfg, d, h, v) in [("B", 100, 100, 10_000), ("C", 650, 650, 10_000)] {
+        // (name, m, k, n, A transposed, B transposed), as in model::simple.
+        let shapes = [
+            ("emb_wx", r, d, h, false, false),
+            ("hs_w", r, h, v, false, false),
+            ("dw_aff", h, r, v, true, false),
+            ("dh", r, v, h, false, true),
+            ("dwx", d, r, h, true, false),
+            ("demb", r, h, d, false, true),
+        ];
+        for (name, m, k, n, at, bt) in shapes {
+            let a = data(m * k, 1.0);
+            let b = data(k * n, 1.0);
+            let av = if at {
+                MatRef::new(&a, k, m).t()
+            } else {
+                MatRef::new(&a, m, k)
+            };
+            let bv = if bt {
+                MatRef::new(&b, n, k).t()
+            } else {
+                MatRef::new(&b, k, n)
+            };
+            let mut cm = vec![0.0f32; m * n];
+            let mut scratch = vec![0.0f32; scratch_len_for(&av, &bv)];
+            g.throughput(Throughput::Elements((2 * m * k * n) as u64));
+            let id = format!("{cfg}/{name}/{m}x{k}x{n}");
+            g.bench_function(BenchmarkId::new("packed", &id), |bch| {
+                bch.iter(|| {
+                    matmul_packed(
+                        MatMut::new(&mut cm, m, n),
+                        av,
+                        bv,
+                        Accum::Replace,
+                        &mut scratch,
+                    )
+                })
+            });
+            g.bench_function(BenchmarkId::new("matrixmultiply", &id), |bch| {
+                bch.iter(|| matmul(MatMut::new(&mut cm, m, n), av, bv, Accum::Replace))
+            });
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = elementwise, softmax_rows, recurrent_gemm
+    targets = elementwise, softmax_rows, recurrent_gemm, model_gemms
 }
 criterion_main!(benches);

@@ -1,7 +1,16 @@
-//! Training-step and forward-only throughput in tokens per second (`N*T` per iteration).
+//! Training-step (forward + backward + SGD) and forward-only throughput in tokens per second
+//! (`Throughput::Elements(N*T)`), on the four configurations the throughput goals use:
 //!
-//! `cargo bench` runs the book's ch05 shape (`seed`) and the PTB small shape (`ptb-small`);
-//! synthetic ids, so no data files are needed.
+//! | name | V | D | H | N | T |
+//! |---|---|---|---|---|---|
+//! | A `seed` (the book's ch05 run) | 418 | 100 | 100 | 10 | 5 |
+//! | B `ptb-small` | 10000 | 100 | 100 | 20 | 35 |
+//! | C `ptb-medium` | 10000 | 650 | 650 | 20 | 35 |
+//! | D `big-batch` | 10000 | 256 | 256 | 128 | 35 |
+//!
+//! Synthetic ids, so no data files are needed. Runs inside one rayon pool, as the trainer does.
+
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rnnlm::{Config, Sgd, SimpleRnnlm, Workspace};
@@ -15,9 +24,9 @@ struct Shape {
     t: usize,
 }
 
-const SHAPES: [Shape; 2] = [
+const SHAPES: [Shape; 4] = [
     Shape {
-        name: "seed",
+        name: "A-seed",
         v: 418,
         d: 100,
         h: 100,
@@ -25,11 +34,27 @@ const SHAPES: [Shape; 2] = [
         t: 5,
     },
     Shape {
-        name: "ptb-small",
+        name: "B-ptb-small",
         v: 10_000,
         d: 100,
         h: 100,
         n: 20,
+        t: 35,
+    },
+    Shape {
+        name: "C-ptb-medium",
+        v: 10_000,
+        d: 650,
+        h: 650,
+        n: 20,
+        t: 35,
+    },
+    Shape {
+        name: "D-big-batch",
+        v: 10_000,
+        d: 256,
+        h: 256,
+        n: 128,
         t: 35,
     },
 ];
@@ -41,9 +66,13 @@ fn ids(len: usize, v: usize, salt: usize) -> Vec<u32> {
 }
 
 fn bench(c: &mut Criterion) {
+    let pool = rayon::ThreadPoolBuilder::new().build().unwrap();
     let mut group = c.benchmark_group("tokens");
-    group.sample_size(20);
     for s in &SHAPES {
+        let big = s.n * s.t * s.v * s.h > 500_000_000;
+        group.sample_size(10);
+        group.warm_up_time(Duration::from_secs(1));
+        group.measurement_time(Duration::from_secs(if big { 6 } else { 3 }));
         let cfg = Config::new(s.v, s.d, s.h).unwrap();
         let nt = s.n * s.t;
         let xs = ids(nt, s.v, 1);
@@ -52,18 +81,23 @@ fn bench(c: &mut Criterion) {
 
         let mut model = SimpleRnnlm::new(cfg, s.n, s.t, 0).unwrap();
         let sgd = Sgd::new(0.01);
-        group.bench_function(BenchmarkId::new("train", s.name), |b| {
-            b.iter(|| {
-                model.forward(&xs, &ts).unwrap();
-                model.backward().unwrap();
-                sgd.update(model.params_mut_and_grads());
+        let id = format!("{}/{}threads", s.name, pool.current_num_threads());
+        group.bench_function(BenchmarkId::new("train", &id), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    model.forward(&xs, &ts).unwrap();
+                    model.backward().unwrap();
+                    sgd.update(model.params_mut_and_grads());
+                })
             })
         });
 
         let mut ws = Workspace::new(cfg, s.n, s.t, false).unwrap();
         let params = model.params().clone();
-        group.bench_function(BenchmarkId::new("infer", s.name), |b| {
-            b.iter(|| rnnlm::model::simple::forward(&params, &mut ws, &xs, &ts).unwrap())
+        group.bench_function(BenchmarkId::new("infer", &id), |b| {
+            pool.install(|| {
+                b.iter(|| rnnlm::model::simple::forward(&params, &mut ws, &xs, &ts).unwrap())
+            })
         });
     }
     group.finish();

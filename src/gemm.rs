@@ -14,6 +14,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use rayon::prelude::*;
+
+use crate::cpu::{self, Isa};
+use crate::kernels::recurrent;
+
 /// Whether a product overwrites or adds to its output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Accum {
@@ -237,6 +242,150 @@ fn sgemm_block(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accum: Accum) {
     }
 }
 
+/// Depth of one K block of the packed driver: the packed B block of a thread's columns and the
+/// A rows it meets stay in L2. A constant, so the summation order depends on the shape only.
+const KC: usize = 512;
+
+/// Multiply-adds below which the packed driver runs on the calling thread.
+const PAR_MIN_MACS: usize = 1_000_000;
+
+/// Rows of C per task are a multiple of this (the AVX-512 micro-kernel's row block).
+const ROW_ALIGN: usize = 12;
+
+/// Floats of scratch [`matmul_packed`] needs for `C [m,n] = A [m,k] B [k,n]`; `a_rows_contiguous`
+/// says whether A's rows are contiguous (column stride 1) or must be copied first.
+pub fn scratch_len(m: usize, k: usize, n: usize, a_rows_contiguous: bool) -> usize {
+    let a_copy = if a_rows_contiguous { 0 } else { m * k };
+    a_copy + recurrent::packed_len(k.min(KC), n)
+}
+
+/// Floats of scratch for `C = A B` with these views (see [`scratch_len`]).
+pub fn scratch_len_for(a: &MatRef<'_>, b: &MatRef<'_>) -> usize {
+    scratch_len(a.rows, a.cols, b.cols, a.cs == 1 || a.rows <= 1)
+}
+
+/// `C (=|+=) A B` without heap allocation: the packing buffers live in `scratch`.
+///
+/// A BLIS-style driver around the register-blocked kernel of [`recurrent`]: A is used in place
+/// when its rows are contiguous (else copied row-major into `scratch`); for each block of `KC`
+/// rows of B, the block is packed into column panels (in parallel) and every row block of C
+/// accumulates its product (in parallel, one task per thread). Each element of C is computed
+/// by the same instruction sequence whatever the split, so results do not depend on the
+/// thread count. On a CPU without AVX2/FMA this falls back to matrixmultiply.
+///
+/// **Panics** if the shapes disagree or `scratch` is shorter than [`scratch_len_for`].
+pub fn matmul_packed(
+    c: MatMut<'_>,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accum: Accum,
+    scratch: &mut [f32],
+) {
+    assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
+    assert_eq!(c.rows, a.rows, "matmul: C rows != A rows");
+    assert_eq!(c.cols, b.cols, "matmul: C cols != B cols");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let isa = cpu::isa();
+    if isa == Isa::Portable {
+        return matmul(c, a, b, accum);
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let need = scratch_len_for(&a, &b);
+    assert!(
+        scratch.len() >= need,
+        "matmul_packed: scratch has {} f32, needs {need}",
+        scratch.len()
+    );
+    if k == 0 {
+        return sgemm_block(c, a, b, accum);
+    }
+    let parallel = m * k * n >= PAR_MIN_MACS;
+    let tasks = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+
+    // A with contiguous rows: in place, or a row-major copy (A^T views of activations).
+    let (a_copy, packed) = scratch.split_at_mut(if a.cs == 1 || m <= 1 { 0 } else { m * k });
+    let (a_data, lda): (&[f32], usize) = if a_copy.is_empty() {
+        (a.data, a.rs)
+    } else {
+        copy_rows(a_copy, &a, tasks);
+        (a_copy, k)
+    };
+
+    let MatMut { data, rs: ldc, .. } = c;
+    let c_data = &mut data[..span(m, n, ldc, 1)];
+    let rows_per_task = m.div_ceil(tasks).next_multiple_of(ROW_ALIGN).min(m);
+    let blocks = k.div_ceil(KC);
+    let kc_max = k.div_ceil(blocks);
+    for blk in 0..blocks {
+        let k0 = blk * kc_max;
+        let kc = kc_max.min(k - k0);
+        let packed = &mut packed[..recurrent::packed_len(kc, n)];
+        pack_rows(packed, &b, k0, kc, tasks);
+        let packed = &*packed;
+        let accumulate = blk > 0 || accum == Accum::Add;
+        let a_blk = &a_data[k0..];
+        c_data
+            .par_chunks_mut(rows_per_task * ldc)
+            .enumerate()
+            .for_each(|(t, c_rows)| {
+                let i0 = t * rows_per_task;
+                let rows = rows_per_task.min(m - i0);
+                recurrent::gemm_packed_with(
+                    isa,
+                    rows,
+                    kc,
+                    n,
+                    &a_blk[i0 * lda..],
+                    lda,
+                    packed,
+                    c_rows,
+                    ldc,
+                    accumulate,
+                );
+            });
+    }
+}
+
+/// Copies the strided view `a` into `out` as a row-major `[rows, cols]` matrix.
+fn copy_rows(out: &mut [f32], a: &MatRef<'_>, tasks: usize) {
+    let (m, k) = (a.rows, a.cols);
+    let rows_per_task = m.div_ceil(tasks).max(1);
+    out[..m * k]
+        .par_chunks_mut(rows_per_task * k)
+        .enumerate()
+        .for_each(|(t, rows)| {
+            let i0 = t * rows_per_task;
+            // Walk A's source rows (its contiguous direction for a transposed view) in the
+            // outer loop so reads stay sequential.
+            for p in 0..k {
+                for (r, row) in rows.chunks_exact_mut(k).enumerate() {
+                    row[p] = a.data[(i0 + r) * a.rs + p * a.cs];
+                }
+            }
+        });
+}
+
+/// Packs rows `k0..k0+kc` of `b` into `out` (column panels), in parallel over panel groups.
+fn pack_rows(out: &mut [f32], b: &MatRef<'_>, k0: usize, kc: usize, tasks: usize) {
+    let n = b.cols;
+    let panels = n.div_ceil(recurrent::PANEL);
+    let per_task = panels.div_ceil(tasks).max(1);
+    out.par_chunks_mut(per_task * kc * recurrent::PANEL)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            let c0 = t * per_task * recurrent::PANEL;
+            let cols = (per_task * recurrent::PANEL).min(n - c0);
+            let start = k0 * b.rs + c0 * b.cs;
+            recurrent::pack_b(kc, cols, &b.data[start..], b.rs, b.cs, chunk);
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,6 +471,92 @@ mod tests {
                 .iter()
                 .all(|v| v.is_nan()));
         }
+    }
+
+    /// The packed driver against the exact reference: every ISA path is exercised by the
+    /// dispatch (RNNLM_ISA), shapes cover K blocking, transposed A and B, row strides, Add.
+    #[test]
+    fn packed_driver_matches_reference() {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (7, 15, 17),
+            (13, 0, 5),
+            (63, 65, 100),
+            (100, 700, 65),
+            (250, 1100, 33),
+            (30, 1300, 200),
+        ] {
+            let a = ints(m * k, 5);
+            let b = ints(k * n, 6);
+            let want = reference(m, k, n, &a, &b);
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let views = [
+                (MatRef::new(&a, m, k), MatRef::new(&b, k, n)),
+                (MatRef::new(&at, k, m).t(), MatRef::new(&bt, n, k).t()),
+            ];
+            for (av, bv) in views {
+                let mut scratch = vec![f32::NAN; scratch_len_for(&av, &bv)];
+                let rs = n + 2;
+                let mut c = vec![f32::NAN; m * rs];
+                matmul_packed(
+                    MatMut::with_row_stride(&mut c, m, n, rs),
+                    av,
+                    bv,
+                    Accum::Replace,
+                    &mut scratch,
+                );
+                for i in 0..m {
+                    assert_eq!(
+                        &c[i * rs..i * rs + n],
+                        &want[i * n..(i + 1) * n],
+                        "{m}x{k}x{n}"
+                    );
+                    assert!(c[i * rs + n..i * rs + rs].iter().all(|v| v.is_nan()));
+                }
+                matmul_packed(
+                    MatMut::with_row_stride(&mut c, m, n, rs),
+                    av,
+                    bv,
+                    Accum::Add,
+                    &mut scratch,
+                );
+                for i in 0..m {
+                    let twice: Vec<f32> =
+                        want[i * n..(i + 1) * n].iter().map(|v| 2.0 * v).collect();
+                    assert_eq!(&c[i * rs..i * rs + n], &twice[..], "{m}x{k}x{n} add");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packed_driver_is_bit_identical_across_thread_counts() {
+        let (m, k, n) = (300, 1200, 250);
+        let a: Vec<f32> = ints(m * k, 7).iter().map(|x| x * 0.37 + 0.011).collect();
+        let b: Vec<f32> = ints(k * n, 8).iter().map(|x| x * 0.53 - 0.007).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let av = MatRef::new(&a, m, k);
+                let bv = MatRef::new(&b, k, n);
+                let mut scratch = vec![0.0; scratch_len_for(&av, &bv)];
+                let mut c = vec![0.0f32; m * n];
+                matmul_packed(
+                    MatMut::new(&mut c, m, n),
+                    av,
+                    bv,
+                    Accum::Replace,
+                    &mut scratch,
+                );
+                c.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+            })
+        };
+        let one = run(1);
+        assert!(one == run(2) && one == run(3));
     }
 
     #[test]

@@ -29,6 +29,7 @@
 //! assert!(ppl.mean_loss < first as f64 / 2.0);
 //! ```
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
 pub mod data;

@@ -71,7 +71,13 @@ pub fn pack_b(k: usize, n: usize, b: &[f32], rs: usize, cs: usize, out: &mut [f3
         let w = PANEL.min(n - j0);
         // Walk B along its smaller stride so the reads stay sequential: row-major B (Wh) row by
         // row, column-major B (Wh^T read from Wh) column by column. Runs once per batch.
-        if cs <= rs {
+        if cs == 1 && w == PANEL {
+            // Row-major B and a full panel: whole 64-byte rows (the large-GEMM driver packs
+            // every weight and activation gradient this way, once per step).
+            for (p, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                row.copy_from_slice(&b[p * rs + j0..p * rs + j0 + PANEL]);
+            }
+        } else if cs <= rs {
             for (p, row) in panel.chunks_exact_mut(PANEL).enumerate() {
                 for (l, x) in row.iter_mut().enumerate() {
                     *x = if l < w {

@@ -6,7 +6,7 @@ use super::config::Config;
 use super::params::Params;
 use super::workspace::Workspace;
 use crate::error::{Error, Result};
-use crate::gemm::{matmul, Accum, MatMut, MatRef};
+use crate::gemm::{matmul_packed, Accum, MatMut, MatRef};
 use crate::layers::{affine, embedding, rnn, softmax_loss};
 
 /// Forward pass over one batch; returns the mean cross-entropy over unmasked positions.
@@ -37,11 +37,12 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
 
     embedding::forward(&mut ws.emb, &ws.xs, p.embed_w, d);
     // Input projection for every step at once: hs = emb Wx   [N*T,D] x [D,H]
-    matmul(
+    matmul_packed(
         MatMut::new(&mut ws.hs, nt, h),
         MatRef::new(&ws.emb, nt, d),
         MatRef::new(p.wx, d, h),
         Accum::Replace,
+        &mut ws.gemm_scratch,
     );
     rnn::pack_wh(&mut ws.wh_packed, p.wh, h);
     rnn::forward_time_loop(
@@ -53,11 +54,12 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         (n, t, h),
     );
     // Output affine: logits = hs W   [N*T,H] x [H,V]; the bias is added in the softmax pass.
-    matmul(
+    matmul_packed(
         MatMut::new(&mut ws.logits, nt, v),
         MatRef::new(&ws.hs, nt, h),
         MatRef::new(p.affine_w, h, v),
         Accum::Replace,
+        &mut ws.gemm_scratch,
     );
     if ws.train {
         ws.ready_for_backward = true;
@@ -98,18 +100,20 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
     let nt = n * t;
 
     // Affine: dW = hs^T dY, db = colsum dY, dhs = dY W^T.
-    matmul(
+    matmul_packed(
         MatMut::new(g.affine_w, h, v),
         MatRef::new(&ws.hs, nt, h).t(),
         MatRef::new(&ws.logits, nt, v),
         Accum::Replace,
+        &mut ws.gemm_scratch,
     );
     affine::bias_grad(g.affine_b, &ws.logits);
-    matmul(
+    matmul_packed(
         MatMut::new(&mut ws.dh, nt, h),
         MatRef::new(&ws.logits, nt, v),
         MatRef::new(p.affine_w, h, v).t(),
         Accum::Replace,
+        &mut ws.gemm_scratch,
     );
     // Recurrence: dh -> dt (gradient of the pre-activation) in place.
     rnn::pack_wh_t(&mut ws.wht_packed, p.wh, h);
@@ -122,24 +126,27 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
     );
     // RNN weights over all N*T rows at once: db = colsum dt, dWx = emb^T dt, dWh = hprev^T dt.
     affine::bias_grad(g.b, &ws.dh);
-    matmul(
+    matmul_packed(
         MatMut::new(g.wx, d, h),
         MatRef::new(&ws.emb, nt, d).t(),
         MatRef::new(&ws.dh, nt, h),
         Accum::Replace,
+        &mut ws.gemm_scratch,
     );
-    matmul(
+    matmul_packed(
         MatMut::new(g.wh, h, h),
         MatRef::new(&ws.hprev, nt, h).t(),
         MatRef::new(&ws.dh, nt, h),
         Accum::Replace,
+        &mut ws.gemm_scratch,
     );
     // dx = dt Wx^T, then the embedding's scatter-add.
-    matmul(
+    matmul_packed(
         MatMut::new(&mut ws.demb, nt, d),
         MatRef::new(&ws.dh, nt, h),
         MatRef::new(p.wx, d, h).t(),
         Accum::Replace,
+        &mut ws.gemm_scratch,
     );
     g.embed_w.fill(0.0);
     embedding::backward(g.embed_w, &ws.xs, &ws.demb, d);

@@ -2,6 +2,7 @@
 
 use super::config::Config;
 use crate::error::{Error, Result};
+use crate::gemm;
 use crate::layers::rnn;
 
 /// Every activation (and, for training, every activation gradient) of one batch shape, allocated
@@ -41,6 +42,8 @@ pub struct Workspace {
     pub(crate) demb: Vec<f32>,
     /// Per-row scratch of the backward recurrence `[N,H]` (training only).
     pub(crate) scratch: Vec<f32>,
+    /// Packing buffers of the large GEMMs (sized for the largest of the step's products).
+    pub(crate) gemm_scratch: Vec<f32>,
     /// Whether `logits` holds the gradient of a training forward not yet consumed.
     pub(crate) ready_for_backward: bool,
 }
@@ -70,6 +73,22 @@ impl Workspace {
             ));
         }
         let g = |len: usize| if train { vec![0.0f32; len] } else { Vec::new() };
+        // (m, k, n, A rows contiguous) of every large product of a step; see model::simple.
+        let mut products = vec![(nt, d, h, true), (nt, h, v, true)];
+        if train {
+            products.extend([
+                (h, nt, v, false),
+                (nt, v, h, true),
+                (d, nt, h, false),
+                (h, nt, h, false),
+                (nt, h, d, true),
+            ]);
+        }
+        let scratch = products
+            .into_iter()
+            .map(|(m, k, n, contiguous)| gemm::scratch_len(m, k, n, contiguous))
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             cfg,
             n,
@@ -88,6 +107,7 @@ impl Workspace {
             dh: g(nt * h),
             demb: g(nt * d),
             scratch: g(n * h),
+            gemm_scratch: vec![0.0; scratch],
             ready_for_backward: false,
         })
     }
@@ -162,6 +182,7 @@ impl Workspace {
             + self.wht_packed.len()
             + self.dh.len()
             + self.demb.len()
-            + self.scratch.len())
+            + self.scratch.len()
+            + self.gemm_scratch.len())
     }
 }

@@ -1,0 +1,134 @@
+//! Throughput measurement on synthetic data, shared by `rnnlm bench` and the comparison
+//! scripts: warm-up, then the median of several timed windows.
+
+use std::time::{Duration, Instant};
+
+use rand::{RngExt, SeedableRng};
+
+use crate::data::batcher::BookBatches;
+use crate::error::{Error, Result};
+use crate::model::config::Config;
+use crate::model::params::Params;
+use crate::model::simple::{backward, forward};
+use crate::model::workspace::Workspace;
+use crate::optim::Sgd;
+
+/// What to time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward + backward + SGD update.
+    Train,
+    /// Forward only (loss, no gradients).
+    Infer,
+}
+
+/// A benchmark request.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchSpec {
+    /// Model shape.
+    pub cfg: Config,
+    /// Batch rows `N`.
+    pub n: usize,
+    /// Steps per batch `T`.
+    pub t: usize,
+    /// What to time.
+    pub mode: Mode,
+    /// Untimed warm-up.
+    pub warmup: Duration,
+    /// Number of timed windows (the median is reported).
+    pub windows: usize,
+    /// Length of each window (a window runs whole steps until it is at least this long).
+    pub window: Duration,
+}
+
+/// What a benchmark measured.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Median over the windows of tokens (`N*T` per step) per second.
+    pub tokens_per_sec: f64,
+    /// Tokens per second of every window.
+    pub window_tokens_per_sec: Vec<f64>,
+    /// Steps timed in all windows.
+    pub steps: usize,
+    /// rayon threads used.
+    pub threads: usize,
+    /// Bytes of parameters + gradients (train) + workspace.
+    pub model_bytes: usize,
+}
+
+/// Runs the benchmark on the current rayon pool.
+///
+/// # Errors
+/// If the configuration is invalid.
+pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
+    if spec.windows == 0 {
+        return Err(Error::invalid("windows", "must be at least 1"));
+    }
+    let cfg = spec.cfg;
+    cfg.validate()?;
+    let (n, t) = (spec.n, spec.t);
+    let train = spec.mode == Mode::Train;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut params = Params::init_book(cfg, &mut rng);
+    let mut grads = train.then(|| Params::zeros(cfg));
+    let mut ws = Workspace::new(cfg, n, t, train)?;
+    // A synthetic corpus long enough for 64 distinct batches.
+    let corpus: Vec<u32> = (0..64 * n * t + 1)
+        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
+        .collect();
+    let mut batches = BookBatches::new(&corpus, n, t)?;
+    let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
+    // A small learning rate keeps the weights (and so the exp/tanh inputs) realistic.
+    let sgd = Sgd::new(0.01);
+
+    let mut step = || -> Result<()> {
+        batches.next_batch(&mut xs, &mut ts);
+        forward(&params, &mut ws, &xs, &ts)?;
+        if let Some(grads) = grads.as_mut() {
+            backward(&params, &mut ws, grads)?;
+            sgd.update((&mut params, grads));
+        }
+        Ok(())
+    };
+    let start = Instant::now();
+    while start.elapsed() < spec.warmup {
+        step()?;
+    }
+    let mut rates = Vec::with_capacity(spec.windows);
+    let mut steps = 0;
+    for _ in 0..spec.windows {
+        let w = Instant::now();
+        let mut k = 0;
+        while k == 0 || w.elapsed() < spec.window {
+            step()?;
+            k += 1;
+        }
+        rates.push((k * n * t) as f64 / w.elapsed().as_secs_f64());
+        steps += k;
+    }
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    };
+    let grad_len = grads.as_ref().map_or(0, |g| g.as_slice().len());
+    let model_bytes = 4 * (params.as_slice().len() + grad_len) + ws.bytes();
+    Ok(BenchReport {
+        tokens_per_sec: median,
+        window_tokens_per_sec: rates,
+        steps,
+        threads: rayon::current_num_threads(),
+        model_bytes,
+    })
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), if the platform tells.
+pub fn peak_rss_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
