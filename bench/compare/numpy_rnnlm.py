@@ -334,6 +334,9 @@ def blas_info():
         for info in threadpool_info():
             if info.get("user_api") == "blas":
                 name = f"{info.get('internal_api')} {info.get('version')}"
+                extra = [info.get(k) for k in ("architecture", "threading_layer") if info.get(k)]
+                if extra:
+                    name += f" ({', '.join(extra)})"
                 return name, info.get("num_threads")
     except ImportError:
         pass
