@@ -244,13 +244,18 @@ fn sgemm_block(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accum: Accum) {
 
 /// Depth of one K block of the packed driver: the packed B block of a thread's columns and the
 /// A rows it meets stay in L2. A constant, so the summation order depends on the shape only.
-const KC: usize = 512;
+pub const KC: usize = 512;
+
+/// The K blocks `(k0, kc)` the packed driver splits a depth of `k` into: balanced blocks of at
+/// most [`KC`].
+pub fn k_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = k.div_ceil(KC).max(1);
+    let kc = k.div_ceil(blocks);
+    (0..blocks).map(move |b| (b * kc, kc.min(k - (b * kc).min(k))))
+}
 
 /// Multiply-adds below which the packed driver runs on the calling thread.
 const PAR_MIN_MACS: usize = 1_000_000;
-
-/// Rows of C per task are a multiple of this (the AVX-512 micro-kernel's row block).
-const ROW_ALIGN: usize = 12;
 
 /// Floats of scratch [`matmul_packed`] needs for `C [m,n] = A [m,k] B [k,n]`; `a_rows_contiguous`
 /// says whether A's rows are contiguous (column stride 1) or must be copied first.
@@ -319,12 +324,10 @@ pub fn matmul_packed(
 
     let MatMut { data, rs: ldc, .. } = c;
     let c_data = &mut data[..span(m, n, ldc, 1)];
-    let rows_per_task = m.div_ceil(tasks).next_multiple_of(ROW_ALIGN).min(m);
-    let blocks = k.div_ceil(KC);
-    let kc_max = k.div_ceil(blocks);
-    for blk in 0..blocks {
-        let k0 = blk * kc_max;
-        let kc = kc_max.min(k - k0);
+    // Even row blocks (the kernel splits a block's rows evenly into micro-tiles itself), so
+    // two threads get equal work even when m is small (m = H for the weight gradients).
+    let rows_per_task = m.div_ceil(tasks);
+    for (blk, (k0, kc)) in k_blocks(k).enumerate() {
         let packed = &mut packed[..recurrent::packed_len(kc, n)];
         pack_rows(packed, &b, k0, kc, tasks);
         let packed = &*packed;
@@ -371,12 +374,26 @@ fn copy_rows(out: &mut [f32], a: &MatRef<'_>, tasks: usize) {
         });
 }
 
-/// Packs rows `k0..k0+kc` of `b` into `out` (column panels), in parallel over panel groups.
-fn pack_rows(out: &mut [f32], b: &MatRef<'_>, k0: usize, kc: usize, tasks: usize) {
+/// Packs rows `k0..k0+kc` of `b` into `out` (column panels, the layout of
+/// [`recurrent::pack_b`]), in parallel over `tasks` groups of panels.
+///
+/// **Panics** if `out` is shorter than `recurrent::packed_len(kc, b.cols)` or the rows are
+/// outside `b`.
+pub fn pack_rows(out: &mut [f32], b: &MatRef<'_>, k0: usize, kc: usize, tasks: usize) {
+    assert!(
+        k0 + kc <= b.rows,
+        "pack_rows: rows {k0}..{} outside {}",
+        k0 + kc,
+        b.rows
+    );
+    if kc == 0 || b.cols == 0 {
+        return;
+    }
     let n = b.cols;
     let panels = n.div_ceil(recurrent::PANEL);
-    let per_task = panels.div_ceil(tasks).max(1);
-    out.par_chunks_mut(per_task * kc * recurrent::PANEL)
+    let per_task = panels.div_ceil(tasks.max(1)).max(1);
+    out[..recurrent::packed_len(kc, n)]
+        .par_chunks_mut(per_task * kc * recurrent::PANEL)
         .enumerate()
         .for_each(|(t, chunk)| {
             let c0 = t * per_task * recurrent::PANEL;

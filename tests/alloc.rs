@@ -91,10 +91,8 @@ fn check_step(threads: usize) {
         // The packed GEMM driver works in the workspace: the whole step is allocation-free.
         assert_eq!(gemms, 0, "matrixmultiply was called on an AVX machine");
     } else {
-        assert!(
-            gemms >= 4 * 7,
-            "7 large GEMMs per step through matrixmultiply: {gemms}"
-        );
+        // The three weight-gradient products fall back to matrixmultiply.
+        assert!(gemms >= 4 * 3, "weight-gradient GEMMs per step: {gemms}");
     }
 
     // The time loops alone, at the model's sizes: zero allocations.

@@ -69,28 +69,48 @@ pub fn pack_b(k: usize, n: usize, b: &[f32], rs: usize, cs: usize, out: &mut [f3
     for (jp, panel) in out[..len].chunks_exact_mut(k * PANEL).enumerate() {
         let j0 = jp * PANEL;
         let w = PANEL.min(n - j0);
-        // Walk B along its smaller stride so the reads stay sequential: row-major B (Wh) row by
-        // row, column-major B (Wh^T read from Wh) column by column. Runs once per batch.
-        if cs == 1 && w == PANEL {
-            // Row-major B and a full panel: whole 64-byte rows (the large-GEMM driver packs
-            // every weight and activation gradient this way, once per step).
-            for (p, row) in panel.chunks_exact_mut(PANEL).enumerate() {
-                row.copy_from_slice(&b[p * rs + j0..p * rs + j0 + PANEL]);
+        // Walk B along its contiguous direction so the reads stay sequential: row-major B (Wh,
+        // activations) row by row, column-major B (Wh^T read from Wh) column by column.
+        if cs == 1 {
+            // Row-major B: whole rows of the panel are contiguous in B.
+            let (rows, _) = panel.as_chunks_mut::<PANEL>();
+            if w == PANEL {
+                // Fixed-size copies inline to two vector moves (a memcpy call per 64 bytes
+                // cost more than the copy).
+                for (p, row) in rows.iter_mut().enumerate() {
+                    let src: &[f32; PANEL] = b[p * rs + j0..p * rs + j0 + PANEL]
+                        .try_into()
+                        .expect("slice of PANEL elements");
+                    *row = *src;
+                }
+            } else {
+                for (p, row) in rows.iter_mut().enumerate() {
+                    row[..w].copy_from_slice(&b[p * rs + j0..p * rs + j0 + w]);
+                    row[w..].fill(0.0);
+                }
             }
-        } else if cs <= rs {
-            for (p, row) in panel.chunks_exact_mut(PANEL).enumerate() {
-                for (l, x) in row.iter_mut().enumerate() {
-                    *x = if l < w {
-                        b[p * rs + (j0 + l) * cs]
-                    } else {
-                        0.0
-                    };
+        } else if rs == 1 {
+            // Column-major B (a transposed row-major weight): each panel column is contiguous
+            // in B; write it with stride PANEL. The panel (k x 64 bytes) stays in cache.
+            if w < PANEL {
+                panel.fill(0.0);
+            }
+            // In blocks of PANEL rows, so the strided writes land in one 1 KiB block (L1).
+            for (blk, dst) in panel.chunks_mut(PANEL * PANEL).enumerate() {
+                let p0 = blk * PANEL;
+                let rows = dst.len() / PANEL;
+                for l in 0..w {
+                    let src = &b[(j0 + l) * cs + p0..(j0 + l) * cs + p0 + rows];
+                    for (d, &x) in dst[l..].iter_mut().step_by(PANEL).zip(src) {
+                        *d = x;
+                    }
                 }
             }
         } else {
-            for l in 0..PANEL {
-                for p in 0..k {
-                    panel[p * PANEL + l] = if l < w {
+            // General strides: element by element, along B's smaller stride.
+            for (p, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                for (l, x) in row.iter_mut().enumerate() {
+                    *x = if l < w {
                         b[p * rs + (j0 + l) * cs]
                     } else {
                         0.0

@@ -68,36 +68,50 @@ pub fn forward_time_loop(
         .zip(state.par_chunks_mut(rows * h))
         .for_each(|((hs, hprev), state)| {
             let m = state.len() / h;
-            let ld = t * h;
-            for i in 0..m {
-                hprev[i * ld..i * ld + h].copy_from_slice(&state[i * h..(i + 1) * h]);
-            }
-            for step in 0..t {
-                let off = step * h;
-                // hs[:, step] += hprev[:, step] Wh   (hprev[:, step] = h_{step-1})
-                recurrent::gemm_packed(
-                    m,
-                    h,
-                    h,
-                    &hprev[off..],
-                    ld,
-                    wh_packed,
-                    &mut hs[off..],
-                    ld,
-                    true,
-                );
-                for i in 0..m {
-                    let row = &mut hs[i * ld + off..i * ld + off + h];
-                    tanh::bias_tanh(row, b);
-                    let next = if step + 1 < t {
-                        &mut hprev[i * ld + off + h..i * ld + off + 2 * h]
-                    } else {
-                        &mut state[i * h..(i + 1) * h]
-                    };
-                    next.copy_from_slice(row);
-                }
-            }
+            forward_rows(hs, hprev, state, wh_packed, b, (m, t, h));
         });
+}
+
+/// [`forward_time_loop`] for one block of `m` batch rows, on the calling thread.
+pub fn forward_rows(
+    hs: &mut [f32],
+    hprev: &mut [f32],
+    state: &mut [f32],
+    wh_packed: &[f32],
+    b: &[f32],
+    (m, t, h): (usize, usize, usize),
+) {
+    debug_assert_eq!(hs.len(), m * t * h);
+    debug_assert_eq!(state.len(), m * h);
+    let ld = t * h;
+    for i in 0..m {
+        hprev[i * ld..i * ld + h].copy_from_slice(&state[i * h..(i + 1) * h]);
+    }
+    for step in 0..t {
+        let off = step * h;
+        // hs[:, step] += hprev[:, step] Wh   (hprev[:, step] = h_{step-1})
+        recurrent::gemm_packed(
+            m,
+            h,
+            h,
+            &hprev[off..],
+            ld,
+            wh_packed,
+            &mut hs[off..],
+            ld,
+            true,
+        );
+        for i in 0..m {
+            let row = &mut hs[i * ld + off..i * ld + off + h];
+            tanh::bias_tanh(row, b);
+            let next = if step + 1 < t {
+                &mut hprev[i * ld + off + h..i * ld + off + 2 * h]
+            } else {
+                &mut state[i * h..(i + 1) * h]
+            };
+            next.copy_from_slice(row);
+        }
+    }
 }
 
 /// Backward time loop (truncated BPTT: the gradient into `h_{-1}` is dropped, as in the book).
@@ -124,34 +138,37 @@ pub fn backward_time_loop(
         .zip(scratch.par_chunks_mut(rows * h))
         .for_each(|((dh, hs), scratch)| {
             let m = scratch.len() / h;
-            let ld = t * h;
-            for step in (0..t).rev() {
-                let off = step * h;
-                if step + 1 < t {
-                    // scratch = dt_{step+1} Wh^T: the gradient reaching h_step through the
-                    // recurrence. dt_{step+1} already sits in dh[:, step+1].
-                    recurrent::gemm_packed(
-                        m,
-                        h,
-                        h,
-                        &dh[off + h..],
-                        ld,
-                        wht_packed,
-                        scratch,
-                        h,
-                        false,
-                    );
-                    for i in 0..m {
-                        let d = &mut dh[i * ld + off..i * ld + off + h];
-                        for (g, &s) in d.iter_mut().zip(&scratch[i * h..(i + 1) * h]) {
-                            *g += s;
-                        }
-                    }
-                }
-                for i in 0..m {
-                    let r = i * ld + off..i * ld + off + h;
-                    tanh::tanh_backward(&mut dh[r.clone()], &hs[r]);
+            backward_rows(dh, hs, scratch, wht_packed, (m, t, h));
+        });
+}
+
+/// [`backward_time_loop`] for one block of `m` batch rows, on the calling thread.
+pub fn backward_rows(
+    dh: &mut [f32],
+    hs: &[f32],
+    scratch: &mut [f32],
+    wht_packed: &[f32],
+    (m, t, h): (usize, usize, usize),
+) {
+    debug_assert_eq!(dh.len(), m * t * h);
+    debug_assert_eq!(scratch.len(), m * h);
+    let ld = t * h;
+    for step in (0..t).rev() {
+        let off = step * h;
+        if step + 1 < t {
+            // scratch = dt_{step+1} Wh^T: the gradient reaching h_step through the recurrence.
+            // dt_{step+1} already sits in dh[:, step+1].
+            recurrent::gemm_packed(m, h, h, &dh[off + h..], ld, wht_packed, scratch, h, false);
+            for i in 0..m {
+                let d = &mut dh[i * ld + off..i * ld + off + h];
+                for (g, &s) in d.iter_mut().zip(&scratch[i * h..(i + 1) * h]) {
+                    *g += s;
                 }
             }
-        });
+        }
+        for i in 0..m {
+            let r = i * ld + off..i * ld + off + h;
+            tanh::tanh_backward(&mut dh[r.clone()], &hs[r]);
+        }
+    }
 }

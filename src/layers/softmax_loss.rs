@@ -41,19 +41,7 @@ pub fn forward_backward(logits: &mut [f32], bias: &[f32], ts: &[i32], losses: &m
         .par_chunks_mut(v * rows)
         .zip(ts.par_chunks(rows))
         .zip(losses.par_chunks_mut(rows))
-        .for_each(|((rows, ts), losses)| {
-            for ((row, &t), loss) in rows.chunks_exact_mut(v).zip(ts).zip(losses) {
-                if t == IGNORE {
-                    row.fill(0.0);
-                    *loss = 0.0;
-                    continue;
-                }
-                for (x, &b) in row.iter_mut().zip(bias) {
-                    *x += b;
-                }
-                *loss = softmax::softmax_xent_grad_row(row, t as usize, scale);
-            }
-        });
+        .for_each(|((logits, ts), losses)| rows_forward_backward(logits, bias, ts, losses, scale));
     mean(losses, n)
 }
 
@@ -66,23 +54,50 @@ pub fn forward(logits: &mut [f32], bias: &[f32], ts: &[i32], losses: &mut [f32])
         .par_chunks_mut(v * rows)
         .zip(ts.par_chunks(rows))
         .zip(losses.par_chunks_mut(rows))
-        .for_each(|((rows, ts), losses)| {
-            for ((row, &t), loss) in rows.chunks_exact_mut(v).zip(ts).zip(losses) {
-                for (x, &b) in row.iter_mut().zip(bias) {
-                    *x += b;
-                }
-                *loss = if t == IGNORE {
-                    0.0
-                } else {
-                    softmax::xent_row(row, t as usize)
-                };
-            }
-        });
+        .for_each(|((logits, ts), losses)| rows_forward(logits, bias, ts, losses));
     mean(losses, n)
 }
 
-/// Mean of the per-row losses, summed in f64 in row order.
-fn mean(losses: &[f32], n: usize) -> f32 {
+/// [`forward_backward`] for a block of rows on the calling thread, with the gradient scale
+/// `1/count` given (the count is over the whole batch); writes per-row losses only.
+pub fn rows_forward_backward(
+    logits: &mut [f32],
+    bias: &[f32],
+    ts: &[i32],
+    losses: &mut [f32],
+    scale: f32,
+) {
+    let v = bias.len();
+    for ((row, &t), loss) in logits.chunks_exact_mut(v).zip(ts).zip(losses) {
+        if t == IGNORE {
+            row.fill(0.0);
+            *loss = 0.0;
+            continue;
+        }
+        for (x, &b) in row.iter_mut().zip(bias) {
+            *x += b;
+        }
+        *loss = softmax::softmax_xent_grad_row(row, t as usize, scale);
+    }
+}
+
+/// [`forward`] for a block of rows on the calling thread; writes per-row losses only.
+pub fn rows_forward(logits: &mut [f32], bias: &[f32], ts: &[i32], losses: &mut [f32]) {
+    let v = bias.len();
+    for ((row, &t), loss) in logits.chunks_exact_mut(v).zip(ts).zip(losses) {
+        for (x, &b) in row.iter_mut().zip(bias) {
+            *x += b;
+        }
+        *loss = if t == IGNORE {
+            0.0
+        } else {
+            softmax::xent_row(row, t as usize)
+        };
+    }
+}
+
+/// Mean of the per-row losses over `n` counted positions, summed in f64 in row order.
+pub fn mean(losses: &[f32], n: usize) -> f32 {
     if n == 0 {
         return 0.0;
     }

@@ -6,7 +6,10 @@ use super::config::Config;
 use super::params::Params;
 use super::workspace::Workspace;
 use crate::error::{Error, Result};
-use crate::gemm::{matmul_packed, Accum, MatMut, MatRef};
+use rayon::prelude::*;
+
+use crate::gemm::{self, matmul_packed, Accum, MatMut, MatRef};
+use crate::kernels::recurrent;
 use crate::layers::{affine, embedding, rnn, softmax_loss};
 
 /// Forward pass over one batch; returns the mean cross-entropy over unmasked positions.
@@ -24,7 +27,32 @@ pub fn forward(params: &Params, ws: &mut Workspace, xs: &[u32], ts: &[i32]) -> R
     Ok(forward_loaded(params, ws))
 }
 
+/// Multiply-adds per batch below which a pass runs as one block on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1_000_000;
+
+/// Batch rows per parallel block: one block per thread once the batch is worth splitting.
+/// Every row is computed by the same instruction sequence whatever block it is in, so the
+/// split never changes a result.
+fn rows_per_block(ws: &Workspace) -> usize {
+    let Config {
+        vocab_size: v,
+        wordvec_size: d,
+        hidden_size: h,
+    } = ws.cfg;
+    let macs = ws.n * ws.t * (d * h + h * h + h * v);
+    let blocks = if macs < PARALLEL_MIN_MACS {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
+    ws.n.div_ceil(blocks).max(1)
+}
+
 /// Forward over the ids already in `ws.xs` / `ws.ts` (validated by the caller).
+///
+/// After packing the weights, the whole forward runs in one parallel region over blocks of
+/// batch rows: a block's rows of every activation depend only on that block's inputs and its
+/// carried state (gather, `x Wx`, the time loop, `h W`, softmax), so threads meet once.
 fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     let p = params.views();
     let Config {
@@ -33,44 +61,70 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         hidden_size: h,
     } = ws.cfg;
     let (n, t) = (ws.n, ws.t);
-    let nt = n * t;
-
-    embedding::forward(&mut ws.emb, &ws.xs, p.embed_w, d);
-    // Input projection for every step at once: hs = emb Wx   [N*T,D] x [D,H]
-    matmul_packed(
-        MatMut::new(&mut ws.hs, nt, h),
-        MatRef::new(&ws.emb, nt, d),
-        MatRef::new(p.wx, d, h),
-        Accum::Replace,
-        &mut ws.gemm_scratch,
+    let rb = rows_per_block(ws);
+    let tasks = n.div_ceil(rb);
+    gemm::pack_rows(&mut ws.wx_packed, &MatRef::new(p.wx, d, h), 0, d, tasks);
+    gemm::pack_rows(
+        &mut ws.w_packed,
+        &MatRef::new(p.affine_w, h, v),
+        0,
+        h,
+        tasks,
     );
     rnn::pack_wh(&mut ws.wh_packed, p.wh, h);
-    rnn::forward_time_loop(
-        &mut ws.hs,
-        &mut ws.hprev,
-        &mut ws.state,
-        &ws.wh_packed,
-        p.b,
-        (n, t, h),
-    );
-    // Output affine: logits = hs W   [N*T,H] x [H,V]; the bias is added in the softmax pass.
-    matmul_packed(
-        MatMut::new(&mut ws.logits, nt, v),
-        MatRef::new(&ws.hs, nt, h),
-        MatRef::new(p.affine_w, h, v),
-        Accum::Replace,
-        &mut ws.gemm_scratch,
-    );
-    if ws.train {
-        ws.ready_for_backward = true;
-        softmax_loss::forward_backward(&mut ws.logits, p.affine_b, &ws.ts, &mut ws.losses)
-    } else {
-        softmax_loss::forward(&mut ws.logits, p.affine_b, &ws.ts, &mut ws.losses)
-    }
+
+    let count = softmax_loss::count(&ws.ts);
+    let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
+    let train = ws.train;
+    let Workspace {
+        xs,
+        ts,
+        emb,
+        hs,
+        hprev,
+        state,
+        logits,
+        losses,
+        wh_packed,
+        wx_packed,
+        w_packed,
+        ..
+    } = ws;
+    let (wh_packed, wx_packed, w_packed) = (&*wh_packed, &*wx_packed, &*w_packed);
+    emb.par_chunks_mut(rb * t * d)
+        .zip(hs.par_chunks_mut(rb * t * h))
+        .zip(hprev.par_chunks_mut(rb * t * h))
+        .zip(state.par_chunks_mut(rb * h))
+        .zip(logits.par_chunks_mut(rb * t * v))
+        .zip(losses.par_chunks_mut(rb * t))
+        .zip(xs.par_chunks(rb * t).zip(ts.par_chunks(rb * t)))
+        .for_each(
+            |((((((emb, hs), hprev), state), logits), losses), (xs, ts))| {
+                let m = state.len() / h;
+                let r = m * t;
+                embedding::forward(emb, xs, p.embed_w, d);
+                // Input projection for every step of the block: hs = emb Wx   [r,D] x [D,H]
+                recurrent::gemm_packed(r, d, h, emb, d, wx_packed, hs, h, false);
+                rnn::forward_rows(hs, hprev, state, wh_packed, p.b, (m, t, h));
+                // Output affine: logits = hs W   [r,H] x [H,V]; the bias joins in the softmax pass.
+                recurrent::gemm_packed(r, h, v, hs, h, w_packed, logits, v, false);
+                if train {
+                    softmax_loss::rows_forward_backward(logits, p.affine_b, ts, losses, scale);
+                } else {
+                    softmax_loss::rows_forward(logits, p.affine_b, ts, losses);
+                }
+            },
+        );
+    ws.ready_for_backward = train;
+    softmax_loss::mean(&ws.losses, count)
 }
 
 /// Backward pass of the last [`forward`]: overwrites every tensor of `grads` with the gradient
 /// of the mean loss (the book's layers assign their grads; nothing needs zeroing first).
+///
+/// The per-row part (`dhs = dY W^T`, the reverse time loop, `demb = dt Wx^T`) runs in one
+/// parallel region over blocks of batch rows; the weight gradients, which sum over all N*T
+/// rows, are then large GEMMs (and column sums) in a fixed order.
 ///
 /// # Errors
 /// If `ws` is not a training workspace, no training forward preceded, or `grads` has another
@@ -98,8 +152,61 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
     } = ws.cfg;
     let (n, t) = (ws.n, ws.t);
     let nt = n * t;
+    let rb = rows_per_block(ws);
+    let tasks = n.div_ceil(rb);
 
-    // Affine: dW = hs^T dY, db = colsum dY, dhs = dY W^T.
+    // W^T in K blocks over V, so each block's panels stay in cache during dY W^T.
+    let wt = MatRef::new(p.affine_w, h, v).t();
+    let mut off = 0;
+    for (k0, kc) in gemm::k_blocks(v) {
+        gemm::pack_rows(&mut ws.wt_packed[off..], &wt, k0, kc, tasks);
+        off += recurrent::packed_len(kc, h);
+    }
+    gemm::pack_rows(
+        &mut ws.wxt_packed,
+        &MatRef::new(p.wx, d, h).t(),
+        0,
+        h,
+        tasks,
+    );
+    rnn::pack_wh_t(&mut ws.wht_packed, p.wh, h);
+
+    let Workspace {
+        hs,
+        logits,
+        dh,
+        demb,
+        scratch,
+        wt_packed,
+        wxt_packed,
+        wht_packed,
+        ..
+    } = &mut *ws;
+    let (wt_packed, wxt_packed, wht_packed) = (&*wt_packed, &*wxt_packed, &*wht_packed);
+    logits
+        .par_chunks(rb * t * v)
+        .zip(dh.par_chunks_mut(rb * t * h))
+        .zip(hs.par_chunks(rb * t * h))
+        .zip(scratch.par_chunks_mut(rb * h))
+        .zip(demb.par_chunks_mut(rb * t * d))
+        .for_each(|((((dy, dh), hs), scratch), demb)| {
+            let m = scratch.len() / h;
+            let r = m * t;
+            // dhs = dY W^T   [r,V] x [V,H], accumulated over the K blocks of V.
+            let mut off = 0;
+            for (blk, (k0, kc)) in gemm::k_blocks(v).enumerate() {
+                let packed = &wt_packed[off..off + recurrent::packed_len(kc, h)];
+                recurrent::gemm_packed(r, kc, h, &dy[k0..], v, packed, dh, h, blk > 0);
+                off += packed.len();
+            }
+            // The recurrence: dh -> dt (gradient of the pre-activation) in place.
+            rnn::backward_rows(dh, hs, scratch, wht_packed, (m, t, h));
+            // demb = dt Wx^T   [r,H] x [H,D]
+            recurrent::gemm_packed(r, h, d, dh, h, wxt_packed, demb, d, false);
+        });
+
+    // Weight gradients over all N*T rows: dW = hs^T dY, db = colsum dY, and the RNN's
+    // db = colsum dt, dWx = emb^T dt, dWh = hprev^T dt.
     matmul_packed(
         MatMut::new(g.affine_w, h, v),
         MatRef::new(&ws.hs, nt, h).t(),
@@ -108,23 +215,6 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
         &mut ws.gemm_scratch,
     );
     affine::bias_grad(g.affine_b, &ws.logits);
-    matmul_packed(
-        MatMut::new(&mut ws.dh, nt, h),
-        MatRef::new(&ws.logits, nt, v),
-        MatRef::new(p.affine_w, h, v).t(),
-        Accum::Replace,
-        &mut ws.gemm_scratch,
-    );
-    // Recurrence: dh -> dt (gradient of the pre-activation) in place.
-    rnn::pack_wh_t(&mut ws.wht_packed, p.wh, h);
-    rnn::backward_time_loop(
-        &mut ws.dh,
-        &ws.hs,
-        &mut ws.scratch,
-        &ws.wht_packed,
-        (n, t, h),
-    );
-    // RNN weights over all N*T rows at once: db = colsum dt, dWx = emb^T dt, dWh = hprev^T dt.
     affine::bias_grad(g.b, &ws.dh);
     matmul_packed(
         MatMut::new(g.wx, d, h),
@@ -137,14 +227,6 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
         MatMut::new(g.wh, h, h),
         MatRef::new(&ws.hprev, nt, h).t(),
         MatRef::new(&ws.dh, nt, h),
-        Accum::Replace,
-        &mut ws.gemm_scratch,
-    );
-    // dx = dt Wx^T, then the embedding's scatter-add.
-    matmul_packed(
-        MatMut::new(&mut ws.demb, nt, d),
-        MatRef::new(&ws.dh, nt, h),
-        MatRef::new(p.wx, d, h).t(),
         Accum::Replace,
         &mut ws.gemm_scratch,
     );

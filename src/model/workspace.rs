@@ -3,6 +3,7 @@
 use super::config::Config;
 use crate::error::{Error, Result};
 use crate::gemm;
+use crate::kernels::recurrent;
 use crate::layers::rnn;
 
 /// Every activation (and, for training, every activation gradient) of one batch shape, allocated
@@ -36,6 +37,14 @@ pub struct Workspace {
     pub(crate) wh_packed: Vec<f32>,
     /// `Wh^T` packed (training only).
     pub(crate) wht_packed: Vec<f32>,
+    /// `Wx` packed `[D,H]`, refreshed every forward.
+    pub(crate) wx_packed: Vec<f32>,
+    /// `affine.W` packed `[H,V]`, refreshed every forward.
+    pub(crate) w_packed: Vec<f32>,
+    /// `affine.W^T` packed `[V,H]` in K blocks (training only).
+    pub(crate) wt_packed: Vec<f32>,
+    /// `Wx^T` packed `[H,D]` (training only).
+    pub(crate) wxt_packed: Vec<f32>,
     /// `dL/dh`, then `dL/da` `[N,T,H]` (training only).
     pub(crate) dh: Vec<f32>,
     /// `dL/demb` `[N,T,D]` (training only).
@@ -73,22 +82,17 @@ impl Workspace {
             ));
         }
         let g = |len: usize| if train { vec![0.0f32; len] } else { Vec::new() };
-        // (m, k, n, A rows contiguous) of every large product of a step; see model::simple.
-        let mut products = vec![(nt, d, h, true), (nt, h, v, true)];
-        if train {
-            products.extend([
-                (h, nt, v, false),
-                (nt, v, h, true),
-                (d, nt, h, false),
-                (h, nt, h, false),
-                (nt, h, d, true),
-            ]);
-        }
-        let scratch = products
-            .into_iter()
-            .map(|(m, k, n, contiguous)| gemm::scratch_len(m, k, n, contiguous))
-            .max()
-            .unwrap_or(0);
+        // The weight-gradient products run through gemm::matmul_packed: (m, k, n) with a
+        // transposed A each; see model::simple::backward.
+        let scratch = if train {
+            [(h, nt, v), (d, nt, h), (h, nt, h)]
+                .into_iter()
+                .map(|(m, k, n)| gemm::scratch_len(m, k, n, false))
+                .max()
+                .unwrap_or(0)
+        } else {
+            0
+        };
         Ok(Self {
             cfg,
             n,
@@ -104,6 +108,10 @@ impl Workspace {
             losses: vec![0.0; nt],
             wh_packed: vec![0.0; rnn::packed_len(h)],
             wht_packed: g(rnn::packed_len(h)),
+            wx_packed: vec![0.0; recurrent::packed_len(d, h)],
+            w_packed: vec![0.0; recurrent::packed_len(h, v)],
+            wt_packed: g(recurrent::packed_len(v, h)),
+            wxt_packed: g(recurrent::packed_len(h, d)),
             dh: g(nt * h),
             demb: g(nt * d),
             scratch: g(n * h),
@@ -180,6 +188,10 @@ impl Workspace {
             + self.losses.len()
             + self.wh_packed.len()
             + self.wht_packed.len()
+            + self.wx_packed.len()
+            + self.w_packed.len()
+            + self.wt_packed.len()
+            + self.wxt_packed.len()
             + self.dh.len()
             + self.demb.len()
             + self.scratch.len()
