@@ -257,6 +257,9 @@ pub fn k_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
 /// Multiply-adds below which the packed driver runs on the calling thread.
 const PAR_MIN_MACS: usize = 1_000_000;
 
+/// Panels per strip in the column-split path of [`matmul_packed`].
+const STRIP_PANELS: usize = 4;
+
 /// Floats of scratch [`matmul_packed`] needs for `C [m,n] = A [m,k] B [k,n]`; `a_rows_contiguous`
 /// says whether A's rows are contiguous (column stride 1) or must be copied first.
 pub fn scratch_len(m: usize, k: usize, n: usize, a_rows_contiguous: bool) -> usize {
@@ -324,8 +327,54 @@ pub fn matmul_packed(
 
     let MatMut { data, rs: ldc, .. } = c;
     let c_data = &mut data[..span(m, n, ldc, 1)];
+    let panels = n.div_ceil(recurrent::PANEL);
+    if tasks > 1 && m < n && panels >= STRIP_PANELS * tasks {
+        // Wide C (the weight gradient dW = hs^T dY: m = H rows, n = V columns): split the
+        // columns between tasks. A task walks its columns in strips of STRIP_PANELS panels and,
+        // for each strip and K block, packs that piece of B and at once multiplies it, so the
+        // packed piece is still in L1/L2 when the kernel reads it and B crosses the memory bus
+        // once (packing the whole of B first would write it out and read it back).
+        let per = panels.div_ceil(tasks);
+        let kc_max = k_blocks(k).next().map_or(0, |(_, kc)| kc);
+        let region = STRIP_PANELS * kc_max * recurrent::PANEL;
+        let c_ptr = SendPtr(c_data.as_mut_ptr());
+        packed[..region * tasks]
+            .par_chunks_mut(region)
+            .enumerate()
+            .for_each(|(t, region)| {
+                let first = t * per * recurrent::PANEL;
+                let last = ((t + 1) * per * recurrent::PANEL).min(n);
+                for c0 in (first..last).step_by(STRIP_PANELS * recurrent::PANEL) {
+                    let cols = (STRIP_PANELS * recurrent::PANEL).min(last - c0);
+                    for (blk, (k0, kc)) in k_blocks(k).enumerate() {
+                        let pk = &mut region[..recurrent::packed_len(kc, cols)];
+                        let src = &b.data[k0 * b.rs + c0 * b.cs..];
+                        recurrent::pack_b(kc, cols, src, b.rs, b.cs, pk);
+                        // SAFETY: task t writes only columns c0..c0+cols (inside its own range
+                        // first..last) of rows 0..m of C; the tasks' ranges are disjoint. C
+                        // (`c_data`, borrowed mutably by this function) holds (m-1)*ldc + n
+                        // floats, and nothing else touches it until the parallel loop ends.
+                        unsafe {
+                            recurrent::gemm_packed_raw(
+                                isa,
+                                m,
+                                kc,
+                                cols,
+                                &a_data[k0..],
+                                lda,
+                                pk,
+                                c_ptr.get().add(c0),
+                                ldc,
+                                blk > 0 || accum == Accum::Add,
+                            );
+                        }
+                    }
+                }
+            });
+        return;
+    }
     // Even row blocks (the kernel splits a block's rows evenly into micro-tiles itself), so
-    // two threads get equal work even when m is small (m = H for the weight gradients).
+    // two threads get equal work even when m is small.
     let rows_per_task = m.div_ceil(tasks);
     for (blk, (k0, kc)) in k_blocks(k).enumerate() {
         let packed = &mut packed[..recurrent::packed_len(kc, n)];
@@ -355,10 +404,33 @@ pub fn matmul_packed(
     }
 }
 
-/// Copies the strided view `a` into `out` as a row-major `[rows, cols]` matrix.
-fn copy_rows(out: &mut [f32], a: &MatRef<'_>, tasks: usize) {
+/// C's base pointer, shared by tasks that write disjoint column strips.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+impl SendPtr {
+    /// (A method, so closures capture the whole `Send + Sync` wrapper, not the raw field.)
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: the pointer is only dereferenced by tasks writing disjoint column ranges of one C
+// while its owner's exclusive borrow is held (see matmul_packed).
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+
+/// Copies the strided view `a` into `out` as a row-major `[rows, cols]` matrix, in parallel
+/// over `tasks` blocks of rows.
+///
+/// **Panics** if `out` is shorter than `rows * cols`.
+pub fn copy_rows(out: &mut [f32], a: &MatRef<'_>, tasks: usize) {
     let (m, k) = (a.rows, a.cols);
-    let rows_per_task = m.div_ceil(tasks).max(1);
+    if m == 0 || k == 0 {
+        return;
+    }
+    let rows_per_task = m.div_ceil(tasks.max(1));
     out[..m * k]
         .par_chunks_mut(rows_per_task * k)
         .enumerate()
@@ -549,7 +621,13 @@ mod tests {
 
     #[test]
     fn packed_driver_is_bit_identical_across_thread_counts() {
-        let (m, k, n) = (300, 1200, 250);
+        // Tall C (row split) and wide C (column split).
+        for (m, k, n) in [(300, 1200, 250), (60, 700, 900)] {
+            identical_across_threads(m, k, n);
+        }
+    }
+
+    fn identical_across_threads(m: usize, k: usize, n: usize) {
         let a: Vec<f32> = ints(m * k, 7).iter().map(|x| x * 0.37 + 0.011).collect();
         let b: Vec<f32> = ints(k * n, 8).iter().map(|x| x * 0.53 - 0.007).collect();
         let run = |threads: usize| {
@@ -573,7 +651,7 @@ mod tests {
             })
         };
         let one = run(1);
-        assert!(one == run(2) && one == run(3));
+        assert!(one == run(2) && one == run(3), "{m}x{k}x{n}");
     }
 
     #[test]

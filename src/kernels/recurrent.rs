@@ -245,6 +245,79 @@ pub fn gemm_packed_with(
     }
 }
 
+/// [`gemm_packed_with`] writing C through a raw pointer, for callers that give threads disjoint
+/// column strips of one row-major C (which safe slices cannot express). SIMD ISAs only.
+///
+/// **Panics** if `isa` is not a supported SIMD level, or A / packed are too short.
+///
+/// # Safety
+/// For every row `i < m`, the `n` floats at `c.add(i * ldc)` must be valid for reads and
+/// writes and must not be accessed by anything else for the duration of the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_packed_raw(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    packed: &[f32],
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert!(
+        isa != Isa::Portable && isa.is_supported(),
+        "gemm_packed_raw: needs a supported SIMD ISA, got {isa:?}"
+    );
+    assert!(
+        packed.len() >= packed_len(k, n),
+        "gemm_packed_raw: packed too short"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        assert!(
+            k != 0 || accumulate,
+            "gemm_packed_raw: k = 0 without accumulate"
+        );
+        return;
+    }
+    assert!(a.len() >= (m - 1) * lda + k, "gemm_packed_raw: a too short");
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: ISA support asserted; A and packed extents asserted; C is the caller's
+        // contract.
+        Isa::Avx512 => unsafe {
+            x86::gemm_avx512(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                lda,
+                packed.as_ptr(),
+                c,
+                ldc,
+                accumulate,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2Fma => unsafe {
+            x86::gemm_avx2(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                lda,
+                packed.as_ptr(),
+                c,
+                ldc,
+                accumulate,
+            )
+        },
+        _ => unreachable!("portable was rejected above"),
+    }
+}
+
 /// Visits the output in blocks: column blocks of up to `np_max` panels (outer loop), then row
 /// blocks of at most `mr_max` rows (inner loop), calling `f(i0, rows, jp, np, cols)` for rows
 /// `i0..i0+rows`, panels `jp..jp+np` and the `cols <= np*PANEL` real columns among them.

@@ -2,7 +2,6 @@
 //! inputs, then dimensions), in the style of llm.c. The model composes them; tests call them
 //! one by one for gradient checks.
 
-pub mod affine;
 pub mod embedding;
 pub mod rnn;
 pub mod softmax_loss;

@@ -153,6 +153,22 @@ impl Params {
         [v.embed_w, v.wx, v.wh, v.b, v.affine_w, v.affine_b]
     }
 
+    /// `affine.W [H,V]` and `affine.b [V]` as one `[H+1, V]` matrix (adjacent in the flat
+    /// buffer): the bias is the last row. Lets the backward pass compute both gradients with
+    /// one product, `[hs | 1]^T dY`.
+    pub fn affine_rows_mut(&mut self) -> &mut [f32] {
+        let l = Self::lens(&self.cfg);
+        let start: usize = l[..4].iter().sum();
+        &mut self.data[start..]
+    }
+
+    /// `rnn.Wx [D,H]`, `rnn.Wh [H,H]` and `rnn.b [H]` as one `[D+H+1, H]` matrix (adjacent in
+    /// the flat buffer), for the one product `[emb | hprev | 1]^T dt`.
+    pub fn rnn_rows_mut(&mut self) -> &mut [f32] {
+        let l = Self::lens(&self.cfg);
+        &mut self.data[l[0]..l[0] + l[1] + l[2] + l[3]]
+    }
+
     /// Named read-only views.
     pub fn views(&self) -> ParamRefs<'_> {
         let l = Self::lens(&self.cfg);

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::gemm::{self, matmul_packed, Accum, MatMut, MatRef};
 use crate::kernels::recurrent;
-use crate::layers::{affine, embedding, rnn, softmax_loss};
+use crate::layers::{embedding, rnn, softmax_loss};
 
 /// Forward pass over one batch; returns the mean cross-entropy over unmasked positions.
 ///
@@ -124,7 +124,7 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
 ///
 /// The per-row part (`dhs = dY W^T`, the reverse time loop, `demb = dt Wx^T`) runs in one
 /// parallel region over blocks of batch rows; the weight gradients, which sum over all N*T
-/// rows, are then large GEMMs (and column sums) in a fixed order.
+/// rows, are then two large GEMMs (biases included) with a fixed summation order.
 ///
 /// # Errors
 /// If `ws` is not a training workspace, no training forward preceded, or `grads` has another
@@ -144,7 +144,6 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
     }
     ws.ready_for_backward = false;
     let p = params.views();
-    let g = grads.views_mut();
     let Config {
         vocab_size: v,
         wordvec_size: d,
@@ -205,31 +204,31 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
             recurrent::gemm_packed(r, h, d, dh, h, wxt_packed, demb, d, false);
         });
 
-    // Weight gradients over all N*T rows: dW = hs^T dY, db = colsum dY, and the RNN's
-    // db = colsum dt, dWx = emb^T dt, dWh = hprev^T dt.
+    // Weight gradients, sums over all N*T rows. The biases ride along as a row of ones in A:
+    // [dW; db] = [hs | 1]^T dY, and [dWx; dWh; db] = [emb | hprev | 1]^T dt, each one product
+    // writing straight into the adjacent tensors of the flat gradient buffer.
+    let (a, rest) = ws.gemm_scratch.split_at_mut((h + 1) * nt);
+    gemm::copy_rows(a, &MatRef::new(&ws.hs, nt, h).t(), tasks);
+    a[h * nt..].fill(1.0);
     matmul_packed(
-        MatMut::new(g.affine_w, h, v),
-        MatRef::new(&ws.hs, nt, h).t(),
+        MatMut::new(grads.affine_rows_mut(), h + 1, v),
+        MatRef::new(a, h + 1, nt),
         MatRef::new(&ws.logits, nt, v),
         Accum::Replace,
-        &mut ws.gemm_scratch,
+        rest,
     );
-    affine::bias_grad(g.affine_b, &ws.logits);
-    affine::bias_grad(g.b, &ws.dh);
+    let (a, rest) = ws.gemm_scratch.split_at_mut((d + h + 1) * nt);
+    gemm::copy_rows(a, &MatRef::new(&ws.emb, nt, d).t(), tasks);
+    gemm::copy_rows(&mut a[d * nt..], &MatRef::new(&ws.hprev, nt, h).t(), tasks);
+    a[(d + h) * nt..].fill(1.0);
     matmul_packed(
-        MatMut::new(g.wx, d, h),
-        MatRef::new(&ws.emb, nt, d).t(),
+        MatMut::new(grads.rnn_rows_mut(), d + h + 1, h),
+        MatRef::new(a, d + h + 1, nt),
         MatRef::new(&ws.dh, nt, h),
         Accum::Replace,
-        &mut ws.gemm_scratch,
+        rest,
     );
-    matmul_packed(
-        MatMut::new(g.wh, h, h),
-        MatRef::new(&ws.hprev, nt, h).t(),
-        MatRef::new(&ws.dh, nt, h),
-        Accum::Replace,
-        &mut ws.gemm_scratch,
-    );
+    let g = grads.views_mut();
     g.embed_w.fill(0.0);
     embedding::backward(g.embed_w, &ws.xs, &ws.demb, d);
     Ok(())

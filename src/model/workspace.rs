@@ -82,12 +82,13 @@ impl Workspace {
             ));
         }
         let g = |len: usize| if train { vec![0.0f32; len] } else { Vec::new() };
-        // The weight-gradient products run through gemm::matmul_packed: (m, k, n) with a
-        // transposed A each; see model::simple::backward.
+        // The weight gradients are two products through gemm::matmul_packed, each with its
+        // A = [activations | 1]^T built row-major at the front of the scratch; see
+        // model::simple::backward.
         let scratch = if train {
-            [(h, nt, v), (d, nt, h), (h, nt, h)]
+            [(h + 1, nt, v), (d + h + 1, nt, h)]
                 .into_iter()
-                .map(|(m, k, n)| gemm::scratch_len(m, k, n, false))
+                .map(|(m, k, n)| m * k + gemm::scratch_len(m, k, n, true))
                 .max()
                 .unwrap_or(0)
         } else {
