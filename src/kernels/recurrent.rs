@@ -66,6 +66,9 @@ pub fn pack_b(k: usize, n: usize, b: &[f32], rs: usize, cs: usize, out: &mut [f3
         b.len(),
         last + 1
     );
+    // Transposed packing (Wh^T, W^T) is a 16 x 16 block transpose in registers on AVX-512.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    let fast_transpose = cfg!(target_arch = "x86_64") && rs == 1 && isa() == Isa::Avx512;
     for (jp, panel) in out[..len].chunks_exact_mut(k * PANEL).enumerate() {
         let j0 = jp * PANEL;
         let w = PANEL.min(n - j0);
@@ -99,6 +102,17 @@ pub fn pack_b(k: usize, n: usize, b: &[f32], rs: usize, cs: usize, out: &mut [f3
             for (blk, dst) in panel.chunks_mut(PANEL * PANEL).enumerate() {
                 let p0 = blk * PANEL;
                 let rows = dst.len() / PANEL;
+                #[cfg(target_arch = "x86_64")]
+                if rows == PANEL && w == PANEL && fast_transpose {
+                    // SAFETY: AVX-512F is available (checked into `fast_transpose`); the 16
+                    // source rows (j0+l)*cs + p0 .. +16, l < 16, lie inside `b` because
+                    // columns j0..j0+16 < n and rows p0..p0+16 <= k were bounds-checked
+                    // against b.len() above; `dst` holds exactly 16 x 16 floats.
+                    unsafe {
+                        x86::transpose16_avx512(b.as_ptr().add(j0 * cs + p0), cs, dst.as_mut_ptr())
+                    };
+                    continue;
+                }
                 for l in 0..w {
                     let src = &b[(j0 + l) * cs + p0..(j0 + l) * cs + p0 + rows];
                     for (d, &x) in dst[l..].iter_mut().step_by(PANEL).zip(src) {
@@ -418,6 +432,47 @@ fn block_portable<const MR: usize>(
 mod x86 {
     use super::{for_each_block, PANEL};
     use std::arch::x86_64::*;
+
+    /// Writes the transpose of the 16 x 16 block at `src` (row `l` at `src + l*lds`) to `dst`
+    /// as 16 rows of 16 (`dst[p*16 + l] = src[l*lds + p]`): unpack pairs of rows, shuffle
+    /// 4 x 4 blocks inside 128-bit lanes, then gather the lanes (64 shuffles per block).
+    ///
+    /// # Safety
+    /// AVX-512F must be available; 16 floats must be readable at `src + l*lds` for l < 16 and
+    /// 256 floats writable at `dst`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn transpose16_avx512(src: *const f32, lds: usize, dst: *mut f32) {
+        // SAFETY: the caller guarantees the 16 rows of 16 readable floats and 256 writable.
+        unsafe {
+            let r: [__m512; 16] = std::array::from_fn(|l| _mm512_loadu_ps(src.add(l * lds)));
+            // t: per lane k, pairs of rows interleaved.
+            let mut t = [_mm512_setzero_ps(); 16];
+            for g in 0..8 {
+                t[2 * g] = _mm512_unpacklo_ps(r[2 * g], r[2 * g + 1]);
+                t[2 * g + 1] = _mm512_unpackhi_ps(r[2 * g], r[2 * g + 1]);
+            }
+            // u[4*q + c], lane k: column 4k + c of rows 4q..4q+4.
+            let mut u = [_mm512_setzero_ps(); 16];
+            for q in 0..4 {
+                let (a, b, c, d) = (t[4 * q], t[4 * q + 1], t[4 * q + 2], t[4 * q + 3]);
+                u[4 * q] = _mm512_shuffle_ps::<0x44>(a, c);
+                u[4 * q + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+                u[4 * q + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+                u[4 * q + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+            }
+            for c in 0..4 {
+                let p = _mm512_shuffle_f32x4::<0x88>(u[c], u[4 + c]);
+                let q = _mm512_shuffle_f32x4::<0xDD>(u[c], u[4 + c]);
+                let s = _mm512_shuffle_f32x4::<0x88>(u[8 + c], u[12 + c]);
+                let z = _mm512_shuffle_f32x4::<0xDD>(u[8 + c], u[12 + c]);
+                // Output row j = 4k + c for lanes k = 0, 1, 2, 3.
+                _mm512_storeu_ps(dst.add(c * 16), _mm512_shuffle_f32x4::<0x88>(p, s));
+                _mm512_storeu_ps(dst.add((4 + c) * 16), _mm512_shuffle_f32x4::<0x88>(q, z));
+                _mm512_storeu_ps(dst.add((8 + c) * 16), _mm512_shuffle_f32x4::<0xDD>(p, s));
+                _mm512_storeu_ps(dst.add((12 + c) * 16), _mm512_shuffle_f32x4::<0xDD>(q, z));
+            }
+        }
+    }
 
     /// Expands `match rows { 1 => f::<1, NP>(args), .., MAX => f::<MAX, NP>(args) }` (`args` a
     /// Copy tuple) so every row count gets its own fully unrolled, register-allocated

@@ -1,6 +1,12 @@
 //! Plain stochastic gradient descent.
 
+use rayon::prelude::*;
+
 use crate::model::params::Params;
+
+/// Parameters per parallel task: large enough to amortise a task, small enough to split even
+/// the book's ch05 model (about 100k parameters) across two threads.
+const CHUNK: usize = 1 << 15;
 
 /// The book's `SGD`: `param -= lr * grad`, one loop over the flat buffers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -15,14 +21,21 @@ impl Sgd {
         Self { lr }
     }
 
-    /// One update step.
+    /// One update step, in parallel over fixed-size chunks (each element's update is
+    /// independent, so the result does not depend on the split).
     ///
     /// **Panics** if `params` and `grads` have different configurations.
     pub fn update(&self, (params, grads): (&mut Params, &Params)) {
         assert_eq!(params.config(), grads.config(), "params and grads differ");
         let lr = self.lr;
-        for (p, &g) in params.as_mut_slice().iter_mut().zip(grads.as_slice()) {
-            *p -= lr * g;
-        }
+        params
+            .as_mut_slice()
+            .par_chunks_mut(CHUNK)
+            .zip(grads.as_slice().par_chunks(CHUNK))
+            .for_each(|(p, g)| {
+                for (p, &g) in p.iter_mut().zip(g) {
+                    *p -= lr * g;
+                }
+            });
     }
 }
