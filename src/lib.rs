@@ -40,6 +40,7 @@ pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod optim;
+mod par;
 
 pub use checkpoint::Checkpoint;
 pub use data::batcher::BookBatches;

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::gemm::{self, matmul_packed, Accum, MatMut, MatRef};
 use crate::kernels::recurrent;
 use crate::layers::{embedding, rnn, softmax_loss};
+use crate::par::on_worker;
 
 /// Forward pass over one batch; returns the mean cross-entropy over unmasked positions.
 ///
@@ -24,7 +25,7 @@ pub fn forward(params: &Params, ws: &mut Workspace, xs: &[u32], ts: &[i32]) -> R
     check_batch(params, ws, xs, ts)?;
     ws.xs.copy_from_slice(xs);
     ws.ts.copy_from_slice(ts);
-    Ok(forward_loaded(params, ws))
+    Ok(on_worker(|| forward_loaded(params, ws)))
 }
 
 /// Multiply-adds per batch below which a pass runs as one block on the calling thread.
@@ -143,6 +144,12 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
         ));
     }
     ws.ready_for_backward = false;
+    on_worker(|| backward_checked(params, ws, grads));
+    Ok(())
+}
+
+/// [`backward`] after its checks.
+fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     let p = params.views();
     let Config {
         vocab_size: v,
@@ -231,7 +238,6 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
     let g = grads.views_mut();
     g.embed_w.fill(0.0);
     embedding::backward(g.embed_w, &ws.xs, &ws.demb, d);
-    Ok(())
 }
 
 /// Checks shapes and id ranges before anything is written.

@@ -28,14 +28,16 @@ impl Sgd {
     pub fn update(&self, (params, grads): (&mut Params, &Params)) {
         assert_eq!(params.config(), grads.config(), "params and grads differ");
         let lr = self.lr;
-        params
-            .as_mut_slice()
-            .par_chunks_mut(CHUNK)
-            .zip(grads.as_slice().par_chunks(CHUNK))
-            .for_each(|(p, g)| {
-                for (p, &g) in p.iter_mut().zip(g) {
-                    *p -= lr * g;
-                }
-            });
+        crate::par::on_worker(|| {
+            params
+                .as_mut_slice()
+                .par_chunks_mut(CHUNK)
+                .zip(grads.as_slice().par_chunks(CHUNK))
+                .for_each(|(p, g)| {
+                    for (p, &g) in p.iter_mut().zip(g) {
+                        *p -= lr * g;
+                    }
+                })
+        });
     }
 }
