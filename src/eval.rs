@@ -6,6 +6,44 @@ use crate::model::params::Params;
 use crate::model::simple::forward;
 use crate::model::workspace::Workspace;
 
+/// How a corpus is cut into batches for evaluation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// The book's `eval_perplexity` (see [`eval_perplexity`]): the tail that does not fill a
+    /// batch is dropped, and perplexity is the exponential of the mean per-batch loss.
+    Book,
+    /// Every token after the first is scored exactly once, the final partial chunk included
+    /// (as PyTorch's word_language_model example intends); see [`eval_full`].
+    Full,
+}
+
+impl Protocol {
+    /// `"book"` or `"full"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Book => "book",
+            Protocol::Full => "full",
+        }
+    }
+}
+
+/// Evaluates with either protocol.
+///
+/// # Errors
+/// As [`eval_perplexity`] / [`eval_full`].
+pub fn evaluate(
+    params: &Params,
+    corpus: &[u32],
+    protocol: Protocol,
+    n: usize,
+    t: usize,
+) -> Result<Perplexity> {
+    match protocol {
+        Protocol::Book => eval_perplexity(params, corpus, n, t),
+        Protocol::Full => eval_full(params, corpus, n, t),
+    }
+}
+
 /// What an evaluation measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Perplexity {
@@ -51,5 +89,56 @@ pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> R
         mean_loss,
         batches: iters,
         tokens: iters * n * t,
+    })
+}
+
+/// Perplexity with every token scored once: the corpus is cut into `n` contiguous streams
+/// (stream `i` predicts positions `i*L+1 ..= (i+1)*L` with `L = ceil((len-1)/n)`, so together
+/// they predict every token but the first), each read in chunks of `t` steps with the hidden
+/// state carried; positions past a stream's end are masked (ignore label). Perplexity is
+/// `exp(total loss / (len-1))`, a per-token mean.
+///
+/// # Errors
+/// If the corpus has fewer than 2 tokens or holds an id outside the vocabulary.
+pub fn eval_full(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<Perplexity> {
+    let targets = corpus.len().saturating_sub(1);
+    if targets == 0 || n == 0 || t == 0 {
+        return Err(Error::invalid(
+            "evaluation corpus",
+            format!(
+                "{} tokens: nothing to score (needs at least 2)",
+                corpus.len()
+            ),
+        ));
+    }
+    let n = n.min(targets);
+    let seg = targets.div_ceil(n);
+    let batches = seg.div_ceil(t);
+    let mut ws = Workspace::new(*params.config(), n, t, false)?;
+    let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
+    let mut total = 0.0f64;
+    for k in 0..batches {
+        for i in 0..n {
+            let end = ((i + 1) * seg).min(targets);
+            for s in 0..t {
+                let p = i * seg + k * t + s;
+                let (x, y) = if p < end {
+                    (corpus[p], corpus[p + 1] as i32)
+                } else {
+                    (0, crate::layers::softmax_loss::IGNORE)
+                };
+                xs[i * t + s] = x;
+                ts[i * t + s] = y;
+            }
+        }
+        forward(params, &mut ws, &xs, &ts)?;
+        total += ws.position_losses().iter().map(|&l| l as f64).sum::<f64>();
+    }
+    let mean_loss = total / targets as f64;
+    Ok(Perplexity {
+        perplexity: mean_loss.exp(),
+        mean_loss,
+        batches,
+        tokens: targets,
     })
 }

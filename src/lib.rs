@@ -47,7 +47,7 @@ pub use data::batcher::BookBatches;
 pub use data::corpus::Ptb;
 pub use data::vocab::Vocab;
 pub use error::{Error, Result};
-pub use eval::{eval_perplexity, Perplexity};
+pub use eval::{eval_full, eval_perplexity, evaluate, Perplexity, Protocol};
 pub use model::config::Config;
 pub use model::params::Params;
 pub use model::simple::SimpleRnnlm;

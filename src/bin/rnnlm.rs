@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use rnnlm::bench::{BenchSpec, Mode};
 use rnnlm::data::corpus::read_counting_unk;
-use rnnlm::{checkpoint, eval_perplexity, Error};
+use rnnlm::{checkpoint, Error};
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +79,18 @@ enum Protocol {
     /// The book's eval_perplexity: N rows from offsets k*T + i*jump, the partial last batch
     /// dropped, state carried, exp of the mean per-batch loss.
     Book,
+    /// Every token scored once (N contiguous streams, the final partial chunk included),
+    /// exp of the mean per-token loss.
+    Full,
+}
+
+impl From<Protocol> for rnnlm::Protocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Book => rnnlm::Protocol::Book,
+            Protocol::Full => rnnlm::Protocol::Full,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -126,7 +138,8 @@ fn eval(args: &EvalArgs) -> Result<(), Error> {
     })?;
     let (ids, unk) = read_counting_unk(&args.data, &vocab)?;
     let (n, t) = (args.batch as usize, args.time as usize);
-    let ppl = eval_perplexity(&ckpt.params, &ids, n, t).map_err(|e| match e {
+    let protocol = rnnlm::Protocol::from(args.protocol);
+    let ppl = rnnlm::evaluate(&ckpt.params, &ids, protocol, n, t).map_err(|e| match e {
         Error::Invalid { msg, .. } => Error::Parse {
             path: args.data.clone(),
             line: None,
@@ -134,9 +147,7 @@ fn eval(args: &EvalArgs) -> Result<(), Error> {
         },
         other => other,
     })?;
-    let protocol = match args.protocol {
-        Protocol::Book => "book",
-    };
+    let protocol = protocol.name();
     if args.json {
         let out = serde_json::json!({
             "perplexity": ppl.perplexity,

@@ -1,5 +1,7 @@
-//! Optimizers.
+//! Optimizers and gradient clipping.
 
+mod clip;
 mod sgd;
 
+pub use clip::ClipGrads;
 pub use sgd::Sgd;

@@ -1,0 +1,96 @@
+//! Gradient clipping by one global L2 norm (the book's `clip_grads`).
+
+use rayon::prelude::*;
+
+/// Gradients per parallel partial sum; a fixed size, so the summation order (and the norm)
+/// does not depend on the thread count.
+const CHUNK: usize = 1 << 15;
+
+/// The book's `clip_grads`: `norm = sqrt(sum of g^2 over every gradient)`,
+/// `rate = max_norm / (norm + 1e-6)`, and when `rate < 1` every gradient is scaled by `rate`.
+///
+/// Holds the per-chunk partial sums, so clipping allocates only when the gradient buffer
+/// grows.
+#[derive(Clone, Debug, Default)]
+pub struct ClipGrads {
+    partials: Vec<f64>,
+}
+
+impl ClipGrads {
+    /// A clipper with no scratch yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Clips `grads` (all gradients in one flat buffer) to global norm `max_norm`; returns the
+    /// norm before clipping. Squares are summed in f64, per fixed chunk, then in chunk order.
+    ///
+    /// ```
+    /// let mut g = [3.0f32, 4.0];
+    /// let norm = rnnlm::optim::ClipGrads::new().clip(&mut g, 1.0);
+    /// assert_eq!(norm, 5.0);
+    /// assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
+    /// ```
+    pub fn clip(&mut self, grads: &mut [f32], max_norm: f32) -> f64 {
+        let chunks = grads.len().div_ceil(CHUNK);
+        self.partials.resize(chunks, 0.0);
+        crate::par::on_worker(|| {
+            self.partials
+                .par_iter_mut()
+                .zip(grads.par_chunks(CHUNK))
+                .for_each(|(p, g)| *p = g.iter().map(|&x| x as f64 * x as f64).sum());
+        });
+        let norm = self.partials.iter().sum::<f64>().sqrt();
+        let rate = max_norm as f64 / (norm + 1e-6);
+        if rate < 1.0 {
+            let rate = rate as f32;
+            crate::par::on_worker(|| {
+                grads
+                    .par_chunks_mut(CHUNK)
+                    .for_each(|g| g.iter_mut().for_each(|x| *x *= rate));
+            });
+        }
+        norm
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clips_only_above_the_threshold() {
+        let mut g: Vec<f32> = (0..100_000)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.01)
+            .collect();
+        let want: f64 = g.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        let orig = g.clone();
+        let mut c = ClipGrads::new();
+        let norm = c.clip(&mut g, 1e6);
+        assert!((norm - want).abs() < 1e-9 * want);
+        assert_eq!(g, orig, "below the threshold nothing changes");
+        let norm = c.clip(&mut g, 0.25);
+        let rate = (0.25 / (norm + 1e-6)) as f32;
+        for (a, b) in g.iter().zip(&orig) {
+            assert_eq!(*a, b * rate);
+        }
+        let after: f64 = g.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((after - 0.25).abs() < 1e-5, "norm after clipping {after}");
+    }
+
+    #[test]
+    fn norm_is_identical_across_thread_counts() {
+        let g: Vec<f32> = (0..300_001)
+            .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+            .collect();
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| ClipGrads::new().clip(&mut g.clone(), 1.0).to_bits())
+        };
+        assert_eq!(run(1), run(2));
+        assert_eq!(run(1), run(3));
+    }
+}
