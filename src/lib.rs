@@ -28,6 +28,9 @@
 //! let ppl = rnnlm::eval_perplexity(model.params(), &corpus, 2, 5).unwrap();
 //! assert!(ppl.mean_loss < first as f64 / 2.0);
 //! ```
+//!
+//! For inference (scoring, streaming steps over many streams, sampling text), wrap trained
+//! parameters and their vocabulary in an [`Rnnlm`]; see the [`infer`] module.
 
 pub mod bench;
 pub mod checkpoint;
@@ -36,6 +39,7 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod gemm;
+pub mod infer;
 pub mod kernels;
 pub mod layers;
 pub mod model;
@@ -48,6 +52,7 @@ pub use data::corpus::Ptb;
 pub use data::vocab::Vocab;
 pub use error::{Error, Result};
 pub use eval::{eval_full, eval_perplexity, evaluate, Perplexity, Protocol};
+pub use infer::{Rnnlm, Sampling, Score, State};
 pub use model::config::Config;
 pub use model::params::Params;
 pub use model::simple::SimpleRnnlm;

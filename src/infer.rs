@@ -1,0 +1,556 @@
+//! Streaming inference: a trained model stepped one token at a time, scoring and sampling.
+//!
+//! [`Rnnlm`] holds the weights, the vocabulary and packed copies of `Wx`, `Wh` and `affine.W`,
+//! made once when the model is built, so a step never repacks. It is immutable afterwards
+//! (`Send + Sync`): share it across threads behind an `Arc`, each thread with its own
+//! [`State`]. A step computes exactly what [`crate::model::simple::forward`] computes for one
+//! time position, with the same kernels in the same order, so hidden states and logits are
+//! bit-identical to the training forward's.
+
+use std::fmt;
+use std::path::Path;
+
+use rand::{Rng, RngExt};
+
+use crate::checkpoint;
+use crate::data::vocab::Vocab;
+use crate::error::{Error, Result};
+use crate::kernels::{recurrent, softmax, tanh};
+use crate::layers::embedding;
+use crate::model::config::Config;
+use crate::model::params::Params;
+
+/// A trained model ready for inference: weights, vocabulary, and packed copies of `Wx`, `Wh`
+/// and `affine.W` made once, so steps never repack.
+///
+/// Immutable after construction, hence `Send + Sync`: share one across threads (for example in
+/// an `Arc`), each thread stepping its own [`State`].
+///
+/// ```
+/// use rand::SeedableRng;
+/// use rnnlm::{Config, Params, Rnnlm, Sampling, Vocab};
+///
+/// let words = ["<eos>", "the", "cat", "sat", "on", "mat"];
+/// let vocab = Vocab::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+/// let cfg = Config::new(vocab.len(), 8, 8).unwrap();
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+/// let model = Rnnlm::new(Params::init_book(cfg, &mut rng), vocab).unwrap();
+///
+/// // Score a sentence: ln p(words[1..] | words[0]).
+/// let ids = model.encode("<eos> the cat sat on the mat").unwrap();
+/// let score = model.score(&ids).unwrap();
+/// assert_eq!(score.tokens, 6);
+/// assert!(score.log_prob < 0.0);
+/// // An untrained model is close to uniform: perplexity near V = 6.
+/// assert!((score.perplexity() - 6.0).abs() < 1.0);
+///
+/// // Sample five words after "<eos>", never emitting "<eos>".
+/// let eos = model.encode("<eos>").unwrap();
+/// let sampling = Sampling { skip: eos.clone(), ..Sampling::default() };
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+/// let sampled = model.generate(&mut rng, &eos, 5, &sampling).unwrap();
+/// assert_eq!(sampled.len(), 5);
+/// assert!(!sampled.contains(&eos[0]));
+/// println!("{}", model.decode(&sampled));
+/// ```
+#[derive(Clone)]
+pub struct Rnnlm {
+    params: Params,
+    vocab: Vocab,
+    /// `rnn.Wx [D,H]` packed by `recurrent::pack_b`.
+    wx_packed: Vec<f32>,
+    /// `rnn.Wh [H,H]` packed.
+    wh_packed: Vec<f32>,
+    /// `affine.W [H,V]` packed.
+    w_packed: Vec<f32>,
+}
+
+impl fmt::Debug for Rnnlm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rnnlm")
+            .field("config", self.config())
+            .field("vocab_len", &self.vocab.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The recurrent state of `batch` independent streams, plus the scratch buffers a step needs,
+/// so [`Rnnlm::step`] never allocates. Made by [`Rnnlm::zero_state`]; belongs to the model
+/// (configuration) that made it. Two states compare equal when they have the same
+/// configuration, batch and hidden state (the scratch buffers are not compared).
+#[derive(Clone)]
+pub struct State {
+    cfg: Config,
+    batch: usize,
+    /// Hidden state `[batch, H]`.
+    h: Vec<f32>,
+    /// Embedded inputs of the current step `[batch, D]`.
+    x: Vec<f32>,
+    /// Pre-activation, then the next hidden state `[batch, H]`.
+    pre: Vec<f32>,
+}
+
+impl PartialEq for State {
+    fn eq(&self, other: &Self) -> bool {
+        self.cfg == other.cfg && self.batch == other.batch && self.h == other.h
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("config", &self.cfg)
+            .field("batch", &self.batch)
+            .field("hidden", &self.h)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Number of streams.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The hidden state `[batch, H]` (row `i` is stream `i`'s last `h`).
+    pub fn hidden(&self) -> &[f32] {
+        &self.h
+    }
+
+    /// Sets every stream back to the zero state.
+    pub fn reset(&mut self) {
+        self.h.fill(0.0);
+    }
+}
+
+/// The result of [`Rnnlm::score`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Score {
+    /// `Σ_i ln p(tokens[i+1] | tokens[..=i])`, natural log, summed in f64.
+    pub log_prob: f64,
+    /// Number of predicted tokens (`tokens.len() - 1`).
+    pub tokens: usize,
+}
+
+impl Score {
+    /// `exp(-log_prob / tokens)`; 1 when no token was predicted.
+    pub fn perplexity(&self) -> f64 {
+        if self.tokens == 0 {
+            1.0
+        } else {
+            (-self.log_prob / self.tokens as f64).exp()
+        }
+    }
+}
+
+/// How [`Rnnlm::generate`] draws each word.
+///
+/// ```
+/// use rnnlm::Sampling;
+/// let greedy = Sampling { top_k: Some(1), ..Sampling::default() };
+/// assert_eq!(greedy.temperature, 1.0);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampling {
+    /// Divides the logits before the softmax: below 1 sharpens, above 1 flattens. Must be
+    /// finite and > 0.
+    pub temperature: f32,
+    /// Sample only among the `k` most likely ids (after `skip` is removed); `Some(1)` is greedy
+    /// decoding. Must be at least 1.
+    pub top_k: Option<usize>,
+    /// Ids never emitted (masked out of the distribution), e.g. `<unk>` or `<eos>`.
+    pub skip: Vec<u32>,
+}
+
+impl Default for Sampling {
+    /// Temperature 1, no top-k, nothing skipped: the book's `RnnlmGen.generate`.
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: None,
+            skip: Vec::new(),
+        }
+    }
+}
+
+impl Rnnlm {
+    /// A model from trained parameters and the vocabulary of their ids.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// let vocab = Vocab::from_words(vec!["a".into(), "b".into()]).unwrap();
+    /// let cfg = Config::new(2, 4, 4).unwrap();
+    /// let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// let model = Rnnlm::new(params, vocab).unwrap();
+    /// assert_eq!(model.config().vocab_size, 2);
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if the vocabulary does not have `V` words.
+    pub fn new(params: Params, vocab: Vocab) -> Result<Self> {
+        let cfg = *params.config();
+        cfg.validate()?;
+        if vocab.len() != cfg.vocab_size {
+            return Err(Error::Shape {
+                what: "vocabulary".into(),
+                expected: vec![cfg.vocab_size],
+                found: vec![vocab.len()],
+            });
+        }
+        let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+        let p = params.views();
+        let pack = |k: usize, n: usize, b: &[f32]| {
+            let mut out = vec![0.0f32; recurrent::packed_len(k, n)];
+            recurrent::pack_b(k, n, b, n, 1, &mut out);
+            out
+        };
+        let (wx_packed, wh_packed, w_packed) =
+            (pack(d, h, p.wx), pack(h, h, p.wh), pack(h, v, p.affine_w));
+        Ok(Self {
+            params,
+            vocab,
+            wx_packed,
+            wh_packed,
+            w_packed,
+        })
+    }
+
+    /// Loads a checkpoint written by [`Rnnlm::save`] (or `checkpoint::save` with a vocabulary).
+    ///
+    /// ```no_run
+    /// let model = rnnlm::Rnnlm::load("simple_rnnlm.safetensors".as_ref())?;
+    /// # Ok::<(), rnnlm::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Any error of [`checkpoint::load`], and [`Error::Checkpoint`] if the file has no
+    /// vocabulary.
+    pub fn load(path: &Path) -> Result<Self> {
+        let ck = checkpoint::load(path)?;
+        let vocab = ck.vocab.ok_or_else(|| Error::Checkpoint {
+            path: path.to_owned(),
+            msg: "has no vocabulary (no \"vocab\" metadata entry); inference needs the words \
+                  of the ids: save it with a vocabulary"
+                .into(),
+        })?;
+        Self::new(ck.params, vocab)
+    }
+
+    /// Saves weights and vocabulary as a checkpoint (atomically: see [`checkpoint::save`]).
+    ///
+    /// # Errors
+    /// On I/O failure.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        checkpoint::save(path, &self.params, Some(&self.vocab))
+    }
+
+    /// The weights.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The vocabulary (words of ids `0..V`).
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    /// The model's shape.
+    pub fn config(&self) -> &Config {
+        self.params.config()
+    }
+
+    /// A zero state for `batch` streams (the book's state after `reset_state`), with the step
+    /// scratch allocated.
+    pub fn zero_state(&self, batch: usize) -> State {
+        let cfg = *self.config();
+        State {
+            cfg,
+            batch,
+            h: vec![0.0; batch * cfg.hidden_size],
+            x: vec![0.0; batch * cfg.wordvec_size],
+            pre: vec![0.0; batch * cfg.hidden_size],
+        }
+    }
+
+    /// One time step for `state.batch()` independent streams: `tokens [batch]` in, `logits
+    /// [batch, V]` out (output bias included, before the softmax); advances the state.
+    /// Allocation-free, on the calling thread.
+    ///
+    /// Computes, per stream, `h' = tanh(h Wh + x Wx + b)` with `x = embed.W[token]` and
+    /// `logits = h' W + affine.b`, with the same kernels and operation order as the training
+    /// forward (`x Wx` first, then `+= h Wh`, then bias+tanh; `h' W` then `+ b`), so the
+    /// results are bit-identical to [`crate::model::simple::forward`]'s.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// let mut state = model.zero_state(2);
+    /// let mut logits = vec![0.0; 2 * 3];
+    /// model.step(&mut state, &[0, 2], &mut logits).unwrap();
+    /// model.step(&mut state, &[1, 1], &mut logits).unwrap();
+    /// assert_eq!(state.hidden().len(), 2 * 5);
+    /// ```
+    ///
+    /// # Errors
+    /// If `state` belongs to another configuration, `tokens` is not `[batch]`, `logits` is not
+    /// `[batch, V]`, or a token is `>= V` (nothing is changed).
+    pub fn step(&self, state: &mut State, tokens: &[u32], logits: &mut [f32]) -> Result<()> {
+        let cfg = *self.config();
+        let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+        if state.cfg != cfg {
+            return Err(Error::invalid(
+                "state",
+                format!(
+                    "made for a model of V={}, D={}, H={}, used with V={v}, D={d}, H={h}",
+                    state.cfg.vocab_size, state.cfg.wordvec_size, state.cfg.hidden_size
+                ),
+            ));
+        }
+        let n = state.batch;
+        if tokens.len() != n {
+            return Err(Error::Shape {
+                what: "tokens".into(),
+                expected: vec![n],
+                found: vec![tokens.len()],
+            });
+        }
+        if logits.len() != n * v {
+            return Err(Error::Shape {
+                what: "logits".into(),
+                expected: vec![n, v],
+                found: vec![logits.len()],
+            });
+        }
+        check_ids("token", tokens, v)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let p = self.params.views();
+        let State { h: hs, x, pre, .. } = state;
+        embedding::forward(x, tokens, p.embed_w, d);
+        // Same order as model::simple::forward: pre = x Wx, pre += h Wh, then bias + tanh.
+        recurrent::gemm_packed(n, d, h, x, d, &self.wx_packed, pre, h, false);
+        recurrent::gemm_packed(n, h, h, hs, h, &self.wh_packed, pre, h, true);
+        for row in pre.chunks_exact_mut(h) {
+            tanh::bias_tanh(row, p.b);
+        }
+        std::mem::swap(hs, pre);
+        // logits = h W, then + b per row (the training forward adds it in the softmax pass).
+        recurrent::gemm_packed(n, h, v, hs, h, &self.w_packed, logits, v, false);
+        for row in logits.chunks_exact_mut(v) {
+            for (l, &b) in row.iter_mut().zip(p.affine_b) {
+                *l += b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Log-probability (natural log) of `tokens[1..]` given `tokens[0]`, from a zero state:
+    /// `Σ_i ln p(tokens[i+1] | tokens[..=i])`. Each term is `-xent_row` of the step's logits,
+    /// the same per-position loss the training forward computes.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// let s = model.score(&[0, 1, 2, 1]).unwrap();
+    /// assert_eq!(s.tokens, 3);
+    /// assert!(s.log_prob < 0.0 && s.perplexity() > 1.0);
+    /// ```
+    ///
+    /// # Errors
+    /// If `tokens` is empty or holds an id `>= V`.
+    pub fn score(&self, tokens: &[u32]) -> Result<Score> {
+        if tokens.is_empty() {
+            return Err(Error::invalid(
+                "tokens",
+                "score needs at least one token (the context the first prediction starts from)",
+            ));
+        }
+        let v = self.config().vocab_size;
+        check_ids("token", tokens, v)?;
+        let mut state = self.zero_state(1);
+        let mut logits = vec![0.0f32; v];
+        let mut log_prob = 0.0f64;
+        for pair in tokens.windows(2) {
+            self.step(&mut state, &pair[..1], &mut logits)?;
+            log_prob -= softmax::xent_row(&logits, pair[1] as usize) as f64;
+        }
+        Ok(Score {
+            log_prob,
+            tokens: tokens.len() - 1,
+        })
+    }
+
+    /// The ids of the whitespace-separated words of `words`. A word outside the vocabulary
+    /// becomes `<unk>` when the vocabulary has it.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the first word outside a vocabulary without `<unk>`.
+    pub fn encode(&self, words: &str) -> Result<Vec<u32>> {
+        let unk = self.vocab.unk_id();
+        words
+            .split_whitespace()
+            .map(|w| {
+                self.vocab.id(w).or(unk).ok_or_else(|| {
+                    Error::invalid(
+                        "word",
+                        format!("{w:?} is not in the model's vocabulary (and it has no <unk>)"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The words of `ids` joined by single spaces. An id outside the vocabulary is written
+    /// `<invalid:ID>`.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut out = String::new();
+        for (i, &id) in ids.iter().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            match self.vocab.word(id) {
+                Some(w) => out.push_str(w),
+                None => out.push_str(&format!("<invalid:{id}>")),
+            }
+        }
+        out
+    }
+
+    /// Samples `n` ids following `start` (which is fed through the model first, from a zero
+    /// state), each drawn from `softmax(logits / temperature)` restricted to the `top_k` most
+    /// likely ids when set, never one of `sampling.skip` (they are masked out). Returns only
+    /// the `n` new ids. The book's `RnnlmGen.generate` is temperature 1 with no top-k.
+    ///
+    /// Each word consumes exactly one `f64` from `rng`, so the output is a function of the RNG
+    /// state: the same seed gives the same words. Ties in top-k selection go to the lower id;
+    /// `top_k: Some(1)` is greedy argmax decoding.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Sampling, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// let sampling = Sampling { temperature: 0.8, top_k: Some(2), skip: vec![2] };
+    /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    /// let ids = model.generate(&mut rng, &[0], 10, &sampling).unwrap();
+    /// assert!(ids.len() == 10 && !ids.contains(&2));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if `start` is empty or holds an id `>= V`, a `skip` id is `>= V`,
+    /// `skip` covers the whole vocabulary, the temperature is not finite and > 0, or `top_k`
+    /// is `Some(0)`.
+    pub fn generate<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        start: &[u32],
+        n: usize,
+        sampling: &Sampling,
+    ) -> Result<Vec<u32>> {
+        let v = self.config().vocab_size;
+        let t = sampling.temperature;
+        if !(t.is_finite() && t > 0.0) {
+            return Err(Error::invalid(
+                "temperature",
+                format!("{t} (must be finite and > 0)"),
+            ));
+        }
+        if sampling.top_k == Some(0) {
+            return Err(Error::invalid("top_k", "must be at least 1"));
+        }
+        if start.is_empty() {
+            return Err(Error::invalid(
+                "start",
+                "generate needs at least one start token",
+            ));
+        }
+        check_ids("start id", start, v)?;
+        check_ids("skip id", &sampling.skip, v)?;
+        let mut allowed = vec![true; v];
+        for &s in &sampling.skip {
+            allowed[s as usize] = false;
+        }
+        let n_allowed = allowed.iter().filter(|&&a| a).count();
+        if n_allowed == 0 {
+            return Err(Error::invalid(
+                "skip",
+                "masks every id of the vocabulary: nothing left to sample",
+            ));
+        }
+        let k = sampling.top_k.map_or(n_allowed, |k| k.min(n_allowed));
+
+        let mut state = self.zero_state(1);
+        let mut logits = vec![0.0f32; v];
+        let mut cand: Vec<u32> = Vec::with_capacity(n_allowed);
+        let mut weights: Vec<f64> = Vec::with_capacity(n_allowed);
+        for &id in start {
+            self.step(&mut state, &[id], &mut logits)?;
+        }
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            if i > 0 {
+                self.step(&mut state, &out[i - 1..i], &mut logits)?;
+            }
+            cand.clear();
+            cand.extend((0..v as u32).filter(|&j| allowed[j as usize]));
+            if k < cand.len() {
+                // Most likely first; ties to the lower id, so the selection is deterministic.
+                let by_logit = |a: &u32, b: &u32| {
+                    logits[*b as usize]
+                        .total_cmp(&logits[*a as usize])
+                        .then(a.cmp(b))
+                };
+                cand.select_nth_unstable_by(k - 1, by_logit);
+                cand.truncate(k);
+                cand.sort_unstable();
+            }
+            let max = cand
+                .iter()
+                .map(|&j| logits[j as usize])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let inv_t = 1.0 / t as f64;
+            weights.clear();
+            weights.extend(
+                cand.iter()
+                    .map(|&j| ((logits[j as usize] as f64 - max as f64) * inv_t).exp()),
+            );
+            let total: f64 = weights.iter().sum();
+            let u = rng.random::<f64>() * total;
+            let mut acc = 0.0;
+            // Fallback for rounding at the top end: the last candidate with a nonzero weight.
+            let mut pick = cand[weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)];
+            for (&j, &w) in cand.iter().zip(&weights) {
+                acc += w;
+                if u < acc {
+                    pick = j;
+                    break;
+                }
+            }
+            out.push(pick);
+        }
+        Ok(out)
+    }
+}
+
+/// Checks that every id is `< v`.
+fn check_ids(what: &str, ids: &[u32], v: usize) -> Result<()> {
+    match ids.iter().find(|&&id| id as usize >= v) {
+        Some(&bad) => Err(Error::invalid(
+            what,
+            format!("{bad} is outside the vocabulary (size {v})"),
+        )),
+        None => Ok(()),
+    }
+}
