@@ -46,6 +46,7 @@ pub use checkpoint::Checkpoint;
 pub use data::batcher::BookBatches;
 pub use data::corpus::Ptb;
 pub use data::vocab::Vocab;
+pub use data::vocab_build::VocabOptions;
 pub use error::{Error, Result};
 pub use eval::{eval_perplexity, Perplexity};
 pub use model::config::Config;
