@@ -40,6 +40,7 @@ pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod optim;
+pub mod report;
 mod par;
 
 pub use checkpoint::Checkpoint;
