@@ -44,12 +44,14 @@ pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod optim;
+pub mod report;
 mod par;
 
 pub use checkpoint::Checkpoint;
 pub use data::batcher::BookBatches;
 pub use data::corpus::Ptb;
 pub use data::vocab::Vocab;
+pub use data::vocab_build::VocabOptions;
 pub use error::{Error, Result};
 pub use eval::{eval_full, eval_perplexity, evaluate, Perplexity, Protocol};
 pub use infer::{Rnnlm, Sampling, Score, State};

@@ -4,3 +4,4 @@ pub mod batcher;
 pub mod corpus;
 pub mod download;
 pub mod vocab;
+pub mod vocab_build;
