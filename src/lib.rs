@@ -44,8 +44,9 @@ pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod optim;
-pub mod report;
 mod par;
+pub mod report;
+pub mod train;
 
 pub use checkpoint::Checkpoint;
 pub use data::batcher::BookBatches;

@@ -27,6 +27,125 @@ enum Command {
     Eval(EvalArgs),
     /// Training or inference throughput on synthetic data.
     Bench(BenchArgs),
+    /// Train a model (the book's chapter-6 loop) and save the best one.
+    Train(Box<TrainArgs>),
+    /// Sample text from a model (repeatable for a seed).
+    Generate(GenerateArgs),
+    /// Log-probability, token count and perplexity of each input line.
+    Score(ScoreArgs),
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Checkpoint with a vocabulary.
+    #[arg(long)]
+    model: PathBuf,
+    /// Words to start from (fed through the model first).
+    #[arg(long, default_value = "<eos>")]
+    start: String,
+    /// Number of words to sample.
+    #[arg(long, default_value_t = 100)]
+    words: usize,
+    /// Softmax temperature (lower is more conservative).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Sample only among the k most likely words.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Words never to emit, comma-separated (the book skips N,<unk>,$).
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct ScoreArgs {
+    /// Checkpoint with a vocabulary.
+    #[arg(long)]
+    model: PathBuf,
+    /// Text to score, one sentence per line (`-` or nothing: standard input).
+    input: Option<PathBuf>,
+    /// One JSON object per line instead of tab-separated columns.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Cell {
+    /// tanh RNN (the book's SimpleRnnlm).
+    Rnn,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Training text (one sentence per line). Default: DIR/ptb.train.txt with --data-dir.
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Validation text. Default: DIR/ptb.valid.txt with --data-dir.
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Test text. Default: DIR/ptb.test.txt with --data-dir.
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Folder with ptb.{train,valid,test}.txt.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value = "rnn")]
+    cell: Cell,
+    /// Word-vector size D.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    wordvec: u32,
+    /// Hidden size H.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    hidden: u32,
+    /// Batch rows N.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Truncated-BPTT length T.
+    #[arg(long, default_value_t = 35, value_parser = clap::value_parser!(u32).range(1..))]
+    time: u32,
+    /// SGD learning rate.
+    #[arg(long, default_value_t = 5.0)]
+    lr: f32,
+    /// Global gradient-norm clip (0 turns clipping off).
+    #[arg(long, default_value_t = 0.25)]
+    clip: f32,
+    /// Epochs.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    epochs: u32,
+    /// Seed of the weight initialisation.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Report training perplexity every this many batches.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    eval_interval: u32,
+    /// Evaluation protocol for validation and test.
+    #[arg(long, value_enum, default_value = "book")]
+    protocol: Protocol,
+    /// Keep at most this many words (the most frequent); the rest map to <unk>.
+    #[arg(long)]
+    max_vocab: Option<usize>,
+    /// Keep only words seen at least this often in the training text.
+    #[arg(long, default_value_t = 1)]
+    min_count: usize,
+    /// Threads (default: RAYON_NUM_THREADS, else one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+    /// Where to save the best model (safetensors, with its vocabulary).
+    #[arg(long)]
+    save: PathBuf,
+    /// Write every evaluation point as CSV here.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Draw the train/valid perplexity curves as SVG here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Print the result as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,6 +239,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Eval(args) => eval(&args),
         Command::Bench(args) => bench(&args),
+        Command::Train(args) => train(&args),
+        Command::Generate(args) => generate(&args),
+        Command::Score(args) => score(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -240,6 +362,281 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             report.model_bytes as f64 / (1 << 20) as f64,
             rss.map_or("unknown".to_owned(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64)),
         );
+    }
+    Ok(())
+}
+
+/// Set by the Ctrl-C handler; the trainer stops between batches.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn train(args: &TrainArgs) -> Result<(), Error> {
+    use rnnlm::data::corpus::read_counting_unk;
+    use rnnlm::train::{Event, TrainConfig, Trainer};
+    use rnnlm::VocabOptions;
+    use std::io::IsTerminal;
+
+    let Cell::Rnn = args.cell;
+    let file = |given: &Option<PathBuf>, name: &str, flag: &str| -> Result<PathBuf, Error> {
+        match (given, &args.data_dir) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(dir)) => Ok(dir.join(name)),
+            (None, None) => Err(Error::invalid(flag, "is required (or give --data-dir)")),
+        }
+    };
+    let (train_path, valid_path, test_path) = (
+        file(&args.train, "ptb.train.txt", "--train")?,
+        file(&args.valid, "ptb.valid.txt", "--valid")?,
+        file(&args.test, "ptb.test.txt", "--test")?,
+    );
+    if let Some(dir) = args.save.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(Error::invalid(
+                "--save",
+                format!("folder {} does not exist", dir.display()),
+            ));
+        }
+    }
+    let opts = VocabOptions {
+        max_vocab: args.max_vocab,
+        min_count: args.min_count,
+    };
+    let vocab = rnnlm::Vocab::build(&train_path, &opts)?;
+    let (train_ids, train_unk) = read_counting_unk(&train_path, &vocab)?;
+    let (valid_ids, valid_unk) = read_counting_unk(&valid_path, &vocab)?;
+    let (test_ids, test_unk) = read_counting_unk(&test_path, &vocab)?;
+    let cfg = TrainConfig {
+        batch_size: args.batch as usize,
+        time_size: args.time as usize,
+        lr: args.lr,
+        max_grad: (args.clip > 0.0).then_some(args.clip),
+        epochs: args.epochs as usize,
+        eval_interval: Some(args.eval_interval as usize),
+        seed: args.seed,
+        protocol: args.protocol.into(),
+        ..TrainConfig::default()
+    };
+    let model_cfg = rnnlm::Config::new(vocab.len(), args.wordvec as usize, args.hidden as usize)?;
+    let protocol = cfg.protocol.name();
+    println!(
+        "vocabulary {} words; train {} tokens ({train_unk} mapped to <unk>), valid {} ({valid_unk}), test {} ({test_unk}); V={} D={} H={} N={} T={} lr {} clip {} epochs {}",
+        vocab.len(),
+        train_ids.len(),
+        valid_ids.len(),
+        test_ids.len(),
+        model_cfg.vocab_size,
+        model_cfg.wordvec_size,
+        model_cfg.hidden_size,
+        cfg.batch_size,
+        cfg.time_size,
+        cfg.lr,
+        args.clip,
+        cfg.epochs
+    );
+
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(p) = args.threads {
+        builder = builder.num_threads(p as usize);
+    }
+    let pool = builder
+        .build()
+        .map_err(|e| Error::invalid("--threads", e.to_string()))?;
+    // A failure to install the handler only loses graceful Ctrl-C; training still works.
+    let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
+
+    let mut trainer = Trainer::new(model_cfg, cfg.clone())?;
+    trainer.stop_on(&STOP);
+    let iters = (train_ids.len() - 1) / (cfg.batch_size * cfg.time_size);
+    let terminal = std::io::stderr().is_terminal();
+    let bar = indicatif::ProgressBar::new((iters * cfg.epochs) as u64);
+    if terminal {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} batches | {elapsed_precise} | ETA {eta_precise} | {msg}",
+            )
+            .expect("valid template"),
+        );
+    } else {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let say = |line: String| {
+        if terminal {
+            bar.println(line);
+        } else {
+            println!("{line}");
+        }
+    };
+    let report = pool.install(|| {
+        trainer.fit(&train_ids, Some(&valid_ids), Some(&test_ids), |event| match event {
+            Event::Progress {
+                point,
+                iters,
+                tokens_per_sec,
+            } => {
+                let ppl = point.train_ppl.unwrap_or(f64::NAN);
+                let done = point.step as f64 / (iters * cfg.epochs) as f64;
+                let eta = point.elapsed_s * (1.0 - done) / done.max(1e-9);
+                bar.set_position(point.step as u64);
+                bar.set_message(format!("perplexity {ppl:.2} | {tokens_per_sec:.0} tokens/s"));
+                let line = format!(
+                    "| epoch {} | iter {} / {iters} | time {:.0}[s] | perplexity {ppl:.2} | {tokens_per_sec:.0} tokens/s | ETA {eta:.0}[s]",
+                    point.epoch, point.iter, point.elapsed_s
+                );
+                if !terminal {
+                    println!("{line}");
+                }
+            }
+            Event::Epoch {
+                epoch,
+                valid,
+                improved,
+                lr,
+            } => {
+                if let Some(v) = valid {
+                    say(format!(
+                        "| epoch {epoch} | valid perplexity {:.2} ({protocol} protocol) | {} | lr {lr}",
+                        v.perplexity,
+                        if improved { "best so far, kept" } else { "no improvement, lr /= 4" }
+                    ));
+                }
+            }
+        })
+    })?;
+    bar.finish_and_clear();
+
+    let best = trainer.best_params();
+    let kept = if report.interrupted {
+        "interrupted by Ctrl-C: saving the best model so far (resuming is not supported yet)"
+    } else {
+        "saving the model with the best validation perplexity"
+    };
+    println!("{kept} to {}", args.save.display());
+    checkpoint::save(&args.save, best, Some(&vocab))?;
+    if let Some(path) = &args.log {
+        rnnlm::report::write_csv(path, &report.log)?;
+    }
+    if let Some(path) = &args.plot {
+        rnnlm::report::write_svg(path, &report.log, "SimpleRnnlm perplexity")?;
+    }
+    let valid_ppl = report.best_valid.map(|v| v.perplexity);
+    let test_ppl = report.test.map(|v| v.perplexity);
+    println!(
+        "valid perplexity {} | test perplexity {} ({protocol} protocol) | {:.0} tokens/s | {:.1} s | {} threads",
+        valid_ppl.map_or("-".into(), |p| format!("{p:.2}")),
+        test_ppl.map_or("-".into(), |p| format!("{p:.2}")),
+        report.tokens_per_sec,
+        report.seconds,
+        pool.current_num_threads()
+    );
+    if args.json {
+        let out = serde_json::json!({
+            "valid_perplexity": valid_ppl,
+            "test_perplexity": test_ppl,
+            "protocol": protocol,
+            "tokens_per_sec": report.tokens_per_sec,
+            "seconds": report.seconds,
+            "steps": report.steps,
+            "tokens": report.tokens,
+            "threads": pool.current_num_threads(),
+            "interrupted": report.interrupted,
+            "vocab_size": vocab.len(),
+            "unk_mapped": {"train": train_unk, "valid": valid_unk, "test": test_unk},
+            "model": args.save,
+        });
+        println!("{out}");
+    }
+    if report.interrupted {
+        return Err(Error::invalid(
+            "training",
+            "interrupted by Ctrl-C (model saved)",
+        ));
+    }
+    Ok(())
+}
+
+fn generate(args: &GenerateArgs) -> Result<(), Error> {
+    use rand::SeedableRng;
+    let model = rnnlm::Rnnlm::load(&args.model)?;
+    let start = model.encode(&args.start)?;
+    let skip = args
+        .skip
+        .iter()
+        .map(|w| {
+            model.vocab().id(w).ok_or_else(|| {
+                Error::invalid("--skip", format!("{w:?} is not in the model's vocabulary"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let sampling = rnnlm::Sampling {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        skip,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let ids = model.generate(&mut rng, &start, args.words, &sampling)?;
+    // As the book prints samples: sentences end at <eos>.
+    let text = format!("{} {}", args.start, model.decode(&ids));
+    let text = text
+        .replace(" <eos> ", "\n")
+        .replace("<eos> ", "")
+        .replace(" <eos>", "");
+    println!("{}", text.trim());
+    Ok(())
+}
+
+fn score(args: &ScoreArgs) -> Result<(), Error> {
+    use std::io::{BufRead, Write};
+    let model = rnnlm::Rnnlm::load(&args.model)?;
+    let eos = model
+        .vocab()
+        .id(rnnlm::data::corpus::EOS)
+        .ok_or_else(|| Error::Checkpoint {
+            path: args.model.clone(),
+            msg: "vocabulary has no <eos>, so sentences cannot be delimited".into(),
+        })?;
+    let (name, reader): (PathBuf, Box<dyn BufRead>) = match &args.input {
+        None => ("<stdin>".into(), Box::new(std::io::stdin().lock())),
+        Some(p) if p.as_os_str() == "-" => ("<stdin>".into(), Box::new(std::io::stdin().lock())),
+        Some(p) => {
+            let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+            (p.clone(), Box::new(std::io::BufReader::new(f)))
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if !args.json {
+        let _ = writeln!(out, "# log_prob\ttokens\tperplexity   (natural log; each line scored from <eos>, its own <eos> included)");
+    }
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| Error::Parse {
+            path: name.clone(),
+            line: Some(i + 1),
+            msg: format!("cannot read line ({e})"),
+        })?;
+        let mut ids = vec![eos];
+        ids.extend(model.encode(&line).map_err(|e| Error::Parse {
+            path: name.clone(),
+            line: Some(i + 1),
+            msg: e.to_string(),
+        })?);
+        ids.push(eos);
+        let s = model.score(&ids)?;
+        let written = if args.json {
+            let o = serde_json::json!({
+                "line": i + 1, "log_prob": s.log_prob, "tokens": s.tokens, "perplexity": s.perplexity(),
+            });
+            writeln!(out, "{o}")
+        } else {
+            writeln!(
+                out,
+                "{:.4}\t{}\t{:.4}",
+                s.log_prob,
+                s.tokens,
+                s.perplexity()
+            )
+        };
+        // A closed pipe (e.g. `| head`) ends the output quietly.
+        if written.is_err() {
+            break;
+        }
     }
     Ok(())
 }

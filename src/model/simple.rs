@@ -372,6 +372,11 @@ impl SimpleRnnlm {
         &self.grads
     }
 
+    /// Gradients of the last backward, mutable (for clipping).
+    pub fn grads_mut(&mut self) -> &mut Params {
+        &mut self.grads
+    }
+
     /// Parameters (mutable) and gradients together, for an optimizer step.
     pub fn params_mut_and_grads(&mut self) -> (&mut Params, &Params) {
         (&mut self.params, &self.grads)

@@ -1,0 +1,255 @@
+//! `rnnlm train`, `generate` and `score` as a user runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rnnlm-clitrain-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rnnlm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Sentences from a tiny grammar, so a model can learn something in a second.
+fn text(lines: usize, salt: usize) -> String {
+    let subj = ["the cat", "a dog", "the bird", "my friend", "the old man"];
+    let verb = ["sees", "likes", "follows", "ignores"];
+    let obj = [
+        "the ball",
+        "a tree",
+        "the house",
+        "the river",
+        "a rare stone",
+    ];
+    (0..lines)
+        .map(|i| {
+            let k = i * 7 + salt;
+            format!(
+                "{} {} {}\n",
+                subj[k % 5],
+                verb[(k / 5) % 4],
+                obj[(k / 3) % 5]
+            )
+        })
+        .collect()
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "exit status");
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line on stderr: {err:?}"
+    );
+    err
+}
+
+/// Trains a small model into `dir` and returns its path.
+fn trained(dir: &Path) -> PathBuf {
+    for (name, lines, salt) in [("train", 600, 0), ("valid", 80, 1), ("test", 80, 2)] {
+        std::fs::write(dir.join(format!("{name}.txt")), text(lines, salt)).unwrap();
+    }
+    let model = dir.join("m.safetensors");
+    let out = rnnlm(&[
+        "train",
+        "--train",
+        s(&dir.join("train.txt")),
+        "--valid",
+        s(&dir.join("valid.txt")),
+        "--test",
+        s(&dir.join("test.txt")),
+        "--wordvec",
+        "16",
+        "--hidden",
+        "16",
+        "--batch",
+        "4",
+        "--time",
+        "5",
+        "--lr",
+        "0.5",
+        "--epochs",
+        "3",
+        "--eval-interval",
+        "50",
+        "--save",
+        s(&model),
+        "--log",
+        s(&dir.join("log.csv")),
+        "--plot",
+        s(&dir.join("plot.svg")),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in [
+        "valid_perplexity",
+        "test_perplexity",
+        "tokens_per_sec",
+        "seconds",
+    ] {
+        assert!(json[key].as_f64().unwrap() > 0.0, "{key}: {json}");
+    }
+    // 20 words + <eos> + <unk>-free: a trained model beats uniform by far.
+    assert!(json["valid_perplexity"].as_f64().unwrap() < 6.0, "{json}");
+    assert!(stdout.contains("| epoch 1 | valid perplexity"), "{stdout}");
+    model
+}
+
+#[test]
+fn train_then_generate_and_score() {
+    let dir = tmpdir("flow");
+    let model = trained(&dir);
+    let csv = std::fs::read_to_string(dir.join("log.csv")).unwrap();
+    assert!(csv.lines().count() > 3, "{csv}");
+    let svg = std::fs::read_to_string(dir.join("plot.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") || svg.starts_with("<?xml"),
+        "{}",
+        &svg[..40]
+    );
+
+    // generate: repeatable for a seed, and --skip is honoured.
+    let gen = |seed: &str| {
+        let out = rnnlm(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--words",
+            "30",
+            "--seed",
+            seed,
+            "--skip",
+            "cat,dog",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = gen("7");
+    assert_eq!(a, gen("7"));
+    assert_ne!(a, gen("8"));
+    assert!(
+        !a.split_whitespace().any(|w| w == "cat" || w == "dog"),
+        "{a}"
+    );
+    let err = one_line_error(&rnnlm(&[
+        "generate",
+        "--model",
+        s(&model),
+        "--skip",
+        "zebra",
+    ]));
+    assert!(err.contains("zebra"), "{err}");
+
+    // score: one result per line; a grammatical line scores better than a shuffled one.
+    let input = dir.join("score.txt");
+    std::fs::write(&input, "the cat sees the ball\nball the sees cat the\n\n").unwrap();
+    let out = rnnlm(&["score", "--model", s(&model), s(&input), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["tokens"], 6, "5 words + <eos>");
+    assert_eq!(rows[2]["tokens"], 1, "an empty line is just <eos>");
+    assert!(rows[0]["log_prob"].as_f64().unwrap() > rows[1]["log_prob"].as_f64().unwrap());
+    // Standard input and the plain format.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(["score", "--model", s(&model), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a dog likes a tree\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let plain = String::from_utf8(out.stdout).unwrap();
+    let row = plain.lines().last().unwrap();
+    assert_eq!(row.split('\t').nth(1), Some("6"), "{plain}");
+    // An unknown word in a vocabulary without <unk>: one line naming the line number.
+    std::fs::write(&input, "the cat sees the ball\nthe zebra sees\n").unwrap();
+    let err = one_line_error(&rnnlm(&["score", "--model", s(&model), s(&input)]));
+    assert!(err.contains(":2") && err.contains("zebra"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn train_input_errors() {
+    let dir = tmpdir("errors");
+    let m = dir.join("m.safetensors");
+    let err = one_line_error(&rnnlm(&["train", "--save", s(&m)]));
+    assert!(
+        err.contains("--train") && err.contains("--data-dir"),
+        "{err}"
+    );
+    let err = one_line_error(&rnnlm(&[
+        "train",
+        "--data-dir",
+        s(&dir.join("nowhere")),
+        "--save",
+        s(&m),
+    ]));
+    assert!(err.contains("ptb.train.txt"), "{err}");
+    std::fs::write(dir.join("t.txt"), text(50, 0)).unwrap();
+    let t = dir.join("t.txt");
+    let err = one_line_error(&rnnlm(&[
+        "train",
+        "--train",
+        s(&t),
+        "--valid",
+        s(&t),
+        "--test",
+        s(&t),
+        "--save",
+        s(&dir.join("no/such/dir/m.safetensors")),
+    ]));
+    assert!(err.contains("no/such/dir"), "{err}");
+    let err = one_line_error(&rnnlm(&[
+        "train",
+        "--train",
+        s(&t),
+        "--valid",
+        s(&t),
+        "--test",
+        s(&t),
+        "--save",
+        s(&m),
+    ]));
+    assert!(err.contains("cannot fill one batch"), "{err}");
+    let out = rnnlm(&["train", "--save", s(&m), "--lr", "fast"]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    assert!(!m.exists(), "nothing saved by failed runs");
+    std::fs::remove_dir_all(dir).unwrap();
+}
