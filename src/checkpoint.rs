@@ -36,7 +36,16 @@ pub struct Checkpoint {
     pub params: Params,
     /// The words of ids `0..V`, if the file carries a `vocab` entry.
     pub vocab: Option<Vocab>,
+    /// Tensors under the [`EXTRA_PREFIX`] (a resumable training state), by name.
+    pub extra_tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Every metadata entry (including `config` and `vocab`).
+    pub metadata: HashMap<String, String>,
 }
+
+/// Name prefix of tensors that are not model weights (a trainer's best model and hidden state
+/// in a resumable checkpoint). Model loading keeps them aside, so a resume file is also a
+/// loadable model (its current weights).
+pub const EXTRA_PREFIX: &str = "trainer.";
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
     Error::Checkpoint {
@@ -50,6 +59,21 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 /// # Errors
 /// If the vocabulary's length is not `V`.
 pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
+    to_bytes_with(params, vocab, &[], &[])
+}
+
+/// [`to_bytes`] with extra tensors (names must start with [`EXTRA_PREFIX`]) and extra
+/// metadata entries.
+///
+/// # Errors
+/// If the vocabulary's length is not `V`, an extra tensor is misnamed or its data does not
+/// match its shape.
+pub fn to_bytes_with(
+    params: &Params,
+    vocab: Option<&Vocab>,
+    extra_tensors: &[(String, Vec<usize>, &[f32])],
+    extra_meta: &[(&str, String)],
+) -> Result<Vec<u8>> {
     let cfg = params.config();
     let mut meta = HashMap::new();
     let config = ConfigMeta {
@@ -69,21 +93,44 @@ pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
         }
         meta.insert("vocab".to_owned(), json(v.words()));
     }
+    for (k, v) in extra_meta {
+        meta.insert((*k).to_owned(), v.clone());
+    }
+    for (name, shape, data) in extra_tensors {
+        if !name.starts_with(EXTRA_PREFIX) || shape.iter().product::<usize>() != data.len() {
+            return Err(Error::invalid(
+                "checkpoint",
+                format!(
+                    "extra tensor {name:?} must start with {EXTRA_PREFIX:?} and match its shape"
+                ),
+            ));
+        }
+    }
     // safetensors stores little-endian bytes; convert explicitly so big-endian hosts work.
     let bytes: Vec<Vec<u8>> = params
         .tensors()
         .iter()
         .map(|t| t.iter().flat_map(|x| x.to_le_bytes()).collect())
         .collect();
+    let extra_bytes: Vec<Vec<u8>> = extra_tensors
+        .iter()
+        .map(|(_, _, t)| t.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let names = PARAM_NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .chain(extra_tensors.iter().map(|(n, _, _)| n.clone()));
+    let shapes = Params::shapes(cfg)
+        .into_iter()
+        .chain(extra_tensors.iter().map(|(_, s, _)| s.clone()));
     let views =
-        PARAM_NAMES
-            .iter()
-            .zip(Params::shapes(cfg))
-            .zip(&bytes)
+        names
+            .zip(shapes)
+            .zip(bytes.iter().chain(&extra_bytes))
             .map(|((name, shape), data)| {
                 let view = TensorView::new(Dtype::F32, shape, data)
                     .expect("shape and byte length agree by construction");
-                (*name, view)
+                (name, view)
             });
     safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::invalid("checkpoint", e.to_string()))
@@ -165,7 +212,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
     names.sort();
     for n in &names {
-        if !PARAM_NAMES.contains(&n.as_str()) {
+        if !PARAM_NAMES.contains(&n.as_str()) && !n.starts_with(EXTRA_PREFIX) {
             return Err(bad(
                 path,
                 format!("unexpected tensor {n:?} (a SimpleRnnlm has {PARAM_NAMES:?})"),
@@ -265,5 +312,20 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             Some(Vocab::from_words(words).map_err(|e| bad(path, e.to_string()))?)
         }
     };
-    Ok(Checkpoint { params, vocab })
+    let mut extra_tensors = HashMap::new();
+    for n in names.iter().filter(|n| n.starts_with(EXTRA_PREFIX)) {
+        let t = get(n)?;
+        let data = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        extra_tensors.insert(n.clone(), (t.shape().to_vec(), data));
+    }
+    Ok(Checkpoint {
+        params,
+        vocab,
+        extra_tensors,
+        metadata: meta,
+    })
 }

@@ -7,7 +7,8 @@ use crate::model::simple::forward;
 use crate::model::workspace::Workspace;
 
 /// How a corpus is cut into batches for evaluation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// The book's `eval_perplexity` (see [`eval_perplexity`]): the tail that does not fill a
     /// batch is dropped, and perplexity is the exponential of the mean per-batch loss.
@@ -45,7 +46,7 @@ pub fn evaluate(
 }
 
 /// What an evaluation measured.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Perplexity {
     /// `exp(mean_loss)`.
     pub perplexity: f64,

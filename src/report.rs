@@ -10,7 +10,7 @@ use crate::checkpoint::write_atomic;
 use crate::error::Result;
 
 /// One evaluation point of a training run: where training was and the perplexities measured.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalPoint {
     /// Epoch, as the training loop counts it (the book's start at 1).
     pub epoch: usize,

@@ -3,11 +3,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::checkpoint;
 use crate::data::batcher::BookBatches;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Perplexity, Protocol};
 use crate::model::config::Config;
-use crate::model::params::Params;
+use crate::model::params::{Params, PARAM_NAMES};
 use crate::model::simple::SimpleRnnlm;
 use crate::optim::{ClipGrads, Sgd};
 use crate::report::EvalPoint;
@@ -16,7 +17,7 @@ use crate::report::EvalPoint;
 /// tanh RNN as this crate runs it on PTB: N=20, T=35, SGD lr 5 (the book's lr 20 diverges for
 /// a tanh RNN), global-norm clipping at 0.25, 4 epochs, progress every 20 batches, and
 /// `lr /= 4` after an epoch whose validation perplexity did not improve.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     /// Batch rows `N`.
     pub batch_size: usize,
@@ -166,6 +167,57 @@ pub struct Trainer {
     best: Option<(Params, Perplexity)>,
     clip: ClipGrads,
     stop: Option<&'static AtomicBool>,
+    max_steps: Option<usize>,
+    progress: Progress,
+    log: Vec<EvalPoint>,
+}
+
+/// Where a run stands between two batches: with the weights, the best model and the carried
+/// hidden state, everything needed to continue it exactly (plain SGD has no other state, and
+/// the book's batches are a function of the batch index).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Progress {
+    /// 1-based epoch of the next batch.
+    epoch: usize,
+    /// Index of the next batch within the epoch.
+    iter: usize,
+    steps: usize,
+    tokens: u64,
+    lr: f32,
+    /// Loss sum and count since the last progress report.
+    total_loss: f64,
+    count: usize,
+    /// Wall and evaluation seconds of earlier sessions.
+    elapsed_s: f64,
+    eval_s: f64,
+}
+
+impl Progress {
+    fn start(lr: f32) -> Self {
+        Self {
+            epoch: 1,
+            iter: 0,
+            steps: 0,
+            tokens: 0,
+            lr,
+            total_loss: 0.0,
+            count: 0,
+            elapsed_s: 0.0,
+            eval_s: 0.0,
+        }
+    }
+}
+
+/// Metadata key of the trainer's state in a resumable checkpoint.
+const RESUME_KEY: &str = "trainer";
+
+/// The JSON stored under [`RESUME_KEY`].
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ResumeMeta {
+    config: TrainConfig,
+    progress: Progress,
+    best: Option<Perplexity>,
+    log: Vec<EvalPoint>,
 }
 
 impl Trainer {
@@ -191,11 +243,14 @@ impl Trainer {
 
     fn with_model(model: SimpleRnnlm, cfg: TrainConfig) -> Self {
         Self {
+            progress: Progress::start(cfg.lr),
             cfg,
             model,
             best: None,
             clip: ClipGrads::new(),
             stop: None,
+            max_steps: None,
+            log: Vec::new(),
         }
     }
 
@@ -204,14 +259,102 @@ impl Trainer {
         self.stop = Some(flag);
     }
 
+    /// Stop (between batches) once `steps` optimizer steps have been taken in total.
+    pub fn stop_after_steps(&mut self, steps: usize) {
+        self.max_steps = Some(steps);
+    }
+
     /// The model being trained.
     pub fn model(&self) -> &SimpleRnnlm {
         &self.model
     }
 
+    /// The training configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
     /// The kept parameters: the best on validation if validation ran, else the current ones.
     pub fn best_params(&self) -> &Params {
         self.best.as_ref().map_or(self.model.params(), |(p, _)| p)
+    }
+
+    /// Saves everything needed to continue this run exactly: the current weights (so the file
+    /// is also a loadable model), the vocabulary, the best model, the carried hidden state,
+    /// the position in the schedule and the log. Written atomically.
+    ///
+    /// # Errors
+    /// On I/O failure (an existing file is left untouched).
+    pub fn save_resume(&self, path: &std::path::Path, vocab: Option<&crate::Vocab>) -> Result<()> {
+        let meta = ResumeMeta {
+            config: self.cfg.clone(),
+            progress: self.progress.clone(),
+            best: self.best.as_ref().map(|(_, b)| *b),
+            log: self.log.clone(),
+        };
+        let state = self.model.state();
+        let h = self.model.config().hidden_size;
+        let mut extra: Vec<(String, Vec<usize>, &[f32])> =
+            vec![("trainer.h".into(), vec![state.len() / h, h], state)];
+        if let Some((best, _)) = &self.best {
+            let shapes = Params::shapes(best.config());
+            for ((name, shape), t) in PARAM_NAMES.iter().zip(shapes).zip(best.tensors()) {
+                extra.push((format!("trainer.best.{name}"), shape, t));
+            }
+        }
+        let json = serde_json::to_string(&meta).expect("plain data always serialises");
+        let bytes =
+            checkpoint::to_bytes_with(self.model.params(), vocab, &extra, &[(RESUME_KEY, json)])?;
+        checkpoint::write_atomic(path, &bytes)
+    }
+
+    /// Loads a file written by [`Trainer::save_resume`]; [`Trainer::fit`] then continues the
+    /// run where it stopped, with the same results as an uninterrupted run. Returns the
+    /// vocabulary stored with it.
+    ///
+    /// # Errors
+    /// If the file cannot be read or is not a resumable checkpoint.
+    pub fn load_resume(path: &std::path::Path) -> Result<(Self, Option<crate::Vocab>)> {
+        let ckpt = checkpoint::load(path)?;
+        let bad = |msg: String| Error::Checkpoint {
+            path: path.to_owned(),
+            msg,
+        };
+        let text = ckpt.metadata.get(RESUME_KEY).ok_or_else(|| {
+            bad("has no trainer state: it is a model, not a resumable checkpoint".into())
+        })?;
+        let meta: ResumeMeta = serde_json::from_str(text)
+            .map_err(|e| bad(format!("trainer state is not valid ({e})")))?;
+        meta.config.validate()?;
+        let cfg = *ckpt.params.config();
+        let mut trainer = Self::from_params(ckpt.params, meta.config)?;
+        let (shape, h) = ckpt
+            .extra_tensors
+            .get("trainer.h")
+            .ok_or_else(|| bad("missing tensor \"trainer.h\"".into()))?;
+        if shape != &[trainer.cfg.batch_size, cfg.hidden_size] {
+            return Err(bad(format!("trainer.h has shape {shape:?}")));
+        }
+        trainer.model.set_state(h)?;
+        if let Some(best) = meta.best {
+            let mut tensors = Vec::with_capacity(PARAM_NAMES.len());
+            for (name, shape) in PARAM_NAMES.iter().zip(Params::shapes(&cfg)) {
+                let key = format!("trainer.best.{name}");
+                let (s, data) = ckpt
+                    .extra_tensors
+                    .get(&key)
+                    .ok_or_else(|| bad(format!("missing tensor {key:?}")))?;
+                if s != &shape {
+                    return Err(bad(format!("{key} has shape {s:?}, expected {shape:?}")));
+                }
+                tensors.push(data.as_slice());
+            }
+            let tensors: [&[f32]; 6] = std::array::from_fn(|i| tensors[i]);
+            trainer.best = Some((Params::from_tensors(cfg, tensors), best));
+        }
+        trainer.progress = meta.progress;
+        trainer.log = meta.log;
+        Ok((trainer, ckpt.vocab))
     }
 
     /// Trains on `train`, validating on `valid` after each epoch and testing the kept model
@@ -240,20 +383,24 @@ impl Trainer {
         let mut batches = BookBatches::new(train, n, t)?;
         let iters = batches.iters_per_epoch();
         let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
-        let mut sgd = Sgd::new(cfg.lr);
+        let mut sgd = Sgd::new(self.progress.lr);
         let start = Instant::now();
-        let mut eval_seconds = 0.0;
-        let (mut steps, mut tokens) = (0usize, 0u64);
-        let mut log = Vec::new();
+        let base = (self.progress.elapsed_s, self.progress.eval_s);
+        let mut eval_seconds = base.1;
+        let elapsed = |start: &Instant| base.0 + start.elapsed().as_secs_f64();
         let mut interrupted = false;
-        'epochs: for epoch in 1..=cfg.epochs {
-            batches.set_time_idx(0);
-            let (mut total_loss, mut count) = (0.0f64, 0usize);
-            for iter in 0..iters {
-                if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        'epochs: while self.progress.epoch <= cfg.epochs {
+            let epoch = self.progress.epoch;
+            // The book's fit(max_epoch=1) restarts the batch offsets every epoch.
+            batches.set_time_idx(self.progress.iter * t);
+            while self.progress.iter < iters {
+                let stop = self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+                    || self.max_steps.is_some_and(|m| self.progress.steps >= m);
+                if stop {
                     interrupted = true;
                     break 'epochs;
                 }
+                let iter = self.progress.iter;
                 batches.next_batch(&mut xs, &mut ts);
                 let loss = self.model.forward(&xs, &ts)?;
                 self.model.backward()?;
@@ -261,30 +408,35 @@ impl Trainer {
                     self.clip.clip(self.model.grads_mut().as_mut_slice(), max);
                 }
                 sgd.update(self.model.params_mut_and_grads());
-                total_loss += loss as f64;
-                count += 1;
-                steps += 1;
-                tokens += (n * t) as u64;
+                let p = &mut self.progress;
+                p.total_loss += loss as f64;
+                p.count += 1;
+                p.steps += 1;
+                p.tokens += (n * t) as u64;
+                p.iter += 1;
                 if cfg.eval_interval.is_some_and(|e| iter % e == 0) {
-                    let elapsed = start.elapsed().as_secs_f64();
-                    log.push(EvalPoint {
+                    let now = elapsed(&start);
+                    self.log.push(EvalPoint {
                         epoch,
                         iter: iter + 1,
-                        step: steps,
-                        tokens,
-                        elapsed_s: elapsed,
+                        step: p.steps,
+                        tokens: p.tokens,
+                        elapsed_s: now,
                         lr: sgd.lr,
-                        train_ppl: Some((total_loss / count as f64).exp()),
+                        train_ppl: Some((p.total_loss / p.count as f64).exp()),
                         valid_ppl: None,
                     });
-                    (total_loss, count) = (0.0, 0);
+                    (p.total_loss, p.count) = (0.0, 0);
                     on_event(Event::Progress {
-                        point: log.last().expect("just pushed"),
+                        point: self.log.last().expect("just pushed"),
                         iters,
-                        tokens_per_sec: tokens as f64 / (elapsed - eval_seconds).max(1e-9),
+                        tokens_per_sec: p.tokens as f64 / (now - eval_seconds).max(1e-9),
                     });
                 }
             }
+            // End of the epoch: the next one starts from its first batch with fresh sums.
+            let p = &mut self.progress;
+            (p.epoch, p.iter, p.total_loss, p.count) = (epoch + 1, 0, 0.0, 0);
             let Some(valid) = valid else { continue };
             let e0 = Instant::now();
             self.model.reset_state();
@@ -306,12 +458,13 @@ impl Trainer {
             } else {
                 sgd.lr /= cfg.lr_decay;
             }
-            log.push(EvalPoint {
+            self.progress.lr = sgd.lr;
+            self.log.push(EvalPoint {
                 epoch,
                 iter: iters,
-                step: steps,
-                tokens,
-                elapsed_s: start.elapsed().as_secs_f64(),
+                step: self.progress.steps,
+                tokens: self.progress.tokens,
+                elapsed_s: elapsed(&start),
                 lr: sgd.lr,
                 train_ppl: None,
                 valid_ppl: Some(result.perplexity),
@@ -323,6 +476,8 @@ impl Trainer {
                 lr: sgd.lr,
             });
         }
+        self.progress.elapsed_s = elapsed(&start);
+        self.progress.eval_s = eval_seconds;
         let test = match test {
             Some(c) if !interrupted => {
                 let e0 = Instant::now();
@@ -338,15 +493,15 @@ impl Trainer {
             }
             _ => None,
         };
-        let seconds = start.elapsed().as_secs_f64();
+        let seconds = elapsed(&start);
         Ok(TrainReport {
             best_valid: self.best.as_ref().map(|(_, b)| *b),
             test,
-            steps,
-            tokens,
+            steps: self.progress.steps,
+            tokens: self.progress.tokens,
             seconds,
-            tokens_per_sec: tokens as f64 / (seconds - eval_seconds).max(1e-9),
-            log,
+            tokens_per_sec: self.progress.tokens as f64 / (seconds - eval_seconds).max(1e-9),
+            log: self.log.clone(),
             interrupted,
         })
     }

@@ -253,3 +253,108 @@ fn train_input_errors() {
     assert!(!m.exists(), "nothing saved by failed runs");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Ctrl-C saves a resumable run; `--resume` finishes it with the same results as a run that
+/// was never interrupted.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_then_resume_matches_an_uninterrupted_run() {
+    use std::io::{BufRead, BufReader};
+    let dir = tmpdir("resume");
+    for (name, lines, salt) in [("train", 3000, 0), ("valid", 200, 1), ("test", 200, 2)] {
+        std::fs::write(dir.join(format!("{name}.txt")), text(lines, salt)).unwrap();
+    }
+    let args = |save: &Path| -> Vec<String> {
+        [
+            "train",
+            "--train",
+            s(&dir.join("train.txt")),
+            "--valid",
+            s(&dir.join("valid.txt")),
+            "--test",
+            s(&dir.join("test.txt")),
+            "--wordvec",
+            "64",
+            "--hidden",
+            "64",
+            "--batch",
+            "4",
+            "--time",
+            "5",
+            "--lr",
+            "0.5",
+            "--epochs",
+            "3",
+            "--eval-interval",
+            "10",
+            "--threads",
+            "1",
+            "--json",
+            "--save",
+            s(save),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let last_json = |out: &str| -> serde_json::Value {
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let whole = rnnlm(
+        &args(&dir.join("whole"))
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(whole.status.success());
+    let whole = last_json(&String::from_utf8(whole.stdout).unwrap());
+
+    let cut = dir.join("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args(&cut))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Interrupt once training is under way (a few progress lines in).
+    for line in lines.by_ref() {
+        if line.unwrap().contains("| iter 31 /") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(rest.last().unwrap().contains("--resume"), "{rest:?}");
+    let resume = dir.join("cut.resume");
+    assert!(resume.exists() && !cut.exists());
+
+    let mut again = args(&cut);
+    again.extend(["--resume".to_string(), s(&resume).to_string()]);
+    let out = rnnlm(&again.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed = last_json(&String::from_utf8(out.stdout).unwrap());
+    for key in ["valid_perplexity", "test_perplexity", "steps", "tokens"] {
+        assert_eq!(resumed[key], whole[key], "{key}");
+    }
+    let (a, b) = (
+        rnnlm::checkpoint::load(&cut).unwrap(),
+        rnnlm::checkpoint::load(&dir.join("whole")).unwrap(),
+    );
+    assert!(
+        a.params == b.params,
+        "the saved models have identical weights"
+    );
+    assert_eq!(a.vocab, b.vocab);
+    std::fs::remove_dir_all(dir).unwrap();
+}

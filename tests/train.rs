@@ -169,3 +169,79 @@ fn clipping_changes_the_run_and_bad_settings_are_errors() {
         "id outside the vocabulary"
     );
 }
+
+#[test]
+fn resume_gives_the_same_results_as_an_uninterrupted_run() {
+    let v = 29;
+    let train = corpus(3000, v, 5);
+    let valid = corpus(600, v, 6);
+    let test = corpus(600, v, 7);
+    let model = Config::new(v as usize, 12, 12).unwrap();
+    let mut c = cfg();
+    c.epochs = 3;
+    c.eval_interval = Some(7);
+    let vocab = rnnlm::Vocab::from_words((0..v).map(|i| format!("w{i}")).collect()).unwrap();
+
+    let mut whole = Trainer::new(model, c.clone()).unwrap();
+    let full = whole
+        .fit(&train, Some(&valid), Some(&test), |_| {})
+        .unwrap();
+
+    let dir = std::env::temp_dir().join(format!("rnnlm-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.resume");
+    // Interrupt mid-epoch (batch 100 of 93 per epoch = epoch 2), then twice more.
+    let mut first = Trainer::new(model, c.clone()).unwrap();
+    first.stop_after_steps(100);
+    let r = first
+        .fit(&train, Some(&valid), Some(&test), |_| {})
+        .unwrap();
+    assert!(r.interrupted && r.test.is_none());
+    first.save_resume(&path, Some(&vocab)).unwrap();
+    // The resume file is also a loadable model (its current weights).
+    let as_model = rnnlm::checkpoint::load(&path).unwrap();
+    assert_eq!(&as_model.params, first.model().params());
+
+    let (mut second, vocab2) = Trainer::load_resume(&path).unwrap();
+    assert_eq!(vocab2.as_ref(), Some(&vocab));
+    second.stop_after_steps(200);
+    second
+        .fit(&train, Some(&valid), Some(&test), |_| {})
+        .unwrap();
+    second.save_resume(&path, Some(&vocab)).unwrap();
+    let (mut third, _) = Trainer::load_resume(&path).unwrap();
+    let resumed = third
+        .fit(&train, Some(&valid), Some(&test), |_| {})
+        .unwrap();
+
+    assert!(!resumed.interrupted);
+    assert_eq!(
+        third.model().params(),
+        whole.model().params(),
+        "final weights"
+    );
+    assert_eq!(third.best_params(), whole.best_params(), "kept model");
+    assert_eq!(
+        third.model().state(),
+        whole.model().state(),
+        "carried state"
+    );
+    assert_eq!(resumed.best_valid, full.best_valid);
+    assert_eq!(resumed.test, full.test);
+    assert_eq!((resumed.steps, resumed.tokens), (full.steps, full.tokens));
+    // The same log, apart from wall-clock times.
+    let strip = |log: &[rnnlm::report::EvalPoint]| -> Vec<_> {
+        log.iter()
+            .map(|p| (p.epoch, p.iter, p.step, p.lr, p.train_ppl, p.valid_ppl))
+            .collect()
+    };
+    assert_eq!(strip(&resumed.log), strip(&full.log));
+
+    // A plain model is not a resume file.
+    rnnlm::checkpoint::save(&dir.join("m"), whole.model().params(), None).unwrap();
+    let err = Trainer::load_resume(&dir.join("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a resumable checkpoint"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -146,6 +146,10 @@ struct TrainArgs {
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// Continue the run saved in this resumable checkpoint (written on Ctrl-C); its model,
+    /// vocabulary and training settings are used, the data files are given again.
+    #[arg(long)]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -396,26 +400,46 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
             ));
         }
     }
-    let opts = VocabOptions {
-        max_vocab: args.max_vocab,
-        min_count: args.min_count,
+    let (mut trainer, vocab) = match &args.resume {
+        Some(path) => {
+            let (trainer, vocab) = Trainer::load_resume(path)?;
+            let vocab = vocab.ok_or_else(|| Error::Checkpoint {
+                path: path.clone(),
+                msg: "has no vocabulary".into(),
+            })?;
+            println!(
+                "resuming the run saved in {} (its model, vocabulary and settings)",
+                path.display()
+            );
+            (trainer, vocab)
+        }
+        None => {
+            let opts = VocabOptions {
+                max_vocab: args.max_vocab,
+                min_count: args.min_count,
+            };
+            let vocab = rnnlm::Vocab::build(&train_path, &opts)?;
+            let cfg = TrainConfig {
+                batch_size: args.batch as usize,
+                time_size: args.time as usize,
+                lr: args.lr,
+                max_grad: (args.clip > 0.0).then_some(args.clip),
+                epochs: args.epochs as usize,
+                eval_interval: Some(args.eval_interval as usize),
+                seed: args.seed,
+                protocol: args.protocol.into(),
+                ..TrainConfig::default()
+            };
+            let model_cfg =
+                rnnlm::Config::new(vocab.len(), args.wordvec as usize, args.hidden as usize)?;
+            (Trainer::new(model_cfg, cfg)?, vocab)
+        }
     };
-    let vocab = rnnlm::Vocab::build(&train_path, &opts)?;
     let (train_ids, train_unk) = read_counting_unk(&train_path, &vocab)?;
     let (valid_ids, valid_unk) = read_counting_unk(&valid_path, &vocab)?;
     let (test_ids, test_unk) = read_counting_unk(&test_path, &vocab)?;
-    let cfg = TrainConfig {
-        batch_size: args.batch as usize,
-        time_size: args.time as usize,
-        lr: args.lr,
-        max_grad: (args.clip > 0.0).then_some(args.clip),
-        epochs: args.epochs as usize,
-        eval_interval: Some(args.eval_interval as usize),
-        seed: args.seed,
-        protocol: args.protocol.into(),
-        ..TrainConfig::default()
-    };
-    let model_cfg = rnnlm::Config::new(vocab.len(), args.wordvec as usize, args.hidden as usize)?;
+    let cfg = trainer.config().clone();
+    let model_cfg = *trainer.model().config();
     let protocol = cfg.protocol.name();
     println!(
         "vocabulary {} words; train {} tokens ({train_unk} mapped to <unk>), valid {} ({valid_unk}), test {} ({test_unk}); V={} D={} H={} N={} T={} lr {} clip {} epochs {}",
@@ -429,7 +453,7 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
         cfg.batch_size,
         cfg.time_size,
         cfg.lr,
-        args.clip,
+        cfg.max_grad.map_or("off".into(), |c| c.to_string()),
         cfg.epochs
     );
 
@@ -443,7 +467,6 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
     // A failure to install the handler only loses graceful Ctrl-C; training still works.
     let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
 
-    let mut trainer = Trainer::new(model_cfg, cfg.clone())?;
     trainer.stop_on(&STOP);
     let iters = (train_ids.len() - 1) / (cfg.batch_size * cfg.time_size);
     let terminal = std::io::stderr().is_terminal();
@@ -503,14 +526,23 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
     })?;
     bar.finish_and_clear();
 
-    let best = trainer.best_params();
-    let kept = if report.interrupted {
-        "interrupted by Ctrl-C: saving the best model so far (resuming is not supported yet)"
-    } else {
-        "saving the model with the best validation perplexity"
-    };
-    println!("{kept} to {}", args.save.display());
-    checkpoint::save(&args.save, best, Some(&vocab))?;
+    if report.interrupted {
+        let mut name = args.save.clone().into_os_string();
+        name.push(".resume");
+        let resume = PathBuf::from(name);
+        trainer.save_resume(&resume, Some(&vocab))?;
+        println!(
+            "interrupted: run saved to {} (continue with the same command and --resume {})",
+            resume.display(),
+            resume.display()
+        );
+        std::process::exit(130);
+    }
+    println!(
+        "saving the model with the best validation perplexity to {}",
+        args.save.display()
+    );
+    checkpoint::save(&args.save, trainer.best_params(), Some(&vocab))?;
     if let Some(path) = &args.log {
         rnnlm::report::write_csv(path, &report.log)?;
     }
@@ -537,7 +569,6 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
             "steps": report.steps,
             "tokens": report.tokens,
             "threads": pool.current_num_threads(),
-            "interrupted": report.interrupted,
             "vocab_size": vocab.len(),
             "unk_mapped": {"train": train_unk, "valid": valid_unk, "test": test_unk},
             "model": args.save,
