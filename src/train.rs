@@ -414,7 +414,7 @@ impl Trainer {
                 p.steps += 1;
                 p.tokens += (n * t) as u64;
                 p.iter += 1;
-                if cfg.eval_interval.is_some_and(|e| iter % e == 0) {
+                if cfg.eval_interval.is_some_and(|e| iter.is_multiple_of(e)) {
                     let now = elapsed(&start);
                     self.log.push(EvalPoint {
                         epoch,
