@@ -15,7 +15,9 @@ pub enum Error {
     /// An operating-system I/O error on a named file.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the operating system said.
         #[source]
         source: std::io::Error,
     },
@@ -23,48 +25,75 @@ pub enum Error {
     /// A file or stream whose content is not what was expected.
     #[error("{}{}: {msg}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
     Parse {
+        /// The file (or `<stdin>`).
         path: PathBuf,
         /// 1-based line number, when the problem sits on one line.
         line: Option<usize>,
+        /// What is wrong.
         msg: String,
     },
 
     /// A word that is not in the model's vocabulary (and the vocabulary has no `<unk>`).
     #[error("{}:{line}: word {word:?} is not in the model's vocabulary (and it has no <unk>)", path.display())]
     UnknownWord {
+        /// The file.
         path: PathBuf,
+        /// 1-based line number.
         line: usize,
+        /// The word.
         word: String,
     },
 
     /// A tensor, buffer or argument with the wrong shape.
     #[error("{what}: expected shape {expected:?}, found {found:?}")]
     Shape {
+        /// Which tensor or argument.
         what: String,
+        /// The shape it should have.
         expected: Vec<usize>,
+        /// The shape it has.
         found: Vec<usize>,
     },
 
     /// A checkpoint file that cannot be used (missing tensor, bad metadata, wrong dtype, ...).
     #[error("checkpoint {}: {msg}", path.display())]
-    Checkpoint { path: PathBuf, msg: String },
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
 
     /// A download that failed; `msg` says what to do instead.
     #[error("download of {url} failed: {msg}")]
-    Download { url: String, msg: String },
+    Download {
+        /// What was being fetched.
+        url: String,
+        /// The cause and what to do instead.
+        msg: String,
+    },
 
     /// A file whose SHA-256 does not match the published checksum.
     #[error("{}: SHA-256 is {found}, expected {expected}; {hint}", path.display())]
     Checksum {
+        /// The file.
         path: PathBuf,
+        /// The published SHA-256 (hex).
         expected: String,
+        /// The file's SHA-256 (hex).
         found: String,
+        /// What to do about it.
         hint: String,
     },
 
     /// An invalid configuration or argument value.
     #[error("invalid {what}: {msg}")]
-    Invalid { what: String, msg: String },
+    Invalid {
+        /// Which setting or value.
+        what: String,
+        /// What is wrong with it.
+        msg: String,
+    },
 }
 
 impl Error {

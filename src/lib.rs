@@ -32,6 +32,8 @@
 //! For inference (scoring, streaming steps over many streams, sampling text), wrap trained
 //! parameters and their vocabulary in an [`Rnnlm`]; see the [`infer`] module.
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod checkpoint;
 pub mod cpu;
