@@ -1,24 +1,12 @@
 //! The `rnnlm` binary: output contract and one-line errors with exit status 2.
 
+mod common;
+
+use common::{one_line_error, rnnlm, tmpdir};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use rand::SeedableRng;
 use rnnlm::{checkpoint, Config, Params, Vocab};
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rnnlm-cli-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn rnnlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn model(dir: &Path, words: &[&str]) -> PathBuf {
     let cfg = Config::new(words.len(), 8, 8).unwrap();
@@ -27,18 +15,6 @@ fn model(dir: &Path, words: &[&str]) -> PathBuf {
     let path = dir.join("m.safetensors");
     checkpoint::save(&path, &p, Some(&v)).unwrap();
     path
-}
-
-fn one_line_error(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(2), "exit status");
-    let err = String::from_utf8(out.stderr.clone()).unwrap();
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line on stderr: {err:?}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
 }
 
 #[test]

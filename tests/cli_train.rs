@@ -1,21 +1,10 @@
 //! `rnnlm train`, `generate` and `score` as a user runs them.
 
+mod common;
+
+use common::{one_line_error, rnnlm, tmpdir};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn tmpdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rnnlm-clitrain-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn rnnlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use std::process::{Command, Stdio};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -43,17 +32,6 @@ fn text(lines: usize, salt: usize) -> String {
             )
         })
         .collect()
-}
-
-fn one_line_error(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(2), "exit status");
-    let err = String::from_utf8(out.stderr.clone()).unwrap();
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "one line on stderr: {err:?}"
-    );
-    err
 }
 
 /// Trains a small model into `dir` and returns its path.
