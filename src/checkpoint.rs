@@ -145,6 +145,19 @@ fn json<T: Serialize + ?Sized>(v: &T) -> String {
 ///
 /// # Errors
 /// On I/O failure (the temporary file is removed and an existing `path` is left untouched).
+///
+/// ```
+/// use rand::SeedableRng;
+/// let cfg = rnnlm::Config::new(3, 2, 2).unwrap();
+/// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let vocab = rnnlm::Vocab::from_words(vec!["<eos>".into(), "a".into(), "b".into()]).unwrap();
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-{}.safetensors", std::process::id()));
+/// rnnlm::checkpoint::save(&path, &params, Some(&vocab)).unwrap();
+/// let back = rnnlm::checkpoint::load(&path).unwrap();
+/// assert_eq!(back.params, params);
+/// assert_eq!(back.vocab.unwrap().id("b"), Some(2));
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn save(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
     let bytes = to_bytes(params, vocab)?;
     write_atomic(path, &bytes)

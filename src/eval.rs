@@ -65,6 +65,16 @@ pub struct Perplexity {
 ///
 /// # Errors
 /// If the corpus cannot fill one batch or holds an id outside the vocabulary.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let cfg = rnnlm::Config::new(10, 4, 4).unwrap();
+/// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let corpus: Vec<u32> = (0..400).map(|i| i % 10).collect();
+/// let r = rnnlm::eval_perplexity(&params, &corpus, 10, 35).unwrap();
+/// assert_eq!((r.batches, r.tokens), (1, 350)); // (400-1) / 350 = 1 batch, the tail dropped
+/// assert!((r.perplexity - 10.0).abs() < 0.1); // an untrained model is near-uniform
+/// ```
 pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<Perplexity> {
     let iters = eval_iters(corpus.len(), n, t);
     if iters == 0 {

@@ -25,6 +25,12 @@ impl Vocab {
     ///
     /// # Errors
     /// If a word appears twice or is empty.
+    ///
+    /// ```
+    /// let v = rnnlm::Vocab::from_words(vec!["<eos>".into(), "cat".into(), "<unk>".into()]).unwrap();
+    /// assert_eq!((v.id("cat"), v.word(0), v.unk_id()), (Some(1), Some("<eos>"), Some(2)));
+    /// assert!(rnnlm::Vocab::from_words(vec!["a".into(), "a".into()]).is_err());
+    /// ```
     pub fn from_words(words: Vec<String>) -> Result<Self> {
         let mut ids = HashMap::with_capacity(words.len());
         for (i, w) in words.iter().enumerate() {

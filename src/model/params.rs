@@ -90,6 +90,14 @@ impl Params {
     /// `embed.W = randn(V,D)/100`, `rnn.Wx = randn(D,H)/sqrt(D)`, `rnn.Wh = randn(H,H)/sqrt(H)`,
     /// `affine.W = randn(H,V)/sqrt(H)`, biases zero. Normals are drawn in f64 and rounded to f32
     /// after scaling, as numpy's `(rn(V, D) / 100).astype('f')` does.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// let cfg = rnnlm::Config::new(100, 8, 16).unwrap();
+    /// let p = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
+    /// assert!(p.views().affine_b.iter().all(|&b| b == 0.0));
+    /// assert_eq!(p.as_slice().len(), 100 * 8 + 8 * 16 + 16 * 16 + 16 + 16 * 100 + 100);
+    /// ```
     pub fn init_book<R: Rng + ?Sized>(cfg: Config, rng: &mut R) -> Self {
         let mut p = Self::zeros(cfg);
         let d = cfg.wordvec_size as f64;

@@ -62,6 +62,16 @@ impl Workspace {
     ///
     /// # Errors
     /// If `n` or `t` is zero or the buffers would not fit in memory.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
+    /// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// let mut ws = rnnlm::Workspace::new(cfg, 2, 3, false).unwrap(); // inference: no gradients
+    /// let loss = rnnlm::model::simple::forward(&params, &mut ws, &[1, 2, 3, 4, 5, 6], &[2, 3, 4, 5, 6, 7]).unwrap();
+    /// assert!((loss - 10f32.ln()).abs() < 0.05);
+    /// assert_eq!(ws.state().len(), 2 * 6); // the carried hidden state [N, H]
+    /// ```
     pub fn new(cfg: Config, n: usize, t: usize, train: bool) -> Result<Self> {
         cfg.validate()?;
         if n == 0 || t == 0 {
