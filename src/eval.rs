@@ -32,6 +32,19 @@ impl Protocol {
 ///
 /// # Errors
 /// As [`eval_perplexity`] / [`eval_full`].
+///
+/// ```
+/// use rand::SeedableRng;
+/// use rnnlm::{evaluate, Protocol};
+/// let params = rnnlm::Params::init_book(
+///     rnnlm::Config::new(10, 4, 4).unwrap(),
+///     &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+/// );
+/// let corpus: Vec<u32> = (0..400).map(|i| i % 10).collect();
+/// let book = evaluate(&params, &corpus, Protocol::Book, 10, 35).unwrap();
+/// let full = evaluate(&params, &corpus, Protocol::Full, 10, 35).unwrap();
+/// assert_eq!((book.tokens, full.tokens), (350, 399)); // full scores every token once
+/// ```
 pub fn evaluate(
     params: &Params,
     corpus: &[u32],

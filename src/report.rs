@@ -39,6 +39,15 @@ pub const CSV_HEADER: &str = "epoch,iter,step,tokens,elapsed_s,lr,train_ppl,vali
 /// Rust's shortest round-trip form (`0.1`, `5.0`, `1e-7`; non-finite values as `NaN`, `inf`,
 /// `-inf`), so parsing a cell as `f64` (or `f32` for `lr`) gives back the exact value; pandas
 /// and Python's `float` read them too.
+///
+/// ```
+/// use rnnlm::report::{csv, svg, EvalPoint};
+/// let p = EvalPoint { epoch: 1, iter: 20, step: 20, tokens: 14000, elapsed_s: 1.5, lr: 5.0,
+///                     train_ppl: Some(812.5), valid_ppl: None };
+/// let text = csv(&[p.clone()]);
+/// assert_eq!(text.lines().nth(1), Some("1,20,20,14000,1.5,5.0,812.5,"));
+/// assert!(svg(&[p], "run").starts_with("<svg"));
+/// ```
 pub fn csv(points: &[EvalPoint]) -> String {
     let mut out = String::with_capacity(64 * (points.len() + 1));
     out.push_str(CSV_HEADER);

@@ -285,6 +285,27 @@ impl Trainer {
     ///
     /// # Errors
     /// On I/O failure (an existing file is left untouched).
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let corpus: Vec<u32> = (0..2000).map(|i| (i * 7 % 11) as u32).collect();
+    /// let cfg = TrainConfig { batch_size: 4, time_size: 5, lr: 0.5, epochs: 2,
+    ///                         eval_interval: None, ..TrainConfig::default() };
+    /// let model = rnnlm::Config::new(11, 8, 8).unwrap();
+    /// let path = std::env::temp_dir().join(format!("rnnlm-doc-{}.resume", std::process::id()));
+    ///
+    /// let mut whole = Trainer::new(model, cfg.clone()).unwrap();
+    /// whole.fit(&corpus, None, None, |_| {}).unwrap();
+    ///
+    /// let mut first = Trainer::new(model, cfg).unwrap();
+    /// first.stop_after_steps(30);
+    /// assert!(first.fit(&corpus, None, None, |_| {}).unwrap().interrupted);
+    /// first.save_resume(&path, None).unwrap();
+    /// let (mut rest, _) = Trainer::load_resume(&path).unwrap();
+    /// rest.fit(&corpus, None, None, |_| {}).unwrap();
+    /// assert_eq!(rest.model().params(), whole.model().params());
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
     pub fn save_resume(&self, path: &std::path::Path, vocab: Option<&crate::Vocab>) -> Result<()> {
         let meta = ResumeMeta {
             config: self.cfg.clone(),

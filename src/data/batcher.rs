@@ -8,6 +8,16 @@ use crate::error::{Error, Result};
 /// `i` at step `s` of a batch reads position `(i*jump + time_idx) % len(xs)`, and `time_idx`
 /// advances by one per step, `T` per batch, across epochs.
 #[derive(Clone, Debug)]
+///
+/// ```
+/// let corpus: Vec<u32> = (0..=20).collect(); // xs = 0..20, ts = 1..=20
+/// let mut b = rnnlm::BookBatches::new(&corpus, 2, 3).unwrap(); // jump = 20 / 2 = 10
+/// let (mut xs, mut ts) = ([0; 6], [0; 6]);
+/// b.next_batch(&mut xs, &mut ts);
+/// assert_eq!(xs, [0, 1, 2, 10, 11, 12]);
+/// assert_eq!(ts, [1, 2, 3, 11, 12, 13]);
+/// assert_eq!(b.time_idx(), 3);
+/// ```
 pub struct BookBatches<'a> {
     corpus: &'a [u32],
     n: usize,

@@ -113,6 +113,19 @@ impl Ptb {
     ///
     /// # Errors
     /// If a file is missing or unreadable, or valid/test hold a word train does not.
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join(format!("rnnlm-doc-ptb-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// std::fs::write(dir.join("ptb.train.txt"), " the cat sat \n the dog \n").unwrap();
+    /// std::fs::write(dir.join("ptb.valid.txt"), " the dog sat \n").unwrap();
+    /// std::fs::write(dir.join("ptb.test.txt"), " the cat \n").unwrap();
+    /// let ptb = rnnlm::Ptb::load(&dir).unwrap();
+    /// // Ids by first appearance in train, <eos> after every line.
+    /// assert_eq!(ptb.train, [0, 1, 2, 3, 0, 4, 3]);
+    /// assert_eq!(ptb.valid, [0, 4, 2, 3]);
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
     pub fn load(dir: &Path) -> Result<Self> {
         let file = |name: &str| -> PathBuf { dir.join(name) };
         let mut vocab = Vocab::new();

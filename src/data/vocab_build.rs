@@ -56,6 +56,18 @@ impl Vocab {
     /// [`Error::Io`] if the file cannot be read, [`Error::Parse`] if a line is not UTF-8,
     /// [`Error::Invalid`] if `max_vocab < 2` (no room for `<eos>` and `<unk>`) or if the text
     /// holds no words (empty or blank lines only; the message names the file).
+    ///
+    /// ```
+    /// use rnnlm::{Vocab, VocabOptions};
+    /// let path = std::env::temp_dir().join(format!("rnnlm-doc-vocab-{}.txt", std::process::id()));
+    /// std::fs::write(&path, "a b a\nc a b\nd\n").unwrap();
+    /// let v = Vocab::build(&path, &VocabOptions { max_vocab: None, min_count: 2 }).unwrap();
+    /// // a, b and <eos> occur twice or more; c and d are dropped, so <unk> joins.
+    /// assert_eq!(v.words(), ["a", "b", "<eos>", "<unk>"]);
+    /// let (ids, unk) = rnnlm::data::corpus::read_counting_unk(&path, &v).unwrap();
+    /// assert_eq!((ids.len(), unk), (10, 2));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
     pub fn build(path: &Path, opts: &VocabOptions) -> Result<Vocab> {
         if let Some(m) = opts.max_vocab {
             if m < 2 {

@@ -25,6 +25,15 @@ impl Sgd {
     /// independent, so the result does not depend on the split).
     ///
     /// **Panics** if `params` and `grads` have different configurations.
+    ///
+    /// ```
+    /// let cfg = rnnlm::Config::new(2, 1, 1).unwrap();
+    /// let mut p = rnnlm::Params::zeros(cfg);
+    /// let mut g = rnnlm::Params::zeros(cfg);
+    /// g.as_mut_slice().fill(2.0);
+    /// rnnlm::Sgd::new(0.25).update((&mut p, &g));
+    /// assert!(p.as_slice().iter().all(|&x| x == -0.5));
+    /// ```
     pub fn update(&self, (params, grads): (&mut Params, &Params)) {
         assert_eq!(params.config(), grads.config(), "params and grads differ");
         let lr = self.lr;
