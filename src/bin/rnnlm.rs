@@ -95,18 +95,8 @@ struct TrainArgs {
     /// Recurrent cell.
     #[arg(long, value_enum, default_value = "rnn")]
     cell: Cell,
-    /// Word-vector size D.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    wordvec: u32,
-    /// Hidden size H.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
-    hidden: u32,
-    /// Batch rows N.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    batch: u32,
-    /// Truncated-BPTT length T.
-    #[arg(long, default_value_t = 35, value_parser = clap::value_parser!(u32).range(1..))]
-    time: u32,
+    #[command(flatten)]
+    shape: Shape,
     /// SGD learning rate.
     #[arg(long, default_value_t = 5.0)]
     lr: f32,
@@ -160,11 +150,9 @@ enum BenchMode {
     Infer,
 }
 
+/// Model and batch sizes shared by `train` and `bench`.
 #[derive(clap::Args)]
-struct BenchArgs {
-    /// Vocabulary size V.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
-    vocab: u32,
+struct Shape {
     /// Word-vector size D.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     wordvec: u32,
@@ -174,9 +162,18 @@ struct BenchArgs {
     /// Batch rows N.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,
-    /// Time steps T.
+    /// Time steps per batch T (the truncated-BPTT length).
     #[arg(long, default_value_t = 35, value_parser = clap::value_parser!(u32).range(1..))]
     time: u32,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Vocabulary size V.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    vocab: u32,
+    #[command(flatten)]
+    shape: Shape,
     /// Threads (default: RAYON_NUM_THREADS, else one per core).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
@@ -308,13 +305,13 @@ fn seconds(what: &str, s: f64) -> Result<std::time::Duration, Error> {
 fn bench(args: &BenchArgs) -> Result<(), Error> {
     let cfg = rnnlm::Config::new(
         args.vocab as usize,
-        args.wordvec as usize,
-        args.hidden as usize,
+        args.shape.wordvec as usize,
+        args.shape.hidden as usize,
     )?;
     let spec = BenchSpec {
         cfg,
-        n: args.batch as usize,
-        t: args.time as usize,
+        n: args.shape.batch as usize,
+        t: args.shape.time as usize,
         mode: match args.mode {
             BenchMode::Train => Mode::Train,
             BenchMode::Infer => Mode::Infer,
@@ -342,8 +339,8 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             "tokens_per_sec": report.tokens_per_sec,
             "window_tokens_per_sec": report.window_tokens_per_sec,
             "mode": mode,
-            "vocab": args.vocab, "wordvec": args.wordvec, "hidden": args.hidden,
-            "batch": args.batch, "time": args.time,
+            "vocab": args.vocab, "wordvec": args.shape.wordvec, "hidden": args.shape.hidden,
+            "batch": args.shape.batch, "time": args.shape.time,
             "threads": report.threads,
             "steps": report.steps,
             "isa": rnnlm::cpu::isa().name(),
@@ -357,10 +354,10 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             report.tokens_per_sec,
             report.window_tokens_per_sec.len(),
             args.vocab,
-            args.wordvec,
-            args.hidden,
-            args.batch,
-            args.time,
+            args.shape.wordvec,
+            args.shape.hidden,
+            args.shape.batch,
+            args.shape.time,
             report.threads,
             rnnlm::cpu::isa().name(),
             report.model_bytes as f64 / (1 << 20) as f64,
@@ -420,8 +417,8 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
             };
             let vocab = rnnlm::Vocab::build(&train_path, &opts)?;
             let cfg = TrainConfig {
-                batch_size: args.batch as usize,
-                time_size: args.time as usize,
+                batch_size: args.shape.batch as usize,
+                time_size: args.shape.time as usize,
                 lr: args.lr,
                 max_grad: (args.clip > 0.0).then_some(args.clip),
                 epochs: args.epochs as usize,
@@ -430,8 +427,11 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
                 protocol: args.protocol.into(),
                 ..TrainConfig::default()
             };
-            let model_cfg =
-                rnnlm::Config::new(vocab.len(), args.wordvec as usize, args.hidden as usize)?;
+            let model_cfg = rnnlm::Config::new(
+                vocab.len(),
+                args.shape.wordvec as usize,
+                args.shape.hidden as usize,
+            )?;
             (Trainer::new(model_cfg, cfg)?, vocab)
         }
     };
