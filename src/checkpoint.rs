@@ -132,8 +132,28 @@ pub fn to_bytes_with(
                     .expect("shape and byte length agree by construction");
                 (name, view)
             });
-    safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::invalid("checkpoint", e.to_string()))
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
+    Ok(canonical_header(bytes))
+}
+
+/// Rewrites a safetensors file's JSON header with its keys sorted, so the same weights and
+/// metadata always give the same bytes (the crate writes its metadata map in hash order).
+/// The header stays padded with spaces to a multiple of 8 bytes, as the format asks.
+fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    // serde_json's default map is ordered by key: parsing and printing sorts every object.
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("the crate wrote valid JSON");
+    let mut text = serde_json::to_string(&header).expect("plain JSON always serialises");
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 fn json<T: Serialize + ?Sized>(v: &T) -> String {

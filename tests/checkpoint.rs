@@ -86,6 +86,19 @@ fn round_trip_is_bit_exact() {
 }
 
 #[test]
+fn the_same_model_always_gives_the_same_bytes() {
+    let (p, v) = sample();
+    let first = to_bytes(&p, Some(&v)).unwrap();
+    for _ in 0..5 {
+        assert!(to_bytes(&p, Some(&v)).unwrap() == first);
+    }
+    // The canonical header is still a valid safetensors header.
+    assert_eq!(from_bytes(&first, Path::new("x")).unwrap().params, p);
+    let n = u64::from_le_bytes(first[..8].try_into().unwrap()) as usize;
+    assert_eq!(n % 8, 0, "header padded to 8 bytes");
+}
+
+#[test]
 fn a_file_written_by_another_safetensors_writer_loads() {
     // Tensors in another order, metadata as numpy's `save_file(..., metadata={...})` writes it.
     let (p, _) = sample();
