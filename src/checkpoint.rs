@@ -146,7 +146,7 @@ fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
     let header: serde_json::Value =
         serde_json::from_slice(&bytes[8..8 + n]).expect("the crate wrote valid JSON");
     let mut text = serde_json::to_string(&header).expect("plain JSON always serialises");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
