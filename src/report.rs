@@ -10,6 +10,7 @@ use crate::checkpoint::write_atomic;
 use crate::error::Result;
 
 /// One evaluation point of a training run: where training was and the perplexities measured.
+///
 /// ```
 /// use rnnlm::report::{csv, EvalPoint};
 /// // A validation point: no training perplexity, so its CSV cell is empty.
@@ -38,6 +39,7 @@ pub struct EvalPoint {
 }
 
 /// The CSV header line written by [`csv`], without the newline.
+///
 /// ```
 /// use rnnlm::report::{csv, CSV_HEADER};
 /// assert_eq!(csv(&[]), format!("{CSV_HEADER}\n")); // no points: the header alone
@@ -87,6 +89,7 @@ pub fn csv(points: &[EvalPoint]) -> String {
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) naming `path` if it cannot be written (for example, its
 /// directory does not exist); nothing is left behind and an existing file is kept intact.
+///
 /// ```
 /// use rnnlm::report::{csv, write_csv, EvalPoint};
 /// let p = EvalPoint { epoch: 1, iter: 1, step: 1, tokens: 700, elapsed_s: 0.1, lr: 5.0,
@@ -107,6 +110,7 @@ pub fn write_csv(path: &Path, points: &[EvalPoint]) -> Result<()> {
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) naming `path` if it cannot be written (for example, its
 /// directory does not exist); nothing is left behind and an existing file is kept intact.
+///
 /// ```
 /// use rnnlm::report::{svg, write_svg, EvalPoint};
 /// let p = EvalPoint { epoch: 1, iter: 1, step: 1, tokens: 700, elapsed_s: 0.1, lr: 5.0,
@@ -141,6 +145,7 @@ const VALID_COLOR: &str = "#ff7f0e";
 /// Points whose perplexity is `None`, NaN or infinite (or not positive, on a log scale) are
 /// left out of that series. With no plottable point the chart shows empty axes and "no data";
 /// a single point, or equal values, get a padded axis range.
+///
 /// ```
 /// use rnnlm::report::{svg, EvalPoint};
 /// let point = |step, train_ppl, valid_ppl| EvalPoint { epoch: 1, iter: step, step, tokens: 0,

@@ -17,6 +17,7 @@ use crate::report::EvalPoint;
 /// tanh RNN as this crate runs it on PTB: N=20, T=35, SGD lr 5 (the book's lr 20 diverges for
 /// a tanh RNN), global-norm clipping at 0.25, 4 epochs, progress every 20 batches, and
 /// `lr /= 4` after an epoch whose validation perplexity did not improve.
+///
 /// ```
 /// use rnnlm::train::TrainConfig;
 /// let book = TrainConfig::default();
@@ -71,6 +72,7 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// # Errors
     /// If a size is zero or a rate is not a positive finite number.
+    ///
     /// ```
     /// use rnnlm::train::TrainConfig;
     /// let ok = TrainConfig::default();
@@ -116,6 +118,7 @@ impl TrainConfig {
 }
 
 /// What the trainer reports while it runs.
+///
 /// ```
 /// use rnnlm::train::{Event, TrainConfig, Trainer};
 /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
@@ -155,6 +158,7 @@ pub enum Event<'a> {
 }
 
 /// The outcome of [`Trainer::fit`].
+///
 /// ```
 /// use rnnlm::train::{TrainConfig, Trainer};
 /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
@@ -266,6 +270,7 @@ impl Trainer {
     ///
     /// # Errors
     /// If either configuration is invalid.
+    ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
     /// let model = rnnlm::Config::new(11, 8, 8).unwrap();
@@ -284,6 +289,7 @@ impl Trainer {
     ///
     /// # Errors
     /// If the configuration is invalid.
+    ///
     /// ```
     /// use rand::SeedableRng;
     /// use rnnlm::train::{TrainConfig, Trainer};
@@ -313,6 +319,7 @@ impl Trainer {
     }
 
     /// Stop (between batches) when `flag` becomes true, e.g. from a Ctrl-C handler.
+    ///
     /// ```
     /// use std::sync::atomic::{AtomicBool, Ordering};
     /// use rnnlm::train::{TrainConfig, Trainer};
@@ -330,6 +337,7 @@ impl Trainer {
     }
 
     /// Stop (between batches) once `steps` optimizer steps have been taken in total.
+    ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
     /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
@@ -345,6 +353,7 @@ impl Trainer {
     }
 
     /// The model being trained.
+    ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
     /// let cfg = TrainConfig { batch_size: 4, time_size: 5, ..TrainConfig::default() };
@@ -358,6 +367,7 @@ impl Trainer {
     }
 
     /// The training configuration.
+    ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
     /// let cfg = TrainConfig { epochs: 1, ..TrainConfig::default() };
@@ -369,6 +379,7 @@ impl Trainer {
     }
 
     /// The kept parameters: the best on validation if validation ran, else the current ones.
+    ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
     /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
@@ -441,6 +452,7 @@ impl Trainer {
     ///
     /// # Errors
     /// If the file cannot be read or is not a resumable checkpoint.
+    ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
     /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
@@ -507,6 +519,7 @@ impl Trainer {
     ///
     /// # Errors
     /// If a corpus is too short for one batch or holds ids outside the vocabulary.
+    ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
     /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
