@@ -267,7 +267,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// ```
 /// use rnnlm::checkpoint::{load, save};
 /// let params = rnnlm::Params::zeros(rnnlm::Config::new(3, 2, 2).unwrap());
-/// let path = std::env::temp_dir().join(format!("rnnlm-doc-load-{}.safetensors", std::process::id()));
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-load-{}", std::process::id()));
 /// save(&path, &params, None).unwrap();
 /// assert_eq!(load(&path).unwrap().params, params);
 /// std::fs::remove_file(&path).unwrap();

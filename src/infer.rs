@@ -329,7 +329,7 @@ impl Rnnlm {
     /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
     /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
     /// # let model = Rnnlm::new(params, vocab).unwrap();
-    /// let path = std::env::temp_dir().join(format!("rnnlm-doc-save-{}.safetensors", std::process::id()));
+    /// let path = std::env::temp_dir().join(format!("rnnlm-doc-save-{}", std::process::id()));
     /// model.save(&path).unwrap();
     /// let back = Rnnlm::load(&path).unwrap();
     /// assert_eq!((back.params(), back.vocab()), (model.params(), model.vocab()));

@@ -275,7 +275,7 @@ impl Trainer {
     /// use rnnlm::train::{TrainConfig, Trainer};
     /// let model = rnnlm::Config::new(11, 8, 8).unwrap();
     /// let trainer = Trainer::new(model, TrainConfig::default()).unwrap();
-    /// let same = rnnlm::SimpleRnnlm::new(model, 20, 35, 1).unwrap(); // N, T and seed of the default
+    /// let same = rnnlm::SimpleRnnlm::new(model, 20, 35, 1).unwrap(); // the default N, T, seed
     /// assert_eq!(trainer.model().params(), same.params());
     /// assert!(Trainer::new(model, TrainConfig { lr: -1.0, ..TrainConfig::default() }).is_err());
     /// ```
@@ -464,7 +464,8 @@ impl Trainer {
     /// let path = std::env::temp_dir().join(format!("rnnlm-doc-load-resume-{}", std::process::id()));
     /// trainer.save_resume(&path, Some(&vocab)).unwrap();
     /// let (back, words) = Trainer::load_resume(&path).unwrap();
-    /// assert_eq!((back.config(), back.model().params()), (trainer.config(), trainer.model().params()));
+    /// assert_eq!(back.config(), trainer.config());
+    /// assert_eq!(back.model().params(), trainer.model().params());
     /// assert_eq!((back.model().state(), words), (trainer.model().state(), Some(vocab)));
     /// // A plain model checkpoint has no trainer state to resume.
     /// rnnlm::checkpoint::save(&path, trainer.model().params(), None).unwrap();

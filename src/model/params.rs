@@ -45,8 +45,8 @@ pub struct Params {
 /// use rnnlm::{Config, Params};
 /// let p = Params::zeros(Config::new(10, 4, 6).unwrap());
 /// let v = p.views();
-/// let lens = [v.embed_w.len(), v.wx.len(), v.wh.len(), v.b.len(), v.affine_w.len(), v.affine_b.len()];
-/// assert_eq!(lens, [10 * 4, 4 * 6, 6 * 6, 6, 6 * 10, 10]);
+/// assert_eq!((v.embed_w.len(), v.wx.len(), v.wh.len()), (10 * 4, 4 * 6, 6 * 6));
+/// assert_eq!((v.b.len(), v.affine_w.len(), v.affine_b.len()), (6, 6 * 10, 10));
 /// ```
 #[derive(Debug)]
 pub struct ParamRefs<'a> {

@@ -207,7 +207,8 @@ impl Workspace {
     /// let mut ws = Workspace::new(cfg, 1, 3, false).unwrap();
     /// let (xs, ts) = ([1, 2, 3], [2, 3, 4]);
     /// let first = forward(&params, &mut ws, &xs, &ts).unwrap();
-    /// assert_ne!(forward(&params, &mut ws, &xs, &ts).unwrap(), first); // starts from the carried state
+    /// let second = forward(&params, &mut ws, &xs, &ts).unwrap(); // from the carried state
+    /// assert_ne!(second, first);
     /// ws.reset_state();
     /// assert_eq!(forward(&params, &mut ws, &xs, &ts).unwrap(), first); // starts from zero again
     /// ```

@@ -29,12 +29,13 @@ impl ClipGrads {
     /// A clipper with no scratch yet.
     ///
     /// ```
-    /// let mut model = rnnlm::SimpleRnnlm::new(rnnlm::Config::new(10, 4, 4).unwrap(), 1, 3, 0).unwrap();
+    /// let cfg = rnnlm::Config::new(10, 4, 4).unwrap();
+    /// let mut model = rnnlm::SimpleRnnlm::new(cfg, 1, 3, 0).unwrap();
     /// model.forward(&[1, 2, 3], &[2, 3, 4]).unwrap();
     /// model.backward().unwrap();
     /// let mut clip = rnnlm::optim::ClipGrads::new();
     /// let before = clip.clip(model.grads_mut().as_mut_slice(), 1e-3);
-    /// let after = clip.clip(model.grads_mut().as_mut_slice(), 1e-3); // the norm of the clipped grads
+    /// let after = clip.clip(model.grads_mut().as_mut_slice(), 1e-3); // norm once clipped
     /// assert!(before > 1e-3 && (after - 1e-3).abs() < 1e-6);
     /// ```
     pub fn new() -> Self {
