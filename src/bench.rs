@@ -14,6 +14,16 @@ use crate::model::workspace::Workspace;
 use crate::optim::Sgd;
 
 /// What to time.
+///
+/// ```
+/// use std::time::Duration;
+/// use rnnlm::bench::{run, BenchSpec, Mode};
+/// let spec = |mode| BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode,
+///     warmup: Duration::ZERO, windows: 1, window: Duration::from_millis(1) };
+/// let train = run(&spec(Mode::Train)).unwrap();
+/// let infer = run(&spec(Mode::Infer)).unwrap();
+/// assert!(infer.model_bytes < train.model_bytes); // no gradients, no gradient buffers
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Forward + backward + SGD update.
@@ -23,6 +33,15 @@ pub enum Mode {
 }
 
 /// A benchmark request.
+///
+/// ```
+/// use std::time::Duration;
+/// use rnnlm::bench::{run, BenchSpec, Mode};
+/// let spec = BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode: Mode::Infer,
+///     warmup: Duration::from_millis(1), windows: 3, window: Duration::from_millis(2) };
+/// assert_eq!(run(&spec).unwrap().window_tokens_per_sec.len(), 3);
+/// assert!(run(&BenchSpec { windows: 0, ..spec }).is_err());
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct BenchSpec {
     /// Model shape.
@@ -42,6 +61,18 @@ pub struct BenchSpec {
 }
 
 /// What a benchmark measured.
+///
+/// ```
+/// use std::time::Duration;
+/// use rnnlm::bench::{run, BenchSpec, Mode};
+/// let spec = BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode: Mode::Train,
+///     warmup: Duration::ZERO, windows: 3, window: Duration::from_millis(2) };
+/// let r = run(&spec).unwrap();
+/// let mut rates = r.window_tokens_per_sec.clone();
+/// rates.sort_by(f64::total_cmp);
+/// assert_eq!(r.tokens_per_sec, rates[1]); // the median window
+/// assert!(r.steps >= 3 && r.threads == rayon::current_num_threads());
+/// ```
 #[derive(Clone, Debug)]
 pub struct BenchReport {
     /// Median over the windows of tokens (`N*T` per step) per second.
@@ -60,6 +91,18 @@ pub struct BenchReport {
 ///
 /// # Errors
 /// If the configuration is invalid.
+///
+/// ```
+/// use std::time::Duration;
+/// use rnnlm::{bench::{run, BenchSpec, Mode}, Config, Workspace};
+/// let cfg = Config::new(10, 4, 4).unwrap();
+/// let spec = BenchSpec { cfg, n: 2, t: 3, mode: Mode::Train, warmup: Duration::ZERO,
+///     windows: 1, window: Duration::from_millis(5) };
+/// let r = run(&spec).unwrap();
+/// assert!(r.tokens_per_sec > 0.0 && r.steps >= 1);
+/// let weights = rnnlm::Params::zeros(cfg).as_slice().len(); // held twice: params and grads
+/// assert_eq!(r.model_bytes, 4 * 2 * weights + Workspace::new(cfg, 2, 3, true).unwrap().bytes());
+/// ```
 pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     if spec.windows == 0 {
         return Err(Error::invalid("windows", "must be at least 1"));
@@ -126,6 +169,15 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
 }
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), if the platform tells.
+///
+/// ```
+/// let block = vec![1u8; 32 << 20]; // 32 MiB, written, so resident
+/// if let Some(peak) = rnnlm::bench::peak_rss_bytes() {
+///     assert!(peak >= block.len());
+/// } else {
+///     assert!(!cfg!(target_os = "linux")); // Linux always reports it
+/// }
+/// ```
 pub fn peak_rss_bytes() -> Option<usize> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -30,6 +30,18 @@ struct ConfigMeta {
 }
 
 /// A loaded checkpoint: parameters and, when the file has one, the vocabulary.
+///
+/// ```
+/// use rand::SeedableRng;
+/// use rnnlm::checkpoint::{from_bytes, to_bytes};
+/// let cfg = rnnlm::Config::new(3, 2, 2).unwrap();
+/// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let ck = from_bytes(&to_bytes(&params, None).unwrap(), "mem".as_ref()).unwrap();
+/// assert_eq!(ck.params, params);
+/// assert!(ck.vocab.is_none() && ck.extra_tensors.is_empty()); // saved without them
+/// let config = r#"{"cell":"rnn","vocab_size":3,"wordvec_size":2,"hidden_size":2}"#;
+/// assert_eq!(ck.metadata["config"], config);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     /// The weights.
@@ -45,6 +57,15 @@ pub struct Checkpoint {
 /// Name prefix of tensors that are not model weights (a trainer's best model and hidden state
 /// in a resumable checkpoint). Model loading keeps them aside, so a resume file is also a
 /// loadable model (its current weights).
+///
+/// ```
+/// use rnnlm::checkpoint::{to_bytes_with, EXTRA_PREFIX};
+/// let params = rnnlm::Params::zeros(rnnlm::Config::new(3, 2, 2).unwrap());
+/// let h = [0.5f32, -0.5];
+/// let named = |name: &str| vec![(name.to_string(), vec![1, 2], &h[..])];
+/// assert!(to_bytes_with(&params, None, &named(&format!("{EXTRA_PREFIX}h")), &[]).is_ok());
+/// assert!(to_bytes_with(&params, None, &named("h"), &[]).is_err()); // not "trainer."
+/// ```
 pub const EXTRA_PREFIX: &str = "trainer.";
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
@@ -58,6 +79,19 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 ///
 /// # Errors
 /// If the vocabulary's length is not `V`.
+///
+/// ```
+/// use rand::SeedableRng;
+/// use rnnlm::checkpoint::{from_bytes, to_bytes};
+/// let cfg = rnnlm::Config::new(3, 2, 2).unwrap();
+/// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let vocab = rnnlm::Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+/// let bytes = to_bytes(&params, Some(&vocab)).unwrap();
+/// let back = from_bytes(&bytes, "mem".as_ref()).unwrap();
+/// assert_eq!((back.params, back.vocab), (params.clone(), Some(vocab)));
+/// let short = rnnlm::Vocab::from_words(vec!["a".into()]).unwrap();
+/// assert!(to_bytes(&params, Some(&short)).is_err()); // 1 word for V = 3
+/// ```
 pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
     to_bytes_with(params, vocab, &[], &[])
 }
@@ -68,6 +102,18 @@ pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
 /// # Errors
 /// If the vocabulary's length is not `V`, an extra tensor is misnamed or its data does not
 /// match its shape.
+///
+/// ```
+/// use rnnlm::checkpoint::{from_bytes, to_bytes_with};
+/// let params = rnnlm::Params::zeros(rnnlm::Config::new(3, 2, 2).unwrap());
+/// let h = [0.5f32, -0.5];
+/// let extra = [("trainer.h".to_string(), vec![1, 2], &h[..])];
+/// let bytes = to_bytes_with(&params, None, &extra, &[("note", "hello".into())]).unwrap();
+/// let ck = from_bytes(&bytes, "mem".as_ref()).unwrap();
+/// assert_eq!(ck.extra_tensors["trainer.h"], (vec![1, 2], h.to_vec()));
+/// assert_eq!(ck.metadata["note"], "hello");
+/// assert_eq!(ck.params, params); // the extra tensor is kept apart from the weights
+/// ```
 pub fn to_bytes_with(
     params: &Params,
     vocab: Option<&Vocab>,
@@ -187,6 +233,17 @@ pub fn save(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
 ///
 /// # Errors
 /// On I/O failure; nothing is left behind.
+///
+/// ```
+/// use rnnlm::checkpoint::write_atomic;
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-atomic-{}.bin", std::process::id()));
+/// write_atomic(&path, b"old").unwrap();
+/// write_atomic(&path, b"new").unwrap(); // replaces the file whole
+/// assert_eq!(std::fs::read(&path).unwrap(), b"new");
+/// let missing = std::env::temp_dir().join(format!("rnnlm-doc-no-dir-{}", std::process::id()));
+/// assert!(matches!(write_atomic(&missing.join("x"), b"x"), Err(rnnlm::Error::Io { .. })));
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -226,6 +283,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// If the file cannot be read, is not safetensors, lacks a tensor, has a tensor of the wrong
 /// dtype or shape, an unknown tensor, or `config` / `vocab` entries that are malformed or
 /// disagree with the tensors. Every message names the file and the problem.
+///
+/// ```
+/// use rnnlm::checkpoint::{load, save};
+/// let params = rnnlm::Params::zeros(rnnlm::Config::new(3, 2, 2).unwrap());
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-load-{}", std::process::id()));
+/// save(&path, &params, None).unwrap();
+/// assert_eq!(load(&path).unwrap().params, params);
+/// std::fs::remove_file(&path).unwrap();
+/// assert!(matches!(load(&path), Err(rnnlm::Error::Io { .. }))); // the error names the file
+/// ```
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     from_bytes(&bytes, path)
@@ -235,6 +302,13 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 ///
 /// # Errors
 /// As [`load`].
+///
+/// ```
+/// let err = rnnlm::checkpoint::from_bytes(b"not safetensors", "model.safetensors".as_ref())
+///     .unwrap_err();
+/// assert!(matches!(err, rnnlm::Error::Checkpoint { .. }));
+/// assert!(err.to_string().starts_with("checkpoint model.safetensors: "));
+/// ```
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;

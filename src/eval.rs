@@ -7,6 +7,13 @@ use crate::model::simple::forward;
 use crate::model::workspace::Workspace;
 
 /// How a corpus is cut into batches for evaluation.
+///
+/// ```
+/// use rnnlm::Protocol;
+/// assert_eq!(rnnlm::train::TrainConfig::default().protocol, Protocol::Book);
+/// // Serialised (e.g. in resumable checkpoints) by name.
+/// assert_eq!(serde_json::to_string(&Protocol::Full).unwrap(), r#""full""#);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -20,6 +27,11 @@ pub enum Protocol {
 
 impl Protocol {
     /// `"book"` or `"full"`.
+    ///
+    /// ```
+    /// use rnnlm::Protocol;
+    /// assert_eq!([Protocol::Book.name(), Protocol::Full.name()], ["book", "full"]);
+    /// ```
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Book => "book",
@@ -59,6 +71,16 @@ pub fn evaluate(
 }
 
 /// What an evaluation measured.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let cfg = rnnlm::Config::new(10, 4, 4).unwrap();
+/// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let corpus: Vec<u32> = (0..200).map(|i| i % 10).collect();
+/// let r = rnnlm::eval_perplexity(&params, &corpus, 2, 5).unwrap();
+/// assert_eq!(r.perplexity, r.mean_loss.exp());
+/// assert_eq!((r.batches, r.tokens), (19, 19 * 2 * 5)); // 199 / 10 batches of 2 x 5
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Perplexity {
     /// `exp(mean_loss)`.
@@ -124,6 +146,20 @@ pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> R
 ///
 /// # Errors
 /// If the corpus has fewer than 2 tokens or holds an id outside the vocabulary.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let cfg = rnnlm::Config::new(10, 4, 4).unwrap();
+/// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let corpus: Vec<u32> = (0..100).map(|i| i * 3 % 10).collect();
+/// let r = rnnlm::eval_full(&params, &corpus, 3, 7).unwrap(); // 3 streams of 33 targets
+/// assert_eq!((r.batches, r.tokens), (5, 99)); // ceil(33 / 7) batches; every target once
+/// // One stream from a zero state is exactly what scoring the whole corpus computes.
+/// let vocab = rnnlm::Vocab::from_words((0..10).map(|i| i.to_string()).collect()).unwrap();
+/// let score = rnnlm::Rnnlm::new(params.clone(), vocab).unwrap().score(&corpus).unwrap();
+/// let one = rnnlm::eval_full(&params, &corpus, 1, 7).unwrap();
+/// assert!((one.mean_loss * 99.0 + score.log_prob).abs() < 1e-9);
+/// ```
 pub fn eval_full(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<Perplexity> {
     let targets = corpus.len().saturating_sub(1);
     if targets == 0 || n == 0 || t == 0 {

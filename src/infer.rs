@@ -78,6 +78,22 @@ impl fmt::Debug for Rnnlm {
 /// so [`Rnnlm::step`] never allocates. Made by [`Rnnlm::zero_state`]; belongs to the model
 /// (configuration) that made it. Two states compare equal when they have the same
 /// configuration, batch and hidden state (the scratch buffers are not compared).
+///
+/// ```
+/// # use rand::SeedableRng;
+/// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+/// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+/// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+/// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+/// # let model = Rnnlm::new(params, vocab).unwrap();
+/// let mut state = model.zero_state(2);
+/// let mut logits = vec![0.0; 2 * 3];
+/// model.step(&mut state, &[0, 1], &mut logits).unwrap();
+/// assert_ne!(state, model.zero_state(2)); // both streams moved on
+/// let copy = state.clone();
+/// model.step(&mut state, &[2, 2], &mut logits).unwrap();
+/// assert_ne!(state, copy); // a clone is an independent snapshot
+/// ```
 #[derive(Clone)]
 pub struct State {
     cfg: Config,
@@ -108,22 +124,79 @@ impl fmt::Debug for State {
 
 impl State {
     /// Number of streams.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// assert_eq!(model.zero_state(4).batch(), 4);
+    /// ```
     pub fn batch(&self) -> usize {
         self.batch
     }
 
     /// The hidden state `[batch, H]` (row `i` is stream `i`'s last `h`).
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// let (mut both, mut one) = (model.zero_state(2), model.zero_state(1));
+    /// model.step(&mut both, &[1, 2], &mut [0.0; 2 * 3]).unwrap();
+    /// model.step(&mut one, &[2], &mut [0.0; 3]).unwrap();
+    /// let h = both.hidden(); // [2, H] with H = 5
+    /// assert_eq!(&h[5..], one.hidden()); // row 1 is the stream fed token 2
+    /// assert!(h.iter().all(|x| x.abs() < 1.0)); // tanh outputs
+    /// ```
     pub fn hidden(&self) -> &[f32] {
         &self.h
     }
 
     /// Sets every stream back to the zero state.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// let mut state = model.zero_state(2);
+    /// model.step(&mut state, &[0, 1], &mut [0.0; 2 * 3]).unwrap();
+    /// assert!(state.hidden().iter().any(|&x| x != 0.0));
+    /// state.reset();
+    /// assert_eq!(state, model.zero_state(2));
+    /// ```
     pub fn reset(&mut self) {
         self.h.fill(0.0);
     }
 }
 
 /// The result of [`Rnnlm::score`].
+///
+/// `-log_prob` is the sum of the per-position losses the batch forward computes for the same
+/// tokens:
+///
+/// ```
+/// # use rand::SeedableRng;
+/// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+/// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+/// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+/// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+/// # let model = Rnnlm::new(params, vocab).unwrap();
+/// let s = model.score(&[0, 1, 2, 1]).unwrap();
+/// let mut ws = rnnlm::Workspace::new(*model.config(), 1, 3, false).unwrap();
+/// rnnlm::model::simple::forward(model.params(), &mut ws, &[0, 1, 2], &[1, 2, 1]).unwrap();
+/// let losses: f64 = ws.position_losses().iter().map(|&l| l as f64).sum();
+/// assert_eq!(s.log_prob, -losses);
+/// assert_eq!(s.tokens, 3);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Score {
     /// `Σ_i ln p(tokens[i+1] | tokens[..=i])`, natural log, summed in f64.
@@ -134,6 +207,13 @@ pub struct Score {
 
 impl Score {
     /// `exp(-log_prob / tokens)`; 1 when no token was predicted.
+    ///
+    /// ```
+    /// use rnnlm::Score;
+    /// let s = Score { log_prob: 2.0 * 0.25f64.ln(), tokens: 2 }; // p = 1/4 per token
+    /// assert!((s.perplexity() - 4.0).abs() < 1e-12);
+    /// assert_eq!(Score { log_prob: 0.0, tokens: 0 }.perplexity(), 1.0);
+    /// ```
     pub fn perplexity(&self) -> f64 {
         if self.tokens == 0 {
             1.0
@@ -241,27 +321,84 @@ impl Rnnlm {
     ///
     /// # Errors
     /// On I/O failure.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// let path = std::env::temp_dir().join(format!("rnnlm-doc-save-{}", std::process::id()));
+    /// model.save(&path).unwrap();
+    /// let back = Rnnlm::load(&path).unwrap();
+    /// assert_eq!((back.params(), back.vocab()), (model.params(), model.vocab()));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
     pub fn save(&self, path: &Path) -> Result<()> {
         checkpoint::save(path, &self.params, Some(&self.vocab))
     }
 
     /// The weights.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    ///     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// let model = Rnnlm::new(params.clone(), vocab).unwrap();
+    /// assert_eq!(model.params(), &params);
+    /// ```
     pub fn params(&self) -> &Params {
         &self.params
     }
 
     /// The vocabulary (words of ids `0..V`).
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// assert_eq!(model.vocab().words(), ["a", "b", "c"]);
+    /// assert_eq!(model.vocab().len(), model.config().vocab_size);
+    /// ```
     pub fn vocab(&self) -> &Vocab {
         &self.vocab
     }
 
     /// The model's shape.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// assert_eq!(*model.config(), Config::new(3, 4, 5).unwrap()); // V, D, H
+    /// ```
     pub fn config(&self) -> &Config {
         self.params.config()
     }
 
     /// A zero state for `batch` streams (the book's state after `reset_state`), with the step
     /// scratch allocated.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// let state = model.zero_state(3);
+    /// assert_eq!(state.batch(), 3);
+    /// assert_eq!(state.hidden(), [0.0; 3 * 5]); // [batch, H], all zero
+    /// ```
     pub fn zero_state(&self, batch: usize) -> State {
         let cfg = *self.config();
         State {
@@ -395,6 +532,17 @@ impl Rnnlm {
     ///
     /// # Errors
     /// [`Error::Invalid`] naming the first word outside a vocabulary without `<unk>`.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// let words = ["<eos>", "the", "cat", "<unk>"];
+    /// let vocab = Vocab::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+    /// let params = Params::init_book(Config::new(4, 4, 4).unwrap(),
+    ///     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// let model = Rnnlm::new(params, vocab).unwrap();
+    /// assert_eq!(model.encode(" the  cat\nthe dog ").unwrap(), [1, 2, 1, 3]); // dog -> <unk>
+    /// ```
     pub fn encode(&self, words: &str) -> Result<Vec<u32>> {
         let unk = self.vocab.unk_id();
         words
@@ -412,6 +560,17 @@ impl Rnnlm {
 
     /// The words of `ids` joined by single spaces. An id outside the vocabulary is written
     /// `<invalid:ID>`.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// assert_eq!(model.decode(&[2, 0, 7]), "c a <invalid:7>");
+    /// assert_eq!(model.encode(&model.decode(&[1, 2])).unwrap(), [1, 2]);
+    /// ```
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut out = String::new();
         for (i, &id) in ids.iter().enumerate() {

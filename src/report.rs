@@ -10,6 +10,14 @@ use crate::checkpoint::write_atomic;
 use crate::error::Result;
 
 /// One evaluation point of a training run: where training was and the perplexities measured.
+///
+/// ```
+/// use rnnlm::report::{csv, EvalPoint};
+/// // A validation point: no training perplexity, so its CSV cell is empty.
+/// let p = EvalPoint { epoch: 2, iter: 49, step: 98, tokens: 1960, elapsed_s: 0.25, lr: 1.25,
+///                     train_ppl: None, valid_ppl: Some(3.5) };
+/// assert_eq!(csv(&[p]).lines().nth(1), Some("2,49,98,1960,0.25,1.25,,3.5"));
+/// ```
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EvalPoint {
     /// Epoch, as the training loop counts it (the book's start at 1).
@@ -31,6 +39,12 @@ pub struct EvalPoint {
 }
 
 /// The CSV header line written by [`csv`], without the newline.
+///
+/// ```
+/// use rnnlm::report::{csv, CSV_HEADER};
+/// assert_eq!(csv(&[]), format!("{CSV_HEADER}\n")); // no points: the header alone
+/// assert_eq!(CSV_HEADER.split(',').count(), 8); // one column per EvalPoint field
+/// ```
 pub const CSV_HEADER: &str = "epoch,iter,step,tokens,elapsed_s,lr,train_ppl,valid_ppl";
 
 /// Formats `points` as CSV: the header [`CSV_HEADER`], then one line per point.
@@ -75,6 +89,18 @@ pub fn csv(points: &[EvalPoint]) -> String {
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) naming `path` if it cannot be written (for example, its
 /// directory does not exist); nothing is left behind and an existing file is kept intact.
+///
+/// ```
+/// use rnnlm::report::{csv, write_csv, EvalPoint};
+/// let p = EvalPoint { epoch: 1, iter: 1, step: 1, tokens: 700, elapsed_s: 0.1, lr: 5.0,
+///                     train_ppl: Some(9.5), valid_ppl: None };
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-log-{}.csv", std::process::id()));
+/// write_csv(&path, &[p.clone()]).unwrap();
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), csv(&[p.clone()]));
+/// let missing = std::env::temp_dir().join(format!("rnnlm-doc-no-dir-{}", std::process::id()));
+/// assert!(write_csv(&missing.join("log.csv"), &[p]).is_err()); // the folder does not exist
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn write_csv(path: &Path, points: &[EvalPoint]) -> Result<()> {
     write_atomic(path, csv(points).as_bytes())
 }
@@ -84,6 +110,16 @@ pub fn write_csv(path: &Path, points: &[EvalPoint]) -> Result<()> {
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) naming `path` if it cannot be written (for example, its
 /// directory does not exist); nothing is left behind and an existing file is kept intact.
+///
+/// ```
+/// use rnnlm::report::{svg, write_svg, EvalPoint};
+/// let p = EvalPoint { epoch: 1, iter: 1, step: 1, tokens: 700, elapsed_s: 0.1, lr: 5.0,
+///                     train_ppl: Some(9.5), valid_ppl: None };
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-curve-{}.svg", std::process::id()));
+/// write_svg(&path, &[p.clone()], "ptb").unwrap();
+/// assert_eq!(std::fs::read_to_string(&path).unwrap(), svg(&[p], "ptb"));
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn write_svg(path: &Path, points: &[EvalPoint], title: &str) -> Result<()> {
     write_atomic(path, svg(points, title).as_bytes())
 }
@@ -109,6 +145,17 @@ const VALID_COLOR: &str = "#ff7f0e";
 /// Points whose perplexity is `None`, NaN or infinite (or not positive, on a log scale) are
 /// left out of that series. With no plottable point the chart shows empty axes and "no data";
 /// a single point, or equal values, get a padded axis range.
+///
+/// ```
+/// use rnnlm::report::{svg, EvalPoint};
+/// let point = |step, train_ppl, valid_ppl| EvalPoint { epoch: 1, iter: step, step, tokens: 0,
+///     elapsed_s: 0.0, lr: 5.0, train_ppl, valid_ppl };
+/// let chart = svg(&[point(1, Some(900.0), None), point(50, Some(300.0), Some(250.0))], "a<b");
+/// assert!(chart.starts_with("<svg") && chart.trim_end().ends_with("</svg>"));
+/// assert!(chart.contains(r#"class="train""#) && chart.contains(r#"class="valid""#));
+/// assert!(chart.contains("a&lt;b")); // the title is escaped
+/// assert!(svg(&[], "empty").contains("no data"));
+/// ```
 pub fn svg(points: &[EvalPoint], title: &str) -> String {
     let series = |get: fn(&EvalPoint) -> Option<f64>| -> Vec<(f64, f64)> {
         points

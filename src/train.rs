@@ -17,6 +17,14 @@ use crate::report::EvalPoint;
 /// tanh RNN as this crate runs it on PTB: N=20, T=35, SGD lr 5 (the book's lr 20 diverges for
 /// a tanh RNN), global-norm clipping at 0.25, 4 epochs, progress every 20 batches, and
 /// `lr /= 4` after an epoch whose validation perplexity did not improve.
+///
+/// ```
+/// use rnnlm::train::TrainConfig;
+/// let book = TrainConfig::default();
+/// assert_eq!((book.batch_size, book.time_size, book.lr, book.max_grad), (20, 35, 5.0, Some(0.25)));
+/// let small = TrainConfig { batch_size: 4, time_size: 5, epochs: 1, ..book };
+/// assert!(small.validate().is_ok());
+/// ```
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     /// Batch rows `N`.
@@ -64,6 +72,16 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// # Errors
     /// If a size is zero or a rate is not a positive finite number.
+    ///
+    /// ```
+    /// use rnnlm::train::TrainConfig;
+    /// let ok = TrainConfig::default();
+    /// assert!(ok.validate().is_ok());
+    /// assert!(TrainConfig { lr: f32::NAN, ..ok.clone() }.validate().is_err());
+    /// assert!(TrainConfig { max_grad: Some(0.0), ..ok.clone() }.validate().is_err());
+    /// assert!(TrainConfig { lr_decay: 0.5, ..ok.clone() }.validate().is_err()); // would raise lr
+    /// assert!(TrainConfig { eval_interval: Some(0), ..ok }.validate().is_err());
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0
             || self.time_size == 0
@@ -100,6 +118,21 @@ impl TrainConfig {
 }
 
 /// What the trainer reports while it runs.
+///
+/// ```
+/// use rnnlm::train::{Event, TrainConfig, Trainer};
+/// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
+/// let cfg = TrainConfig { batch_size: 4, time_size: 5, lr: 0.5, epochs: 2, eval_interval: Some(10),
+///                         eval_batch: 2, eval_time: 5, ..TrainConfig::default() };
+/// let mut trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg).unwrap();
+/// let (mut progress, mut epochs) = (0, Vec::new());
+/// trainer.fit(&corpus, Some(&corpus[..200]), None, |event| match event {
+///     Event::Progress { iters, .. } => { assert_eq!(iters, 999 / 20); progress += 1; }
+///     Event::Epoch { epoch, valid, .. } => { assert!(valid.is_some()); epochs.push(epoch); }
+/// }).unwrap();
+/// // Batches 0, 10, 20, 30 and 40 of each 49-batch epoch report progress.
+/// assert_eq!((progress, epochs), (2 * 5, vec![1, 2]));
+/// ```
 #[derive(Debug)]
 pub enum Event<'a> {
     /// Training perplexity over the batches since the last report.
@@ -125,6 +158,18 @@ pub enum Event<'a> {
 }
 
 /// The outcome of [`Trainer::fit`].
+///
+/// ```
+/// use rnnlm::train::{TrainConfig, Trainer};
+/// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
+/// let cfg = TrainConfig { batch_size: 4, time_size: 5, lr: 0.5, epochs: 2, eval_interval: None,
+///                         eval_batch: 2, eval_time: 5, ..TrainConfig::default() };
+/// let mut trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg).unwrap();
+/// let r = trainer.fit(&corpus, Some(&corpus[..200]), Some(&corpus[..200]), |_| {}).unwrap();
+/// assert_eq!((r.steps, r.tokens), (2 * 49, 2 * 49 * 4 * 5)); // 49 batches of 4 x 5 per epoch
+/// assert_eq!(r.log.len(), 2); // one validation point per epoch (no progress points)
+/// assert!(!r.interrupted && r.test.is_some() && r.tokens_per_sec > 0.0);
+/// ```
 #[derive(Clone, Debug)]
 pub struct TrainReport {
     /// Best validation result (of the kept model).
@@ -225,6 +270,15 @@ impl Trainer {
     ///
     /// # Errors
     /// If either configuration is invalid.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let model = rnnlm::Config::new(11, 8, 8).unwrap();
+    /// let trainer = Trainer::new(model, TrainConfig::default()).unwrap();
+    /// let same = rnnlm::SimpleRnnlm::new(model, 20, 35, 1).unwrap(); // the default N, T, seed
+    /// assert_eq!(trainer.model().params(), same.params());
+    /// assert!(Trainer::new(model, TrainConfig { lr: -1.0, ..TrainConfig::default() }).is_err());
+    /// ```
     pub fn new(model: Config, cfg: TrainConfig) -> Result<Self> {
         cfg.validate()?;
         let model = SimpleRnnlm::new(model, cfg.batch_size, cfg.time_size, cfg.seed)?;
@@ -235,6 +289,16 @@ impl Trainer {
     ///
     /// # Errors
     /// If the configuration is invalid.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let cfg = rnnlm::Config::new(11, 8, 8).unwrap();
+    /// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(9));
+    /// let trainer = Trainer::from_params(params.clone(), TrainConfig::default()).unwrap();
+    /// assert_eq!(trainer.model().params(), &params);
+    /// assert_eq!(trainer.best_params(), &params); // nothing validated yet
+    /// ```
     pub fn from_params(params: Params, cfg: TrainConfig) -> Result<Self> {
         cfg.validate()?;
         let model = SimpleRnnlm::from_params(params, cfg.batch_size, cfg.time_size)?;
@@ -255,26 +319,79 @@ impl Trainer {
     }
 
     /// Stop (between batches) when `flag` becomes true, e.g. from a Ctrl-C handler.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// static STOP: AtomicBool = AtomicBool::new(false);
+    /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
+    /// let cfg = TrainConfig { batch_size: 4, time_size: 5, ..TrainConfig::default() };
+    /// let mut trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg).unwrap();
+    /// trainer.stop_on(&STOP);
+    /// STOP.store(true, Ordering::Relaxed); // as a Ctrl-C handler would
+    /// let report = trainer.fit(&corpus, None, None, |_| {}).unwrap();
+    /// assert!(report.interrupted && report.steps == 0);
+    /// ```
     pub fn stop_on(&mut self, flag: &'static AtomicBool) {
         self.stop = Some(flag);
     }
 
     /// Stop (between batches) once `steps` optimizer steps have been taken in total.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
+    /// let cfg = TrainConfig { batch_size: 4, time_size: 5, ..TrainConfig::default() };
+    /// let mut trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg).unwrap();
+    /// trainer.stop_after_steps(7);
+    /// let report = trainer.fit(&corpus, None, None, |_| {}).unwrap();
+    /// assert!(report.interrupted);
+    /// assert_eq!((report.steps, report.tokens), (7, 7 * 4 * 5));
+    /// ```
     pub fn stop_after_steps(&mut self, steps: usize) {
         self.max_steps = Some(steps);
     }
 
     /// The model being trained.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let cfg = TrainConfig { batch_size: 4, time_size: 5, ..TrainConfig::default() };
+    /// let trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg).unwrap();
+    /// assert_eq!(trainer.model().config().vocab_size, 11);
+    /// let ws = trainer.model().workspace(); // sized for the training batches
+    /// assert_eq!((ws.batch_size(), ws.time_size()), (4, 5));
+    /// ```
     pub fn model(&self) -> &SimpleRnnlm {
         &self.model
     }
 
     /// The training configuration.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let cfg = TrainConfig { epochs: 1, ..TrainConfig::default() };
+    /// let trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg.clone()).unwrap();
+    /// assert_eq!(trainer.config(), &cfg);
+    /// ```
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
     }
 
     /// The kept parameters: the best on validation if validation ran, else the current ones.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
+    /// let valid = &corpus[..200];
+    /// let cfg = TrainConfig { batch_size: 4, time_size: 5, lr: 0.5, epochs: 2, eval_interval: None,
+    ///                         eval_batch: 2, eval_time: 5, ..TrainConfig::default() };
+    /// let mut trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg.clone()).unwrap();
+    /// let report = trainer.fit(&corpus, Some(valid), None, |_| {}).unwrap();
+    /// // The kept parameters are the ones that scored the best validation result.
+    /// let again = rnnlm::evaluate(trainer.best_params(), valid, cfg.protocol, 2, 5).unwrap();
+    /// assert_eq!(report.best_valid, Some(again));
+    /// ```
     pub fn best_params(&self) -> &Params {
         self.best.as_ref().map_or(self.model.params(), |(p, _)| p)
     }
@@ -335,6 +452,26 @@ impl Trainer {
     ///
     /// # Errors
     /// If the file cannot be read or is not a resumable checkpoint.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
+    /// let vocab = rnnlm::Vocab::from_words((0..11).map(|i| format!("w{i}")).collect()).unwrap();
+    /// let cfg = TrainConfig { batch_size: 4, time_size: 5, ..TrainConfig::default() };
+    /// let mut trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg).unwrap();
+    /// trainer.stop_after_steps(5);
+    /// trainer.fit(&corpus, None, None, |_| {}).unwrap();
+    /// let path = std::env::temp_dir().join(format!("rnnlm-doc-load-resume-{}", std::process::id()));
+    /// trainer.save_resume(&path, Some(&vocab)).unwrap();
+    /// let (back, words) = Trainer::load_resume(&path).unwrap();
+    /// assert_eq!(back.config(), trainer.config());
+    /// assert_eq!(back.model().params(), trainer.model().params());
+    /// assert_eq!((back.model().state(), words), (trainer.model().state(), Some(vocab)));
+    /// // A plain model checkpoint has no trainer state to resume.
+    /// rnnlm::checkpoint::save(&path, trainer.model().params(), None).unwrap();
+    /// assert!(Trainer::load_resume(&path).is_err());
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
     pub fn load_resume(path: &std::path::Path) -> Result<(Self, Option<crate::Vocab>)> {
         let ckpt = checkpoint::load(path)?;
         let bad = |msg: String| Error::Checkpoint {
@@ -383,6 +520,19 @@ impl Trainer {
     ///
     /// # Errors
     /// If a corpus is too short for one batch or holds ids outside the vocabulary.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
+    /// let cfg = TrainConfig { batch_size: 4, time_size: 5, lr: 0.5, epochs: 2, eval_interval: None,
+    ///                         eval_batch: 2, eval_time: 5, ..TrainConfig::default() };
+    /// let mut trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg).unwrap();
+    /// assert!(trainer.fit(&[0, 1, 11], None, None, |_| {}).is_err()); // id 11 is outside V = 11
+    /// assert!(trainer.fit(&corpus[..20], None, None, |_| {}).is_err()); // needs 4 * 5 + 1 tokens
+    /// let report = trainer.fit(&corpus, None, Some(&corpus[..200]), |_| {}).unwrap();
+    /// // The sequence is a cycle of 11 ids, each determining the next: easy to learn.
+    /// assert!(report.test.unwrap().perplexity < 1.5);
+    /// ```
     pub fn fit(
         &mut self,
         train: &[u32],

@@ -31,6 +31,14 @@ impl<'a> BookBatches<'a> {
     ///
     /// # Errors
     /// If the corpus has fewer than `n*t + 1` tokens (not one full batch per epoch).
+    ///
+    /// ```
+    /// use rnnlm::BookBatches;
+    /// let corpus: Vec<u32> = (0..7).collect();
+    /// assert!(BookBatches::new(&corpus, 2, 3).is_ok()); // 2 * 3 + 1 tokens: one batch
+    /// assert!(BookBatches::new(&corpus[..6], 2, 3).is_err());
+    /// assert!(BookBatches::new(&corpus, 0, 3).is_err());
+    /// ```
     pub fn new(corpus: &'a [u32], n: usize, t: usize) -> Result<Self> {
         let data = corpus.len().saturating_sub(1);
         if n == 0 || t == 0 || data < n * t {
@@ -53,16 +61,43 @@ impl<'a> BookBatches<'a> {
     }
 
     /// Batches per epoch: `len(xs) / (N*T)`, as the book's `max_iters`.
+    ///
+    /// ```
+    /// let corpus: Vec<u32> = (0..=20).collect(); // 20 inputs
+    /// let b = rnnlm::BookBatches::new(&corpus, 2, 3).unwrap();
+    /// assert_eq!(b.iters_per_epoch(), 20 / (2 * 3));
+    /// ```
     pub fn iters_per_epoch(&self) -> usize {
         (self.corpus.len() - 1) / (self.n * self.t)
     }
 
     /// The running step counter.
+    ///
+    /// ```
+    /// let corpus: Vec<u32> = (0..=20).collect();
+    /// let mut b = rnnlm::BookBatches::new(&corpus, 2, 3).unwrap();
+    /// assert_eq!(b.time_idx(), 0);
+    /// b.next_batch(&mut [0; 6], &mut [0; 6]);
+    /// b.next_batch(&mut [0; 6], &mut [0; 6]);
+    /// assert_eq!(b.time_idx(), 2 * 3); // T per batch
+    /// ```
     pub fn time_idx(&self) -> usize {
         self.time_idx
     }
 
     /// Sets the running step counter (to resume).
+    ///
+    /// ```
+    /// let corpus: Vec<u32> = (0..=20).collect();
+    /// let mut a = rnnlm::BookBatches::new(&corpus, 2, 3).unwrap();
+    /// let mut b = a.clone();
+    /// let (mut xa, mut xb, mut ts) = ([0; 6], [0; 6], [0; 6]);
+    /// a.next_batch(&mut xa, &mut ts);
+    /// a.next_batch(&mut xa, &mut ts); // a's second batch
+    /// b.set_time_idx(3); // skip b's first batch
+    /// b.next_batch(&mut xb, &mut ts);
+    /// assert_eq!(xa, xb);
+    /// ```
     pub fn set_time_idx(&mut self, time_idx: usize) {
         self.time_idx = time_idx;
     }
@@ -70,6 +105,18 @@ impl<'a> BookBatches<'a> {
     /// Fills the next batch `xs [N,T]`, `ts [N,T]` and advances `time_idx` by `T`.
     ///
     /// **Panics** if the buffers are not `N*T` long.
+    ///
+    /// ```
+    /// let corpus: Vec<u32> = (0..=20).collect(); // xs = 0..20, jump = 10
+    /// let mut b = rnnlm::BookBatches::new(&corpus, 2, 3).unwrap();
+    /// let (mut xs, mut ts) = ([0; 6], [0; 6]);
+    /// for _ in 0..4 {
+    ///     b.next_batch(&mut xs, &mut ts);
+    /// }
+    /// // Batch 4 reads steps 9..12: row 1 (offset 10) wraps around the 20 inputs.
+    /// assert_eq!(xs, [9, 10, 11, 19, 0, 1]);
+    /// assert_eq!(ts, [10, 11, 12, 20, 1, 2]);
+    /// ```
     pub fn next_batch(&mut self, xs: &mut [u32], ts: &mut [i32]) {
         let (n, t) = (self.n, self.t);
         assert_eq!(xs.len(), n * t);
@@ -88,6 +135,13 @@ impl<'a> BookBatches<'a> {
 
 /// Number of batches the book's `eval_perplexity` runs: `(len - 1) / (N*T)`; the tail that
 /// does not fill a batch is dropped.
+///
+/// ```
+/// use rnnlm::data::batcher::eval_iters;
+/// assert_eq!(eval_iters(400, 10, 35), 1); // 399 targets: one batch of 350, 49 dropped
+/// assert_eq!(eval_iters(351, 10, 35), 1);
+/// assert_eq!(eval_iters(350, 10, 35), 0);
+/// ```
 pub fn eval_iters(corpus_len: usize, n: usize, t: usize) -> usize {
     corpus_len.saturating_sub(1) / (n * t).max(1)
 }
@@ -96,6 +150,15 @@ pub fn eval_iters(corpus_len: usize, n: usize, t: usize) -> usize {
 /// `iter*T + i*jump`; inputs `corpus[(off+s) % len]`, targets `corpus[(off+s+1) % len]`.
 ///
 /// **Panics** if the buffers are not `N*T` long or the corpus has fewer than 2 tokens.
+///
+/// ```
+/// use rnnlm::data::batcher::eval_batch;
+/// let corpus: Vec<u32> = (0..23).collect(); // jump = 22 / 2 = 11
+/// let (mut xs, mut ts) = ([0; 10], [0; 10]);
+/// eval_batch(&corpus, 2, 5, 1, &mut xs, &mut ts); // batch 1: rows start at 5 and 16
+/// assert_eq!(xs, [5, 6, 7, 8, 9, 16, 17, 18, 19, 20]);
+/// assert_eq!(ts, [6, 7, 8, 9, 10, 17, 18, 19, 20, 21]);
+/// ```
 pub fn eval_batch(corpus: &[u32], n: usize, t: usize, iter: usize, xs: &mut [u32], ts: &mut [i32]) {
     assert!(corpus.len() >= 2);
     assert_eq!(xs.len(), n * t);

@@ -8,6 +8,17 @@ use super::vocab::Vocab;
 use crate::error::{Error, Result};
 
 /// End-of-sentence token appended to every line.
+///
+/// ```
+/// use rnnlm::data::corpus::{read_building_vocab, EOS};
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-eos-{}.txt", std::process::id()));
+/// std::fs::write(&path, "a b\nc\n").unwrap();
+/// let mut vocab = rnnlm::Vocab::new();
+/// let ids = read_building_vocab(&path, &mut vocab).unwrap();
+/// assert_eq!((EOS, vocab.id(EOS)), ("<eos>", Some(2)));
+/// assert_eq!(ids, [0, 1, 2, 3, 2]); // a b <eos> c <eos>
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub const EOS: &str = "<eos>";
 
 /// Calls `f(word, line_number)` for every token of the text at `path` (line numbers from 1),
@@ -16,6 +27,21 @@ pub const EOS: &str = "<eos>";
 /// # Errors
 /// If the file cannot be read or a line is not UTF-8 (the error names the file and line), or
 /// `f` fails.
+///
+/// ```
+/// use rnnlm::data::corpus::for_each_token;
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-tokens-{}.txt", std::process::id()));
+/// std::fs::write(&path, " a  b\n\nc").unwrap(); // a blank line; no final newline
+/// let mut seen = Vec::new();
+/// for_each_token(&path, |w, line| {
+///     seen.push((w.to_string(), line));
+///     Ok(())
+/// })
+/// .unwrap();
+/// let want = [("a", 1), ("b", 1), ("<eos>", 1), ("<eos>", 2), ("c", 3), ("<eos>", 3)];
+/// assert_eq!(seen, want.map(|(w, l)| (w.to_string(), l)));
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn for_each_token(path: &Path, mut f: impl FnMut(&str, usize) -> Result<()>) -> Result<()> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = BufReader::with_capacity(1 << 16, file);
@@ -47,6 +73,20 @@ pub fn for_each_token(path: &Path, mut f: impl FnMut(&str, usize) -> Result<()>)
 ///
 /// # Errors
 /// As [`for_each_token`].
+///
+/// ```
+/// use rnnlm::data::corpus::read_building_vocab;
+/// let dir = std::env::temp_dir();
+/// let (a, b) = (dir.join(format!("rnnlm-doc-rbv-a-{}", std::process::id())),
+///               dir.join(format!("rnnlm-doc-rbv-b-{}", std::process::id())));
+/// std::fs::write(&a, "the cat\n").unwrap();
+/// std::fs::write(&b, "the dog\n").unwrap();
+/// let mut vocab = rnnlm::Vocab::new();
+/// assert_eq!(read_building_vocab(&a, &mut vocab).unwrap(), [0, 1, 2]); // the cat <eos>
+/// assert_eq!(read_building_vocab(&b, &mut vocab).unwrap(), [0, 3, 2]); // dog is new: id 3
+/// # std::fs::remove_file(&a).unwrap();
+/// # std::fs::remove_file(&b).unwrap();
+/// ```
 pub fn read_building_vocab(path: &Path, vocab: &mut Vocab) -> Result<Vec<u32>> {
     let mut ids = Vec::new();
     for_each_token(path, |w, _| {
@@ -61,6 +101,18 @@ pub fn read_building_vocab(path: &Path, vocab: &mut Vocab) -> Result<Vec<u32>> {
 ///
 /// # Errors
 /// As [`for_each_token`], plus [`Error::UnknownWord`].
+///
+/// ```
+/// use rnnlm::{data::corpus::read_with_vocab, Error, Vocab};
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-rwv-{}.txt", std::process::id()));
+/// std::fs::write(&path, "the cat\nthe dog\n").unwrap();
+/// let words = |w: &[&str]| Vocab::from_words(w.iter().map(|w| w.to_string()).collect()).unwrap();
+/// let with_unk = words(&["<eos>", "the", "cat", "<unk>"]);
+/// assert_eq!(read_with_vocab(&path, &with_unk).unwrap(), [1, 2, 0, 1, 3, 0]); // dog -> <unk>
+/// let err = read_with_vocab(&path, &words(&["<eos>", "the", "cat"])).unwrap_err();
+/// assert!(matches!(err, Error::UnknownWord { line: 2, ref word, .. } if word == "dog"));
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn read_with_vocab(path: &Path, vocab: &Vocab) -> Result<Vec<u32>> {
     read_counting_unk(path, vocab).map(|(ids, _)| ids)
 }
@@ -70,6 +122,18 @@ pub fn read_with_vocab(path: &Path, vocab: &Vocab) -> Result<Vec<u32>> {
 ///
 /// # Errors
 /// As [`read_with_vocab`].
+///
+/// ```
+/// use rnnlm::{data::corpus::read_counting_unk, Vocab};
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-rcu-{}.txt", std::process::id()));
+/// std::fs::write(&path, "the dog\na <unk> cat\n").unwrap();
+/// let words = ["<eos>", "the", "cat", "<unk>"];
+/// let vocab = Vocab::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+/// let (ids, mapped) = read_counting_unk(&path, &vocab).unwrap();
+/// assert_eq!(ids, [1, 3, 0, 3, 3, 2, 0]);
+/// assert_eq!(mapped, 2); // "dog" and "a"; the literal <unk> in the text is not counted
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 pub fn read_counting_unk(path: &Path, vocab: &Vocab) -> Result<(Vec<u32>, usize)> {
     let unk = vocab.unk_id();
     let mut ids = Vec::new();
@@ -96,6 +160,19 @@ pub fn read_counting_unk(path: &Path, vocab: &Vocab) -> Result<(Vec<u32>, usize)
 }
 
 /// The Penn Treebank as the book loads it: ids by first appearance in train.
+///
+/// ```
+/// let dir = std::env::temp_dir().join(format!("rnnlm-doc-ptb-type-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// for (split, text) in [("train", "a b\nb c\n"), ("valid", "c a\n"), ("test", "b\n")] {
+///     std::fs::write(dir.join(format!("ptb.{split}.txt")), text).unwrap();
+/// }
+/// let ptb = rnnlm::Ptb::load(&dir).unwrap();
+/// assert_eq!(ptb.vocab.words(), ["a", "b", "<eos>", "c"]);
+/// assert_eq!((ptb.train.len(), ptb.valid.len(), ptb.test.len()), (6, 3, 2));
+/// assert_eq!(ptb.test, [1, 2]); // b <eos>
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 #[derive(Clone, Debug)]
 pub struct Ptb {
     /// 10,000 words for Mikolov's PTB.

@@ -15,9 +15,22 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// Where the book downloads PTB from.
+///
+/// ```
+/// use rnnlm::data::download::{PTB_BASE_URL, PTB_FILES};
+/// let url = format!("{PTB_BASE_URL}{}", PTB_FILES[0].0);
+/// assert_eq!(url, "https://raw.githubusercontent.com/tomsercu/lstm/master/data/ptb.train.txt");
+/// ```
 pub const PTB_BASE_URL: &str = "https://raw.githubusercontent.com/tomsercu/lstm/master/data/";
 
 /// (file name, SHA-256 hex) of the three PTB files.
+///
+/// ```
+/// use rnnlm::data::download::PTB_FILES;
+/// assert_eq!(PTB_FILES.map(|(name, _)| name), ["ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"]);
+/// let is_sha256 = |sha: &str| sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+/// assert!(PTB_FILES.iter().all(|(_, sha)| is_sha256(sha)));
+/// ```
 pub const PTB_FILES: [(&str, &str); 3] = [
     (
         "ptb.train.txt",
@@ -52,6 +65,16 @@ const BUF_SIZE: usize = 64 * 1024;
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be opened or read.
+///
+/// ```
+/// use rnnlm::data::download::sha256_file;
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-sha-{}.txt", std::process::id()));
+/// std::fs::write(&path, "abc").unwrap();
+/// let sha = sha256_file(&path).unwrap(); // what `sha256sum` prints
+/// assert_eq!(sha, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+/// std::fs::remove_file(&path).unwrap();
+/// assert!(matches!(sha256_file(&path), Err(rnnlm::Error::Io { .. })));
+/// ```
 pub fn sha256_file(path: &Path) -> Result<String> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = BufReader::with_capacity(BUF_SIZE, file);
@@ -82,6 +105,15 @@ fn to_hex(bytes: &[u8]) -> String {
 
 /// Default cache folder: `$RNNLM_CACHE_DIR`, else `$XDG_CACHE_HOME/rnnlm/ptb`, else
 /// `$HOME/.cache/rnnlm/ptb`, else a folder under the temp dir.
+///
+/// ```
+/// use rnnlm::data::download::default_cache_dir;
+/// std::env::set_var("RNNLM_CACHE_DIR", "/data/ptb-cache"); // the override wins
+/// assert_eq!(default_cache_dir(), std::path::Path::new("/data/ptb-cache"));
+/// std::env::remove_var("RNNLM_CACHE_DIR");
+/// let dir = default_cache_dir(); // else the user's cache folder (or the temp dir)
+/// assert!(dir.ends_with("rnnlm/ptb") || dir.ends_with("rnnlm-ptb"));
+/// ```
 pub fn default_cache_dir() -> PathBuf {
     cache_dir_from(|key| std::env::var_os(key))
 }
@@ -111,6 +143,25 @@ fn cache_dir_from(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
 /// Whatever [`ensure_files`] returns: [`Error::Checksum`] for a corrupt file,
 /// [`Error::Download`] when a missing file cannot be fetched, [`Error::Io`] for file-system
 /// problems.
+///
+/// ```
+/// use rnnlm::{data::download::ptb_dir, Error};
+/// let dir = std::env::temp_dir().join(format!("rnnlm-doc-ptb-dir-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("ptb.train.txt"), "not the treebank\n").unwrap();
+/// // Files present are verified before anything is downloaded, so this never goes online.
+/// let err = ptb_dir(Some(&dir)).unwrap_err();
+/// assert!(matches!(err, Error::Checksum { ref path, .. } if path.ends_with("ptb.train.txt")));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+///
+/// Typical use (not run here: the first call downloads the ~6 MB of PTB files):
+///
+/// ```no_run
+/// let ptb = rnnlm::Ptb::load(&rnnlm::data::download::ptb_dir(None)?)?;
+/// assert_eq!(ptb.vocab.len(), 10_000);
+/// # Ok::<(), rnnlm::Error>(())
+/// ```
 pub fn ptb_dir(explicit: Option<&Path>) -> Result<PathBuf> {
     let dir = resolve_dir(explicit, std::env::var_os(PTB_DIR_ENV), default_cache_dir);
     ensure_files(&dir, PTB_BASE_URL, &PTB_FILES)?;
@@ -146,6 +197,20 @@ fn resolve_dir(
 ///   (the existing file is left untouched; the downloaded one is discarded).
 /// - [`Error::Download`] if a connection or HTTP request fails.
 /// - [`Error::Io`] if `dir` cannot be created or a file cannot be read, written or renamed.
+///
+/// ```
+/// use rnnlm::data::download::{ensure_files, sha256_file};
+/// let dir = std::env::temp_dir().join(format!("rnnlm-doc-ensure-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// std::fs::write(dir.join("a.txt"), "hello\n").unwrap();
+/// let sha = sha256_file(&dir.join("a.txt")).unwrap();
+/// // Present and verified: nothing to download, so the URL is never contacted.
+/// ensure_files(&dir, "http://127.0.0.1:9/", &[("a.txt", &sha)]).unwrap();
+/// let err = ensure_files(&dir, "http://127.0.0.1:9/", &[("a.txt", &"0".repeat(64))]).unwrap_err();
+/// assert!(matches!(err, rnnlm::Error::Checksum { .. }));
+/// assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "hello\n"); // left untouched
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 pub fn ensure_files(dir: &Path, base_url: &str, files: &[(&str, &str)]) -> Result<()> {
     // Verify everything already present first, so a corrupt local copy is reported before
     // any network traffic and before spending minutes on other downloads.

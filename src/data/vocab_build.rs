@@ -12,6 +12,19 @@ use crate::error::{Error, Result};
 ///
 /// The default (`max_vocab: None, min_count: 1`) keeps every word, which for PTB gives the
 /// book's 10,000-word vocabulary with ids in order of first appearance.
+///
+/// ```
+/// use rnnlm::{Vocab, VocabOptions};
+/// assert_eq!(VocabOptions::default(), VocabOptions { max_vocab: None, min_count: 1 });
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-opts-{}.txt", std::process::id()));
+/// std::fs::write(&path, "a b a\nc a b\nd\n").unwrap();
+/// let all = Vocab::build(&path, &VocabOptions::default()).unwrap();
+/// assert_eq!(all.words(), ["a", "b", "<eos>", "c", "d"]); // every word, no <unk> needed
+/// let top = VocabOptions { max_vocab: Some(3), ..VocabOptions::default() };
+/// // Room for the most frequent word only, next to <eos> and <unk>.
+/// assert_eq!(Vocab::build(&path, &top).unwrap().words(), ["a", "<eos>", "<unk>"]);
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VocabOptions {
     /// The largest vocabulary size, `<eos>` and `<unk>` included; `None` for no limit. At least 2.

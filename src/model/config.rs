@@ -8,6 +8,14 @@ use crate::error::{Error, Result};
 ///
 /// Serialised into checkpoints as the `config` metadata entry:
 /// `{"cell":"rnn","vocab_size":V,"wordvec_size":D,"hidden_size":H}`.
+///
+/// ```
+/// use rnnlm::{Config, Params};
+/// let cfg = Config::new(10_000, 100, 100).unwrap(); // PTB's 10k words
+/// assert_eq!((cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size), (10_000, 100, 100));
+/// let weights: usize = Params::shapes(&cfg).iter().map(|s| s.iter().product::<usize>()).sum();
+/// assert_eq!(weights, 2 * 10_000 * 100 + 2 * 100 * 100 + 100 + 10_000);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// `V`: number of words.
@@ -20,6 +28,13 @@ pub struct Config {
 
 impl Config {
     /// A configuration; see [`Config::validate`].
+    ///
+    /// ```
+    /// use rnnlm::Config;
+    /// assert!(Config::new(10, 4, 6).is_ok());
+    /// assert!(Config::new(10, 0, 6).is_err()); // every size must be at least 1
+    /// assert!(Config::new(1 << 25, 4, 6).is_err()); // and at most 2^24
+    /// ```
     pub fn new(vocab_size: usize, wordvec_size: usize, hidden_size: usize) -> Result<Self> {
         let c = Self {
             vocab_size,
@@ -32,6 +47,13 @@ impl Config {
 
     /// # Errors
     /// If a size is zero, or the parameter count overflows.
+    ///
+    /// ```
+    /// let mut cfg = rnnlm::Config::new(10, 4, 6).unwrap();
+    /// assert!(cfg.validate().is_ok());
+    /// cfg.hidden_size = 0; // the fields are public: check after editing them
+    /// assert!(cfg.validate().is_err());
+    /// ```
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [
             ("vocab_size", self.vocab_size),

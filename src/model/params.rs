@@ -6,6 +6,14 @@ use rand_distr::{Distribution, StandardNormal};
 use super::config::Config;
 
 /// The book's parameter names, in storage order.
+///
+/// ```
+/// use rnnlm::{model::params::PARAM_NAMES, Config, Params};
+/// let cfg = Config::new(10, 4, 6).unwrap();
+/// let shapes: Vec<_> = PARAM_NAMES.iter().zip(Params::shapes(&cfg)).collect();
+/// assert_eq!(shapes[2], (&"rnn.Wh", vec![6, 6]));
+/// assert_eq!(PARAM_NAMES[5], "affine.b");
+/// ```
 pub const PARAM_NAMES: [&str; 6] = [
     "embed.W", "rnn.Wx", "rnn.Wh", "rnn.b", "affine.W", "affine.b",
 ];
@@ -15,6 +23,16 @@ pub const PARAM_NAMES: [&str; 6] = [
 ///
 /// Layout (row-major): `embed.W [V,D]`, `rnn.Wx [D,H]`, `rnn.Wh [H,H]`, `rnn.b [H]`,
 /// `affine.W [H,V]`, `affine.b [V]`.
+///
+/// ```
+/// use rnnlm::{Config, Params};
+/// let cfg = Config::new(10, 4, 6).unwrap();
+/// let mut p = Params::zeros(cfg);
+/// p.views_mut().b.fill(1.0); // rnn.b, after embed.W, rnn.Wx and rnn.Wh
+/// let start = 10 * 4 + 4 * 6 + 6 * 6;
+/// assert_eq!(p.as_slice()[start..start + 6], [1.0; 6]);
+/// assert_eq!(p.as_slice().iter().sum::<f32>(), 6.0);
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Params {
     cfg: Config,
@@ -22,6 +40,14 @@ pub struct Params {
 }
 
 /// Borrowed views of every tensor.
+///
+/// ```
+/// use rnnlm::{Config, Params};
+/// let p = Params::zeros(Config::new(10, 4, 6).unwrap());
+/// let v = p.views();
+/// assert_eq!((v.embed_w.len(), v.wx.len(), v.wh.len()), (10 * 4, 4 * 6, 6 * 6));
+/// assert_eq!((v.b.len(), v.affine_w.len(), v.affine_b.len()), (6, 6 * 10, 10));
+/// ```
 #[derive(Debug)]
 pub struct ParamRefs<'a> {
     /// `[V,D]`
@@ -39,6 +65,16 @@ pub struct ParamRefs<'a> {
 }
 
 /// Mutable views of every tensor (disjoint borrows of the flat buffer).
+///
+/// ```
+/// use rnnlm::{Config, Params};
+/// let mut p = Params::zeros(Config::new(10, 4, 6).unwrap());
+/// let m = p.views_mut(); // every tensor mutable at once
+/// m.wx.fill(1.0);
+/// m.affine_b[3] = 2.0;
+/// assert_eq!(p.views().wx, [1.0; 4 * 6]);
+/// assert_eq!(p.views().affine_b[3], 2.0);
+/// ```
 #[derive(Debug)]
 pub struct ParamMuts<'a> {
     /// `[V,D]`
@@ -57,6 +93,12 @@ pub struct ParamMuts<'a> {
 
 impl Params {
     /// Shapes of the tensors of `cfg`, in [`PARAM_NAMES`] order.
+    ///
+    /// ```
+    /// use rnnlm::{Config, Params};
+    /// let shapes = Params::shapes(&Config::new(10, 4, 6).unwrap());
+    /// assert_eq!(shapes, [vec![10, 4], vec![4, 6], vec![6, 6], vec![6], vec![6, 10], vec![10]]);
+    /// ```
     pub fn shapes(cfg: &Config) -> [Vec<usize>; 6] {
         let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
         [
@@ -78,6 +120,15 @@ impl Params {
     }
 
     /// All-zero parameters (also the gradient buffer).
+    ///
+    /// ```
+    /// use rnnlm::{Config, Params};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// let p = Params::zeros(cfg);
+    /// let total: usize = Params::shapes(&cfg).iter().map(|s| s.iter().product::<usize>()).sum();
+    /// assert_eq!(p.as_slice().len(), total);
+    /// assert!(p.as_slice().iter().all(|&x| x == 0.0));
+    /// ```
     pub fn zeros(cfg: Config) -> Self {
         let total = Self::lens(&cfg).iter().sum();
         Self {
@@ -119,6 +170,14 @@ impl Params {
     /// Builds parameters from tensors given in [`PARAM_NAMES`] order.
     ///
     /// **Panics** if a tensor's length does not match `cfg` (callers validate first).
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// use rnnlm::{Config, Params};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// let p = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
+    /// assert_eq!(Params::from_tensors(cfg, p.tensors()), p);
+    /// ```
     pub fn from_tensors(cfg: Config, tensors: [&[f32]; 6]) -> Self {
         let lens = Self::lens(&cfg);
         let mut data = Vec::with_capacity(lens.iter().sum());
@@ -130,32 +189,74 @@ impl Params {
     }
 
     /// The configuration these parameters belong to.
+    ///
+    /// ```
+    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
+    /// assert_eq!(rnnlm::Params::zeros(cfg).config(), &cfg);
+    /// ```
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
     /// The whole flat buffer.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
+    /// let p = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
+    /// assert_eq!(p.as_slice(), p.tensors().concat()); // the tensors back to back
+    /// ```
     pub fn as_slice(&self) -> &[f32] {
         &self.data
     }
 
     /// The whole flat buffer, mutable.
+    ///
+    /// ```
+    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, 4, 6).unwrap());
+    /// p.as_mut_slice().fill(0.5);
+    /// assert!(p.views().affine_b.iter().all(|&x| x == 0.5));
+    /// ```
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.data
     }
 
     /// Sets every value to zero.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
+    /// let mut p = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
+    /// p.zero();
+    /// assert_eq!(p, rnnlm::Params::zeros(cfg));
+    /// ```
     pub fn zero(&mut self) {
         self.data.fill(0.0);
     }
 
     /// Tensors in [`PARAM_NAMES`] order.
+    ///
+    /// ```
+    /// use rnnlm::{Config, Params};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// let p = Params::zeros(cfg);
+    /// for (t, shape) in p.tensors().iter().zip(Params::shapes(&cfg)) {
+    ///     assert_eq!(t.len(), shape.iter().product::<usize>());
+    /// }
+    /// ```
     pub fn tensors(&self) -> [&[f32]; 6] {
         let v = self.views();
         [v.embed_w, v.wx, v.wh, v.b, v.affine_w, v.affine_b]
     }
 
     /// Mutable tensors in [`PARAM_NAMES`] order.
+    ///
+    /// ```
+    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, 4, 6).unwrap());
+    /// let [_, _, wh, ..] = p.tensors_mut();
+    /// wh[0] = 3.0;
+    /// assert_eq!(p.views().wh[0], 3.0);
+    /// ```
     pub fn tensors_mut(&mut self) -> [&mut [f32]; 6] {
         let v = self.views_mut();
         [v.embed_w, v.wx, v.wh, v.b, v.affine_w, v.affine_b]
@@ -164,6 +265,15 @@ impl Params {
     /// `affine.W [H,V]` and `affine.b [V]` as one `[H+1, V]` matrix (adjacent in the flat
     /// buffer): the bias is the last row. Lets the backward pass compute both gradients with
     /// one product, `[hs | 1]^T dY`.
+    ///
+    /// ```
+    /// let (h, v) = (6, 10);
+    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(v, 4, h).unwrap());
+    /// let rows = p.affine_rows_mut(); // [H + 1, V]
+    /// assert_eq!(rows.len(), (h + 1) * v);
+    /// rows[h * v..].fill(1.0); // the last row
+    /// assert_eq!(p.views().affine_b, [1.0; 10]);
+    /// ```
     pub fn affine_rows_mut(&mut self) -> &mut [f32] {
         let l = Self::lens(&self.cfg);
         let start: usize = l[..4].iter().sum();
@@ -172,12 +282,31 @@ impl Params {
 
     /// `rnn.Wx [D,H]`, `rnn.Wh [H,H]` and `rnn.b [H]` as one `[D+H+1, H]` matrix (adjacent in
     /// the flat buffer), for the one product `[emb | hprev | 1]^T dt`.
+    ///
+    /// ```
+    /// let (d, h) = (4, 6);
+    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, d, h).unwrap());
+    /// let rows = p.rnn_rows_mut(); // [D + H + 1, H]: Wx, then Wh, then b
+    /// assert_eq!(rows.len(), (d + h + 1) * h);
+    /// rows[d * h] = 1.0; // Wh[0][0]
+    /// rows[(d + h) * h..].fill(2.0); // the last row
+    /// assert_eq!((p.views().wh[0], p.views().b), (1.0, &[2.0; 6][..]));
+    /// ```
     pub fn rnn_rows_mut(&mut self) -> &mut [f32] {
         let l = Self::lens(&self.cfg);
         &mut self.data[l[0]..l[0] + l[1] + l[2] + l[3]]
     }
 
     /// Named read-only views.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
+    /// let p = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
+    /// let v = p.views();
+    /// assert_eq!(&v.embed_w[2 * 4..3 * 4], &p.as_slice()[8..12]); // word 2's vector, row 2
+    /// assert_eq!(v.affine_b, p.tensors()[5]);
+    /// ```
     pub fn views(&self) -> ParamRefs<'_> {
         let l = Self::lens(&self.cfg);
         let (embed_w, r) = self.data.split_at(l[0]);
@@ -196,6 +325,12 @@ impl Params {
     }
 
     /// Named mutable views.
+    ///
+    /// ```
+    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, 4, 6).unwrap());
+    /// p.views_mut().embed_w[..4].copy_from_slice(&[1.0, 2.0, 3.0, 4.0]); // word 0's vector
+    /// assert_eq!(p.as_slice()[..5], [1.0, 2.0, 3.0, 4.0, 0.0]);
+    /// ```
     pub fn views_mut(&mut self) -> ParamMuts<'_> {
         let l = Self::lens(&self.cfg);
         let (embed_w, r) = self.data.split_at_mut(l[0]);

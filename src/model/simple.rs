@@ -21,6 +21,19 @@ use crate::par::on_worker;
 ///
 /// # Errors
 /// If a buffer has the wrong length, or an id is outside the vocabulary (nothing is changed).
+///
+/// ```
+/// use rand::SeedableRng;
+/// use rnnlm::{model::simple::forward, Config, Params, Workspace};
+/// let cfg = Config::new(10, 4, 6).unwrap();
+/// let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let mut ws = Workspace::new(cfg, 1, 3, false).unwrap();
+/// let loss = forward(&params, &mut ws, &[1, 2, 3], &[2, 3, -1]).unwrap(); // last target masked
+/// assert!((loss - 10f32.ln()).abs() < 0.05); // near ln V at initialisation
+/// let before = ws.clone();
+/// assert!(forward(&params, &mut ws, &[1, 2, 10], &[2, 3, 4]).is_err()); // id 10 >= V
+/// assert_eq!((ws.state(), ws.hidden()), (before.state(), before.hidden())); // untouched
+/// ```
 pub fn forward(params: &Params, ws: &mut Workspace, xs: &[u32], ts: &[i32]) -> Result<f32> {
     check_batch(params, ws, xs, ts)?;
     ws.xs.copy_from_slice(xs);
@@ -130,6 +143,25 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
 /// # Errors
 /// If `ws` is not a training workspace, no training forward preceded, or `grads` has another
 /// configuration.
+///
+/// ```
+/// use rand::SeedableRng;
+/// use rnnlm::{model::simple::{backward, forward}, Config, Params, Workspace};
+/// let cfg = Config::new(10, 4, 6).unwrap();
+/// let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let (xs, ts) = ([1, 2, 3], [2, 3, 4]);
+/// let mut ws = Workspace::new(cfg, 1, 3, true).unwrap();
+/// let loss = forward(&params, &mut ws, &xs, &ts).unwrap();
+/// let mut grads = Params::zeros(cfg);
+/// backward(&params, &mut ws, &mut grads).unwrap();
+/// // The gradient of affine.b[0] against a finite difference of the loss:
+/// let mut moved = params.clone();
+/// moved.views_mut().affine_b[0] += 1e-2;
+/// let mut fresh = Workspace::new(cfg, 1, 3, false).unwrap(); // from the zero state again
+/// let moved_loss = forward(&moved, &mut fresh, &xs, &ts).unwrap();
+/// assert!(((moved_loss - loss) / 1e-2 - grads.views().affine_b[0]).abs() < 1e-3);
+/// assert!(backward(&params, &mut ws, &mut grads).is_err()); // one backward per forward
+/// ```
 pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Result<()> {
     if !ws.train || !ws.ready_for_backward {
         return Err(Error::invalid(
@@ -304,6 +336,15 @@ impl SimpleRnnlm {
     ///
     /// # Errors
     /// If a size is zero.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let a = SimpleRnnlm::new(cfg, 2, 3, 7).unwrap();
+    /// assert_eq!(a.params(), SimpleRnnlm::new(cfg, 1, 1, 7).unwrap().params()); // the seed decides
+    /// assert_ne!(a.params(), SimpleRnnlm::new(cfg, 2, 3, 8).unwrap().params());
+    /// assert!(SimpleRnnlm::new(cfg, 0, 3, 7).is_err());
+    /// ```
     pub fn new(cfg: Config, n: usize, t: usize, seed: u64) -> Result<Self> {
         cfg.validate()?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -314,6 +355,17 @@ impl SimpleRnnlm {
     ///
     /// # Errors
     /// If `n` or `t` is zero.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
+    /// let model = SimpleRnnlm::from_params(params.clone(), 2, 3).unwrap();
+    /// assert_eq!(model.params(), &params);
+    /// assert_eq!(model.params(), SimpleRnnlm::new(cfg, 2, 3, 7).unwrap().params()); // same draw
+    /// assert!(SimpleRnnlm::from_params(params, 2, 0).is_err());
+    /// ```
     pub fn from_params(params: Params, n: usize, t: usize) -> Result<Self> {
         let cfg = *params.config();
         Ok(Self {
@@ -327,6 +379,16 @@ impl SimpleRnnlm {
     ///
     /// # Errors
     /// If `xs`/`ts` are not `[N,T]` or hold ids outside the vocabulary.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 1, 3, 7).unwrap();
+    /// let loss = model.forward(&[1, 2, 3], &[2, 3, 4]).unwrap();
+    /// assert!((loss - 10f32.ln()).abs() < 0.1);
+    /// assert!(model.forward(&[1, 2], &[2, 3]).is_err()); // not [N, T] = [1, 3]
+    /// assert!(model.forward(&[1, 2, 3], &[2, 3, 10]).is_err()); // target outside V = 10
+    /// ```
     pub fn forward(&mut self, xs: &[u32], ts: &[i32]) -> Result<f32> {
         forward(&self.params, &mut self.ws, xs, ts)
     }
@@ -335,11 +397,34 @@ impl SimpleRnnlm {
     ///
     /// # Errors
     /// If no forward preceded.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 1, 3, 7).unwrap();
+    /// assert!(model.backward().is_err()); // no forward yet
+    /// model.forward(&[1, 2, 3], &[2, 3, 4]).unwrap();
+    /// model.backward().unwrap();
+    /// assert!(model.grads().as_slice().iter().any(|&g| g != 0.0));
+    /// assert!(model.backward().is_err()); // each backward needs its own forward
+    /// ```
     pub fn backward(&mut self) -> Result<()> {
         backward(&self.params, &mut self.ws, &mut self.grads)
     }
 
     /// Zeroes the carried hidden state.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 1, 3, 7).unwrap();
+    /// let (xs, ts) = ([1, 2, 3], [2, 3, 4]);
+    /// let first = model.forward(&xs, &ts).unwrap();
+    /// assert_ne!(model.forward(&xs, &ts).unwrap(), first); // carried state: a different loss
+    /// model.reset_state();
+    /// assert_eq!(model.state(), [0.0; 6]);
+    /// assert_eq!(model.forward(&xs, &ts).unwrap(), first);
+    /// ```
     pub fn reset_state(&mut self) {
         self.ws.reset_state();
     }
@@ -348,46 +433,140 @@ impl SimpleRnnlm {
     ///
     /// # Errors
     /// If `h` has the wrong length.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 1, 3, 7).unwrap();
+    /// let (xs, ts) = ([1, 2, 3], [2, 3, 4]);
+    /// model.forward(&xs, &ts).unwrap();
+    /// let saved = model.state().to_vec();
+    /// let next = model.forward(&xs, &ts).unwrap();
+    /// model.set_state(&saved).unwrap(); // rewind one batch
+    /// assert_eq!(model.forward(&xs, &ts).unwrap(), next);
+    /// assert!(model.set_state(&[0.0; 3]).is_err()); // not [N, H] = [1, 6]
+    /// ```
     pub fn set_state(&mut self, h: &[f32]) -> Result<()> {
         self.ws.set_state(h)
     }
 
     /// The carried hidden state `[N,H]`.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 2, 3, 7).unwrap();
+    /// assert_eq!(model.state(), [0.0; 2 * 6]); // [N, H], zero at the start
+    /// model.forward(&[1, 2, 3, 4, 5, 6], &[2, 3, 4, 5, 6, 7]).unwrap();
+    /// assert!(model.state().iter().all(|h| h.abs() < 1.0) && model.state()[0] != 0.0);
+    /// ```
     pub fn state(&self) -> &[f32] {
         self.ws.state()
     }
 
     /// The model's configuration.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let model = SimpleRnnlm::new(cfg, 2, 3, 7).unwrap();
+    /// assert_eq!(model.config(), &cfg);
+    /// ```
     pub fn config(&self) -> &Config {
         self.params.config()
     }
 
     /// Parameters.
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let model = SimpleRnnlm::new(cfg, 2, 3, 7).unwrap();
+    /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    /// assert_eq!(model.params(), &rnnlm::Params::init_book(cfg, &mut rng));
+    /// ```
     pub fn params(&self) -> &Params {
         &self.params
     }
 
     /// Gradients of the last backward.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 1, 3, 7).unwrap();
+    /// assert_eq!(model.grads(), &rnnlm::Params::zeros(cfg)); // nothing computed yet
+    /// model.forward(&[1, 2, 3], &[2, 3, 4]).unwrap();
+    /// model.backward().unwrap();
+    /// // dL/d(affine.b) is a mean of (softmax - one-hot) rows, which sum to zero.
+    /// let sum: f32 = model.grads().views().affine_b.iter().sum();
+    /// assert!(sum.abs() < 1e-6);
+    /// ```
     pub fn grads(&self) -> &Params {
         &self.grads
     }
 
     /// Gradients of the last backward, mutable (for clipping).
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 1, 3, 7).unwrap();
+    /// model.forward(&[1, 2, 3], &[2, 3, 4]).unwrap();
+    /// model.backward().unwrap();
+    /// let norm = rnnlm::optim::ClipGrads::new().clip(model.grads_mut().as_mut_slice(), 1e-3);
+    /// let clipped: f32 = model.grads().as_slice().iter().map(|g| g * g).sum::<f32>().sqrt();
+    /// assert!(norm > 1e-3 && (clipped - 1e-3).abs() < 1e-6);
+    /// ```
     pub fn grads_mut(&mut self) -> &mut Params {
         &mut self.grads
     }
 
     /// Parameters (mutable) and gradients together, for an optimizer step.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 1, 3, 7).unwrap();
+    /// model.forward(&[1, 2, 3], &[2, 3, 4]).unwrap();
+    /// model.backward().unwrap();
+    /// let (before, g) = (model.params().clone(), model.grads().clone());
+    /// rnnlm::Sgd::new(0.5).update(model.params_mut_and_grads());
+    /// let after = model.params().as_slice();
+    /// assert!((0..after.len()).all(|i| after[i] == before.as_slice()[i] - 0.5 * g.as_slice()[i]));
+    /// ```
     pub fn params_mut_and_grads(&mut self) -> (&mut Params, &Params) {
         (&mut self.params, &self.grads)
     }
 
     /// The workspace (activations of the last batch).
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 2, 3, 7).unwrap();
+    /// let loss = model.forward(&[1, 2, 3, 4, 5, 6], &[2, 3, 4, 5, 6, 7]).unwrap();
+    /// let ws = model.workspace();
+    /// assert!(ws.is_train() && (ws.batch_size(), ws.time_size()) == (2, 3));
+    /// let mean = ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / 6.0;
+    /// assert_eq!(loss, mean as f32);
+    /// ```
     pub fn workspace(&self) -> &Workspace {
         &self.ws
     }
 
     /// Consumes the model, returning its parameters.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// let model = SimpleRnnlm::new(cfg, 2, 3, 7).unwrap(); // ... trained ...
+    /// let kept = model.params().clone();
+    /// let vocab = rnnlm::Vocab::from_words((0..10).map(|i| format!("w{i}")).collect()).unwrap();
+    /// let lm = rnnlm::Rnnlm::new(model.into_params(), vocab).unwrap(); // hand over for inference
+    /// assert_eq!(lm.params(), &kept);
+    /// ```
     pub fn into_params(self) -> Params {
         self.params
     }

@@ -11,6 +11,16 @@ use crate::layers::rnn;
 ///
 /// The workspace also holds the recurrent state `h` `[N,H]` that carries from batch to batch
 /// (the book's stateful `TimeRNN`).
+///
+/// ```
+/// use rnnlm::{Config, Workspace};
+/// let cfg = Config::new(10, 4, 6).unwrap();
+/// let train = Workspace::new(cfg, 2, 3, true).unwrap();
+/// let infer = Workspace::new(cfg, 2, 3, false).unwrap();
+/// assert!(train.is_train() && !infer.is_train());
+/// assert!(infer.bytes() < train.bytes()); // no gradient buffers
+/// assert_eq!(infer.state(), [0.0; 2 * 6]); // the carried state [N, H] starts at zero
+/// ```
 #[derive(Clone, Debug)]
 pub struct Workspace {
     pub(crate) cfg: Config,
@@ -132,26 +142,76 @@ impl Workspace {
     }
 
     /// Batch size `N`.
+    ///
+    /// ```
+    /// let ws = rnnlm::Workspace::new(rnnlm::Config::new(10, 4, 6).unwrap(), 2, 3, false).unwrap();
+    /// assert_eq!(ws.batch_size(), 2);
+    /// assert_eq!(ws.state().len(), ws.batch_size() * 6); // one state row per batch row
+    /// ```
     pub fn batch_size(&self) -> usize {
         self.n
     }
 
     /// Time steps per batch `T`.
+    ///
+    /// ```
+    /// let ws = rnnlm::Workspace::new(rnnlm::Config::new(10, 4, 6).unwrap(), 2, 3, false).unwrap();
+    /// assert_eq!(ws.time_size(), 3);
+    /// assert_eq!(ws.hidden().len(), ws.batch_size() * ws.time_size() * 6); // [N, T, H]
+    /// ```
     pub fn time_size(&self) -> usize {
         self.t
     }
 
     /// Whether the gradient buffers exist.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// use rnnlm::model::simple::backward;
+    /// let mut ws = Workspace::new(cfg, 1, 2, false).unwrap();
+    /// assert!(!ws.is_train());
+    /// forward(&params, &mut ws, &[1, 2], &[2, 3]).unwrap();
+    /// assert!(backward(&params, &mut ws, &mut Params::zeros(cfg)).is_err()); // no gradients here
+    /// ```
     pub fn is_train(&self) -> bool {
         self.train
     }
 
     /// The hidden state `[N,H]` that the next batch starts from.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// let mut ws = Workspace::new(cfg, 2, 3, false).unwrap();
+    /// forward(&params, &mut ws, &[1, 2, 3, 4, 5, 6], &[2, 3, 4, 5, 6, 7]).unwrap();
+    /// let (h, hs) = (ws.state(), ws.hidden()); // [N, H] and [N, T, H], H = 6
+    /// assert_eq!(h[..6], hs[2 * 6..3 * 6]); // row 0's state is its last step's h
+    /// assert_eq!(h[6..], hs[5 * 6..6 * 6]); // row 1's likewise
+    /// ```
     pub fn state(&self) -> &[f32] {
         &self.state
     }
 
     /// Sets the carried state to zero (the book's `reset_state`).
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// let mut ws = Workspace::new(cfg, 1, 3, false).unwrap();
+    /// let (xs, ts) = ([1, 2, 3], [2, 3, 4]);
+    /// let first = forward(&params, &mut ws, &xs, &ts).unwrap();
+    /// let second = forward(&params, &mut ws, &xs, &ts).unwrap(); // from the carried state
+    /// assert_ne!(second, first);
+    /// ws.reset_state();
+    /// assert_eq!(forward(&params, &mut ws, &xs, &ts).unwrap(), first); // starts from zero again
+    /// ```
     pub fn reset_state(&mut self) {
         self.state.fill(0.0);
     }
@@ -160,6 +220,21 @@ impl Workspace {
     ///
     /// # Errors
     /// If `h` is not `[N,H]`.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// let mut ws = Workspace::new(cfg, 1, 3, false).unwrap();
+    /// let (xs, ts) = ([1, 2, 3], [2, 3, 4]);
+    /// forward(&params, &mut ws, &xs, &ts).unwrap();
+    /// let saved = ws.state().to_vec();
+    /// let next = forward(&params, &mut ws, &xs, &ts).unwrap();
+    /// ws.set_state(&saved).unwrap(); // rewind
+    /// assert_eq!(forward(&params, &mut ws, &xs, &ts).unwrap(), next);
+    /// assert!(ws.set_state(&[0.0; 5]).is_err()); // not [N, H] = [1, 6]
+    /// ```
     pub fn set_state(&mut self, h: &[f32]) -> Result<()> {
         if h.len() != self.state.len() {
             return Err(Error::Shape {
@@ -173,21 +248,67 @@ impl Workspace {
     }
 
     /// Logits (after a forward in evaluation mode) `[N*T,V]`.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// let mut ws = Workspace::new(cfg, 1, 2, false).unwrap();
+    /// forward(&params, &mut ws, &[1, 2], &[2, 3]).unwrap();
+    /// assert_eq!(ws.logits().len(), 2 * 10); // [N*T, V]
+    /// // Position 0's loss is the cross-entropy of its logits row (bias included) for target 2.
+    /// let row = &ws.logits()[..10];
+    /// let lse = row.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln();
+    /// assert!((lse - row[2] as f64 - ws.position_losses()[0] as f64).abs() < 1e-5);
+    /// ```
     pub fn logits(&self) -> &[f32] {
         &self.logits
     }
 
     /// Per-position cross-entropies of the last forward `[N*T]` (0 where masked).
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// let mut ws = Workspace::new(cfg, 2, 3, false).unwrap();
+    /// let loss = forward(&params, &mut ws, &[1, 2, 3, 4, 5, 6], &[2, 3, -1, 5, 6, -1]).unwrap();
+    /// let l = ws.position_losses();
+    /// assert_eq!((l[2], l[5]), (0.0, 0.0)); // masked positions
+    /// let mean = l.iter().map(|&x| x as f64).sum::<f64>() / 4.0; // over the 4 unmasked
+    /// assert_eq!(loss, mean as f32);
+    /// ```
     pub fn position_losses(&self) -> &[f32] {
         &self.losses
     }
 
     /// Hidden states `h_t` of the last forward, `[N,T,H]`.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
+    /// # let cfg = Config::new(10, 4, 6).unwrap();
+    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// let mut ws = Workspace::new(cfg, 2, 3, false).unwrap();
+    /// forward(&params, &mut ws, &[1, 2, 3, 4, 5, 6], &[2, 3, 4, 5, 6, 7]).unwrap();
+    /// assert_eq!(ws.hidden().len(), 2 * 3 * 6);
+    /// assert!(ws.hidden().iter().all(|h| h.abs() < 1.0)); // tanh outputs
+    /// ```
     pub fn hidden(&self) -> &[f32] {
         &self.hs
     }
 
     /// Bytes held by the buffers.
+    ///
+    /// ```
+    /// use rnnlm::{Config, Workspace};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// let small = Workspace::new(cfg, 2, 3, false).unwrap();
+    /// assert!(small.bytes() >= 4 * (small.logits().len() + small.hidden().len()));
+    /// assert!(Workspace::new(cfg, 4, 3, false).unwrap().bytes() > small.bytes());
+    /// ```
     pub fn bytes(&self) -> usize {
         4 * (self.xs.len()
             + self.ts.len()

@@ -11,6 +11,15 @@ const CHUNK: usize = 1 << 15;
 ///
 /// Holds the per-chunk partial sums, so clipping allocates only when the gradient buffer
 /// grows.
+///
+/// ```
+/// let mut clip = rnnlm::optim::ClipGrads::new(); // reusable: keeps its scratch
+/// let mut g = [0.3f32, 0.4];
+/// assert!((clip.clip(&mut g, 1.0) - 0.5).abs() < 1e-6); // norm 0.5 <= 1: unchanged
+/// assert_eq!(g, [0.3, 0.4]);
+/// assert!((clip.clip(&mut g, 0.25) - 0.5).abs() < 1e-6); // norm 0.5 > 0.25: halved
+/// assert!((g[0] - 0.15).abs() < 1e-6 && (g[1] - 0.2).abs() < 1e-6);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ClipGrads {
     partials: Vec<f64>,
@@ -18,6 +27,17 @@ pub struct ClipGrads {
 
 impl ClipGrads {
     /// A clipper with no scratch yet.
+    ///
+    /// ```
+    /// let cfg = rnnlm::Config::new(10, 4, 4).unwrap();
+    /// let mut model = rnnlm::SimpleRnnlm::new(cfg, 1, 3, 0).unwrap();
+    /// model.forward(&[1, 2, 3], &[2, 3, 4]).unwrap();
+    /// model.backward().unwrap();
+    /// let mut clip = rnnlm::optim::ClipGrads::new();
+    /// let before = clip.clip(model.grads_mut().as_mut_slice(), 1e-3);
+    /// let after = clip.clip(model.grads_mut().as_mut_slice(), 1e-3); // norm once clipped
+    /// assert!(before > 1e-3 && (after - 1e-3).abs() < 1e-6);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }

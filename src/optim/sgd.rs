@@ -9,6 +9,12 @@ use crate::model::params::Params;
 const CHUNK: usize = 1 << 15;
 
 /// The book's `SGD`: `param -= lr * grad`, one loop over the flat buffers.
+///
+/// ```
+/// let mut sgd = rnnlm::Sgd::new(5.0);
+/// sgd.lr /= 4.0; // the trainer's decay after an epoch without improvement
+/// assert_eq!(sgd.lr, 1.25);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sgd {
     /// Learning rate.
@@ -17,6 +23,10 @@ pub struct Sgd {
 
 impl Sgd {
     /// An optimizer with learning rate `lr`.
+    ///
+    /// ```
+    /// assert_eq!(rnnlm::Sgd::new(0.5), rnnlm::Sgd { lr: 0.5 });
+    /// ```
     pub fn new(lr: f32) -> Self {
         Self { lr }
     }
