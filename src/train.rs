@@ -70,6 +70,8 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks the sizes and rates before a run starts.
+    ///
     /// # Errors
     /// If a size is zero or a rate is not a positive finite number.
     ///

@@ -6,8 +6,8 @@ use crate::error::{Error, Result};
 
 /// The shape of a `SimpleRnnlm`: vocabulary `V`, word-vector size `D`, hidden size `H`.
 ///
-/// Serialised into checkpoints as the `config` metadata entry:
-/// `{"cell":"rnn","vocab_size":V,"wordvec_size":D,"hidden_size":H}`.
+/// Checkpoints store it, with the cell type, as the `config` metadata entry
+/// `{"cell":"rnn","vocab_size":V,"wordvec_size":D,"hidden_size":H}` (see [`crate::checkpoint`]).
 ///
 /// ```
 /// use rnnlm::{Config, Params};
@@ -45,8 +45,10 @@ impl Config {
         Ok(c)
     }
 
+    /// Checks that every size is at least 1 and at most 2^24.
+    ///
     /// # Errors
-    /// If a size is zero, or the parameter count overflows.
+    /// If a size is zero or larger than 2^24.
     ///
     /// ```
     /// let mut cfg = rnnlm::Config::new(10, 4, 6).unwrap();
