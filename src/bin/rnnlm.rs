@@ -320,13 +320,7 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
         windows: args.windows as usize,
         window: seconds("--window", args.window)?,
     };
-    let mut builder = rayon::ThreadPoolBuilder::new();
-    if let Some(p) = args.threads {
-        builder = builder.num_threads(p as usize);
-    }
-    let pool = builder
-        .build()
-        .map_err(|e| Error::invalid("--threads", e.to_string()))?;
+    let pool = thread_pool(args.threads)?;
     // The whole run inside one pool: rayon calls from a worker thread are cheapest.
     let report = pool.install(|| rnnlm::bench::run(&spec))?;
     let mode = match args.mode {
@@ -457,13 +451,7 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
         cfg.epochs
     );
 
-    let mut builder = rayon::ThreadPoolBuilder::new();
-    if let Some(p) = args.threads {
-        builder = builder.num_threads(p as usize);
-    }
-    let pool = builder
-        .build()
-        .map_err(|e| Error::invalid("--threads", e.to_string()))?;
+    let pool = thread_pool(args.threads)?;
     // A failure to install the handler only loses graceful Ctrl-C; training still works.
     let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
 
@@ -670,4 +658,17 @@ fn score(args: &ScoreArgs) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The rayon pool a command runs in: `--threads P`, else RAYON_NUM_THREADS, else one thread
+/// per core. Commands run their whole loop inside it (`pool.install`), where rayon's calls are
+/// cheapest.
+fn thread_pool(threads: Option<u32>) -> Result<rayon::ThreadPool, Error> {
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(p) = threads {
+        builder = builder.num_threads(p as usize);
+    }
+    builder
+        .build()
+        .map_err(|e| Error::invalid("--threads", e.to_string()))
 }
