@@ -261,8 +261,10 @@ fn ctrl_c_then_resume_matches_an_uninterrupted_run() {
             "5",
             "--lr",
             "0.5",
+            // Long enough (~1 s) that the interrupt surely lands mid-run, even on a busy
+            // machine: it is sent during the first epoch.
             "--epochs",
-            "3",
+            "40",
             "--eval-interval",
             "10",
             "--threads",
