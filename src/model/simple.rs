@@ -41,6 +41,13 @@ pub fn forward(params: &Params, ws: &mut Workspace, xs: &[u32], ts: &[i32]) -> R
     Ok(on_worker(|| forward_loaded(params, ws)))
 }
 
+/// Rows of logits computed and then softmaxed together (16 x V = 640 KB at V = 10,000: L2).
+const SOFTMAX_FUSE_ROWS: usize = 16;
+
+/// Largest packed `affine.W` for which the output layer goes row slice by row slice: each
+/// slice re-reads all of it (from L3 while it fits there).
+const SOFTMAX_FUSE_MAX_W_BYTES: usize = 8 << 20;
+
 /// Multiply-adds per batch below which a pass runs as one block on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1_000_000;
 
@@ -120,12 +127,25 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
                 // Input projection for every step of the block: hs = emb Wx   [r,D] x [D,H]
                 recurrent::gemm_packed(r, d, h, emb, d, wx_packed, hs, h, false);
                 rnn::forward_rows(hs, hprev, state, wh_packed, p.b, (m, t, h));
-                // Output affine: logits = hs W   [r,H] x [H,V]; the bias joins in the softmax pass.
-                recurrent::gemm_packed(r, h, v, hs, h, w_packed, logits, v, false);
-                if train {
-                    softmax_loss::rows_forward_backward(logits, p.affine_b, ts, losses, scale);
+                // Output affine, logits = hs W   [r,H] x [H,V], then the softmax pass (which adds
+                // the bias), a few rows at a time: each slice of logits is still in L2 when
+                // the softmax reads and rewrites it, so it crosses the memory bus once instead
+                // of three times. Worth it while packed W stays cheap to re-read from L3.
+                let sub = if h * v * 4 <= SOFTMAX_FUSE_MAX_W_BYTES {
+                    SOFTMAX_FUSE_ROWS
                 } else {
-                    softmax_loss::rows_forward(logits, p.affine_b, ts, losses);
+                    r
+                };
+                for r0 in (0..r).step_by(sub.max(1)) {
+                    let rows = sub.min(r - r0);
+                    let l = &mut logits[r0 * v..(r0 + rows) * v];
+                    let (ts, losses) = (&ts[r0..r0 + rows], &mut losses[r0..r0 + rows]);
+                    recurrent::gemm_packed(rows, h, v, &hs[r0 * h..], h, w_packed, l, v, false);
+                    if train {
+                        softmax_loss::rows_forward_backward(l, p.affine_b, ts, losses, scale);
+                    } else {
+                        softmax_loss::rows_forward(l, p.affine_b, ts, losses);
+                    }
                 }
             },
         );
