@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{one_line_error, rnnlm, tmpdir};
+use common::{ok_json, one_line_error, rnnlm, tmpdir};
 use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
@@ -29,13 +29,7 @@ fn eval_prints_perplexity_and_json() {
     let out = rnnlm(&[
         "eval", "--model", m_s, "--data", t_s, "--batch", "2", "--time", "5", "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let (_, json) = ok_json(&out);
     let ppl = json["perplexity"].as_f64().unwrap();
     assert_eq!(json["protocol"], "book");
     assert_eq!(json["unk_mapped"], 20, "each 'zebra' maps to <unk>");

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{one_line_error, rnnlm, tmpdir};
+use common::{ok_json, one_line_error, rnnlm, tmpdir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -70,13 +70,7 @@ fn trained(dir: &Path) -> PathBuf {
         s(&dir.join("plot.svg")),
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let (stdout, json) = ok_json(&out);
     for key in [
         "valid_perplexity",
         "test_perplexity",
@@ -277,17 +271,13 @@ fn ctrl_c_then_resume_matches_an_uninterrupted_run() {
         .map(|x| x.to_string())
         .collect()
     };
-    let last_json = |out: &str| -> serde_json::Value {
-        serde_json::from_str(out.lines().last().unwrap()).unwrap()
-    };
     let whole = rnnlm(
         &args(&dir.join("whole"))
             .iter()
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
-    assert!(whole.status.success());
-    let whole = last_json(&String::from_utf8(whole.stdout).unwrap());
+    let (_, whole) = ok_json(&whole);
 
     let cut = dir.join("cut");
     let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
@@ -318,12 +308,7 @@ fn ctrl_c_then_resume_matches_an_uninterrupted_run() {
     let mut again = args(&cut);
     again.extend(["--resume".to_string(), s(&resume).to_string()]);
     let out = rnnlm(&again.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let resumed = last_json(&String::from_utf8(out.stdout).unwrap());
+    let (_, resumed) = ok_json(&out);
     for key in ["valid_perplexity", "test_perplexity", "steps", "tokens"] {
         assert_eq!(resumed[key], whole[key], "{key}");
     }

@@ -33,3 +33,16 @@ pub fn one_line_error(out: &Output) -> String {
     assert!(!err.contains("panicked"), "{err}");
     err
 }
+
+/// Asserts the command succeeded (showing its stderr if not) and returns its stdout and the
+/// JSON object on its last line.
+pub fn ok_json(out: &Output) -> (String, serde_json::Value) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+    let json = serde_json::from_str(stdout.lines().last().expect("some output")).unwrap();
+    (stdout, json)
+}
