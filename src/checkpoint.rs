@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::model::config::Config;
-use crate::model::params::{Params, PARAM_NAMES};
+use crate::model::config::{Cell, Config};
+use crate::model::params::Params;
 
 /// The `config` metadata entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -27,6 +27,16 @@ struct ConfigMeta {
     vocab_size: usize,
     wordvec_size: usize,
     hidden_size: usize,
+    /// Absent in files of version 0.1 (one layer).
+    #[serde(default = "one")]
+    layers: usize,
+    /// Absent in files of version 0.1 (untied).
+    #[serde(default)]
+    tied: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A loaded checkpoint: parameters and, when the file has one, the vocabulary.
@@ -39,7 +49,7 @@ struct ConfigMeta {
 /// let ck = from_bytes(&to_bytes(&params, None).unwrap(), "mem".as_ref()).unwrap();
 /// assert_eq!(ck.params, params);
 /// assert!(ck.vocab.is_none() && ck.extra_tensors.is_empty()); // saved without them
-/// let config = r#"{"cell":"rnn","vocab_size":3,"wordvec_size":2,"hidden_size":2}"#;
+/// let config = r#"{"cell":"rnn","vocab_size":3,"wordvec_size":2,"hidden_size":2,"layers":1,"tied":false}"#;
 /// assert_eq!(ck.metadata["config"], config);
 /// ```
 #[derive(Clone, Debug)]
@@ -123,10 +133,12 @@ pub fn to_bytes_with(
     let cfg = params.config();
     let mut meta = HashMap::new();
     let config = ConfigMeta {
-        cell: "rnn".into(),
+        cell: cfg.cell.name().into(),
         vocab_size: cfg.vocab_size,
         wordvec_size: cfg.wordvec_size,
         hidden_size: cfg.hidden_size,
+        layers: cfg.layers,
+        tied: cfg.tied,
     };
     meta.insert("config".to_owned(), json(&config));
     if let Some(v) = vocab {
@@ -153,31 +165,22 @@ pub fn to_bytes_with(
         }
     }
     // safetensors stores little-endian bytes; convert explicitly so big-endian hosts work.
-    let bytes: Vec<Vec<u8>> = params
+    let le = |t: &[f32]| -> Vec<u8> { t.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = params
         .tensors()
-        .iter()
-        .map(|t| t.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let extra_bytes: Vec<Vec<u8>> = extra_tensors
-        .iter()
-        .map(|(_, _, t)| t.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let names = PARAM_NAMES
-        .iter()
-        .map(|n| n.to_string())
-        .chain(extra_tensors.iter().map(|(n, _, _)| n.clone()));
-    let shapes = Params::shapes(cfg)
         .into_iter()
-        .chain(extra_tensors.iter().map(|(_, s, _)| s.clone()));
-    let views =
-        names
-            .zip(shapes)
-            .zip(bytes.iter().chain(&extra_bytes))
-            .map(|((name, shape), data)| {
-                let view = TensorView::new(Dtype::F32, shape, data)
-                    .expect("shape and byte length agree by construction");
-                (name, view)
-            });
+        .map(|(n, s, t)| (n, s, le(t)))
+        .collect();
+    named.extend(
+        extra_tensors
+            .iter()
+            .map(|(n, s, t)| (n.clone(), s.clone(), le(t))),
+    );
+    let views = named.iter().map(|(name, shape, data)| {
+        let view = TensorView::new(Dtype::F32, shape.clone(), data)
+            .expect("shape and byte length agree by construction");
+        (name.clone(), view)
+    });
     let bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
     Ok(canonical_header(bytes))
@@ -318,14 +321,6 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
 
     let mut names: Vec<String> = st.names().into_iter().map(str::to_owned).collect();
     names.sort();
-    for n in &names {
-        if !PARAM_NAMES.contains(&n.as_str()) && !n.starts_with(EXTRA_PREFIX) {
-            return Err(bad(
-                path,
-                format!("unexpected tensor {n:?} (a SimpleRnnlm has {PARAM_NAMES:?})"),
-            ));
-        }
-    }
     let get = |name: &str| -> Result<TensorView<'_>> {
         let t = st
             .tensor(name)
@@ -338,68 +333,64 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         }
         Ok(t)
     };
-    let embed = get("embed.W")?;
-    let wx = get("rnn.Wx")?;
-    let (v, d, h) = match (embed.shape(), wx.shape()) {
-        ([v, d], [_, h]) => (*v, *d, *h),
-        _ => {
-            return Err(bad(
-                path,
-                format!(
-                    "embed.W must be [V,D] and rnn.Wx [D,H]; found {:?} and {:?}",
-                    embed.shape(),
-                    wx.shape()
-                ),
-            ))
+    let cfg = match meta.get("config") {
+        Some(text) => config_from_meta(text, path)?,
+        None => infer_config(&names, &get, path)?,
+    };
+    // The one-layer names without an index (files of version 0.1, the book's `lstm.*`) stand
+    // for layer 0.
+    let file_name = |name: &str| -> String {
+        let prefix = format!("{}.0.", cfg.cell.name());
+        match name.strip_prefix(&prefix) {
+            Some(rest) if cfg.layers == 1 && !names.iter().any(|n| n == name) => {
+                format!("{}.{rest}", cfg.cell.name())
+            }
+            _ => name.to_owned(),
         }
     };
-    let cfg = Config::new(v, d, h).map_err(|e| bad(path, e.to_string()))?;
-
-    if let Some(text) = meta.get("config") {
-        let c: ConfigMeta = serde_json::from_str(text)
-            .map_err(|e| bad(path, format!("metadata 'config' is not valid JSON ({e})")))?;
-        if c.cell != "rnn" {
-            return Err(bad(
-                path,
-                format!("cell {:?} is not supported here (expected \"rnn\")", c.cell),
-            ));
-        }
-        let found = [c.vocab_size, c.wordvec_size, c.hidden_size];
-        if found != [v, d, h] {
+    let layout = Params::layout(&cfg);
+    let expected: Vec<String> = layout.iter().map(|(n, _)| file_name(n)).collect();
+    for n in &names {
+        if !expected.contains(n) && !n.starts_with(EXTRA_PREFIX) {
             return Err(bad(
                 path,
                 format!(
-                    "metadata config (V,D,H) = {found:?} disagrees with the tensors {:?}",
-                    [v, d, h]
+                    "unexpected tensor {n:?} (a {} model with {} layer(s){} has {expected:?})",
+                    cfg.cell,
+                    cfg.layers,
+                    if cfg.tied { ", tied" } else { "" }
                 ),
             ));
         }
     }
-
-    let mut data: Vec<Vec<f32>> = Vec::with_capacity(PARAM_NAMES.len());
-    for (name, shape) in PARAM_NAMES.iter().zip(Params::shapes(&cfg)) {
-        let t = get(name)?;
+    let mut data: Vec<f32> = Vec::with_capacity(Params::len_of(&cfg));
+    for ((name, shape), file) in layout.iter().zip(&expected) {
+        let t = get(file)?;
         if t.shape() != shape.as_slice() {
             return Err(bad(
                 path,
                 format!(
-                    "tensor {name:?} has shape {:?}, expected {shape:?}",
-                    t.shape()
+                    "tensor {file:?} has shape {:?}, expected {shape:?} for {}",
+                    t.shape(),
+                    describe(&cfg)
                 ),
             ));
         }
-        data.push(
+        let _ = name;
+        data.extend(
             t.data()
                 .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         );
     }
-    let tensors: [&[f32]; 6] = std::array::from_fn(|i| data[i].as_slice());
-    let params = Params::from_tensors(cfg, tensors);
+    let v = cfg.vocab_size;
+    let params = Params::from_vec(cfg, data);
 
     let vocab = match meta.get("vocab") {
         None => None,
+        // A free-text note where the words would be (the book's converted weights say
+        // "PTB first-appearance ids"): no vocabulary, the note stays in `metadata`.
+        Some(text) if !text.trim_start().starts_with('[') => None,
         Some(text) => {
             let words: Vec<String> = serde_json::from_str(text).map_err(|e| {
                 bad(
@@ -435,4 +426,93 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         extra_tensors,
         metadata: meta,
     })
+}
+
+fn describe(cfg: &Config) -> String {
+    format!(
+        "{} x {} (V={}, D={}, H={}{})",
+        cfg.layers,
+        cfg.cell,
+        cfg.vocab_size,
+        cfg.wordvec_size,
+        cfg.hidden_size,
+        if cfg.tied { ", tied" } else { "" }
+    )
+}
+
+/// The configuration a `config` metadata entry declares.
+fn config_from_meta(text: &str, path: &Path) -> Result<Config> {
+    let c: ConfigMeta = serde_json::from_str(text)
+        .map_err(|e| bad(path, format!("metadata 'config' is not valid JSON ({e})")))?;
+    let cell: Cell = c.cell.parse().map_err(|_| {
+        bad(
+            path,
+            format!("cell {:?} is not one of rnn, lstm, gru", c.cell),
+        )
+    })?;
+    Config {
+        vocab_size: c.vocab_size,
+        wordvec_size: c.wordvec_size,
+        hidden_size: c.hidden_size,
+        cell,
+        layers: c.layers,
+        tied: c.tied,
+    }
+    .validated()
+    .map_err(|e| bad(path, format!("metadata config: {e}")))
+}
+
+/// The configuration of a file without `config` metadata (such as the book's weights), read
+/// off its tensor names and shapes: the cell from the prefix, the depth from the layer
+/// indices, `V, D` from `embed.W`, `H` from the first `Wh`, tied when `affine.W` is absent.
+fn infer_config<'a>(
+    names: &[String],
+    get: &dyn Fn(&str) -> Result<TensorView<'a>>,
+    path: &Path,
+) -> Result<Config> {
+    let cell = [Cell::Rnn, Cell::Lstm, Cell::Gru]
+        .into_iter()
+        .find(|c| {
+            names
+                .iter()
+                .any(|n| n.starts_with(&format!("{}.", c.name())))
+        })
+        .ok_or_else(|| {
+            bad(
+                path,
+                "has no config metadata and no rnn.*, lstm.* or gru.* tensors: not a model",
+            )
+        })?;
+    let c = cell.name();
+    let indexed = |l: usize| names.iter().any(|n| n.starts_with(&format!("{c}.{l}.")));
+    let (layers, wh_name) = if indexed(0) {
+        (
+            (0..).take_while(|&l| indexed(l)).count(),
+            format!("{c}.0.Wh"),
+        )
+    } else {
+        (1, format!("{c}.Wh"))
+    };
+    let embed = get("embed.W")?;
+    let wh = get(&wh_name)?;
+    let ([v, d], [h, _]) = (embed.shape(), wh.shape()) else {
+        return Err(bad(
+            path,
+            format!(
+                "embed.W must be [V,D] and {wh_name} [H,GH]; found {:?} and {:?}",
+                embed.shape(),
+                wh.shape()
+            ),
+        ));
+    };
+    Config {
+        vocab_size: *v,
+        wordvec_size: *d,
+        hidden_size: *h,
+        cell,
+        layers,
+        tied: !names.iter().any(|n| n == "affine.W"),
+    }
+    .validated()
+    .map_err(|e| bad(path, e.to_string()))
 }

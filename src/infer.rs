@@ -15,9 +15,9 @@ use rand::{Rng, RngExt};
 use crate::checkpoint;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::kernels::{recurrent, softmax, tanh};
+use crate::kernels::{gates, recurrent, softmax, tanh};
 use crate::layers::embedding;
-use crate::model::config::Config;
+use crate::model::config::{Cell, Config};
 use crate::model::params::Params;
 
 /// A trained model ready for inference: weights, vocabulary, and packed copies of `Wx`, `Wh`
@@ -58,9 +58,8 @@ pub struct Rnnlm {
     params: Params,
     vocab: Vocab,
     /// `rnn.Wx [D,H]` packed by `recurrent::pack_b`.
-    wx_packed: Vec<f32>,
-    /// `rnn.Wh [H,H]` packed.
-    wh_packed: Vec<f32>,
+    /// Per layer: `Wx` packed `[D_l, GH]` and `Wh` packed `[H, GH]`.
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
     /// `affine.W [H,V]` packed.
     w_packed: Vec<f32>,
 }
@@ -100,15 +99,22 @@ pub struct State {
     batch: usize,
     /// Hidden state `[batch, H]`.
     h: Vec<f32>,
+    /// LSTM: `c` of every layer `[L, batch, H]`.
+    c: Vec<f32>,
+    /// Step scratch: gates `[batch, GH]`, a GRU's `h Wh + bh` `[batch, GH]`, the next `h`
+    /// and `c` and `tanh(c)` `[batch, H]`.
+    gates: Vec<f32>,
+    gh: Vec<f32>,
+    hn: Vec<f32>,
+    cn: Vec<f32>,
+    tc: Vec<f32>,
     /// Embedded inputs of the current step `[batch, D]`.
     x: Vec<f32>,
-    /// Pre-activation, then the next hidden state `[batch, H]`.
-    pre: Vec<f32>,
 }
 
 impl PartialEq for State {
     fn eq(&self, other: &Self) -> bool {
-        self.cfg == other.cfg && self.batch == other.batch && self.h == other.h
+        self.cfg == other.cfg && self.batch == other.batch && self.h == other.h && self.c == other.c
     }
 }
 
@@ -138,7 +144,7 @@ impl State {
         self.batch
     }
 
-    /// The hidden state `[batch, H]` (row `i` is stream `i`'s last `h`).
+    /// The hidden states `[L, batch, H]`, layer by layer (row `i` of a layer is stream `i`'s last `h`).
     ///
     /// ```
     /// # use rand::SeedableRng;
@@ -158,6 +164,11 @@ impl State {
         &self.h
     }
 
+    /// An LSTM's cell states `c` of every layer, `[L, batch, H]` (empty for other cells).
+    pub fn cell(&self) -> &[f32] {
+        &self.c
+    }
+
     /// Sets every stream back to the zero state.
     ///
     /// ```
@@ -175,6 +186,7 @@ impl State {
     /// ```
     pub fn reset(&mut self) {
         self.h.fill(0.0);
+        self.c.fill(0.0);
     }
 }
 
@@ -279,19 +291,29 @@ impl Rnnlm {
             });
         }
         let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
-        let p = params.views();
-        let pack = |k: usize, n: usize, b: &[f32]| {
+        let gh = cfg.cell.gates() * h;
+        // B [k,n] with element (r, c) at b[r*rs + c*cs], packed for the step kernel.
+        let pack = |k: usize, n: usize, b: &[f32], rs: usize, cs: usize| {
             let mut out = vec![0.0f32; recurrent::packed_len(k, n)];
-            recurrent::pack_b(k, n, b, n, 1, &mut out);
+            recurrent::pack_b(k, n, b, rs, cs, &mut out);
             out
         };
-        let (wx_packed, wh_packed, w_packed) =
-            (pack(d, h, p.wx), pack(h, h, p.wh), pack(h, v, p.affine_w));
+        let layers = (0..cfg.layers)
+            .map(|l| {
+                let (p, dl) = (params.layer(l), cfg.layer_input(l));
+                (pack(dl, gh, p.wx, gh, 1), pack(h, gh, p.wh, gh, 1))
+            })
+            .collect();
+        let w_packed = match params.affine_w() {
+            Some(w) => pack(h, v, w, v, 1),
+            // Tied: the output weights are embed.W [V,H] read transposed.
+            None => pack(h, v, params.embed_w(), 1, h),
+        };
+        let _ = d;
         Ok(Self {
             params,
             vocab,
-            wx_packed,
-            wh_packed,
+            layers,
             w_packed,
         })
     }
@@ -401,12 +423,20 @@ impl Rnnlm {
     /// ```
     pub fn zero_state(&self, batch: usize) -> State {
         let cfg = *self.config();
+        let (h, gh) = (cfg.hidden_size, cfg.cell.gates() * cfg.hidden_size);
+        let lstm = cfg.cell == Cell::Lstm;
+        let when = |on: bool, len: usize| if on { vec![0.0; len] } else { Vec::new() };
         State {
             cfg,
             batch,
-            h: vec![0.0; batch * cfg.hidden_size],
+            h: vec![0.0; cfg.layers * batch * h],
+            c: when(lstm, cfg.layers * batch * h),
             x: vec![0.0; batch * cfg.wordvec_size],
-            pre: vec![0.0; batch * cfg.hidden_size],
+            gates: vec![0.0; batch * gh],
+            gh: when(cfg.cell == Cell::Gru, batch * gh),
+            hn: vec![0.0; batch * h],
+            cn: when(lstm, batch * h),
+            tc: when(lstm, batch * h),
         }
     }
 
@@ -467,20 +497,77 @@ impl Rnnlm {
         if n == 0 {
             return Ok(());
         }
-        let p = self.params.views();
-        let State { h: hs, x, pre, .. } = state;
-        embedding::forward(x, tokens, p.embed_w, d);
-        // Same order as model::simple::forward: pre = x Wx, pre += h Wh, then bias + tanh.
-        recurrent::gemm_packed(n, d, h, x, d, &self.wx_packed, pre, h, false);
-        recurrent::gemm_packed(n, h, h, hs, h, &self.wh_packed, pre, h, true);
-        for row in pre.chunks_exact_mut(h) {
-            tanh::bias_tanh(row, p.b);
+        let p = &self.params;
+        let (cell, gw) = (cfg.cell, cfg.cell.gates() * h);
+        let State {
+            h: hall,
+            c: call,
+            x,
+            gates,
+            gh,
+            hn,
+            cn,
+            tc,
+            ..
+        } = state;
+        embedding::forward(x, tokens, p.embed_w(), d);
+        // Each layer as the training forward computes one time step of it, with the same
+        // kernels in the same order: gates = x Wx, then += h Wh (a GRU: gh = h Wh), then the
+        // fused cell pass.
+        let nh = n * h;
+        for (l, (wx_packed, wh_packed)) in self.layers.iter().enumerate() {
+            let (pl, dl) = (p.layer(l), cfg.layer_input(l));
+            let (below, rest) = hall.split_at_mut(l * nh);
+            let input: &[f32] = if l == 0 { x } else { &below[(l - 1) * nh..] };
+            let hl = &mut rest[..nh];
+            match cell {
+                Cell::Rnn => {
+                    recurrent::gemm_packed(n, dl, h, input, dl, wx_packed, hn, h, false);
+                    recurrent::gemm_packed(n, h, h, hl, h, wh_packed, hn, h, true);
+                    for row in hn.chunks_exact_mut(h) {
+                        tanh::bias_tanh(row, pl.b);
+                    }
+                }
+                Cell::Lstm => {
+                    recurrent::gemm_packed(n, dl, gw, input, dl, wx_packed, gates, gw, false);
+                    recurrent::gemm_packed(n, h, gw, hl, h, wh_packed, gates, gw, true);
+                    let cl = &mut call[l * nh..(l + 1) * nh];
+                    for i in 0..n {
+                        let r = i * h..(i + 1) * h;
+                        gates::lstm_forward(
+                            &mut gates[i * gw..(i + 1) * gw],
+                            pl.b,
+                            &cl[r.clone()],
+                            &mut cn[r.clone()],
+                            &mut tc[r.clone()],
+                            &mut hn[r],
+                        );
+                    }
+                    cl.copy_from_slice(cn);
+                }
+                Cell::Gru => {
+                    recurrent::gemm_packed(n, dl, gw, input, dl, wx_packed, gates, gw, false);
+                    recurrent::gemm_packed(n, h, gw, hl, h, wh_packed, gh, gw, false);
+                    for i in 0..n {
+                        let (g, r) = (i * gw..(i + 1) * gw, i * h..(i + 1) * h);
+                        gates::gru_forward(
+                            &mut gates[g.clone()],
+                            &mut gh[g],
+                            pl.b,
+                            pl.bh,
+                            &hl[r.clone()],
+                            &mut hn[r],
+                        );
+                    }
+                }
+            }
+            hl.copy_from_slice(hn);
         }
-        std::mem::swap(hs, pre);
+        let hs = &hall[(cfg.layers - 1) * nh..];
         // logits = h W, then + b per row (the training forward adds it in the softmax pass).
         recurrent::gemm_packed(n, h, v, hs, h, &self.w_packed, logits, v, false);
         for row in logits.chunks_exact_mut(v) {
-            for (l, &b) in row.iter_mut().zip(p.affine_b) {
+            for (l, &b) in row.iter_mut().zip(p.affine_b()) {
                 *l += b;
             }
         }

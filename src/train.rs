@@ -8,7 +8,7 @@ use crate::data::batcher::BookBatches;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Perplexity, Protocol};
 use crate::model::config::Config;
-use crate::model::params::{Params, PARAM_NAMES};
+use crate::model::params::Params;
 use crate::model::simple::SimpleRnnlm;
 use crate::optim::{ClipGrads, Sgd};
 use crate::report::EvalPoint;
@@ -49,6 +49,10 @@ pub struct TrainConfig {
     pub eval_batch: usize,
     /// Evaluation steps per batch (the book: 35).
     pub eval_time: usize,
+    /// Inverted dropout probability during training (0 = off), after the embedding, between
+    /// layers and before the output layer. Its masks are keyed by `seed` and the step.
+    #[serde(default)]
+    pub dropout: f32,
 }
 
 impl Default for TrainConfig {
@@ -65,6 +69,7 @@ impl Default for TrainConfig {
             protocol: Protocol::Book,
             eval_batch: 10,
             eval_time: 35,
+            dropout: 0.0,
         }
     }
 }
@@ -111,6 +116,12 @@ impl TrainConfig {
         }
         if !(self.lr_decay.is_finite() && self.lr_decay >= 1.0) {
             return Err(Error::invalid("lr_decay", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::invalid(
+                "dropout",
+                format!("{} (must be at least 0 and below 1)", self.dropout),
+            ));
         }
         if self.eval_interval == Some(0) {
             return Err(Error::invalid("eval_interval", "must be at least 1"));
@@ -307,7 +318,10 @@ impl Trainer {
         Ok(Self::with_model(model, cfg))
     }
 
-    fn with_model(model: SimpleRnnlm, cfg: TrainConfig) -> Self {
+    fn with_model(mut model: SimpleRnnlm, cfg: TrainConfig) -> Self {
+        model
+            .set_dropout(cfg.dropout, cfg.seed)
+            .expect("validated with the training configuration");
         Self {
             progress: Progress::start(cfg.lr),
             cfg,
@@ -437,8 +451,7 @@ impl Trainer {
         let mut extra: Vec<(String, Vec<usize>, &[f32])> =
             vec![("trainer.h".into(), vec![state.len() / h, h], state)];
         if let Some((best, _)) = &self.best {
-            let shapes = Params::shapes(best.config());
-            for ((name, shape), t) in PARAM_NAMES.iter().zip(shapes).zip(best.tensors()) {
+            for (name, shape, t) in best.tensors() {
                 extra.push((format!("trainer.best.{name}"), shape, t));
             }
         }
@@ -492,25 +505,30 @@ impl Trainer {
             .extra_tensors
             .get("trainer.h")
             .ok_or_else(|| bad("missing tensor \"trainer.h\"".into()))?;
-        if shape != &[trainer.cfg.batch_size, cfg.hidden_size] {
-            return Err(bad(format!("trainer.h has shape {shape:?}")));
+        let rows = trainer.model.state().len() / cfg.hidden_size;
+        if shape != &[rows, cfg.hidden_size] {
+            return Err(bad(format!(
+                "trainer.h has shape {shape:?}, expected {:?}",
+                [rows, cfg.hidden_size]
+            )));
         }
         trainer.model.set_state(h)?;
+        // Dropout masks are keyed by the training step: continue the count.
+        trainer.model.set_dropout_step(meta.progress.steps as u64);
         if let Some(best) = meta.best {
-            let mut tensors = Vec::with_capacity(PARAM_NAMES.len());
-            for (name, shape) in PARAM_NAMES.iter().zip(Params::shapes(&cfg)) {
+            let mut data = Vec::with_capacity(Params::len_of(&cfg));
+            for (name, shape) in Params::layout(&cfg) {
                 let key = format!("trainer.best.{name}");
-                let (s, data) = ckpt
+                let (s, t) = ckpt
                     .extra_tensors
                     .get(&key)
                     .ok_or_else(|| bad(format!("missing tensor {key:?}")))?;
                 if s != &shape {
                     return Err(bad(format!("{key} has shape {s:?}, expected {shape:?}")));
                 }
-                tensors.push(data.as_slice());
+                data.extend_from_slice(t);
             }
-            let tensors: [&[f32]; 6] = std::array::from_fn(|i| tensors[i]);
-            trainer.best = Some((Params::from_tensors(cfg, tensors), best));
+            trainer.best = Some((Params::from_vec(cfg, data), best));
         }
         trainer.progress = meta.progress;
         trainer.log = meta.log;

@@ -54,16 +54,22 @@ fn write_tensors(tensors: &[(&str, Vec<usize>, Vec<f32>)], meta: &[(&str, &str)]
     safetensors::serialize(views, Some(meta)).unwrap()
 }
 
+/// The tensors under the names of version 0.1 files (`rnn.Wx`, no layer index).
 fn book_tensors(p: &Params) -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
-    rnnlm::model::params::PARAM_NAMES
-        .iter()
-        .zip(Params::shapes(p.config()))
-        .zip(p.tensors())
-        .map(|((n, s), t)| (*n, s, t.to_vec()))
+    p.tensors()
+        .into_iter()
+        .map(|(n, s, t)| {
+            let legacy: &'static str = n.replace("rnn.0.", "rnn.").leak();
+            (legacy, s, t.to_vec())
+        })
         .collect()
 }
 
+/// The `config` entry of version 0.1 files (no `layers`, no `tied`).
 const CONFIG: &str = r#"{"cell":"rnn","vocab_size":6,"wordvec_size":3,"hidden_size":4}"#;
+/// The `config` entry this version writes.
+const CONFIG_NOW: &str =
+    r#"{"cell":"rnn","vocab_size":6,"wordvec_size":3,"hidden_size":4,"layers":1,"tied":false}"#;
 
 #[test]
 fn round_trip_is_bit_exact() {
@@ -160,7 +166,11 @@ fn bad_files_are_clear_errors() {
         &write_tensors(&book_tensors(&p), &[("config", &wrong)]),
         path,
     ));
-    assert!(m.contains("disagrees"), "{m}");
+    // The config says H = 5; the tensors say 4: the message names the tensor and both shapes.
+    assert!(
+        m.contains("rnn.Wx") && m.contains("[3, 4]") && m.contains("expected [3, 5]"),
+        "{m}"
+    );
     let lstm = CONFIG.replace("\"rnn\"", "\"lstm\"");
     let m = msg(from_bytes(
         &write_tensors(&book_tensors(&p), &[("config", &lstm)]),
@@ -267,18 +277,14 @@ fn numpy_reads_our_files_and_we_read_numpys_when_available() {
     let mut lines = text.lines();
     let sums: HashMap<String, (Vec<usize>, String, f64)> =
         serde_json::from_str(lines.next().unwrap()).unwrap();
-    for ((name, shape), t) in rnnlm::model::params::PARAM_NAMES
-        .iter()
-        .zip(Params::shapes(p.config()))
-        .zip(p.tensors())
-    {
-        let (s, dtype, sum) = &sums[*name];
+    for (name, shape, t) in p.tensors() {
+        let (s, dtype, sum) = &sums[&name];
         assert_eq!(s, &shape);
         assert_eq!(dtype, "float32");
         let want: f64 = t.iter().map(|&x| x as f64).sum();
         assert!((sum - want).abs() < 1e-9, "{name}: {sum} vs {want}");
     }
-    assert_eq!(lines.next().unwrap(), CONFIG);
+    assert_eq!(lines.next().unwrap(), CONFIG_NOW);
     assert!(lines.next().unwrap().contains("\"cat\""));
 
     // And the other way: a file numpy writes loads here, values intact.
@@ -303,7 +309,7 @@ fn numpy_reads_our_files_and_we_read_numpys_when_available() {
         String::from_utf8_lossy(&out.stderr)
     );
     let c = checkpoint::load(&theirs).unwrap();
-    for t in c.params.tensors() {
+    for (_, _, t) in c.params.tensors() {
         for (i, &x) in t.iter().enumerate() {
             assert_eq!(x, i as f32 * 0.25 - 1.0);
         }

@@ -7,6 +7,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use rnnlm::layers::{embedding, rnn, softmax_loss};
+use rnnlm::model::config::Cell;
 use rnnlm::model::simple::{backward, forward};
 use rnnlm::{Config, Params, Workspace};
 
@@ -185,49 +186,78 @@ fn softmax_loss_gradient_with_ignored_positions() {
     }
 }
 
-#[test]
-fn whole_model_matches_finite_differences() {
-    let cfg = Config::new(7, 4, 5).unwrap();
+/// The whole model's backward against central differences of its loss, every tensor sampled,
+/// from a nonzero carried state (h, and c for an LSTM), with dropout masks held fixed.
+fn check_model(cfg: Config, dropout: f32) {
     let (n, t) = (2, 3);
     let mut rng = Lcg(4);
-    let tensors: Vec<Vec<f32>> = Params::shapes(&cfg)
-        .iter()
-        .map(|s| rng.vec(s.iter().product(), 0.5))
-        .collect();
-    let mut params = Params::from_tensors(cfg, std::array::from_fn(|i| tensors[i].as_slice()));
-    let state0 = rng.vec(n * 5, 0.5);
+    let mut params = Params::from_vec(cfg, rng.vec(Params::len_of(&cfg), 0.5));
     let xs = [0u32, 3, 6, 3, 1, 5];
     let ts = [3i32, 6, -1, 1, 5, 2];
 
     let mut ws = Workspace::new(cfg, n, t, true).unwrap();
-    let mut loss = |p: &Params| -> f64 {
+    ws.set_dropout(dropout, 11).unwrap();
+    let state0 = rng.vec(ws.state().len(), 0.5);
+    let mut loss = |p: &[f32]| -> f64 {
+        let p = Params::from_vec(cfg, p.to_vec());
         ws.set_state(&state0).unwrap();
-        forward(p, &mut ws, &xs, &ts).unwrap();
+        ws.set_dropout_step(0); // the same masks every time
+        forward(&p, &mut ws, &xs, &ts).unwrap();
         ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / 5.0
     };
     let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
+    ws2.set_dropout(dropout, 11).unwrap();
     ws2.set_state(&state0).unwrap();
     forward(&params, &mut ws2, &xs, &ts).unwrap();
     let mut grads = Params::zeros(cfg);
     backward(&params, &mut ws2, &mut grads).unwrap();
 
-    for k in 0..6 {
-        let len = params.tensors()[k].len();
+    let mut start = 0;
+    for (name, shape) in Params::layout(&cfg) {
+        let len: usize = shape.iter().product();
         for i in sample(len) {
-            let ana = grads.tensors()[k][i] as f64;
-            let orig = params.tensors()[k][i];
-            params.tensors_mut()[k][i] = orig + EPS;
-            let plus = loss(&params);
-            params.tensors_mut()[k][i] = orig - EPS;
-            let minus = loss(&params);
-            params.tensors_mut()[k][i] = orig;
-            let num = (plus - minus) / ((orig + EPS) as f64 - (orig - EPS) as f64);
-            check(rnnlm::model::params::PARAM_NAMES[k], i, num, ana);
+            let j = start + i;
+            let ana = grads.as_slice()[j] as f64;
+            let num = numeric(params.as_mut_slice(), j, &mut loss);
+            check(&format!("{name} ({cfg:?}, dropout {dropout})"), i, num, ana);
         }
+        start += len;
     }
-    // Embedding rows of words that are not inputs get no gradient.
-    let g = grads.views();
-    assert!(g.embed_w[2 * 4..3 * 4].iter().all(|&x| x == 0.0));
+    // Embedding rows of words that are neither inputs nor (tied) outputs get no gradient.
+    if !cfg.tied {
+        let d = cfg.wordvec_size;
+        assert!(grads.embed_w()[2 * d..3 * d].iter().all(|&x| x == 0.0));
+    }
+}
+
+#[test]
+fn whole_model_matches_finite_differences() {
+    check_model(Config::new(7, 4, 5).unwrap(), 0.0);
+}
+
+#[test]
+fn lstm_and_gru_match_finite_differences() {
+    for cell in [Cell::Lstm, Cell::Gru] {
+        check_model(Config::new(7, 4, 5).unwrap().with_cell(cell), 0.0);
+        check_model(
+            Config::new(7, 4, 5).unwrap().with_cell(cell).with_layers(2),
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn stacked_tied_and_dropout_models_match_finite_differences() {
+    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+        let cfg = Config::new(7, 5, 5)
+            .unwrap()
+            .with_cell(cell)
+            .with_layers(2)
+            .with_tied(true);
+        check_model(cfg, 0.0);
+        check_model(cfg, 0.4);
+        check_model(cfg.with_layers(3).with_tied(false), 0.3);
+    }
 }
 
 #[test]

@@ -13,14 +13,23 @@ use rnnlm::{checkpoint, Config, Error, Params, Rnnlm, Sampling, Vocab, Workspace
 /// (the book's `randn/100` keeps `x Wx` tiny) and random biases, so every term of the step
 /// matters and the hidden states leave tanh's linear region.
 fn random_params(v: usize, d: usize, h: usize, seed: u64) -> Params {
-    let cfg = Config::new(v, d, h).unwrap();
+    random_params_of(Config::new(v, d, h).unwrap(), seed)
+}
+
+/// As [`random_params`] for any configuration (every bias random, a GRU's `bh` too).
+fn random_params_of(cfg: Config, seed: u64) -> Params {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut p = Params::init_book(cfg, &mut rng);
-    let m = p.views_mut();
-    for x in m.embed_w.iter_mut() {
+    for x in p.embed_w_mut() {
         *x *= 100.0;
     }
-    for x in m.b.iter_mut().chain(m.affine_b.iter_mut()) {
+    for l in 0..cfg.layers {
+        let m = p.layer_mut(l);
+        for x in m.b.iter_mut().chain(m.bh.iter_mut()) {
+            *x = rng.random_range(-0.5f32..0.5);
+        }
+    }
+    for x in p.affine_b_mut() {
         *x = rng.random_range(-0.5f32..0.5);
     }
     p
@@ -46,7 +55,12 @@ fn tmpdir(tag: &str) -> PathBuf {
 /// Runs `forward` over two consecutive batches (state carried) and steps the same streams
 /// token by token: every logit and hidden state must be bit-identical.
 fn check_step_matches_forward(v: usize, d: usize, h: usize, n: usize, t: usize) {
-    let params = random_params(v, d, h, 11);
+    check_step_matches_forward_of(Config::new(v, d, h).unwrap(), n, t);
+}
+
+fn check_step_matches_forward_of(cfg: Config, n: usize, t: usize) {
+    let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+    let params = random_params_of(cfg, 11);
     let m = Rnnlm::new(params.clone(), vocab(v)).unwrap();
     let mut ws = Workspace::new(*params.config(), n, t, false).unwrap();
     let mut state = m.zero_state(n);
@@ -59,10 +73,11 @@ fn check_step_matches_forward(v: usize, d: usize, h: usize, n: usize, t: usize) 
         for s in 0..t {
             let tokens: Vec<u32> = (0..n).map(|i| xs[i * t + s]).collect();
             m.step(&mut state, &tokens, &mut logits).unwrap();
+            let top = &state.hidden()[(cfg.layers - 1) * n * h..];
             for i in 0..n {
                 let r = i * t + s;
                 assert_eq!(
-                    state.hidden()[i * h..(i + 1) * h],
+                    top[i * h..(i + 1) * h],
                     ws.hidden()[r * h..(r + 1) * h],
                     "hidden state, batch {batch}, row {i}, step {s}"
                 );
@@ -73,7 +88,9 @@ fn check_step_matches_forward(v: usize, d: usize, h: usize, n: usize, t: usize) 
                 );
             }
         }
-        assert_eq!(state.hidden(), ws.state(), "carried state, batch {batch}");
+        let (hs, cs) = ws.state().split_at(state.hidden().len());
+        assert_eq!(state.hidden(), hs, "carried h, batch {batch}");
+        assert_eq!(state.cell(), cs, "carried c, batch {batch}");
     }
     // The hidden states are not trivially small: the test exercises tanh's non-linear range.
     let max = state.hidden().iter().fold(0.0f32, |a, &x| a.max(x.abs()));
@@ -87,6 +104,22 @@ fn step_reproduces_training_forward_bit_for_bit() {
     // Large enough that forward splits the batch into parallel row blocks and its packing runs
     // in parallel: results must not depend on it.
     check_step_matches_forward(517, 40, 70, 8, 10);
+}
+
+#[test]
+fn step_reproduces_every_cell_depth_and_tying_bit_for_bit() {
+    use rnnlm::model::config::Cell;
+    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+        let c = Config::new(37, 19, 23).unwrap().with_cell(cell);
+        check_step_matches_forward_of(c, 3, 6);
+        check_step_matches_forward_of(c.with_layers(3), 3, 5);
+        let tied = Config::new(517, 40, 40)
+            .unwrap()
+            .with_cell(cell)
+            .with_layers(2)
+            .with_tied(true);
+        check_step_matches_forward_of(tied, 8, 10);
+    }
 }
 
 #[test]

@@ -64,7 +64,7 @@ fn model() -> SimpleRnnlm {
     let b = closed_form(H, |i| 0.1 * i - 0.15);
     let w = closed_form(H * V, |i| 0.8 * (1.3 * i).sin());
     let c = closed_form(V, |i| 0.05 * i);
-    let params = Params::from_tensors(cfg, [&e, &wx, &wh, &b, &w, &c]);
+    let params = Params::from_vec(cfg, [e, wx, wh, b, w, c].concat());
     SimpleRnnlm::from_params(params, 2, 3).unwrap()
 }
 
@@ -122,10 +122,11 @@ fn two_stateful_batches_match_the_book_formulas() {
     );
 
     m.backward().unwrap();
-    let g = m.grads().views();
+    let g = m.grads();
+    let gl = g.layer(0);
     assert_close(
         "dembed.W",
-        g.embed_w,
+        g.embed_w(),
         &[
             1.064396530e-01,
             -6.470017594e-02,
@@ -147,7 +148,7 @@ fn two_stateful_batches_match_the_book_formulas() {
     );
     assert_close(
         "drnn.Wx",
-        g.wx,
+        gl.wx,
         &[
             -1.342857176e-01,
             -9.854133959e-02,
@@ -166,7 +167,7 @@ fn two_stateful_batches_match_the_book_formulas() {
     );
     assert_close(
         "drnn.Wh",
-        g.wh,
+        gl.wh,
         &[
             9.658112689e-02,
             -4.585219496e-02,
@@ -189,7 +190,7 @@ fn two_stateful_batches_match_the_book_formulas() {
     );
     assert_close(
         "drnn.b",
-        g.b,
+        gl.b,
         &[
             -3.503476029e-01,
             1.008206314e-02,
@@ -200,7 +201,7 @@ fn two_stateful_batches_match_the_book_formulas() {
     );
     assert_close(
         "daffine.W",
-        g.affine_w,
+        g.affine_w().unwrap(),
         &[
             -4.906683613e-02,
             7.142612623e-02,
@@ -227,7 +228,7 @@ fn two_stateful_batches_match_the_book_formulas() {
     );
     assert_close(
         "daffine.b",
-        g.affine_b,
+        g.affine_b(),
         &[
             2.740364527e-02,
             -1.748649292e-01,

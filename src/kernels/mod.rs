@@ -3,7 +3,9 @@
 //! Each kernel has a safe entry that dispatches on [`crate::cpu::isa`] and a `_with` variant
 //! that takes the instruction set explicitly (tests run every supported one).
 
+pub mod dropout;
 mod expm1;
+pub mod gates;
 pub mod recurrent;
 mod simd;
 pub mod softmax;

@@ -3,5 +3,7 @@
 //! one by one for gradient checks.
 
 pub mod embedding;
+pub mod gru;
+pub mod lstm;
 pub mod rnn;
 pub mod softmax_loss;

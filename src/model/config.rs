@@ -1,20 +1,100 @@
-//! Model hyper-parameters.
+//! Model hyper-parameters: the cell, the sizes, the depth and whether the output layer is tied.
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The shape of a `SimpleRnnlm`: vocabulary `V`, word-vector size `D`, hidden size `H`.
+/// The recurrent cell.
 ///
-/// Checkpoints store it, with the cell type, as the `config` metadata entry
-/// `{"cell":"rnn","vocab_size":V,"wordvec_size":D,"hidden_size":H}` (see [`crate::checkpoint`]).
+/// - `Rnn`: the book's tanh cell, `h = tanh(x Wx + h Wh + b)`.
+/// - `Lstm`: the book's ch06 `TimeLSTM`, one bias, gate order f, g, i, o along the 4H axis:
+///   `A = x Wx + h Wh + b`, `f = σ(A[:H])`, `g = tanh(A[H:2H])`, `i = σ(A[2H:3H])`,
+///   `o = σ(A[3H:])`, `c = f*c + g*i`, `h = o*tanh(c)`.
+/// - `Gru`: PyTorch's `nn.GRU`, two biases, gate order r, z, n along the 3H axis:
+///   `r = σ(x Wx_r + bx_r + h Wh_r + bh_r)`, `z` likewise,
+///   `n = tanh(x Wx_n + bx_n + r*(h Wh_n + bh_n))`, `h = (1-z)*n + z*h`. The book's appendix
+///   GRU applies `r` before the product (`tanh(x Wx_n + (r*h) Wh_n)`); PyTorch's form lets the
+///   product `h Wh` for all three gates be one GEMM per step, and PyTorch models import
+///   without change.
 ///
 /// ```
-/// use rnnlm::{Config, Params};
-/// let cfg = Config::new(10_000, 100, 100).unwrap(); // PTB's 10k words
-/// assert_eq!((cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size), (10_000, 100, 100));
-/// let weights: usize = Params::shapes(&cfg).iter().map(|s| s.iter().product::<usize>()).sum();
-/// assert_eq!(weights, 2 * 10_000 * 100 + 2 * 100 * 100 + 100 + 10_000);
+/// use rnnlm::model::config::Cell;
+/// assert_eq!(Cell::Lstm.gates(), 4);
+/// assert_eq!("gru".parse::<Cell>().unwrap(), Cell::Gru);
+/// assert!("transformer".parse::<Cell>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cell {
+    /// tanh RNN (G = 1).
+    #[default]
+    Rnn,
+    /// LSTM, book form (G = 4).
+    Lstm,
+    /// GRU, PyTorch form (G = 3).
+    Gru,
+}
+
+impl Cell {
+    /// Number of gate blocks `G` along the `G*H` axis of `Wx`, `Wh` and the biases.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Rnn => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+
+    /// The name used on the command line and in checkpoints (`rnn`, `lstm`, `gru`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cell::Rnn => "rnn",
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+}
+
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Cell {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rnn" => Ok(Cell::Rnn),
+            "lstm" => Ok(Cell::Lstm),
+            "gru" => Ok(Cell::Gru),
+            _ => Err(Error::invalid(
+                "cell",
+                format!("{s:?} (expected rnn, lstm or gru)"),
+            )),
+        }
+    }
+}
+
+/// Most layers a model may have.
+pub const MAX_LAYERS: usize = 64;
+
+/// The shape of a model: cell, vocabulary `V`, word-vector size `D`, hidden size `H`, number
+/// of stacked layers `L`, and whether the output weights are `embed.W` transposed (`tied`,
+/// which needs `D == H`).
+///
+/// Checkpoints store it as the `config` metadata entry
+/// `{"cell":"lstm","vocab_size":V,"wordvec_size":D,"hidden_size":H,"layers":L,"tied":false}`
+/// (see [`crate::checkpoint`]).
+///
+/// ```
+/// use rnnlm::{model::config::Cell, Config, Params};
+/// let cfg = Config::new(10_000, 100, 100).unwrap(); // the book's SimpleRnnlm on PTB
+/// assert_eq!((cfg.cell, cfg.layers, cfg.tied), (Cell::Rnn, 1, false));
+/// let better = Config::new(10_000, 650, 650).unwrap()
+///     .with_cell(Cell::Lstm).with_layers(2).with_tied(true).validated().unwrap(); // BetterRnnlm
+/// assert_eq!(Params::zeros(better).as_slice().len(),
+///     10_000 * 650 + 2 * (650 + 650 + 1) * 4 * 650 + 10_000);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -24,10 +104,23 @@ pub struct Config {
     pub wordvec_size: usize,
     /// `H`: hidden-state width.
     pub hidden_size: usize,
+    /// The recurrent cell.
+    #[serde(default)]
+    pub cell: Cell,
+    /// `L`: stacked layers (layer `l > 0` reads layer `l-1`'s `h`).
+    #[serde(default = "one")]
+    pub layers: usize,
+    /// Output weights are `embed.W` transposed (no `affine.W`).
+    #[serde(default)]
+    pub tied: bool,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Config {
-    /// A configuration; see [`Config::validate`].
+    /// A one-layer, untied tanh-RNN configuration; see [`Config::validate`].
     ///
     /// ```
     /// use rnnlm::Config;
@@ -36,25 +129,63 @@ impl Config {
     /// assert!(Config::new(1 << 25, 4, 6).is_err()); // and at most 2^24
     /// ```
     pub fn new(vocab_size: usize, wordvec_size: usize, hidden_size: usize) -> Result<Self> {
-        let c = Self {
+        Self {
             vocab_size,
             wordvec_size,
             hidden_size,
-        };
-        c.validate()?;
-        Ok(c)
+            cell: Cell::Rnn,
+            layers: 1,
+            tied: false,
+        }
+        .validated()
     }
 
-    /// Checks that every size is at least 1 and at most 2^24.
+    /// The same sizes with another cell (check with [`Config::validated`]).
+    pub fn with_cell(self, cell: Cell) -> Self {
+        Self { cell, ..self }
+    }
+
+    /// The same model with `layers` stacked layers (check with [`Config::validated`]).
+    pub fn with_layers(self, layers: usize) -> Self {
+        Self { layers, ..self }
+    }
+
+    /// The same model with tied (or untied) output weights (check with [`Config::validated`]).
+    pub fn with_tied(self, tied: bool) -> Self {
+        Self { tied, ..self }
+    }
+
+    /// `self` if it is valid.
     ///
     /// # Errors
-    /// If a size is zero or larger than 2^24.
+    /// As [`Config::validate`].
+    pub fn validated(self) -> Result<Self> {
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// Input width of layer `l`: `D` for the first layer, `H` above it.
+    pub fn layer_input(&self, l: usize) -> usize {
+        if l == 0 {
+            self.wordvec_size
+        } else {
+            self.hidden_size
+        }
+    }
+
+    /// Checks that every size is at least 1 and at most 2^24, that there are 1 to
+    /// [`MAX_LAYERS`] layers, and that a tied model has `D == H`.
+    ///
+    /// # Errors
+    /// Naming the field and the value that is out of range.
     ///
     /// ```
     /// let mut cfg = rnnlm::Config::new(10, 4, 6).unwrap();
     /// assert!(cfg.validate().is_ok());
     /// cfg.hidden_size = 0; // the fields are public: check after editing them
     /// assert!(cfg.validate().is_err());
+    /// let tied = rnnlm::Config::new(10, 4, 6).unwrap().with_tied(true);
+    /// assert!(tied.validate().unwrap_err().to_string().contains("wordvec_size == hidden_size"));
     /// ```
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [
@@ -68,6 +199,22 @@ impl Config {
             if v > (1 << 24) {
                 return Err(Error::invalid(name, format!("{v} is larger than 2^24")));
             }
+        }
+        if self.layers == 0 || self.layers > MAX_LAYERS {
+            return Err(Error::invalid(
+                "layers",
+                format!("{} (must be 1 to {MAX_LAYERS})", self.layers),
+            ));
+        }
+        if self.tied && self.wordvec_size != self.hidden_size {
+            return Err(Error::invalid(
+                "tied",
+                format!(
+                    "tying the output weights to embed.W needs wordvec_size == hidden_size \
+                     (got D = {}, H = {})",
+                    self.wordvec_size, self.hidden_size
+                ),
+            ));
         }
         Ok(())
     }

@@ -3,32 +3,27 @@
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::config::Config;
+use super::config::{Cell, Config};
 
-/// The book's parameter names, in storage order.
+/// Weights of a model in one contiguous f32 buffer, so the optimizer and gradient clipping are
+/// single loops. Gradients use the same type.
 ///
-/// ```
-/// use rnnlm::{model::params::PARAM_NAMES, Config, Params};
-/// let cfg = Config::new(10, 4, 6).unwrap();
-/// let shapes: Vec<_> = PARAM_NAMES.iter().zip(Params::shapes(&cfg)).collect();
-/// assert_eq!(shapes[2], (&"rnn.Wh", vec![6, 6]));
-/// assert_eq!(PARAM_NAMES[5], "affine.b");
-/// ```
-pub const PARAM_NAMES: [&str; 6] = [
-    "embed.W", "rnn.Wx", "rnn.Wh", "rnn.b", "affine.W", "affine.b",
-];
-
-/// Weights of a `SimpleRnnlm` in one contiguous f32 buffer, so the optimizer and gradient
-/// clipping are single loops. Gradients use the same type.
+/// Storage order (row-major tensors), which groups the tensors that one weight-gradient
+/// product writes:
+/// - `embed.W [V,D]`;
+/// - per layer `l` (input width `D_l` = `D` for `l = 0`, else `H`; `G` gates):
+///   - rnn, lstm: `Wx [D_l,GH]`, `Wh [H,GH]`, `b [GH]`, together one `[D_l+H+1, GH]` matrix;
+///   - gru: `Wx [D_l,3H]`, `bx [3H]`, then `Wh [H,3H]`, `bh [3H]`: two matrices
+///     `[D_l+1, 3H]` and `[H+1, 3H]`;
+/// - `affine.W [H,V]` (untied only) and `affine.b [V]`, together `[H+1, V]`.
 ///
-/// Layout (row-major): `embed.W [V,D]`, `rnn.Wx [D,H]`, `rnn.Wh [H,H]`, `rnn.b [H]`,
-/// `affine.W [H,V]`, `affine.b [V]`.
+/// Checkpoint names are given by [`Params::layout`].
 ///
 /// ```
 /// use rnnlm::{Config, Params};
 /// let cfg = Config::new(10, 4, 6).unwrap();
 /// let mut p = Params::zeros(cfg);
-/// p.views_mut().b.fill(1.0); // rnn.b, after embed.W, rnn.Wx and rnn.Wh
+/// p.layer_mut(0).b.fill(1.0); // rnn.0.b, after embed.W, Wx and Wh
 /// let start = 10 * 4 + 4 * 6 + 6 * 6;
 /// assert_eq!(p.as_slice()[start..start + 6], [1.0; 6]);
 /// assert_eq!(p.as_slice().iter().sum::<f32>(), 6.0);
@@ -39,84 +34,167 @@ pub struct Params {
     data: Vec<f32>,
 }
 
-/// Borrowed views of every tensor.
-///
-/// ```
-/// use rnnlm::{Config, Params};
-/// let p = Params::zeros(Config::new(10, 4, 6).unwrap());
-/// let v = p.views();
-/// assert_eq!((v.embed_w.len(), v.wx.len(), v.wh.len()), (10 * 4, 4 * 6, 6 * 6));
-/// assert_eq!((v.b.len(), v.affine_w.len(), v.affine_b.len()), (6, 6 * 10, 10));
-/// ```
+/// Borrowed tensors of one recurrent layer. For a GRU `b` is `bx` and `bh` is the hidden bias;
+/// for rnn and lstm `bh` is empty.
 #[derive(Debug)]
-pub struct ParamRefs<'a> {
-    /// `[V,D]`
-    pub embed_w: &'a [f32],
-    /// `[D,H]`
+pub struct LayerRefs<'a> {
+    /// `[D_l, G*H]`
     pub wx: &'a [f32],
-    /// `[H,H]`
+    /// `[H, G*H]`
     pub wh: &'a [f32],
-    /// `[H]`
+    /// `[G*H]` (a GRU's `bx`)
     pub b: &'a [f32],
-    /// `[H,V]`
-    pub affine_w: &'a [f32],
-    /// `[V]`
-    pub affine_b: &'a [f32],
+    /// `[3H]` for a GRU, else empty
+    pub bh: &'a [f32],
 }
 
-/// Mutable views of every tensor (disjoint borrows of the flat buffer).
-///
-/// ```
-/// use rnnlm::{Config, Params};
-/// let mut p = Params::zeros(Config::new(10, 4, 6).unwrap());
-/// let m = p.views_mut(); // every tensor mutable at once
-/// m.wx.fill(1.0);
-/// m.affine_b[3] = 2.0;
-/// assert_eq!(p.views().wx, [1.0; 4 * 6]);
-/// assert_eq!(p.views().affine_b[3], 2.0);
-/// ```
+/// Mutable tensors of one recurrent layer (see [`LayerRefs`]).
 #[derive(Debug)]
-pub struct ParamMuts<'a> {
-    /// `[V,D]`
-    pub embed_w: &'a mut [f32],
-    /// `[D,H]`
+pub struct LayerMuts<'a> {
+    /// `[D_l, G*H]`
     pub wx: &'a mut [f32],
-    /// `[H,H]`
+    /// `[H, G*H]`
     pub wh: &'a mut [f32],
-    /// `[H]`
+    /// `[G*H]` (a GRU's `bx`)
     pub b: &'a mut [f32],
-    /// `[H,V]`
-    pub affine_w: &'a mut [f32],
-    /// `[V]`
-    pub affine_b: &'a mut [f32],
+    /// `[3H]` for a GRU, else empty
+    pub bh: &'a mut [f32],
+}
+
+/// Where each part of the flat buffer starts (computed arithmetically: views are taken on
+/// every step, which must not allocate).
+#[derive(Clone, Copy)]
+struct Offsets {
+    cfg: Config,
+}
+
+impl Offsets {
+    fn gh(&self) -> usize {
+        self.cfg.cell.gates() * self.cfg.hidden_size
+    }
+    fn layer_len(&self, l: usize) -> usize {
+        let (dl, h, gh) = (self.cfg.layer_input(l), self.cfg.hidden_size, self.gh());
+        match self.cfg.cell {
+            Cell::Gru => (dl + 1) * gh + (h + 1) * gh,
+            _ => (dl + h + 1) * gh,
+        }
+    }
+    fn embed_len(&self) -> usize {
+        self.cfg.vocab_size * self.cfg.wordvec_size
+    }
+    fn layer_start(&self, l: usize) -> usize {
+        // Layers above 0 all have the same length.
+        let first = self.embed_len();
+        if l == 0 {
+            first
+        } else {
+            first + self.layer_len(0) + (l - 1) * self.layer_len(1)
+        }
+    }
+    fn output_start(&self) -> usize {
+        self.layer_start(self.cfg.layers)
+    }
+    fn affine_w_len(&self) -> usize {
+        if self.cfg.tied {
+            0
+        } else {
+            self.cfg.hidden_size * self.cfg.vocab_size
+        }
+    }
+    fn total(&self) -> usize {
+        self.output_start() + self.affine_w_len() + self.cfg.vocab_size
+    }
+    /// (wx, bx, wh, bh) lengths in storage order for a GRU; (wx, wh, b) for the others.
+    fn split_layer<'a>(&self, l: usize, s: &'a [f32]) -> LayerRefs<'a> {
+        let (dl, h, gh) = (self.cfg.layer_input(l), self.cfg.hidden_size, self.gh());
+        match self.cfg.cell {
+            Cell::Gru => {
+                let (wx, r) = s.split_at(dl * gh);
+                let (b, r) = r.split_at(gh);
+                let (wh, bh) = r.split_at(h * gh);
+                LayerRefs { wx, wh, b, bh }
+            }
+            _ => {
+                let (wx, r) = s.split_at(dl * gh);
+                let (wh, b) = r.split_at(h * gh);
+                LayerRefs { wx, wh, b, bh: &[] }
+            }
+        }
+    }
+    fn split_layer_mut<'a>(&self, l: usize, s: &'a mut [f32]) -> LayerMuts<'a> {
+        let (dl, h, gh) = (self.cfg.layer_input(l), self.cfg.hidden_size, self.gh());
+        match self.cfg.cell {
+            Cell::Gru => {
+                let (wx, r) = s.split_at_mut(dl * gh);
+                let (b, r) = r.split_at_mut(gh);
+                let (wh, bh) = r.split_at_mut(h * gh);
+                LayerMuts { wx, wh, b, bh }
+            }
+            _ => {
+                let (wx, r) = s.split_at_mut(dl * gh);
+                let (wh, b) = r.split_at_mut(h * gh);
+                LayerMuts {
+                    wx,
+                    wh,
+                    b,
+                    bh: &mut [],
+                }
+            }
+        }
+    }
 }
 
 impl Params {
-    /// Shapes of the tensors of `cfg`, in [`PARAM_NAMES`] order.
-    ///
-    /// ```
-    /// use rnnlm::{Config, Params};
-    /// let shapes = Params::shapes(&Config::new(10, 4, 6).unwrap());
-    /// assert_eq!(shapes, [vec![10, 4], vec![4, 6], vec![6, 6], vec![6], vec![6, 10], vec![10]]);
-    /// ```
-    pub fn shapes(cfg: &Config) -> [Vec<usize>; 6] {
-        let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
-        [
-            vec![v, d],
-            vec![d, h],
-            vec![h, h],
-            vec![h],
-            vec![h, v],
-            vec![v],
-        ]
+    fn off(&self) -> Offsets {
+        Offsets { cfg: self.cfg }
     }
 
-    /// Number of f32 values of each tensor, in [`PARAM_NAMES`] order.
-    /// (Computed without building the shape vectors: views are taken on every step, which
-    /// must not allocate.)
-    fn lens(cfg: &Config) -> [usize; 6] {
+    /// Checkpoint names and shapes of the tensors of `cfg`, in storage order.
+    ///
+    /// ```
+    /// use rnnlm::{model::config::Cell, Config, Params};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// let names: Vec<String> = Params::layout(&cfg).into_iter().map(|(n, _)| n).collect();
+    /// assert_eq!(names, ["embed.W", "rnn.0.Wx", "rnn.0.Wh", "rnn.0.b", "affine.W", "affine.b"]);
+    /// let gru = cfg.with_cell(Cell::Gru).with_layers(2);
+    /// let layout = Params::layout(&gru);
+    /// assert_eq!(layout[5], ("gru.1.Wx".to_string(), vec![6, 18])); // layer 1 reads H = 6
+    /// assert_eq!(layout[6], ("gru.1.bx".to_string(), vec![18]));
+    /// let tied = Config::new(10, 6, 6).unwrap().with_tied(true);
+    /// assert_eq!(Params::layout(&tied).last().unwrap().0, "affine.b"); // no affine.W
+    /// ```
+    pub fn layout(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
-        [v * d, d * h, h * h, h, h * v, v]
+        let gh = cfg.cell.gates() * h;
+        let c = cfg.cell.name();
+        let mut out = vec![("embed.W".to_string(), vec![v, d])];
+        for l in 0..cfg.layers {
+            let dl = cfg.layer_input(l);
+            out.push((format!("{c}.{l}.Wx"), vec![dl, gh]));
+            if cfg.cell == Cell::Gru {
+                out.push((format!("{c}.{l}.bx"), vec![gh]));
+                out.push((format!("{c}.{l}.Wh"), vec![h, gh]));
+                out.push((format!("{c}.{l}.bh"), vec![gh]));
+            } else {
+                out.push((format!("{c}.{l}.Wh"), vec![h, gh]));
+                out.push((format!("{c}.{l}.b"), vec![gh]));
+            }
+        }
+        if !cfg.tied {
+            out.push(("affine.W".to_string(), vec![h, v]));
+        }
+        out.push(("affine.b".to_string(), vec![v]));
+        out
+    }
+
+    /// Number of f32 values of `cfg`'s parameters.
+    ///
+    /// ```
+    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
+    /// assert_eq!(rnnlm::Params::len_of(&cfg), 10 * 4 + 4 * 6 + 6 * 6 + 6 + 6 * 10 + 10);
+    /// ```
+    pub fn len_of(cfg: &Config) -> usize {
+        Offsets { cfg: *cfg }.total()
     }
 
     /// All-zero parameters (also the gradient buffer).
@@ -125,146 +203,211 @@ impl Params {
     /// use rnnlm::{Config, Params};
     /// let cfg = Config::new(10, 4, 6).unwrap();
     /// let p = Params::zeros(cfg);
-    /// let total: usize = Params::shapes(&cfg).iter().map(|s| s.iter().product::<usize>()).sum();
+    /// let total: usize = Params::layout(&cfg).iter().map(|(_, s)| s.iter().product::<usize>()).sum();
     /// assert_eq!(p.as_slice().len(), total);
     /// assert!(p.as_slice().iter().all(|&x| x == 0.0));
     /// ```
     pub fn zeros(cfg: Config) -> Self {
-        let total = Self::lens(&cfg).iter().sum();
         Self {
             cfg,
-            data: vec![0.0; total],
+            data: vec![0.0; Self::len_of(&cfg)],
         }
     }
 
-    /// The book's initialisation, drawn in the book's order from `rng`:
-    /// `embed.W = randn(V,D)/100`, `rnn.Wx = randn(D,H)/sqrt(D)`, `rnn.Wh = randn(H,H)/sqrt(H)`,
-    /// `affine.W = randn(H,V)/sqrt(H)`, biases zero. Normals are drawn in f64 and rounded to f32
-    /// after scaling, as numpy's `(rn(V, D) / 100).astype('f')` does.
+    /// The book's initialisation, drawn in the book's order from `rng`: `embed.W =
+    /// randn(V,D)/100`, then for each layer `Wx = randn(D_l,GH)/sqrt(D_l)` and
+    /// `Wh = randn(H,GH)/sqrt(H)`, then (untied) `affine.W = randn(H,V)/sqrt(H)`; biases zero.
+    /// Normals are drawn in f64 and rounded to f32 after scaling, as numpy's
+    /// `(rn(V, D) / 100).astype('f')` does.
     ///
     /// ```
     /// use rand::SeedableRng;
     /// let cfg = rnnlm::Config::new(100, 8, 16).unwrap();
     /// let p = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
-    /// assert!(p.views().affine_b.iter().all(|&b| b == 0.0));
+    /// assert!(p.affine_b().iter().all(|&b| b == 0.0));
     /// assert_eq!(p.as_slice().len(), 100 * 8 + 8 * 16 + 16 * 16 + 16 + 16 * 100 + 100);
     /// ```
     pub fn init_book<R: Rng + ?Sized>(cfg: Config, rng: &mut R) -> Self {
         let mut p = Self::zeros(cfg);
-        let d = cfg.wordvec_size as f64;
         let h = cfg.hidden_size as f64;
-        let m = p.views_mut();
         let mut fill = |dst: &mut [f32], scale: f64| {
             for x in dst {
                 let z: f64 = StandardNormal.sample(rng);
                 *x = (z / scale) as f32;
             }
         };
-        fill(m.embed_w, 100.0);
-        fill(m.wx, d.sqrt());
-        fill(m.wh, h.sqrt());
-        fill(m.affine_w, h.sqrt());
+        fill(p.embed_w_mut(), 100.0);
+        for l in 0..cfg.layers {
+            let dl = cfg.layer_input(l) as f64;
+            let m = p.layer_mut(l);
+            fill(m.wx, dl.sqrt());
+            fill(m.wh, h.sqrt());
+        }
+        if let Some(w) = p.affine_w_mut() {
+            fill(w, h.sqrt());
+        }
         p
     }
 
-    /// Builds parameters from tensors given in [`PARAM_NAMES`] order.
+    /// Builds parameters from a flat buffer in storage order.
     ///
-    /// **Panics** if a tensor's length does not match `cfg` (callers validate first).
+    /// **Panics** if `data.len()` is not [`Params::len_of`]`(&cfg)` (callers validate first).
     ///
     /// ```
     /// use rand::SeedableRng;
     /// use rnnlm::{Config, Params};
     /// let cfg = Config::new(10, 4, 6).unwrap();
     /// let p = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
-    /// assert_eq!(Params::from_tensors(cfg, p.tensors()), p);
+    /// assert_eq!(Params::from_vec(cfg, p.as_slice().to_vec()), p);
     /// ```
-    pub fn from_tensors(cfg: Config, tensors: [&[f32]; 6]) -> Self {
-        let lens = Self::lens(&cfg);
-        let mut data = Vec::with_capacity(lens.iter().sum());
-        for (t, len) in tensors.iter().zip(lens) {
-            assert_eq!(t.len(), len, "tensor length does not match the config");
-            data.extend_from_slice(t);
-        }
+    pub fn from_vec(cfg: Config, data: Vec<f32>) -> Self {
+        assert_eq!(
+            data.len(),
+            Self::len_of(&cfg),
+            "parameter buffer length does not match the config"
+        );
         Self { cfg, data }
     }
 
     /// The configuration these parameters belong to.
-    ///
-    /// ```
-    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
-    /// assert_eq!(rnnlm::Params::zeros(cfg).config(), &cfg);
-    /// ```
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
     /// The whole flat buffer.
-    ///
-    /// ```
-    /// use rand::SeedableRng;
-    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
-    /// let p = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
-    /// assert_eq!(p.as_slice(), p.tensors().concat()); // the tensors back to back
-    /// ```
     pub fn as_slice(&self) -> &[f32] {
         &self.data
     }
 
     /// The whole flat buffer, mutable.
-    ///
-    /// ```
-    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, 4, 6).unwrap());
-    /// p.as_mut_slice().fill(0.5);
-    /// assert!(p.views().affine_b.iter().all(|&x| x == 0.5));
-    /// ```
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.data
     }
 
     /// Sets every value to zero.
-    ///
-    /// ```
-    /// use rand::SeedableRng;
-    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
-    /// let mut p = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
-    /// p.zero();
-    /// assert_eq!(p, rnnlm::Params::zeros(cfg));
-    /// ```
     pub fn zero(&mut self) {
         self.data.fill(0.0);
     }
 
-    /// Tensors in [`PARAM_NAMES`] order.
+    /// Every tensor with its checkpoint name and shape, in storage order.
     ///
     /// ```
     /// use rnnlm::{Config, Params};
-    /// let cfg = Config::new(10, 4, 6).unwrap();
-    /// let p = Params::zeros(cfg);
-    /// for (t, shape) in p.tensors().iter().zip(Params::shapes(&cfg)) {
-    ///     assert_eq!(t.len(), shape.iter().product::<usize>());
+    /// let p = Params::zeros(Config::new(10, 4, 6).unwrap());
+    /// for (name, shape, t) in p.tensors() {
+    ///     assert_eq!(t.len(), shape.iter().product::<usize>(), "{name}");
     /// }
     /// ```
-    pub fn tensors(&self) -> [&[f32]; 6] {
-        let v = self.views();
-        [v.embed_w, v.wx, v.wh, v.b, v.affine_w, v.affine_b]
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let mut rest = self.data.as_slice();
+        Self::layout(&self.cfg)
+            .into_iter()
+            .map(|(name, shape)| {
+                let (t, r) = rest.split_at(shape.iter().product());
+                rest = r;
+                (name, shape, t)
+            })
+            .collect()
     }
 
-    /// Mutable tensors in [`PARAM_NAMES`] order.
+    /// The tensor named `name` (a checkpoint name of [`Params::layout`]), mutable.
     ///
     /// ```
     /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, 4, 6).unwrap());
-    /// let [_, _, wh, ..] = p.tensors_mut();
-    /// wh[0] = 3.0;
-    /// assert_eq!(p.views().wh[0], 3.0);
+    /// p.tensor_mut("rnn.0.Wh").unwrap()[0] = 3.0;
+    /// assert_eq!(p.layer(0).wh[0], 3.0);
+    /// assert!(p.tensor_mut("lstm.0.Wh").is_none());
     /// ```
-    pub fn tensors_mut(&mut self) -> [&mut [f32]; 6] {
-        let v = self.views_mut();
-        [v.embed_w, v.wx, v.wh, v.b, v.affine_w, v.affine_b]
+    pub fn tensor_mut(&mut self, name: &str) -> Option<&mut [f32]> {
+        let mut start = 0;
+        for (n, shape) in Self::layout(&self.cfg) {
+            let len: usize = shape.iter().product();
+            if n == name {
+                return Some(&mut self.data[start..start + len]);
+            }
+            start += len;
+        }
+        None
+    }
+
+    /// `embed.W [V,D]`.
+    pub fn embed_w(&self) -> &[f32] {
+        &self.data[..self.off().embed_len()]
+    }
+
+    /// `embed.W [V,D]`, mutable.
+    pub fn embed_w_mut(&mut self) -> &mut [f32] {
+        let n = self.off().embed_len();
+        &mut self.data[..n]
+    }
+
+    /// The tensors of layer `l`. **Panics** if `l >= layers`.
+    pub fn layer(&self, l: usize) -> LayerRefs<'_> {
+        assert!(l < self.cfg.layers, "layer {l} of {}", self.cfg.layers);
+        let o = self.off();
+        let s = o.layer_start(l);
+        o.split_layer(l, &self.data[s..s + o.layer_len(l)])
+    }
+
+    /// The tensors of layer `l`, mutable. **Panics** if `l >= layers`.
+    pub fn layer_mut(&mut self, l: usize) -> LayerMuts<'_> {
+        assert!(l < self.cfg.layers, "layer {l} of {}", self.cfg.layers);
+        let o = self.off();
+        let s = o.layer_start(l);
+        o.split_layer_mut(l, &mut self.data[s..s + o.layer_len(l)])
+    }
+
+    /// All of layer `l` as one buffer: for rnn and lstm the `[D_l+H+1, GH]` matrix
+    /// `[Wx; Wh; b]`, for a GRU `[Wx; bx]` (`[D_l+1, 3H]`) followed by `[Wh; bh]`
+    /// (`[H+1, 3H]`). Lets the backward pass write a layer's weight gradients with one product
+    /// (two for a GRU).
+    ///
+    /// ```
+    /// let (d, h) = (4, 6);
+    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, d, h).unwrap());
+    /// let rows = p.layer_rows_mut(0); // [D + H + 1, H]: Wx, then Wh, then b
+    /// assert_eq!(rows.len(), (d + h + 1) * h);
+    /// rows[d * h] = 1.0; // Wh[0][0]
+    /// rows[(d + h) * h..].fill(2.0); // the last row
+    /// assert_eq!((p.layer(0).wh[0], p.layer(0).b), (1.0, &[2.0; 6][..]));
+    /// ```
+    pub fn layer_rows_mut(&mut self, l: usize) -> &mut [f32] {
+        assert!(l < self.cfg.layers, "layer {l} of {}", self.cfg.layers);
+        let o = self.off();
+        let s = o.layer_start(l);
+        &mut self.data[s..s + o.layer_len(l)]
+    }
+
+    /// `affine.W [H,V]`, or `None` when tied (the output weights are then `embed.W`
+    /// transposed).
+    pub fn affine_w(&self) -> Option<&[f32]> {
+        let o = self.off();
+        let s = o.output_start();
+        (!self.cfg.tied).then(|| &self.data[s..s + o.affine_w_len()])
+    }
+
+    /// `affine.W [H,V]` mutable, or `None` when tied.
+    pub fn affine_w_mut(&mut self) -> Option<&mut [f32]> {
+        let o = self.off();
+        let s = o.output_start();
+        (!self.cfg.tied).then(|| &mut self.data[s..s + o.affine_w_len()])
+    }
+
+    /// `affine.b [V]`.
+    pub fn affine_b(&self) -> &[f32] {
+        let s = self.data.len() - self.cfg.vocab_size;
+        &self.data[s..]
+    }
+
+    /// `affine.b [V]`, mutable.
+    pub fn affine_b_mut(&mut self) -> &mut [f32] {
+        let s = self.data.len() - self.cfg.vocab_size;
+        &mut self.data[s..]
     }
 
     /// `affine.W [H,V]` and `affine.b [V]` as one `[H+1, V]` matrix (adjacent in the flat
-    /// buffer): the bias is the last row. Lets the backward pass compute both gradients with
-    /// one product, `[hs | 1]^T dY`.
+    /// buffer; the bias is the last row), or `affine.b` alone (`[1, V]`) when tied. Lets the
+    /// backward pass compute both gradients with one product, `[hs | 1]^T dY`.
     ///
     /// ```
     /// let (h, v) = (6, 10);
@@ -272,80 +415,21 @@ impl Params {
     /// let rows = p.affine_rows_mut(); // [H + 1, V]
     /// assert_eq!(rows.len(), (h + 1) * v);
     /// rows[h * v..].fill(1.0); // the last row
-    /// assert_eq!(p.views().affine_b, [1.0; 10]);
+    /// assert_eq!(p.affine_b(), [1.0; 10]);
     /// ```
     pub fn affine_rows_mut(&mut self) -> &mut [f32] {
-        let l = Self::lens(&self.cfg);
-        let start: usize = l[..4].iter().sum();
-        &mut self.data[start..]
+        let s = self.off().output_start();
+        &mut self.data[s..]
     }
 
-    /// `rnn.Wx [D,H]`, `rnn.Wh [H,H]` and `rnn.b [H]` as one `[D+H+1, H]` matrix (adjacent in
-    /// the flat buffer), for the one product `[emb | hprev | 1]^T dt`.
-    ///
-    /// ```
-    /// let (d, h) = (4, 6);
-    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, d, h).unwrap());
-    /// let rows = p.rnn_rows_mut(); // [D + H + 1, H]: Wx, then Wh, then b
-    /// assert_eq!(rows.len(), (d + h + 1) * h);
-    /// rows[d * h] = 1.0; // Wh[0][0]
-    /// rows[(d + h) * h..].fill(2.0); // the last row
-    /// assert_eq!((p.views().wh[0], p.views().b), (1.0, &[2.0; 6][..]));
-    /// ```
-    pub fn rnn_rows_mut(&mut self) -> &mut [f32] {
-        let l = Self::lens(&self.cfg);
-        &mut self.data[l[0]..l[0] + l[1] + l[2] + l[3]]
-    }
-
-    /// Named read-only views.
-    ///
-    /// ```
-    /// use rand::SeedableRng;
-    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
-    /// let p = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(2));
-    /// let v = p.views();
-    /// assert_eq!(&v.embed_w[2 * 4..3 * 4], &p.as_slice()[8..12]); // word 2's vector, row 2
-    /// assert_eq!(v.affine_b, p.tensors()[5]);
-    /// ```
-    pub fn views(&self) -> ParamRefs<'_> {
-        let l = Self::lens(&self.cfg);
-        let (embed_w, r) = self.data.split_at(l[0]);
-        let (wx, r) = r.split_at(l[1]);
-        let (wh, r) = r.split_at(l[2]);
-        let (b, r) = r.split_at(l[3]);
-        let (affine_w, affine_b) = r.split_at(l[4]);
-        ParamRefs {
-            embed_w,
-            wx,
-            wh,
-            b,
-            affine_w,
-            affine_b,
-        }
-    }
-
-    /// Named mutable views.
-    ///
-    /// ```
-    /// let mut p = rnnlm::Params::zeros(rnnlm::Config::new(10, 4, 6).unwrap());
-    /// p.views_mut().embed_w[..4].copy_from_slice(&[1.0, 2.0, 3.0, 4.0]); // word 0's vector
-    /// assert_eq!(p.as_slice()[..5], [1.0, 2.0, 3.0, 4.0, 0.0]);
-    /// ```
-    pub fn views_mut(&mut self) -> ParamMuts<'_> {
-        let l = Self::lens(&self.cfg);
-        let (embed_w, r) = self.data.split_at_mut(l[0]);
-        let (wx, r) = r.split_at_mut(l[1]);
-        let (wh, r) = r.split_at_mut(l[2]);
-        let (b, r) = r.split_at_mut(l[3]);
-        let (affine_w, affine_b) = r.split_at_mut(l[4]);
-        ParamMuts {
-            embed_w,
-            wx,
-            wh,
-            b,
-            affine_w,
-            affine_b,
-        }
+    /// `embed.W` (mutable) and the rest of the buffer, disjoint (the tied backward writes the
+    /// output layer's gradient into `embed.W` and its bias into `affine.b` at once).
+    pub(crate) fn embed_and_affine_b_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        let (e, rest) = self
+            .data
+            .split_at_mut(self.cfg.vocab_size * self.cfg.wordvec_size);
+        let n = rest.len() - self.cfg.vocab_size;
+        (e, &mut rest[n..])
     }
 }
 
@@ -359,12 +443,12 @@ mod tests {
         let cfg = Config::new(400, 50, 60).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let p = Params::init_book(cfg, &mut rng);
-        let v = p.views();
-        assert_eq!(v.embed_w.len(), 400 * 50);
-        assert_eq!(v.wx.len(), 50 * 60);
-        assert_eq!(v.wh.len(), 60 * 60);
-        assert_eq!(v.affine_w.len(), 60 * 400);
-        assert!(v.b.iter().chain(v.affine_b).all(|&x| x == 0.0));
+        let l = p.layer(0);
+        assert_eq!(p.embed_w().len(), 400 * 50);
+        assert_eq!(l.wx.len(), 50 * 60);
+        assert_eq!(l.wh.len(), 60 * 60);
+        assert_eq!(p.affine_w().unwrap().len(), 60 * 400);
+        assert!(l.b.iter().chain(p.affine_b()).all(|&x| x == 0.0));
         let std = |x: &[f32]| {
             let n = x.len() as f64;
             let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
@@ -372,10 +456,10 @@ mod tests {
         };
         // Sample standard deviations within 5% of the book's scales.
         for (x, want) in [
-            (v.embed_w, 0.01),
-            (v.wx, 1.0 / 50f64.sqrt()),
-            (v.wh, 1.0 / 60f64.sqrt()),
-            (v.affine_w, 1.0 / 60f64.sqrt()),
+            (p.embed_w(), 0.01),
+            (l.wx, 1.0 / 50f64.sqrt()),
+            (l.wh, 1.0 / 60f64.sqrt()),
+            (p.affine_w().unwrap(), 1.0 / 60f64.sqrt()),
         ] {
             let s = std(x);
             assert!((s / want - 1.0).abs() < 0.05, "std {s} vs {want}");
@@ -386,5 +470,47 @@ mod tests {
             Params::init_book(cfg, &mut rng2),
             "same seed, same weights"
         );
+    }
+
+    #[test]
+    fn views_agree_with_the_layout_for_every_cell() {
+        for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+            for (layers, tied) in [(1, false), (2, true), (3, false)] {
+                let cfg = Config::new(11, 5, 5)
+                    .unwrap()
+                    .with_cell(cell)
+                    .with_layers(layers)
+                    .with_tied(tied);
+                let mut p = Params::zeros(cfg);
+                // Number every value by position, then read it back through the named views.
+                for (i, x) in p.as_mut_slice().iter_mut().enumerate() {
+                    *x = i as f32;
+                }
+                let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = p
+                    .tensors()
+                    .into_iter()
+                    .map(|(n, s, t)| (n, s, t.to_vec()))
+                    .collect();
+                let total: usize = tensors.iter().map(|t| t.2.len()).sum();
+                assert_eq!(total, p.as_slice().len());
+                let find = |name: &str| &tensors.iter().find(|t| t.0 == name).unwrap().2;
+                assert_eq!(p.embed_w(), find("embed.W").as_slice());
+                for l in 0..layers {
+                    let c = cell.name();
+                    let v = p.layer(l);
+                    assert_eq!(v.wx, find(&format!("{c}.{l}.Wx")).as_slice());
+                    assert_eq!(v.wh, find(&format!("{c}.{l}.Wh")).as_slice());
+                    if cell == Cell::Gru {
+                        assert_eq!(v.b, find(&format!("gru.{l}.bx")).as_slice());
+                        assert_eq!(v.bh, find(&format!("gru.{l}.bh")).as_slice());
+                    } else {
+                        assert_eq!(v.b, find(&format!("{c}.{l}.b")).as_slice());
+                        assert!(v.bh.is_empty());
+                    }
+                }
+                assert_eq!(p.affine_b(), find("affine.b").as_slice());
+                assert_eq!(p.affine_w().is_none(), tied);
+            }
+        }
     }
 }

@@ -1,23 +1,27 @@
-//! `SimpleRnnlm`: `TimeEmbedding -> TimeRNN -> TimeAffine -> TimeSoftmaxWithLoss`.
+//! The model: `TimeEmbedding -> L x (TimeRNN | TimeLSTM | GRU) -> TimeAffine ->
+//! TimeSoftmaxWithLoss`, with inverted dropout and optional weight tying, and the book's
+//! stateful `SimpleRnnlm` object around it.
 
 use rand::SeedableRng;
 
-use super::config::Config;
+use super::config::{Cell, Config, MAX_LAYERS};
 use super::params::Params;
 use super::workspace::Workspace;
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
 use crate::gemm::{self, matmul_packed, Accum, MatMut, MatRef};
+use crate::kernels::dropout::{self, DropoutKey};
 use crate::kernels::recurrent;
-use crate::layers::{embedding, rnn, softmax_loss};
+use crate::layers::{embedding, gru, lstm, rnn, softmax_loss};
 use crate::par::on_worker;
 
 /// Forward pass over one batch; returns the mean cross-entropy over unmasked positions.
 ///
 /// `xs [N,T]` are input ids, `ts [N,T]` target ids (`-1` masks a position). In a training
 /// workspace the gradient of the loss w.r.t. the logits is computed in the same pass, ready
-/// for [`backward`]. The carried state advances to the last hidden state.
+/// for [`backward`], and dropout (if set, see [`Workspace::set_dropout`]) is applied. The
+/// carried state advances to the last step's.
 ///
 /// # Errors
 /// If a buffer has the wrong length, or an id is outside the vocabulary (nothing is changed).
@@ -44,24 +48,30 @@ pub fn forward(params: &Params, ws: &mut Workspace, xs: &[u32], ts: &[i32]) -> R
 /// Rows of logits computed and then softmaxed together (16 x V = 640 KB at V = 10,000: L2).
 const SOFTMAX_FUSE_ROWS: usize = 16;
 
-/// Largest packed `affine.W` for which the output layer goes row slice by row slice: each
+/// Largest packed output matrix for which the output layer goes row slice by row slice: each
 /// slice re-reads all of it (from L3 while it fits there).
 const SOFTMAX_FUSE_MAX_W_BYTES: usize = 8 << 20;
 
 /// Multiply-adds per batch below which a pass runs as one block on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1_000_000;
 
+/// Dropout sites: 0 after the embedding, `l + 1` after layer `l` (so `L` is before the output
+/// layer).
+fn site_after_layer(l: usize) -> u32 {
+    l as u32 + 1
+}
+
 /// Batch rows per parallel block: one block per thread once the batch is worth splitting.
 /// Every row is computed by the same instruction sequence whatever block it is in, so the
 /// split never changes a result.
 fn rows_per_block(ws: &Workspace) -> usize {
-    let Config {
-        vocab_size: v,
-        wordvec_size: d,
-        hidden_size: h,
-    } = ws.cfg;
-    let macs = ws.n * ws.t * (d * h + h * h + h * v);
-    let blocks = if macs < PARALLEL_MIN_MACS {
+    let c = ws.cfg;
+    let gh = c.cell.gates() * c.hidden_size;
+    let per_token: usize = (0..c.layers)
+        .map(|l| (c.layer_input(l) + c.hidden_size) * gh)
+        .sum::<usize>()
+        + c.hidden_size * c.vocab_size;
+    let blocks = if ws.n * ws.t * per_token < PARALLEL_MIN_MACS {
         1
     } else {
         rayon::current_num_threads()
@@ -69,86 +79,243 @@ fn rows_per_block(ws: &Workspace) -> usize {
     ws.n.div_ceil(blocks).max(1)
 }
 
-/// Forward over the ids already in `ws.xs` / `ws.ts` (validated by the caller).
-///
-/// After packing the weights, the whole forward runs in one parallel region over blocks of
-/// batch rows: a block's rows of every activation depend only on that block's inputs and its
-/// carried state (gather, `x Wx`, the time loop, `h W`, softmax), so threads meet once.
+/// A workspace buffer as a raw pointer, so parallel tasks can each take the disjoint block of
+/// batch rows they own (the number of layers varies, so the buffers cannot be zipped as
+/// `par_chunks`).
+#[derive(Clone, Copy)]
+struct Buf {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: a `Buf` is only dereferenced through `Buf::get`, whose callers take disjoint ranges
+// (their own batch rows) while the owning workspace is exclusively borrowed.
+unsafe impl Send for Buf {}
+// SAFETY: as above.
+unsafe impl Sync for Buf {}
+
+impl Buf {
+    const EMPTY: Buf = Buf {
+        ptr: std::ptr::NonNull::dangling().as_ptr(),
+        len: 0,
+    };
+
+    fn of(v: &mut [f32]) -> Self {
+        Buf {
+            ptr: v.as_mut_ptr(),
+            len: v.len(),
+        }
+    }
+
+    /// `len` floats from `start`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap `start..start + len` while the result lives, and
+    /// the buffer must outlive it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        assert!(start + len <= self.len, "Buf::get out of range");
+        if len == 0 {
+            return &mut [];
+        }
+        // SAFETY: in bounds (asserted); exclusivity per the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// One layer's buffers as raw views (see [`Buf`]).
+#[derive(Clone, Copy)]
+struct LayerBufs {
+    gates: Buf,
+    hs: Buf,
+    hprev: Buf,
+    cs: Buf,
+    tc: Buf,
+    c0: Buf,
+    gh: Buf,
+    drop: Buf,
+    state_h: Buf,
+    state_c: Buf,
+}
+
+impl LayerBufs {
+    const EMPTY: LayerBufs = LayerBufs {
+        gates: Buf::EMPTY,
+        hs: Buf::EMPTY,
+        hprev: Buf::EMPTY,
+        cs: Buf::EMPTY,
+        tc: Buf::EMPTY,
+        c0: Buf::EMPTY,
+        gh: Buf::EMPTY,
+        drop: Buf::EMPTY,
+        state_h: Buf::EMPTY,
+        state_c: Buf::EMPTY,
+    };
+}
+
+/// Raw views of every layer's buffers, on the stack (no allocation per step).
+fn layer_bufs(ws: &mut Workspace) -> [LayerBufs; MAX_LAYERS] {
+    let (nl, nh) = (ws.cfg.layers, ws.n * ws.cfg.hidden_size);
+    let mut out = [LayerBufs::EMPTY; MAX_LAYERS];
+    let (sh, sc) = ws.state.split_at_mut(nl * nh);
+    for (l, lw) in ws.layers.iter_mut().enumerate() {
+        out[l] = LayerBufs {
+            gates: Buf::of(&mut lw.gates),
+            hs: Buf::of(&mut lw.hs),
+            hprev: Buf::of(&mut lw.hprev),
+            cs: Buf::of(&mut lw.cs),
+            tc: Buf::of(&mut lw.tc),
+            c0: Buf::of(&mut lw.c0),
+            gh: Buf::of(&mut lw.gh),
+            drop: Buf::of(&mut lw.drop),
+            state_h: Buf::of(&mut sh[l * nh..(l + 1) * nh]),
+            state_c: if sc.is_empty() {
+                Buf::EMPTY
+            } else {
+                Buf::of(&mut sc[l * nh..(l + 1) * nh])
+            },
+        };
+    }
+    out
+}
+
+/// The output weights as a `[H,V]` view: `affine.W`, or `embed.W` transposed when tied.
+fn output_weights(params: &Params) -> MatRef<'_> {
+    let c = params.config();
+    match params.affine_w() {
+        Some(w) => MatRef::new(w, c.hidden_size, c.vocab_size),
+        None => MatRef::new(params.embed_w(), c.vocab_size, c.hidden_size).t(),
+    }
+}
+
 fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
-    let p = params.views();
-    let Config {
-        vocab_size: v,
-        wordvec_size: d,
-        hidden_size: h,
-    } = ws.cfg;
+    let cfg = ws.cfg;
+    let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+    let (cell, nl, gh) = (cfg.cell, cfg.layers, cfg.cell.gates() * h);
     let (n, t) = (ws.n, ws.t);
     let rb = rows_per_block(ws);
     let tasks = n.div_ceil(rb);
-    gemm::pack_rows(&mut ws.wx_packed, &MatRef::new(p.wx, d, h), 0, d, tasks);
-    gemm::pack_rows(
-        &mut ws.w_packed,
-        &MatRef::new(p.affine_w, h, v),
-        0,
-        h,
-        tasks,
-    );
-    rnn::pack_wh(&mut ws.wh_packed, p.wh, h);
+    for (l, lw) in ws.layers.iter_mut().enumerate() {
+        let (p, dl) = (params.layer(l), cfg.layer_input(l));
+        gemm::pack_rows(&mut lw.wx_packed, &MatRef::new(p.wx, dl, gh), 0, dl, tasks);
+        recurrent::pack_b(h, gh, p.wh, gh, 1, &mut lw.wh_packed);
+    }
+    gemm::pack_rows(&mut ws.w_packed, &output_weights(params), 0, h, tasks);
 
     let count = softmax_loss::count(&ws.ts);
     let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
     let train = ws.train;
-    let Workspace {
-        xs,
-        ts,
-        emb,
-        hs,
-        hprev,
-        state,
-        logits,
-        losses,
-        wh_packed,
-        wx_packed,
-        w_packed,
-        ..
-    } = ws;
-    let (wh_packed, wx_packed, w_packed) = (&*wh_packed, &*wx_packed, &*w_packed);
-    emb.par_chunks_mut(rb * t * d)
-        .zip(hs.par_chunks_mut(rb * t * h))
-        .zip(hprev.par_chunks_mut(rb * t * h))
-        .zip(state.par_chunks_mut(rb * h))
-        .zip(logits.par_chunks_mut(rb * t * v))
-        .zip(losses.par_chunks_mut(rb * t))
-        .zip(xs.par_chunks(rb * t).zip(ts.par_chunks(rb * t)))
-        .for_each(
-            |((((((emb, hs), hprev), state), logits), losses), (xs, ts))| {
-                let m = state.len() / h;
-                let r = m * t;
-                embedding::forward(emb, xs, p.embed_w, d);
-                // Input projection for every step of the block: hs = emb Wx   [r,D] x [D,H]
-                recurrent::gemm_packed(r, d, h, emb, d, wx_packed, hs, h, false);
-                rnn::forward_rows(hs, hprev, state, wh_packed, p.b, (m, t, h));
-                // Output affine, logits = hs W   [r,H] x [H,V], then the softmax pass (which adds
-                // the bias), a few rows at a time: each slice of logits is still in L2 when
-                // the softmax reads and rewrites it, so it crosses the memory bus once instead
-                // of three times. Worth it while packed W stays cheap to re-read from L3.
-                let sub = if h * v * 4 <= SOFTMAX_FUSE_MAX_W_BYTES {
-                    SOFTMAX_FUSE_ROWS
-                } else {
-                    r
-                };
-                for r0 in (0..r).step_by(sub.max(1)) {
-                    let rows = sub.min(r - r0);
-                    let l = &mut logits[r0 * v..(r0 + rows) * v];
-                    let (ts, losses) = (&ts[r0..r0 + rows], &mut losses[r0..r0 + rows]);
-                    recurrent::gemm_packed(rows, h, v, &hs[r0 * h..], h, w_packed, l, v, false);
-                    if train {
-                        softmax_loss::rows_forward_backward(l, p.affine_b, ts, losses, scale);
-                    } else {
-                        softmax_loss::rows_forward(l, p.affine_b, ts, losses);
+    let (p_drop, step, seed) = (
+        if ws.dropout_on() { ws.dropout } else { 0.0 },
+        ws.dropout_step,
+        ws.dropout_seed,
+    );
+    if p_drop > 0.0 {
+        ws.dropout_step += 1;
+    }
+    let lb = layer_bufs(ws);
+    let lb = &lb[..nl];
+    let (emb, logits, losses) = (
+        Buf::of(&mut ws.emb),
+        Buf::of(&mut ws.logits),
+        Buf::of(&mut ws.losses),
+    );
+    let (xs, ts) = (&ws.xs, &ws.ts);
+    let layers = &ws.layers;
+    let (w_packed, embed_w, affine_b) = (&ws.w_packed, params.embed_w(), params.affine_b());
+    (0..tasks).into_par_iter().for_each(|blk| {
+        let r0 = blk * rb;
+        let m = rb.min(n - r0);
+        let (r, p0) = (m * t, r0 * t);
+        // SAFETY: task `blk` takes only batch rows r0..r0+m (positions p0..p0+r) of every
+        // buffer; the tasks' row ranges are disjoint and `ws` is exclusively borrowed by this
+        // function for the whole parallel loop.
+        unsafe {
+            let emb = emb.get(p0 * d, r * d);
+            embedding::forward(emb, &xs[p0..p0 + r], embed_w, d);
+            if p_drop > 0.0 {
+                dropout::apply(emb, DropoutKey::new(seed, step, 0), (p0 * d) as u64, p_drop);
+            }
+            let mut x: &[f32] = emb;
+            for l in 0..nl {
+                let (b, lw, pl) = (&lb[l], &layers[l], params.layer(l));
+                let dl = cfg.layer_input(l);
+                let hs = b.hs.get(p0 * h, r * h);
+                let hprev = b.hprev.get(p0 * h, r * h);
+                let state_h = b.state_h.get(r0 * h, m * h);
+                match cell {
+                    Cell::Rnn => {
+                        // hs = x Wx for every step of the block   [r,D_l] x [D_l,H]
+                        recurrent::gemm_packed(r, dl, h, x, dl, &lw.wx_packed, hs, h, false);
+                        rnn::forward_rows(hs, hprev, state_h, &lw.wh_packed, pl.b, (m, t, h));
+                    }
+                    Cell::Lstm => {
+                        let gates = b.gates.get(p0 * gh, r * gh);
+                        recurrent::gemm_packed(r, dl, gh, x, dl, &lw.wx_packed, gates, gh, false);
+                        let bufs = lstm::LstmForward {
+                            gates,
+                            hs,
+                            hprev,
+                            cs: b.cs.get(p0 * h, r * h),
+                            tc: b.tc.get(p0 * h, r * h),
+                            c0: b.c0.get(r0 * h, m * h),
+                            state_h,
+                            state_c: b.state_c.get(r0 * h, m * h),
+                        };
+                        lstm::forward_rows(bufs, &lw.wh_packed, pl.b, (m, t, h));
+                    }
+                    Cell::Gru => {
+                        let gates = b.gates.get(p0 * gh, r * gh);
+                        recurrent::gemm_packed(r, dl, gh, x, dl, &lw.wx_packed, gates, gh, false);
+                        let ghb = b.gh.get(p0 * gh, r * gh);
+                        let bias = (pl.b, pl.bh);
+                        gru::forward_rows(
+                            gates,
+                            ghb,
+                            hs,
+                            hprev,
+                            state_h,
+                            &lw.wh_packed,
+                            bias,
+                            (m, t, h),
+                        );
                     }
                 }
-            },
-        );
+                let hs: &[f32] = b.hs.get(p0 * h, r * h);
+                x = if p_drop > 0.0 {
+                    let out = b.drop.get(p0 * h, r * h);
+                    let key = DropoutKey::new(seed, step, site_after_layer(l));
+                    dropout::apply_to(out, hs, key, (p0 * h) as u64, p_drop);
+                    out
+                } else {
+                    hs
+                };
+            }
+            let logits = logits.get(p0 * v, r * v);
+            let losses = losses.get(p0, r);
+            let ts = &ts[p0..p0 + r];
+            // Output affine, logits = x W   [r,H] x [H,V], then the softmax pass (which adds
+            // the bias), a few rows at a time: each slice of logits is still in L2 when the
+            // softmax reads and rewrites it, so it crosses the memory bus once instead of three
+            // times. Worth it while packed W stays cheap to re-read from L3.
+            let sub = if h * v * 4 <= SOFTMAX_FUSE_MAX_W_BYTES {
+                SOFTMAX_FUSE_ROWS
+            } else {
+                r
+            };
+            for s0 in (0..r).step_by(sub.max(1)) {
+                let rows = sub.min(r - s0);
+                let l = &mut logits[s0 * v..(s0 + rows) * v];
+                let (ts, losses) = (&ts[s0..s0 + rows], &mut losses[s0..s0 + rows]);
+                recurrent::gemm_packed(rows, h, v, &x[s0 * h..], h, w_packed, l, v, false);
+                if train {
+                    softmax_loss::rows_forward_backward(l, affine_b, ts, losses, scale);
+                } else {
+                    softmax_loss::rows_forward(l, affine_b, ts, losses);
+                }
+            }
+        }
+    });
     ws.ready_for_backward = train;
     softmax_loss::mean(&ws.losses, count)
 }
@@ -156,9 +323,11 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
 /// Backward pass of the last [`forward`]: overwrites every tensor of `grads` with the gradient
 /// of the mean loss (the book's layers assign their grads; nothing needs zeroing first).
 ///
-/// The per-row part (`dhs = dY W^T`, the reverse time loop, `demb = dt Wx^T`) runs in one
-/// parallel region over blocks of batch rows; the weight gradients, which sum over all N*T
-/// rows, are then two large GEMMs (biases included) with a fixed summation order.
+/// The per-row part (`dY W^T`, each layer's reverse time loop and its input gradient
+/// `dA Wx^T`, top layer first) runs in one parallel region over blocks of batch rows; the
+/// weight gradients, which sum over all N*T rows, are then one large GEMM per layer (two for a
+/// GRU) and one for the output layer, biases included, with a fixed summation order. With
+/// tying, the output layer's gradient is added to `embed.W`'s.
 ///
 /// # Errors
 /// If `ws` is not a training workspace, no training forward preceded, or `grads` has another
@@ -176,10 +345,10 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
 /// backward(&params, &mut ws, &mut grads).unwrap();
 /// // The gradient of affine.b[0] against a finite difference of the loss:
 /// let mut moved = params.clone();
-/// moved.views_mut().affine_b[0] += 1e-2;
+/// moved.affine_b_mut()[0] += 1e-2;
 /// let mut fresh = Workspace::new(cfg, 1, 3, false).unwrap(); // from the zero state again
 /// let moved_loss = forward(&moved, &mut fresh, &xs, &ts).unwrap();
-/// assert!(((moved_loss - loss) / 1e-2 - grads.views().affine_b[0]).abs() < 1e-3);
+/// assert!(((moved_loss - loss) / 1e-2 - grads.affine_b()[0]).abs() < 1e-3);
 /// assert!(backward(&params, &mut ws, &mut grads).is_err()); // one backward per forward
 /// ```
 pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Result<()> {
@@ -200,99 +369,206 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
     Ok(())
 }
 
-/// [`backward`] after its checks.
 fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
-    let p = params.views();
-    let Config {
-        vocab_size: v,
-        wordvec_size: d,
-        hidden_size: h,
-    } = ws.cfg;
+    let cfg = ws.cfg;
+    let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+    let (cell, nl, gh) = (cfg.cell, cfg.layers, cfg.cell.gates() * h);
     let (n, t) = (ws.n, ws.t);
     let nt = n * t;
     let rb = rows_per_block(ws);
     let tasks = n.div_ceil(rb);
 
     // W^T in K blocks over V, so each block's panels stay in cache during dY W^T.
-    let wt = MatRef::new(p.affine_w, h, v).t();
+    let wt = output_weights(params).t();
     let mut off = 0;
     for (k0, kc) in gemm::k_blocks(v) {
         gemm::pack_rows(&mut ws.wt_packed[off..], &wt, k0, kc, tasks);
         off += recurrent::packed_len(kc, h);
     }
-    gemm::pack_rows(
-        &mut ws.wxt_packed,
-        &MatRef::new(p.wx, d, h).t(),
-        0,
-        h,
-        tasks,
-    );
-    rnn::pack_wh_t(&mut ws.wht_packed, p.wh, h);
+    for (l, lw) in ws.layers.iter_mut().enumerate() {
+        let (p, dl) = (params.layer(l), cfg.layer_input(l));
+        gemm::pack_rows(
+            &mut lw.wxt_packed,
+            &MatRef::new(p.wx, dl, gh).t(),
+            0,
+            gh,
+            tasks,
+        );
+        recurrent::pack_b(gh, h, p.wh, 1, gh, &mut lw.wht_packed);
+    }
+    // The step of the last forward's masks.
+    let p_drop = if ws.dropout_on() { ws.dropout } else { 0.0 };
+    let (step, seed) = (ws.dropout_step.wrapping_sub(1), ws.dropout_seed);
 
-    let Workspace {
-        hs,
-        logits,
-        dh,
-        demb,
-        scratch,
-        wt_packed,
-        wxt_packed,
-        wht_packed,
-        ..
-    } = &mut *ws;
-    let (wt_packed, wxt_packed, wht_packed) = (&*wt_packed, &*wxt_packed, &*wht_packed);
-    logits
-        .par_chunks(rb * t * v)
-        .zip(dh.par_chunks_mut(rb * t * h))
-        .zip(hs.par_chunks(rb * t * h))
-        .zip(scratch.par_chunks_mut(rb * h))
-        .zip(demb.par_chunks_mut(rb * t * d))
-        .for_each(|((((dy, dh), hs), scratch), demb)| {
-            let m = scratch.len() / h;
-            let r = m * t;
-            // dhs = dY W^T   [r,V] x [V,H], accumulated over the K blocks of V.
+    let lb = layer_bufs(ws);
+    let lb = &lb[..nl];
+    let (dh, demb, scratch) = (
+        Buf::of(&mut ws.dh),
+        Buf::of(&mut ws.demb),
+        Buf::of(&mut ws.scratch),
+    );
+    let (logits, wt_packed, layers) = (&ws.logits, &ws.wt_packed, &ws.layers);
+    // Where the gradient w.r.t. layer l's output h goes: the tanh RNN differentiates in place
+    // in its own `gates` buffer (which then holds dL/da for the weight gradient); LSTM and GRU
+    // read it from `dh` and write their gate gradients into `gates`.
+    let target = |l: usize| if cell == Cell::Rnn { lb[l].gates } else { dh };
+    (0..tasks).into_par_iter().for_each(|blk| {
+        let r0 = blk * rb;
+        let m = rb.min(n - r0);
+        let (r, p0) = (m * t, r0 * t);
+        // SAFETY: as in forward_loaded: task `blk` touches only its own batch rows of every
+        // buffer, the row ranges are disjoint, and `ws` is exclusively borrowed meanwhile.
+        unsafe {
+            let dy = &logits[p0 * v..(p0 + r) * v];
+            let top = target(nl - 1).get(p0 * h, r * h);
+            // d(output input) = dY W^T   [r,V] x [V,H], accumulated over the K blocks of V.
             let mut off = 0;
-            for (blk, (k0, kc)) in gemm::k_blocks(v).enumerate() {
+            for (kb, (k0, kc)) in gemm::k_blocks(v).enumerate() {
                 let packed = &wt_packed[off..off + recurrent::packed_len(kc, h)];
-                recurrent::gemm_packed(r, kc, h, &dy[k0..], v, packed, dh, h, blk > 0);
+                recurrent::gemm_packed(r, kc, h, &dy[k0..], v, packed, top, h, kb > 0);
                 off += packed.len();
             }
-            // The recurrence: dh -> dt (gradient of the pre-activation) in place.
-            rnn::backward_rows(dh, hs, scratch, wht_packed, (m, t, h));
-            // demb = dt Wx^T   [r,H] x [H,D]
-            recurrent::gemm_packed(r, h, d, dh, h, wxt_packed, demb, d, false);
-        });
+            if p_drop > 0.0 {
+                let key = DropoutKey::new(seed, step, site_after_layer(nl - 1));
+                dropout::apply(top, key, (p0 * h) as u64, p_drop);
+            }
+            let scratch = scratch.get(r0 * h, m * h);
+            for l in (0..nl).rev() {
+                let (b, lw) = (&lb[l], &layers[l]);
+                let dl = cfg.layer_input(l);
+                let da = b.gates.get(p0 * gh, r * gh);
+                match cell {
+                    Cell::Rnn => {
+                        let hs = b.hs.get(p0 * h, r * h);
+                        rnn::backward_rows(da, hs, scratch, &lw.wht_packed, (m, t, h));
+                    }
+                    Cell::Lstm => {
+                        let dh = dh.get(p0 * h, r * h);
+                        let (cs, tc) = (b.cs.get(p0 * h, r * h), b.tc.get(p0 * h, r * h));
+                        let c0 = b.c0.get(r0 * h, m * h);
+                        lstm::backward_rows(dh, da, cs, tc, c0, scratch, &lw.wht_packed, (m, t, h));
+                    }
+                    Cell::Gru => {
+                        let dh = dh.get(p0 * h, r * h);
+                        let (ghb, hprev) = (b.gh.get(p0 * gh, r * gh), b.hprev.get(p0 * h, r * h));
+                        gru::backward_rows(dh, da, ghb, hprev, scratch, &lw.wht_packed, (m, t, h));
+                    }
+                }
+                // The input's gradient, dA Wx^T   [r,GH] x [GH,D_l]: into the layer below's
+                // output gradient, or the embedding's.
+                let out = if l > 0 {
+                    target(l - 1).get(p0 * h, r * h)
+                } else {
+                    demb.get(p0 * d, r * d)
+                };
+                recurrent::gemm_packed(r, gh, dl, da, gh, &lw.wxt_packed, out, dl, false);
+                if p_drop > 0.0 {
+                    let key = DropoutKey::new(seed, step, l as u32);
+                    dropout::apply(out, key, (p0 * dl) as u64, p_drop);
+                }
+            }
+        }
+    });
 
     // Weight gradients, sums over all N*T rows. The biases ride along as a row of ones in A:
-    // [dW; db] = [hs | 1]^T dY, and [dWx; dWh; db] = [emb | hprev | 1]^T dt, each one product
-    // writing straight into the adjacent tensors of the flat gradient buffer.
-    let (a, rest) = ws.gemm_scratch.split_at_mut((h + 1) * nt);
-    gemm::copy_rows(a, &MatRef::new(&ws.hs, nt, h).t(), tasks);
-    a[h * nt..].fill(1.0);
-    matmul_packed(
-        MatMut::new(grads.affine_rows_mut(), h + 1, v),
-        MatRef::new(a, h + 1, nt),
-        MatRef::new(&ws.logits, nt, v),
-        Accum::Replace,
-        rest,
-    );
-    let (a, rest) = ws.gemm_scratch.split_at_mut((d + h + 1) * nt);
-    gemm::copy_rows(a, &MatRef::new(&ws.emb, nt, d).t(), tasks);
-    gemm::copy_rows(&mut a[d * nt..], &MatRef::new(&ws.hprev, nt, h).t(), tasks);
-    a[(d + h) * nt..].fill(1.0);
-    matmul_packed(
-        MatMut::new(grads.rnn_rows_mut(), d + h + 1, h),
-        MatRef::new(a, d + h + 1, nt),
-        MatRef::new(&ws.dh, nt, h),
-        Accum::Replace,
-        rest,
-    );
-    let g = grads.views_mut();
-    g.embed_w.fill(0.0);
-    embedding::backward(g.embed_w, &ws.xs, &ws.demb, d);
+    // [dW; db] = [x_out | 1]^T dY, and per layer [dWx; dWh; db] = [x_in | hprev | 1]^T dA
+    // (a GRU: [dWx; dbx] = [x_in | 1]^T dAx and [dWh; dbh] = [hprev | 1]^T dAh), each one
+    // product writing straight into adjacent tensors of the flat gradient buffer.
+    let dropped = p_drop > 0.0;
+    let output_in: &[f32] = if dropped {
+        &ws.layers[nl - 1].drop
+    } else {
+        &ws.layers[nl - 1].hs
+    };
+    let dw = if cfg.tied {
+        &mut ws.tied_grad[..]
+    } else {
+        grads.affine_rows_mut()
+    };
+    let scratch = &mut ws.gemm_scratch;
+    bias_gemm(dw, &[(output_in, h)], &ws.logits, (nt, v), scratch, tasks);
+    for l in 0..nl {
+        let dl = cfg.layer_input(l);
+        let lw = &ws.layers[l];
+        let x_in: &[f32] = match l {
+            0 => &ws.emb,
+            _ if dropped => &ws.layers[l - 1].drop,
+            _ => &ws.layers[l - 1].hs,
+        };
+        let rows = grads.layer_rows_mut(l);
+        if cell == Cell::Gru {
+            let (rx, rh) = rows.split_at_mut((dl + 1) * gh);
+            bias_gemm(rx, &[(x_in, dl)], &lw.gates, (nt, gh), scratch, tasks);
+            bias_gemm(rh, &[(&lw.hprev, h)], &lw.gh, (nt, gh), scratch, tasks);
+        } else {
+            bias_gemm(
+                rows,
+                &[(x_in, dl), (&lw.hprev, h)],
+                &lw.gates,
+                (nt, gh),
+                scratch,
+                tasks,
+            );
+        }
+    }
+    let (de, db) = grads.embed_and_affine_b_mut();
+    if cfg.tied {
+        // The output layer's dW [H,V] is embed.W's gradient transposed; its bias row is
+        // affine.b's. The embedding's scatter-add then accumulates on top.
+        db.copy_from_slice(&ws.tied_grad[h * v..]);
+        transpose_into(de, &ws.tied_grad[..h * v], h, v);
+    } else {
+        de.fill(0.0);
+    }
+    embedding::backward(de, &ws.xs, &ws.demb, d);
 }
 
-/// Checks shapes and id ranges before anything is written.
+/// `C = [X_1 | X_2 | ... | 1]^T B` for activations `X_i [nt, k_i]` and `B [nt, cols]`, into
+/// `c [k_1 + k_2 + ... + 1, cols]`: a weight gradient and its bias in one product. A^T is built
+/// row-major at the front of `scratch`.
+fn bias_gemm(
+    c: &mut [f32],
+    parts: &[(&[f32], usize)],
+    b: &[f32],
+    (nt, cols): (usize, usize),
+    scratch: &mut [f32],
+    tasks: usize,
+) {
+    let k: usize = parts.iter().map(|p| p.1).sum::<usize>() + 1;
+    let (a, rest) = scratch.split_at_mut(k * nt);
+    let mut row = 0;
+    for &(x, w) in parts {
+        gemm::copy_rows(&mut a[row * nt..], &MatRef::new(x, nt, w).t(), tasks);
+        row += w;
+    }
+    a[row * nt..].fill(1.0);
+    matmul_packed(
+        MatMut::new(c, k, cols),
+        MatRef::new(a, k, nt),
+        MatRef::new(b, nt, cols),
+        Accum::Replace,
+        rest,
+    );
+}
+
+/// `out [C,R] = a^T` for `a [R,C]`, in cache-sized tiles.
+fn transpose_into(out: &mut [f32], a: &[f32], rows: usize, cols: usize) {
+    const TILE: usize = 32;
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(bi, chunk)| {
+            let c0 = bi * TILE;
+            let cn = chunk.len() / rows;
+            for r0 in (0..rows).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in 0..cn {
+                        chunk[c * rows + r] = a[r * cols + c0 + c];
+                    }
+                }
+            }
+        });
+}
+
 fn check_batch(params: &Params, ws: &Workspace, xs: &[u32], ts: &[i32]) -> Result<()> {
     if params.config() != &ws.cfg {
         return Err(Error::invalid(
@@ -432,6 +708,25 @@ impl SimpleRnnlm {
         backward(&self.params, &mut self.ws, &mut self.grads)
     }
 
+    /// Turns dropout on (`p > 0`) or off for the training forwards (see
+    /// [`Workspace::set_dropout`]).
+    ///
+    /// # Errors
+    /// If `p` is not in `[0, 1)`.
+    pub fn set_dropout(&mut self, p: f32, seed: u64) -> Result<()> {
+        self.ws.set_dropout(p, seed)
+    }
+
+    /// The step counter of the dropout masks (see [`Workspace::dropout_step`]).
+    pub fn dropout_step(&self) -> u64 {
+        self.ws.dropout_step()
+    }
+
+    /// Sets the step counter of the dropout masks (a resumed run continues its count).
+    pub fn set_dropout_step(&mut self, step: u64) {
+        self.ws.set_dropout_step(step)
+    }
+
     /// Zeroes the carried hidden state.
     ///
     /// ```
@@ -520,7 +815,7 @@ impl SimpleRnnlm {
     /// model.forward(&[1, 2, 3], &[2, 3, 4]).unwrap();
     /// model.backward().unwrap();
     /// // dL/d(affine.b) is a mean of (softmax - one-hot) rows, which sum to zero.
-    /// let sum: f32 = model.grads().views().affine_b.iter().sum();
+    /// let sum: f32 = model.grads().affine_b().iter().sum();
     /// assert!(sum.abs() < 1e-6);
     /// ```
     pub fn grads(&self) -> &Params {

@@ -1,16 +1,43 @@
-//! Activation buffers sized once from `(N, T, V, D, H)`.
+//! Activation buffers sized once from the configuration and the batch shape `(N, T)`.
 
-use super::config::Config;
+use super::config::{Cell, Config};
 use crate::error::{Error, Result};
 use crate::gemm;
-use crate::kernels::recurrent;
-use crate::layers::rnn;
+use crate::kernels::recurrent::packed_len;
 
-/// Every activation (and, for training, every activation gradient) of one batch shape, allocated
-/// once. Row-major: `[N,T,D]` embeddings, `[N,T,H]` hidden states, `[N*T,V]` logits.
+/// The buffers of one recurrent layer.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LayerWs {
+    /// Gates `[N,T,GH]`: `x Wx` for every step, then the activated gates, then (training) the
+    /// gradient w.r.t. the pre-activation. For the tanh RNN (whose pre-activation lives in
+    /// `hs`) only training has it, as `dL/dh` then `dL/da`.
+    pub(crate) gates: Vec<f32>,
+    /// `h_t` `[N,T,H]`.
+    pub(crate) hs: Vec<f32>,
+    /// `h_{t-1}` for every step `[N,T,H]`: left operand of the recurrence and of `dWh`.
+    pub(crate) hprev: Vec<f32>,
+    /// LSTM: `c_t` `[N,T,H]`, `tanh(c_t)` `[N,T,H]` and `c` at the batch start `[N,H]`.
+    pub(crate) cs: Vec<f32>,
+    pub(crate) tc: Vec<f32>,
+    pub(crate) c0: Vec<f32>,
+    /// GRU: `h_{t-1} Wh + bh` `[N,T,3H]`, then (training) its gradient.
+    pub(crate) gh: Vec<f32>,
+    /// Dropout of this layer's output `[N,T,H]` (training with dropout only).
+    pub(crate) drop: Vec<f32>,
+    /// `Wx` packed `[D_l, GH]` and `Wh` packed `[H, GH]`, refreshed every forward.
+    pub(crate) wx_packed: Vec<f32>,
+    pub(crate) wh_packed: Vec<f32>,
+    /// `Wx^T` packed `[GH, D_l]` and `Wh^T` packed `[GH, H]` (training only).
+    pub(crate) wxt_packed: Vec<f32>,
+    pub(crate) wht_packed: Vec<f32>,
+}
+
+/// Every activation (and, for training, every activation gradient) of one batch shape,
+/// allocated once. Row-major: `[N,T,D]` embeddings, `[N,T,H]` hidden states, `[N*T,V]` logits.
 ///
-/// The workspace also holds the recurrent state `h` `[N,H]` that carries from batch to batch
-/// (the book's stateful `TimeRNN`).
+/// The workspace also holds the recurrent state that carries from batch to batch (the book's
+/// stateful time layers): `h` of every layer, and an LSTM's `c` (see [`Workspace::state`]),
+/// and the dropout setting of training (see [`Workspace::set_dropout`]).
 ///
 /// ```
 /// use rnnlm::{Config, Workspace};
@@ -31,38 +58,34 @@ pub struct Workspace {
     pub(crate) xs: Vec<u32>,
     /// Targets `[N,T]` (`-1` = ignore).
     pub(crate) ts: Vec<i32>,
-    /// Embedded inputs `[N,T,D]`.
+    /// Embedded inputs `[N,T,D]` (after dropout, when training with dropout).
     pub(crate) emb: Vec<f32>,
-    /// Hidden states `h_t` `[N,T,H]`.
-    pub(crate) hs: Vec<f32>,
-    /// `h_{t-1}` for every step `[N,T,H]`: left operand of the recurrence and of `dWh`.
-    pub(crate) hprev: Vec<f32>,
-    /// Carried state `[N,H]`.
+    /// Per-layer buffers.
+    pub(crate) layers: Vec<LayerWs>,
+    /// Carried state: `h` of every layer `[L,N,H]`, then (LSTM) `c` of every layer `[L,N,H]`.
     pub(crate) state: Vec<f32>,
     /// Logits, then probabilities' gradient `[N*T,V]`.
     pub(crate) logits: Vec<f32>,
     /// Per-position losses `[N*T]`.
     pub(crate) losses: Vec<f32>,
-    /// `Wh` packed for the recurrent kernel.
-    pub(crate) wh_packed: Vec<f32>,
-    /// `Wh^T` packed (training only).
-    pub(crate) wht_packed: Vec<f32>,
-    /// `Wx` packed `[D,H]`, refreshed every forward.
-    pub(crate) wx_packed: Vec<f32>,
-    /// `affine.W` packed `[H,V]`, refreshed every forward.
+    /// Output weights packed `[H,V]` (`affine.W`, or `embed.W^T` when tied), every forward.
     pub(crate) w_packed: Vec<f32>,
-    /// `affine.W^T` packed `[V,H]` in K blocks (training only).
+    /// Their transpose packed `[V,H]` in K blocks (training only).
     pub(crate) wt_packed: Vec<f32>,
-    /// `Wx^T` packed `[H,D]` (training only).
-    pub(crate) wxt_packed: Vec<f32>,
-    /// `dL/dh`, then `dL/da` `[N,T,H]` (training only).
+    /// `dL/dh` of the LSTM / GRU layer being differentiated `[N,T,H]` (training only).
     pub(crate) dh: Vec<f32>,
     /// `dL/demb` `[N,T,D]` (training only).
     pub(crate) demb: Vec<f32>,
-    /// Per-row scratch of the backward recurrence `[N,H]` (training only).
+    /// Per-row scratch of the backward recurrence: two `[N,H]` (training only).
     pub(crate) scratch: Vec<f32>,
     /// Packing buffers of the large GEMMs (sized for the largest of the step's products).
     pub(crate) gemm_scratch: Vec<f32>,
+    /// Tied training: `[dW; db]` `[H+1, V]` of the output layer before it is added to `embed.W`.
+    pub(crate) tied_grad: Vec<f32>,
+    /// Dropout probability (0 = off), seed, and the step counter of the masks.
+    pub(crate) dropout: f32,
+    pub(crate) dropout_seed: u64,
+    pub(crate) dropout_step: u64,
     /// Whether `logits` holds the gradient of a training forward not yet consumed.
     pub(crate) ready_for_backward: bool,
 }
@@ -91,22 +114,57 @@ impl Workspace {
             ));
         }
         let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+        let gh = cfg.cell.gates() * h;
         let nt = n
             .checked_mul(t)
             .ok_or_else(|| Error::invalid("batch shape", "N*T overflows"))?;
-        // The largest buffer is [N*T, max(V,D,H)]; refuse shapes whose size overflows.
-        if nt.checked_mul(v.max(d).max(h)).is_none_or(|x| x >= 1 << 40) {
+        // The largest buffer is [N*T, max(V,D,GH)]; refuse shapes whose size overflows.
+        if nt
+            .checked_mul(v.max(d).max(gh))
+            .is_none_or(|x| x >= 1 << 40)
+        {
             return Err(Error::invalid(
                 "batch shape",
                 format!("N*T*V = {nt}*{v} values is too large"),
             ));
         }
         let g = |len: usize| if train { vec![0.0f32; len] } else { Vec::new() };
-        // The weight gradients are two products through gemm::matmul_packed, each with its
+        let layers = (0..cfg.layers)
+            .map(|l| {
+                let dl = cfg.layer_input(l);
+                let (lstm, gru) = (cfg.cell == Cell::Lstm, cfg.cell == Cell::Gru);
+                let when = |on: bool, len: usize| if on { vec![0.0f32; len] } else { Vec::new() };
+                LayerWs {
+                    gates: when(train || cfg.cell != Cell::Rnn, nt * gh),
+                    hs: vec![0.0; nt * h],
+                    hprev: vec![0.0; nt * h],
+                    cs: when(lstm, nt * h),
+                    tc: when(lstm, nt * h),
+                    c0: when(lstm, n * h),
+                    gh: when(gru, nt * gh),
+                    drop: Vec::new(),
+                    wx_packed: vec![0.0; packed_len(dl, gh)],
+                    wh_packed: vec![0.0; packed_len(h, gh)],
+                    wxt_packed: g(packed_len(gh, dl)),
+                    wht_packed: g(packed_len(gh, h)),
+                }
+            })
+            .collect();
+        // The weight gradients are products through gemm::matmul_packed, each with its
         // A = [activations | 1]^T built row-major at the front of the scratch; see
         // model::simple::backward.
         let scratch = if train {
-            [(h + 1, nt, v), (d + h + 1, nt, h)]
+            let mut shapes = vec![(h + 1, nt, v)];
+            for l in 0..cfg.layers {
+                let dl = cfg.layer_input(l);
+                if cfg.cell == Cell::Gru {
+                    shapes.push((dl + 1, nt, gh));
+                    shapes.push((h + 1, nt, gh));
+                } else {
+                    shapes.push((dl + h + 1, nt, gh));
+                }
+            }
+            shapes
                 .into_iter()
                 .map(|(m, k, n)| m * k + gemm::scratch_len(m, k, n, true))
                 .max()
@@ -114,6 +172,7 @@ impl Workspace {
         } else {
             0
         };
+        let states = if cfg.cell == Cell::Lstm { 2 } else { 1 };
         Ok(Self {
             cfg,
             n,
@@ -122,23 +181,91 @@ impl Workspace {
             xs: vec![0; nt],
             ts: vec![0; nt],
             emb: vec![0.0; nt * d],
-            hs: vec![0.0; nt * h],
-            hprev: vec![0.0; nt * h],
-            state: vec![0.0; n * h],
+            layers,
+            state: vec![0.0; states * cfg.layers * n * h],
             logits: vec![0.0; nt * v],
             losses: vec![0.0; nt],
-            wh_packed: vec![0.0; rnn::packed_len(h)],
-            wht_packed: g(rnn::packed_len(h)),
-            wx_packed: vec![0.0; recurrent::packed_len(d, h)],
-            w_packed: vec![0.0; recurrent::packed_len(h, v)],
-            wt_packed: g(recurrent::packed_len(v, h)),
-            wxt_packed: g(recurrent::packed_len(h, d)),
-            dh: g(nt * h),
+            w_packed: vec![0.0; packed_len(h, v)],
+            wt_packed: g(packed_len(v, h)),
+            dh: if train && cfg.cell != Cell::Rnn {
+                vec![0.0; nt * h]
+            } else {
+                Vec::new()
+            },
             demb: g(nt * d),
-            scratch: g(n * h),
+            scratch: g(2 * n * h),
             gemm_scratch: vec![0.0; scratch],
+            tied_grad: if train && cfg.tied {
+                vec![0.0; (h + 1) * v]
+            } else {
+                Vec::new()
+            },
+            dropout: 0.0,
+            dropout_seed: 0,
+            dropout_step: 0,
             ready_for_backward: false,
         })
+    }
+
+    /// Turns inverted dropout on (`p > 0`) or off (`p == 0`) for the training forwards of this
+    /// workspace: after the embedding, between layers and before the output layer, as the
+    /// book's `BetterRnnlm` and PyTorch's word_language_model place it. Masks are a pure
+    /// function of `(seed, step, site, row, time step, unit)` (see
+    /// [`crate::kernels::dropout`]), so results do not depend on the thread count; `step`
+    /// counts training forwards from 0 (see [`Workspace::dropout_step`]). An evaluation
+    /// workspace ignores the setting.
+    ///
+    /// # Errors
+    /// If `p` is not in `[0, 1)`.
+    ///
+    /// ```
+    /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
+    /// let mut ws = rnnlm::Workspace::new(cfg, 2, 3, true).unwrap();
+    /// ws.set_dropout(0.5, 7).unwrap();
+    /// assert_eq!(ws.dropout(), 0.5);
+    /// assert!(ws.set_dropout(1.0, 7).is_err());
+    /// ```
+    pub fn set_dropout(&mut self, p: f32, seed: u64) -> Result<()> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                "dropout",
+                format!("{p} (must be at least 0 and below 1)"),
+            ));
+        }
+        self.dropout = p;
+        self.dropout_seed = seed;
+        let len = self.n * self.t * self.cfg.hidden_size;
+        let on = p > 0.0 && self.train;
+        for l in &mut self.layers {
+            l.drop = if on { vec![0.0; len] } else { Vec::new() };
+        }
+        Ok(())
+    }
+
+    /// The dropout probability (0 when off).
+    pub fn dropout(&self) -> f32 {
+        self.dropout
+    }
+
+    /// The step counter of the dropout masks: the number of training forwards run so far (a
+    /// resumed run sets it back with [`Workspace::set_dropout_step`]).
+    pub fn dropout_step(&self) -> u64 {
+        self.dropout_step
+    }
+
+    /// Sets the step counter of the dropout masks.
+    pub fn set_dropout_step(&mut self, step: u64) {
+        self.dropout_step = step;
+    }
+
+    /// Whether training forwards apply dropout.
+    pub(crate) fn dropout_on(&self) -> bool {
+        self.train && self.dropout > 0.0
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// Batch size `N`.
@@ -164,23 +291,12 @@ impl Workspace {
     }
 
     /// Whether the gradient buffers exist.
-    ///
-    /// ```
-    /// # use rand::SeedableRng;
-    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
-    /// # let cfg = Config::new(10, 4, 6).unwrap();
-    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
-    /// use rnnlm::model::simple::backward;
-    /// let mut ws = Workspace::new(cfg, 1, 2, false).unwrap();
-    /// assert!(!ws.is_train());
-    /// forward(&params, &mut ws, &[1, 2], &[2, 3]).unwrap();
-    /// assert!(backward(&params, &mut ws, &mut Params::zeros(cfg)).is_err()); // no gradients here
-    /// ```
     pub fn is_train(&self) -> bool {
         self.train
     }
 
-    /// The hidden state `[N,H]` that the next batch starts from.
+    /// The state the next batch starts from: `h` of every layer `[L,N,H]`, followed for an
+    /// LSTM by `c` of every layer `[L,N,H]` (so `[N,H]` for the one-layer tanh RNN).
     ///
     /// ```
     /// # use rand::SeedableRng;
@@ -198,28 +314,14 @@ impl Workspace {
     }
 
     /// Sets the carried state to zero (the book's `reset_state`).
-    ///
-    /// ```
-    /// # use rand::SeedableRng;
-    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
-    /// # let cfg = Config::new(10, 4, 6).unwrap();
-    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
-    /// let mut ws = Workspace::new(cfg, 1, 3, false).unwrap();
-    /// let (xs, ts) = ([1, 2, 3], [2, 3, 4]);
-    /// let first = forward(&params, &mut ws, &xs, &ts).unwrap();
-    /// let second = forward(&params, &mut ws, &xs, &ts).unwrap(); // from the carried state
-    /// assert_ne!(second, first);
-    /// ws.reset_state();
-    /// assert_eq!(forward(&params, &mut ws, &xs, &ts).unwrap(), first); // starts from zero again
-    /// ```
     pub fn reset_state(&mut self) {
         self.state.fill(0.0);
     }
 
-    /// Sets the carried state (the book's `set_state`).
+    /// Sets the carried state (the book's `set_state`), laid out as [`Workspace::state`].
     ///
     /// # Errors
-    /// If `h` is not `[N,H]`.
+    /// If `s` has another length.
     ///
     /// ```
     /// # use rand::SeedableRng;
@@ -235,33 +337,20 @@ impl Workspace {
     /// assert_eq!(forward(&params, &mut ws, &xs, &ts).unwrap(), next);
     /// assert!(ws.set_state(&[0.0; 5]).is_err()); // not [N, H] = [1, 6]
     /// ```
-    pub fn set_state(&mut self, h: &[f32]) -> Result<()> {
-        if h.len() != self.state.len() {
+    pub fn set_state(&mut self, s: &[f32]) -> Result<()> {
+        if s.len() != self.state.len() {
+            let k = self.state.len() / (self.n * self.cfg.hidden_size);
             return Err(Error::Shape {
                 what: "state".into(),
-                expected: vec![self.n, self.cfg.hidden_size],
-                found: vec![h.len()],
+                expected: vec![k, self.n, self.cfg.hidden_size],
+                found: vec![s.len()],
             });
         }
-        self.state.copy_from_slice(h);
+        self.state.copy_from_slice(s);
         Ok(())
     }
 
     /// Logits (after a forward in evaluation mode) `[N*T,V]`.
-    ///
-    /// ```
-    /// # use rand::SeedableRng;
-    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
-    /// # let cfg = Config::new(10, 4, 6).unwrap();
-    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
-    /// let mut ws = Workspace::new(cfg, 1, 2, false).unwrap();
-    /// forward(&params, &mut ws, &[1, 2], &[2, 3]).unwrap();
-    /// assert_eq!(ws.logits().len(), 2 * 10); // [N*T, V]
-    /// // Position 0's loss is the cross-entropy of its logits row (bias included) for target 2.
-    /// let row = &ws.logits()[..10];
-    /// let lse = row.iter().map(|&l| (l as f64).exp()).sum::<f64>().ln();
-    /// assert!((lse - row[2] as f64 - ws.position_losses()[0] as f64).abs() < 1e-5);
-    /// ```
     pub fn logits(&self) -> &[f32] {
         &self.logits
     }
@@ -284,20 +373,9 @@ impl Workspace {
         &self.losses
     }
 
-    /// Hidden states `h_t` of the last forward, `[N,T,H]`.
-    ///
-    /// ```
-    /// # use rand::SeedableRng;
-    /// # use rnnlm::{model::simple::forward, Config, Params, Workspace};
-    /// # let cfg = Config::new(10, 4, 6).unwrap();
-    /// # let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
-    /// let mut ws = Workspace::new(cfg, 2, 3, false).unwrap();
-    /// forward(&params, &mut ws, &[1, 2, 3, 4, 5, 6], &[2, 3, 4, 5, 6, 7]).unwrap();
-    /// assert_eq!(ws.hidden().len(), 2 * 3 * 6);
-    /// assert!(ws.hidden().iter().all(|h| h.abs() < 1.0)); // tanh outputs
-    /// ```
+    /// Hidden states `h_t` of the last layer in the last forward, `[N,T,H]`.
     pub fn hidden(&self) -> &[f32] {
-        &self.hs
+        &self.layers[self.layers.len() - 1].hs
     }
 
     /// Bytes held by the buffers.
@@ -310,23 +388,37 @@ impl Workspace {
     /// assert!(Workspace::new(cfg, 4, 3, false).unwrap().bytes() > small.bytes());
     /// ```
     pub fn bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.gates.len()
+                    + l.hs.len()
+                    + l.hprev.len()
+                    + l.cs.len()
+                    + l.tc.len()
+                    + l.c0.len()
+                    + l.gh.len()
+                    + l.drop.len()
+                    + l.wx_packed.len()
+                    + l.wh_packed.len()
+                    + l.wxt_packed.len()
+                    + l.wht_packed.len()
+            })
+            .sum();
         4 * (self.xs.len()
             + self.ts.len()
             + self.emb.len()
-            + self.hs.len()
-            + self.hprev.len()
+            + layers
             + self.state.len()
             + self.logits.len()
             + self.losses.len()
-            + self.wh_packed.len()
-            + self.wht_packed.len()
-            + self.wx_packed.len()
             + self.w_packed.len()
             + self.wt_packed.len()
-            + self.wxt_packed.len()
             + self.dh.len()
             + self.demb.len()
             + self.scratch.len()
-            + self.gemm_scratch.len())
+            + self.gemm_scratch.len()
+            + self.tied_grad.len())
     }
 }
