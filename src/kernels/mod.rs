@@ -4,6 +4,7 @@
 //! that takes the instruction set explicitly (tests run every supported one).
 
 mod expm1;
+pub mod gates;
 pub mod recurrent;
 mod simd;
 pub mod softmax;
