@@ -20,7 +20,7 @@ const EXP_HI: f32 = 89.0;
 /// # Safety
 /// `S`'s ISA must be supported by the running CPU.
 #[inline(always)]
-unsafe fn exp_v<S: Simd>(x: S::V) -> S::V {
+pub(super) unsafe fn exp_v<S: Simd>(x: S::V) -> S::V {
     let (n, em) = reduce::<S>(S::clamp(x, EXP_LO, EXP_HI));
     // 1 + em rounds once, and scaling by 2^n is exact for normal results: exp(0) == 1.
     let e = S::ldexp(S::add(S::splat(1.0), em), n);

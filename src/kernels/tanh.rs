@@ -19,7 +19,7 @@ const SATURATE: f32 = 10.0;
 /// # Safety
 /// `S`'s ISA must be supported by the running CPU.
 #[inline(always)]
-unsafe fn tanh_v<S: Simd>(x: S::V) -> S::V {
+pub(super) unsafe fn tanh_v<S: Simd>(x: S::V) -> S::V {
     let a = S::clamp(S::abs(x), 0.0, SATURATE);
     let (n, em) = reduce::<S>(S::add(a, a));
     // expm1(2a) = 2^n (1 + em) - 1 = 2^n em + (2^n - 1); exact em when n = 0 (small |x|).
