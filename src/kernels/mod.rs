@@ -3,6 +3,7 @@
 //! Each kernel has a safe entry that dispatches on [`crate::cpu::isa`] and a `_with` variant
 //! that takes the instruction set explicitly (tests run every supported one).
 
+pub mod dropout;
 mod expm1;
 pub mod recurrent;
 mod simd;
