@@ -36,6 +36,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod convert;
 pub mod cpu;
 pub mod data;
 pub mod error;

@@ -1,0 +1,1205 @@
+//! Conversion between PyTorch's `examples/word_language_model` checkpoints (`RNNModel`'s
+//! `state_dict()`) and this crate's tensor layout.
+//!
+//! PyTorch names and shapes (`G` = 1 for `RNN_TANH`, 3 for `GRU`, 4 for `LSTM`; `D_0 = ninp`,
+//! `D_l = nhid` for `l > 0`):
+//!
+//! | PyTorch | shape | ours | shape |
+//! | --- | --- | --- | --- |
+//! | `encoder.weight` | `[V, D]` | `embed.W` | `[V, D]` |
+//! | `rnn.weight_ih_l{l}` | `[G*H, D_l]` | `{cell}.{l}.Wx` | `[D_l, G*H]` (transposed) |
+//! | `rnn.weight_hh_l{l}` | `[G*H, H]` | `{cell}.{l}.Wh` | `[H, G*H]` (transposed) |
+//! | `rnn.bias_ih_l{l}` + `rnn.bias_hh_l{l}` | `[G*H]` each | `{cell}.{l}.b` (rnn, lstm) | `[G*H]` (their sum) |
+//! | `rnn.bias_ih_l{l}`, `rnn.bias_hh_l{l}` | `[3H]` each | `gru.{l}.bx`, `gru.{l}.bh` | `[3H]` each |
+//! | `decoder.weight` | `[V, H]` | `affine.W` (untied only) | `[H, V]` (transposed) |
+//! | `decoder.bias` | `[V]` | `affine.b` | `[V]` |
+//!
+//! `{cell}` is `rnn`, `lstm` or `gru`. Our weights multiply from the right (`x·Wx`), hence the
+//! transposes. Along the `4H` axis an LSTM's gates are ordered `f, g, i, o` here (as in *Deep
+//! Learning from Scratch 2*) and `i, f, g, o` in PyTorch; a GRU's `r, z, n` order is the same in
+//! both, and a GRU keeps both biases because `n` multiplies `r` into the hidden-side term only.
+//! Tied weights (`decoder.weight` is `encoder.weight`, which needs `D == H`) have no
+//! `affine.W`: the output weights are `embed.W` transposed.
+//!
+//! ```
+//! use rnnlm::convert::{from_torch, to_torch, Tensors, TorchCell};
+//! let (v, d, h) = (5, 3, 2);
+//! let t = |shape: Vec<usize>| {
+//!     let n = shape.iter().product();
+//!     (shape, (0..n).map(|i| i as f32 / 10.0).collect::<Vec<f32>>())
+//! };
+//! let mut torch = Tensors::new();
+//! torch.insert("encoder.weight".into(), t(vec![v, d]));
+//! torch.insert("rnn.weight_ih_l0".into(), t(vec![h, d]));
+//! torch.insert("rnn.weight_hh_l0".into(), t(vec![h, h]));
+//! torch.insert("rnn.bias_ih_l0".into(), t(vec![h]));
+//! torch.insert("rnn.bias_hh_l0".into(), t(vec![h]));
+//! torch.insert("decoder.weight".into(), t(vec![v, h]));
+//! torch.insert("decoder.bias".into(), t(vec![v]));
+//! let (model, ours) = from_torch(&torch).unwrap();
+//! assert_eq!((model.cell, model.layers, model.tied), (TorchCell::Rnn, 1, false));
+//! assert_eq!(ours["rnn.0.Wx"].0, [d, h]);
+//! assert_eq!(ours["rnn.0.b"].1, [0.0, 0.2]); // bias_ih + bias_hh
+//! let back = to_torch(&model, &ours).unwrap();
+//! assert_eq!(back["rnn.weight_ih_l0"], torch["rnn.weight_ih_l0"]);
+//! assert_eq!(back["rnn.bias_hh_l0"].1, [0.0, 0.0]); // the whole bias goes to bias_ih
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Named f32 tensors: name -> (shape, row-major data).
+pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The recurrent cell of a word_language_model `RNNModel`.
+///
+/// ```
+/// use rnnlm::convert::TorchCell;
+/// assert_eq!(TorchCell::Lstm.name(), "lstm");
+/// assert_eq!(TorchCell::Gru.gates(), 3);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TorchCell {
+    /// `nn.RNN(nonlinearity='tanh')` (`RNN_TANH`): one gate block.
+    Rnn,
+    /// `nn.LSTM`: four gate blocks.
+    Lstm,
+    /// `nn.GRU`: three gate blocks.
+    Gru,
+}
+
+impl TorchCell {
+    /// Our tensor-name prefix: `"rnn"`, `"lstm"` or `"gru"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TorchCell::Rnn => "rnn",
+            TorchCell::Lstm => "lstm",
+            TorchCell::Gru => "gru",
+        }
+    }
+
+    /// Number of `H`-wide gate blocks `G` in the weights: 1, 4 or 3.
+    pub fn gates(self) -> usize {
+        match self {
+            TorchCell::Rnn => 1,
+            TorchCell::Lstm => 4,
+            TorchCell::Gru => 3,
+        }
+    }
+
+    /// For each of our gate blocks, the PyTorch block it comes from.
+    fn torch_block(self) -> &'static [usize] {
+        match self {
+            TorchCell::Rnn => &[0],
+            // ours f, g, i, o  <-  PyTorch i, f, g, o
+            TorchCell::Lstm => &[1, 2, 0, 3],
+            TorchCell::Gru => &[0, 1, 2],
+        }
+    }
+}
+
+/// The architecture of a word_language_model `RNNModel`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TorchModel {
+    /// The recurrent cell.
+    pub cell: TorchCell,
+    /// `V`: the vocabulary size (`ntoken`).
+    pub vocab_size: usize,
+    /// `D`: the embedding width (`ninp`).
+    pub wordvec_size: usize,
+    /// `H`: the hidden width (`nhid`).
+    pub hidden_size: usize,
+    /// Number of stacked recurrent layers (`nlayers`).
+    pub layers: usize,
+    /// Whether the decoder shares the encoder's weights (`tie_weights`).
+    pub tied: bool,
+}
+
+/// Why a set of tensors does not convert. Every message names the tensor (or setting) and
+/// says what was expected and what was found.
+///
+/// ```
+/// use rnnlm::convert::{from_torch, ConvertError, Tensors};
+/// let err = from_torch(&Tensors::new()).unwrap_err();
+/// assert!(matches!(err, ConvertError::Missing { .. }));
+/// assert_eq!(err.to_string(), "tensor \"encoder.weight\": missing (expected shape [V, D])");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvertError {
+    /// A tensor the model needs is absent.
+    #[error("tensor {name:?}: missing (expected shape {expected})")]
+    Missing {
+        /// The tensor.
+        name: String,
+        /// The shape it should have, e.g. `[16, 64]` or `[V, D]` when not yet known.
+        expected: String,
+    },
+    /// A tensor that has no place in the model.
+    #[error("tensor {name:?}: unexpected in {what} (found shape {found:?})")]
+    Unexpected {
+        /// The tensor.
+        name: String,
+        /// What was being read (e.g. `a 2-layer lstm word_language_model RNNModel`).
+        what: String,
+        /// Its shape.
+        found: Vec<usize>,
+    },
+    /// A tensor with the wrong shape.
+    #[error("tensor {name:?}: expected shape {expected}, found {found:?}")]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// The shape it should have.
+        expected: String,
+        /// The shape it has.
+        found: Vec<usize>,
+    },
+    /// A tensor whose data length is not the product of its shape.
+    #[error("tensor {name:?}: shape {shape:?} needs {expected} values, found {found}")]
+    Data {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The product of the shape.
+        expected: usize,
+        /// The data length.
+        found: usize,
+    },
+    /// A model description that cannot exist (e.g. tied weights with `D != H`).
+    #[error("invalid {what}: {msg}")]
+    Invalid {
+        /// Which setting.
+        what: String,
+        /// What is wrong with it.
+        msg: String,
+    },
+}
+
+fn shape_str(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+fn invalid(what: &str, msg: impl Into<String>) -> ConvertError {
+    ConvertError::Invalid {
+        what: what.to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Returns the tensor `name`, checking its data length and (when given) its shape.
+fn get<'a>(
+    t: &'a Tensors,
+    name: &str,
+    expected: &[usize],
+) -> Result<&'a (Vec<usize>, Vec<f32>), ConvertError> {
+    let entry = t.get(name).ok_or_else(|| ConvertError::Missing {
+        name: name.to_string(),
+        expected: shape_str(expected),
+    })?;
+    if entry.0 != expected {
+        return Err(ConvertError::Shape {
+            name: name.to_string(),
+            expected: shape_str(expected),
+            found: entry.0.clone(),
+        });
+    }
+    check_len(name, entry)?;
+    Ok(entry)
+}
+
+fn check_len(name: &str, (shape, data): &(Vec<usize>, Vec<f32>)) -> Result<(), ConvertError> {
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if n != data.len() {
+        return Err(ConvertError::Data {
+            name: name.to_string(),
+            shape: shape.clone(),
+            expected: n,
+            found: data.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Fails on the first tensor (in name order) that is not in `known`.
+fn no_unexpected(t: &Tensors, known: &BTreeSet<String>, what: &str) -> Result<(), ConvertError> {
+    match t.iter().find(|(name, _)| !known.contains(*name)) {
+        Some((name, (shape, _))) => Err(ConvertError::Unexpected {
+            name: name.clone(),
+            what: what.to_string(),
+            found: shape.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// PyTorch `[G*H, Din]` (gate blocks in PyTorch order) -> ours `[Din, G*H]` (our order).
+fn torch_to_ours_weight(src: &[f32], din: usize, h: usize, cell: TorchCell) -> Vec<f32> {
+    let blocks = cell.torch_block();
+    let gh = blocks.len() * h;
+    let mut out = vec![0.0f32; din * gh];
+    for (j, &tj) in blocks.iter().enumerate() {
+        for k in 0..h {
+            let row = &src[(tj * h + k) * din..(tj * h + k + 1) * din];
+            for (d, &x) in row.iter().enumerate() {
+                out[d * gh + j * h + k] = x;
+            }
+        }
+    }
+    out
+}
+
+/// Ours `[Din, G*H]` -> PyTorch `[G*H, Din]`; the inverse of [`torch_to_ours_weight`].
+fn ours_to_torch_weight(src: &[f32], din: usize, h: usize, cell: TorchCell) -> Vec<f32> {
+    let blocks = cell.torch_block();
+    let gh = blocks.len() * h;
+    let mut out = vec![0.0f32; din * gh];
+    for (j, &tj) in blocks.iter().enumerate() {
+        for k in 0..h {
+            for d in 0..din {
+                out[(tj * h + k) * din + d] = src[d * gh + j * h + k];
+            }
+        }
+    }
+    out
+}
+
+/// Reorders a `[G*H]` vector's gate blocks: `to_ours` maps PyTorch order to ours, else back.
+fn reorder_bias(src: &[f32], h: usize, cell: TorchCell, to_ours: bool) -> Vec<f32> {
+    let mut out = vec![0.0f32; src.len()];
+    for (j, &tj) in cell.torch_block().iter().enumerate() {
+        let (o, s) = if to_ours { (j, tj) } else { (tj, j) };
+        out[o * h..(o + 1) * h].copy_from_slice(&src[s * h..(s + 1) * h]);
+    }
+    out
+}
+
+/// `[rows, cols]` -> `[cols, rows]`.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; src.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = src[r * cols + c];
+        }
+    }
+    out
+}
+
+/// The number of recurrent layers named in `t`: one more than the largest `k` of any
+/// `rnn.{weight,bias}_{ih,hh}_l{k}`, or 0.
+fn torch_layers(t: &Tensors) -> usize {
+    let mut layers = 0;
+    for name in t.keys() {
+        for prefix in [
+            "rnn.weight_ih_l",
+            "rnn.weight_hh_l",
+            "rnn.bias_ih_l",
+            "rnn.bias_hh_l",
+        ] {
+            if let Some(k) = name.strip_prefix(prefix) {
+                // Canonical decimal only ("l01" is not layer 1: it stays an unexpected name).
+                let canonical = k == "0" || (!k.starts_with('0') && !k.is_empty());
+                if canonical && k.bytes().all(|b| b.is_ascii_digit()) {
+                    if let Ok(k) = k.parse::<usize>() {
+                        layers = layers.max(k.saturating_add(1));
+                    }
+                }
+            }
+        }
+    }
+    layers
+}
+
+fn describe(m: &TorchModel, side: &str) -> String {
+    format!(
+        "{side} of a {}-layer {}{} model",
+        m.layers,
+        m.cell.name(),
+        if m.tied { " tied" } else { "" }
+    )
+}
+
+fn check_model(m: &TorchModel) -> Result<(), ConvertError> {
+    let (v, d, h) = (m.vocab_size, m.wordvec_size, m.hidden_size);
+    if v == 0 || d == 0 || h == 0 || m.layers == 0 {
+        return Err(invalid(
+            "model",
+            format!(
+                "vocab_size, wordvec_size, hidden_size and layers must be positive; \
+                 found {v}, {d}, {h}, {}",
+                m.layers
+            ),
+        ));
+    }
+    if m.tied && d != h {
+        return Err(invalid(
+            "tied weights",
+            format!("need wordvec_size == hidden_size; found {d} and {h}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads word_language_model `RNNModel` tensors (its `state_dict()`, e.g. loaded from a
+/// `safetensors.torch.save_file` file) and converts them to our layout (see the
+/// [module docs](self)).
+///
+/// The cell comes from `rnn.weight_hh_l0`'s rows: `4H` means LSTM, `3H` GRU and `H` a tanh RNN,
+/// where `H` is its column count; the layer count from the largest `_l{k}` suffix. The model is
+/// tied when `decoder.weight` is absent or bitwise equal to `encoder.weight` (then `D` must
+/// equal `H`). LSTM and RNN biases are summed (`bias_ih + bias_hh`, in f32); a GRU keeps both.
+///
+/// # Errors
+/// A [`ConvertError`] naming the tensor, with the expected and the found shape, when a tensor
+/// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight), has the
+/// wrong shape or a data length that does not match its shape; and when `decoder.weight` is
+/// absent although `D != H`.
+///
+/// ```
+/// use rnnlm::convert::{from_torch, ConvertError, Tensors};
+/// let mut t = Tensors::new();
+/// t.insert("encoder.weight".into(), (vec![3, 2], vec![0.0; 6]));
+/// t.insert("rnn.weight_hh_l0".into(), (vec![5, 2], vec![0.0; 10])); // 5 rows: no cell has that
+/// let err = from_torch(&t).unwrap_err();
+/// assert!(matches!(err, ConvertError::Shape { .. }));
+/// assert!(err.to_string().starts_with("tensor \"rnn.weight_hh_l0\": expected shape [2, 2]"));
+/// ```
+pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors), ConvertError> {
+    let enc = t
+        .get("encoder.weight")
+        .ok_or_else(|| ConvertError::Missing {
+            name: "encoder.weight".into(),
+            expected: "[V, D]".into(),
+        })?;
+    let (v, d) = match enc.0[..] {
+        [v, d] if v > 0 && d > 0 => (v, d),
+        _ => {
+            return Err(ConvertError::Shape {
+                name: "encoder.weight".into(),
+                expected: "[V, D] with V, D > 0".into(),
+                found: enc.0.clone(),
+            })
+        }
+    };
+    let whh = t
+        .get("rnn.weight_hh_l0")
+        .ok_or_else(|| ConvertError::Missing {
+            name: "rnn.weight_hh_l0".into(),
+            expected: "[G*H, H] (G = 1 rnn, 3 gru, 4 lstm)".into(),
+        })?;
+    let (cell, h) = match whh.0[..] {
+        [r, h] if h > 0 && r == h => (TorchCell::Rnn, h),
+        [r, h] if h > 0 && r == 3 * h => (TorchCell::Gru, h),
+        [r, h] if h > 0 && r == 4 * h => (TorchCell::Lstm, h),
+        _ => {
+            let h = whh.0.get(1).copied().unwrap_or(0).max(1);
+            return Err(ConvertError::Shape {
+                name: "rnn.weight_hh_l0".into(),
+                expected: format!(
+                    "{} (rnn), {} (gru) or {} (lstm)",
+                    shape_str(&[h, h]),
+                    shape_str(&[3 * h, h]),
+                    shape_str(&[4 * h, h])
+                ),
+                found: whh.0.clone(),
+            });
+        }
+    };
+    let has_decoder_weight = t.contains_key("decoder.weight");
+    if !has_decoder_weight && d != h {
+        return Err(invalid(
+            "tied weights",
+            format!(
+                "decoder.weight is absent, so the decoder would share encoder.weight, which \
+                 needs ninp == nhid; found ninp {d} and nhid {h}"
+            ),
+        ));
+    }
+    let mut m = TorchModel {
+        cell,
+        vocab_size: v,
+        wordvec_size: d,
+        hidden_size: h,
+        layers: torch_layers(t),
+        tied: !has_decoder_weight,
+    };
+
+    let mut known = BTreeSet::new();
+    let mut take = |name: String, shape: &[usize]| {
+        let r = get(t, &name, shape).map(|e| &e.1);
+        known.insert(name);
+        r
+    };
+    let g = cell.gates();
+    let mut ours = Tensors::new();
+    let embed = take("encoder.weight".into(), &[v, d])?;
+    ours.insert("embed.W".into(), (vec![v, d], embed.clone()));
+    for l in 0..m.layers {
+        let din = if l == 0 { d } else { h };
+        let wih = take(format!("rnn.weight_ih_l{l}"), &[g * h, din])?;
+        let whh = take(format!("rnn.weight_hh_l{l}"), &[g * h, h])?;
+        let bih = take(format!("rnn.bias_ih_l{l}"), &[g * h])?;
+        let bhh = take(format!("rnn.bias_hh_l{l}"), &[g * h])?;
+        let p = format!("{}.{l}", cell.name());
+        ours.insert(
+            format!("{p}.Wx"),
+            (vec![din, g * h], torch_to_ours_weight(wih, din, h, cell)),
+        );
+        ours.insert(
+            format!("{p}.Wh"),
+            (vec![h, g * h], torch_to_ours_weight(whh, h, h, cell)),
+        );
+        if cell == TorchCell::Gru {
+            ours.insert(format!("{p}.bx"), (vec![g * h], bih.clone()));
+            ours.insert(format!("{p}.bh"), (vec![g * h], bhh.clone()));
+        } else {
+            let sum: Vec<f32> = bih.iter().zip(bhh).map(|(a, b)| a + b).collect();
+            ours.insert(
+                format!("{p}.b"),
+                (vec![g * h], reorder_bias(&sum, h, cell, true)),
+            );
+        }
+    }
+    if has_decoder_weight {
+        let dec = take("decoder.weight".into(), &[v, h])?;
+        let same = d == h
+            && dec.len() == embed.len()
+            && dec
+                .iter()
+                .zip(embed)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if same {
+            m.tied = true;
+        } else {
+            ours.insert("affine.W".into(), (vec![h, v], transpose(dec, v, h)));
+        }
+    }
+    let bias = take("decoder.bias".into(), &[v])?;
+    ours.insert("affine.b".into(), (vec![v], bias.clone()));
+    let what = format!(
+        "{} (word_language_model RNNModel)",
+        describe(&m, "the tensors")
+    );
+    no_unexpected(t, &known, &what)?;
+    Ok((m, ours))
+}
+
+/// The inverse of [`from_torch`]: converts our tensors for model `m` to word_language_model
+/// `RNNModel` names and layout.
+///
+/// When tied, `decoder.weight` is a copy of `encoder.weight`. For RNN and LSTM cells, whose
+/// single bias is the sum of PyTorch's two, `bias_ih` gets the whole bias and `bias_hh` is
+/// zero (the sum, which is all the model uses, is preserved exactly).
+///
+/// # Errors
+/// A [`ConvertError`] when `m` cannot exist (a zero size, no layer, tied with `D != H`) or a
+/// tensor of `ours` is missing, unexpected, of the wrong shape or of the wrong data length.
+///
+/// ```
+/// use rnnlm::convert::{to_torch, ConvertError, Tensors, TorchCell, TorchModel};
+/// let m = TorchModel { cell: TorchCell::Gru, vocab_size: 4, wordvec_size: 2, hidden_size: 2,
+///                      layers: 1, tied: true };
+/// let err = to_torch(&m, &Tensors::new()).unwrap_err();
+/// assert_eq!(err.to_string(), "tensor \"embed.W\": missing (expected shape [4, 2])");
+/// ```
+pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors, ConvertError> {
+    check_model(m)?;
+    let (v, d, h, cell) = (m.vocab_size, m.wordvec_size, m.hidden_size, m.cell);
+    let g = cell.gates();
+    let mut known = BTreeSet::new();
+    let mut take = |name: String, shape: &[usize]| {
+        let r = get(ours, &name, shape).map(|e| &e.1);
+        known.insert(name);
+        r
+    };
+    let mut t = Tensors::new();
+    let embed = take("embed.W".into(), &[v, d])?;
+    t.insert("encoder.weight".into(), (vec![v, d], embed.clone()));
+    for l in 0..m.layers {
+        let din = if l == 0 { d } else { h };
+        let p = format!("{}.{l}", cell.name());
+        let wx = take(format!("{p}.Wx"), &[din, g * h])?;
+        let wh = take(format!("{p}.Wh"), &[h, g * h])?;
+        t.insert(
+            format!("rnn.weight_ih_l{l}"),
+            (vec![g * h, din], ours_to_torch_weight(wx, din, h, cell)),
+        );
+        t.insert(
+            format!("rnn.weight_hh_l{l}"),
+            (vec![g * h, h], ours_to_torch_weight(wh, h, h, cell)),
+        );
+        let (bih, bhh) = if cell == TorchCell::Gru {
+            let bx = take(format!("{p}.bx"), &[g * h])?;
+            let bh = take(format!("{p}.bh"), &[g * h])?;
+            (bx.clone(), bh.clone())
+        } else {
+            let b = take(format!("{p}.b"), &[g * h])?;
+            (reorder_bias(b, h, cell, false), vec![0.0; g * h])
+        };
+        t.insert(format!("rnn.bias_ih_l{l}"), (vec![g * h], bih));
+        t.insert(format!("rnn.bias_hh_l{l}"), (vec![g * h], bhh));
+    }
+    let dec = if m.tied {
+        embed.clone()
+    } else {
+        transpose(take("affine.W".into(), &[h, v])?, h, v)
+    };
+    t.insert("decoder.weight".into(), (vec![v, h], dec));
+    let bias = take("affine.b".into(), &[v])?;
+    t.insert("decoder.bias".into(), (vec![v], bias.clone()));
+    no_unexpected(ours, &known, &describe(m, "our tensors"))?;
+    Ok(t)
+}
+
+/// Python's `str.isspace` for the characters `str.split()` splits on: Unicode white space plus
+/// the separators U+001C..U+001F, which Rust does not count as white space.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// word_language_model's `data.Dictionary` over a text: the words in order of first
+/// appearance, reading line by line (`\n`, `\r\n` and `\r` end a line, as Python's text mode
+/// reads them) each line's whitespace-split words followed by `"<eos>"`.
+///
+/// ```
+/// let words = rnnlm::convert::dictionary("the cat sat\n\nthe dog\n");
+/// assert_eq!(words, ["the", "cat", "sat", "<eos>", "dog"]);
+/// assert!(rnnlm::convert::dictionary("").is_empty());
+/// ```
+pub fn dictionary(text: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut words = Vec::new();
+    let mut add = |w: &str| {
+        if seen.insert(w.to_string()) {
+            words.push(w.to_string());
+        }
+    };
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, next) = match rest.find(['\n', '\r']) {
+            Some(i) => {
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                (&rest[..i], &rest[i + skip..])
+            }
+            None => (rest, ""),
+        };
+        for w in line.split(py_space).filter(|w| !w.is_empty()) {
+            add(w);
+        }
+        add("<eos>");
+        rest = next;
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tensor whose element `i` is `base + i`.
+    fn seq(shape: &[usize], base: f32) -> (Vec<usize>, Vec<f32>) {
+        let n = shape.iter().product();
+        (shape.to_vec(), (0..n).map(|i| base + i as f32).collect())
+    }
+
+    /// A word_language_model state dict with distinct values everywhere.
+    fn torch_model(
+        cell: TorchCell,
+        v: usize,
+        d: usize,
+        h: usize,
+        layers: usize,
+        tied: bool,
+    ) -> Tensors {
+        let g = cell.gates();
+        let mut t = Tensors::new();
+        t.insert("encoder.weight".into(), seq(&[v, d], 0.0));
+        for l in 0..layers {
+            let din = if l == 0 { d } else { h };
+            let base = 1000.0 * (l + 1) as f32;
+            t.insert(format!("rnn.weight_ih_l{l}"), seq(&[g * h, din], base));
+            t.insert(
+                format!("rnn.weight_hh_l{l}"),
+                seq(&[g * h, h], base + 300.0),
+            );
+            t.insert(format!("rnn.bias_ih_l{l}"), seq(&[g * h], base + 600.0));
+            t.insert(format!("rnn.bias_hh_l{l}"), seq(&[g * h], base + 0.5));
+        }
+        if tied {
+            let e = t["encoder.weight"].clone();
+            t.insert("decoder.weight".into(), e);
+        } else {
+            t.insert("decoder.weight".into(), seq(&[v, h], 500.0));
+        }
+        t.insert("decoder.bias".into(), seq(&[v], 900.0));
+        t
+    }
+
+    fn at(t: &Tensors, name: &str, idx: &[usize]) -> f32 {
+        let (shape, data) = &t[name];
+        assert_eq!(shape.len(), idx.len(), "{name}");
+        let mut flat = 0;
+        for (&i, &n) in idx.iter().zip(shape) {
+            assert!(i < n);
+            flat = flat * n + i;
+        }
+        data[flat]
+    }
+
+    #[test]
+    fn lstm_gates_are_reordered_and_transposed() {
+        // H = 2, D = 3: PyTorch weight_ih is [8, 3] with rows i0 i1 f0 f1 g0 g1 o0 o1.
+        let t = torch_model(TorchCell::Lstm, 5, 3, 2, 1, false);
+        let (m, ours) = from_torch(&t).unwrap();
+        assert_eq!(
+            m,
+            TorchModel {
+                cell: TorchCell::Lstm,
+                vocab_size: 5,
+                wordvec_size: 3,
+                hidden_size: 2,
+                layers: 1,
+                tied: false
+            }
+        );
+        assert_eq!(ours["lstm.0.Wx"].0, [3, 8]);
+        assert_eq!(ours["lstm.0.Wh"].0, [2, 8]);
+        let wih = |r: usize, c: usize| at(&t, "rnn.weight_ih_l0", &[r, c]);
+        let whh = |r: usize, c: usize| at(&t, "rnn.weight_hh_l0", &[r, c]);
+        // Our columns: f0 f1 g0 g1 i0 i1 o0 o1.
+        // f unit 0 <- PyTorch row 2; f unit 1 <- row 3.
+        assert_eq!(at(&ours, "lstm.0.Wx", &[0, 0]), wih(2, 0));
+        assert_eq!(at(&ours, "lstm.0.Wx", &[2, 1]), wih(3, 2));
+        // g <- rows 4, 5.
+        assert_eq!(at(&ours, "lstm.0.Wx", &[1, 2]), wih(4, 1));
+        assert_eq!(at(&ours, "lstm.0.Wx", &[1, 3]), wih(5, 1));
+        // i <- rows 0, 1.
+        assert_eq!(at(&ours, "lstm.0.Wx", &[0, 4]), wih(0, 0));
+        assert_eq!(at(&ours, "lstm.0.Wx", &[2, 5]), wih(1, 2));
+        // o <- rows 6, 7.
+        assert_eq!(at(&ours, "lstm.0.Wx", &[1, 6]), wih(6, 1));
+        assert_eq!(at(&ours, "lstm.0.Wx", &[0, 7]), wih(7, 0));
+        // Every element, for Wh.
+        let to_torch_row = [2, 3, 4, 5, 0, 1, 6, 7];
+        for r in 0..2 {
+            for (c, &tr) in to_torch_row.iter().enumerate() {
+                assert_eq!(at(&ours, "lstm.0.Wh", &[r, c]), whh(tr, r));
+            }
+        }
+        // Bias: the sum, reordered the same way.
+        let bsum = |i: usize| at(&t, "rnn.bias_ih_l0", &[i]) + at(&t, "rnn.bias_hh_l0", &[i]);
+        for (c, &tr) in to_torch_row.iter().enumerate() {
+            assert_eq!(at(&ours, "lstm.0.b", &[c]), bsum(tr));
+        }
+        assert_eq!(at(&ours, "lstm.0.b", &[0]), 1602.0 + 1002.5); // f0 <- index 2
+                                                                  // Output layer: transposed decoder.
+        assert_eq!(ours["affine.W"].0, [2, 5]);
+        for r in 0..5 {
+            for c in 0..2 {
+                assert_eq!(
+                    at(&ours, "affine.W", &[c, r]),
+                    at(&t, "decoder.weight", &[r, c])
+                );
+            }
+        }
+        assert_eq!(ours["affine.b"], t["decoder.bias"]);
+        assert_eq!(ours["embed.W"], t["encoder.weight"]);
+        let names: Vec<&str> = ours.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "affine.W",
+                "affine.b",
+                "embed.W",
+                "lstm.0.Wh",
+                "lstm.0.Wx",
+                "lstm.0.b"
+            ]
+        );
+    }
+
+    #[test]
+    fn gru_keeps_order_and_both_biases() {
+        let t = torch_model(TorchCell::Gru, 4, 3, 2, 2, false);
+        let (m, ours) = from_torch(&t).unwrap();
+        assert_eq!((m.cell, m.layers, m.tied), (TorchCell::Gru, 2, false));
+        assert_eq!(ours["gru.0.Wx"].0, [3, 6]);
+        assert_eq!(ours["gru.1.Wx"].0, [2, 6]);
+        assert_eq!(ours["gru.1.Wh"].0, [2, 6]);
+        for l in 0..2 {
+            let din = if l == 0 { 3 } else { 2 };
+            for r in 0..6 {
+                for c in 0..din {
+                    let w = at(&t, &format!("rnn.weight_ih_l{l}"), &[r, c]);
+                    assert_eq!(at(&ours, &format!("gru.{l}.Wx"), &[c, r]), w);
+                }
+            }
+            assert_eq!(
+                ours[&format!("gru.{l}.bx")],
+                t[&format!("rnn.bias_ih_l{l}")]
+            );
+            assert_eq!(
+                ours[&format!("gru.{l}.bh")],
+                t[&format!("rnn.bias_hh_l{l}")]
+            );
+        }
+        assert!(!ours.contains_key("gru.0.b"));
+    }
+
+    #[test]
+    fn rnn_layers_and_bias_sum() {
+        let t = torch_model(TorchCell::Rnn, 6, 4, 3, 3, false);
+        let (m, ours) = from_torch(&t).unwrap();
+        assert_eq!((m.cell, m.layers, m.hidden_size), (TorchCell::Rnn, 3, 3));
+        for l in 0..3 {
+            let b = &ours[&format!("rnn.{l}.b")];
+            let base = 1000.0 * (l + 1) as f32;
+            assert_eq!(
+                b.1,
+                [2.0 * base + 600.5, 2.0 * base + 602.5, 2.0 * base + 604.5]
+            );
+            assert_eq!(ours[&format!("rnn.{l}.Wh")].0, [3, 3]);
+        }
+        assert_eq!(ours["rnn.0.Wx"].0, [4, 3]);
+        assert_eq!(ours["rnn.2.Wx"].0, [3, 3]);
+    }
+
+    #[test]
+    fn tied_when_decoder_absent_or_bitwise_equal() {
+        let t = torch_model(TorchCell::Lstm, 5, 2, 2, 1, true);
+        let (m, ours) = from_torch(&t).unwrap();
+        assert!(m.tied);
+        assert!(!ours.contains_key("affine.W"));
+        let mut absent = t.clone();
+        absent.remove("decoder.weight");
+        assert_eq!(from_torch(&absent).unwrap(), (m.clone(), ours.clone()));
+        // One bit different: untied.
+        let mut t2 = t.clone();
+        t2.get_mut("decoder.weight").unwrap().1[3] = f32::from_bits(3.0f32.to_bits() + 1);
+        let (m2, ours2) = from_torch(&t2).unwrap();
+        assert!(!m2.tied);
+        assert_eq!(ours2["affine.W"].0, [2, 5]);
+        // -0.0 vs 0.0 are equal numbers but not equal bits: untied.
+        let mut t3 = t.clone();
+        t3.get_mut("decoder.weight").unwrap().1[0] = -0.0;
+        assert!(!from_torch(&t3).unwrap().0.tied);
+        // Tied models convert back with decoder.weight a copy of encoder.weight.
+        let back = to_torch(&m, &ours).unwrap();
+        assert_eq!(back["decoder.weight"], t["encoder.weight"]);
+    }
+
+    /// to_torch(from_torch(x)) == x except that bias_ih + bias_hh lands in bias_ih.
+    #[test]
+    fn round_trips() {
+        for cell in [TorchCell::Rnn, TorchCell::Lstm, TorchCell::Gru] {
+            for (d, h, layers, tied) in [(3, 2, 1, false), (2, 2, 2, true), (4, 5, 3, false)] {
+                let t = torch_model(cell, 7, d, h, layers, tied);
+                let (m, ours) = from_torch(&t).unwrap();
+                assert_eq!((m.cell, m.layers, m.tied), (cell, layers, tied));
+                let back = to_torch(&m, &ours).unwrap();
+                assert_eq!(
+                    back.keys().collect::<Vec<_>>(),
+                    t.keys().collect::<Vec<_>>()
+                );
+                for (name, (shape, data)) in &t {
+                    let (bshape, bdata) = &back[name];
+                    assert_eq!(bshape, shape, "{name}");
+                    if cell != TorchCell::Gru && name.starts_with("rnn.bias_") {
+                        continue;
+                    }
+                    assert_eq!(bdata, data, "{cell:?} {name}");
+                }
+                if cell != TorchCell::Gru {
+                    for l in 0..layers {
+                        let sum = |x: &Tensors| -> Vec<f32> {
+                            let (a, b) = (
+                                &x[&format!("rnn.bias_ih_l{l}")].1,
+                                &x[&format!("rnn.bias_hh_l{l}")].1,
+                            );
+                            a.iter().zip(b).map(|(a, b)| a + b).collect()
+                        };
+                        assert_eq!(sum(&back), sum(&t));
+                        assert!(back[&format!("rnn.bias_hh_l{l}")]
+                            .1
+                            .iter()
+                            .all(|&x| x == 0.0));
+                    }
+                }
+                // And ours -> torch -> ours is exact.
+                assert_eq!(from_torch(&back).unwrap(), (m, ours));
+            }
+        }
+    }
+
+    #[test]
+    fn torch_errors_name_the_tensor() {
+        let good = torch_model(TorchCell::Lstm, 5, 3, 2, 2, false);
+        let err = |f: &dyn Fn(&mut Tensors)| {
+            let mut t = good.clone();
+            f(&mut t);
+            from_torch(&t).unwrap_err()
+        };
+        let e = err(&|t| {
+            t.remove("rnn.bias_hh_l1");
+        });
+        assert_eq!(
+            e,
+            ConvertError::Missing {
+                name: "rnn.bias_hh_l1".into(),
+                expected: "[8]".into()
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "tensor \"rnn.bias_hh_l1\": missing (expected shape [8])"
+        );
+        // A missing middle layer is reported, not silently dropped.
+        let e = err(&|t| {
+            t.remove("rnn.weight_ih_l1");
+        });
+        assert!(matches!(e, ConvertError::Missing { ref name, .. } if name == "rnn.weight_ih_l1"));
+        let e = err(&|t| {
+            t.insert("rnn.weight_ih_l1".into(), seq(&[8, 3], 0.0));
+        });
+        assert_eq!(
+            e.to_string(),
+            "tensor \"rnn.weight_ih_l1\": expected shape [8, 2], found [8, 3]"
+        );
+        let e = err(&|t| {
+            t.insert("decoder.bias".into(), seq(&[4], 0.0));
+        });
+        assert_eq!(
+            e.to_string(),
+            "tensor \"decoder.bias\": expected shape [5], found [4]"
+        );
+        let e = err(&|t| {
+            t.insert("decoder.weight".into(), seq(&[5, 3], 0.0));
+        });
+        assert!(matches!(e, ConvertError::Shape { ref name, .. } if name == "decoder.weight"));
+        let e = err(&|t| {
+            t.insert("rnn.weight_ih_l0_reverse".into(), seq(&[8, 3], 0.0));
+        });
+        assert!(
+            matches!(e, ConvertError::Unexpected { ref name, ref found, .. }
+                if name == "rnn.weight_ih_l0_reverse" && found == &[8, 3]),
+            "{e}"
+        );
+        assert!(e.to_string().contains("2-layer lstm"), "{e}");
+        let e = err(&|t| {
+            t.insert("rnn.weight_hr_l0".into(), seq(&[2, 2], 0.0));
+        });
+        assert!(matches!(e, ConvertError::Unexpected { .. }), "{e}");
+        // An extra layer's lone tensor makes the others of that layer missing.
+        let e = err(&|t| {
+            t.insert("rnn.bias_ih_l2".into(), seq(&[8], 0.0));
+        });
+        assert!(matches!(e, ConvertError::Missing { ref name, .. } if name == "rnn.weight_ih_l2"));
+        let e = err(&|t| {
+            t.insert("rnn.weight_hh_l0".into(), seq(&[6, 3], 0.0));
+        });
+        assert_eq!(
+            e.to_string(),
+            "tensor \"rnn.weight_hh_l0\": expected shape [3, 3] (rnn), [9, 3] (gru) or [12, 3] \
+             (lstm), found [6, 3]"
+        );
+        let e = err(&|t| {
+            t.remove("rnn.weight_hh_l0");
+        });
+        assert!(matches!(e, ConvertError::Missing { ref name, .. } if name == "rnn.weight_hh_l0"));
+        let e = err(&|t| {
+            t.insert("encoder.weight".into(), seq(&[15], 0.0));
+        });
+        assert!(matches!(e, ConvertError::Shape { ref name, .. } if name == "encoder.weight"));
+        let e = err(&|t| {
+            t.get_mut("rnn.weight_hh_l1").unwrap().1.pop();
+        });
+        assert_eq!(
+            e.to_string(),
+            "tensor \"rnn.weight_hh_l1\": shape [8, 2] needs 16 values, found 15"
+        );
+        // Untied in effect (no decoder.weight) but D != H.
+        let e = err(&|t| {
+            t.remove("decoder.weight");
+        });
+        assert!(matches!(e, ConvertError::Invalid { .. }), "{e}");
+        assert!(e.to_string().contains("ninp 3 and nhid 2"), "{e}");
+    }
+
+    #[test]
+    fn ours_errors_name_the_tensor() {
+        let t = torch_model(TorchCell::Gru, 5, 3, 2, 2, false);
+        let (m, good) = from_torch(&t).unwrap();
+        let err = |m: &TorchModel, f: &dyn Fn(&mut Tensors)| {
+            let mut o = good.clone();
+            f(&mut o);
+            to_torch(m, &o).unwrap_err()
+        };
+        let e = err(&m, &|o| {
+            o.remove("gru.1.bh");
+        });
+        assert_eq!(
+            e.to_string(),
+            "tensor \"gru.1.bh\": missing (expected shape [6])"
+        );
+        let e = err(&m, &|o| {
+            o.insert("gru.0.b".into(), seq(&[6], 0.0));
+        });
+        assert!(matches!(e, ConvertError::Unexpected { ref name, .. } if name == "gru.0.b"));
+        let e = err(&m, &|o| {
+            o.insert("gru.0.Wx".into(), seq(&[6, 3], 0.0));
+        });
+        assert_eq!(
+            e.to_string(),
+            "tensor \"gru.0.Wx\": expected shape [3, 6], found [6, 3]"
+        );
+        // The model says lstm: every lstm name is missing.
+        let lstm = TorchModel {
+            cell: TorchCell::Lstm,
+            ..m.clone()
+        };
+        let e = err(&lstm, &|_| {});
+        assert!(matches!(e, ConvertError::Missing { ref name, .. } if name == "lstm.0.Wx"));
+        // Tied: affine.W has no place.
+        let tied = TorchModel {
+            tied: true,
+            wordvec_size: 2,
+            ..m.clone()
+        };
+        let mut o = good.clone();
+        o.insert("embed.W".into(), seq(&[5, 2], 0.0));
+        o.insert("gru.0.Wx".into(), seq(&[2, 6], 0.0));
+        assert!(matches!(
+            to_torch(&tied, &o).unwrap_err(),
+            ConvertError::Unexpected { ref name, .. } if name == "affine.W"
+        ));
+        o.remove("affine.W");
+        assert!(to_torch(&tied, &o).is_ok());
+        // Impossible models.
+        let e = to_torch(
+            &TorchModel {
+                tied: true,
+                ..m.clone()
+            },
+            &good,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid tied weights: need wordvec_size == hidden_size; found 3 and 2"
+        );
+        let e = to_torch(
+            &TorchModel {
+                layers: 0,
+                ..m.clone()
+            },
+            &good,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConvertError::Invalid { .. }));
+    }
+
+    #[test]
+    fn dictionary_is_word_language_models() {
+        assert_eq!(
+            dictionary("b a  b\r\nc\rb\n\n d \t e\u{1f}f"),
+            ["b", "a", "<eos>", "c", "d", "e", "f"]
+        );
+        assert_eq!(dictionary("\n"), ["<eos>"]);
+        assert_eq!(dictionary("x"), ["x", "<eos>"]);
+        assert_eq!(dictionary("x\n"), ["x", "<eos>"]);
+    }
+
+    // ---- the PyTorch fixtures (tests/fixtures/torch, made by make_fixtures.py) ----
+
+    fn fixture_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch")
+    }
+
+    /// Reads a safetensors file into [`Tensors`] and its metadata.
+    fn read_safetensors(path: &std::path::Path) -> (Tensors, BTreeMap<String, String>) {
+        let bytes = std::fs::read(path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let mut t = Tensors::new();
+        for (name, view) in st.tensors() {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            t.insert(name, (view.shape().to_vec(), data));
+        }
+        (t, meta)
+    }
+
+    fn sigmoid(x: f32) -> f32 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    /// `x [n] · W [n, m]`.
+    fn vecmat(x: &[f32], w: &(Vec<usize>, Vec<f32>)) -> Vec<f32> {
+        let (n, m) = (w.0[0], w.0[1]);
+        assert_eq!(x.len(), n);
+        let mut out = vec![0.0f32; m];
+        for (i, &xi) in x.iter().enumerate() {
+            for (o, &wij) in out.iter_mut().zip(&w.1[i * m..(i + 1) * m]) {
+                *o += xi * wij;
+            }
+        }
+        out
+    }
+
+    /// Plain forward of OUR formulation over `ids` from a zero state; returns
+    /// log p(ids[k+1] | ids[..=k]) for every k.
+    fn our_logprobs(m: &TorchModel, p: &Tensors, ids: &[usize]) -> Vec<f64> {
+        let (v, d, h) = (m.vocab_size, m.wordvec_size, m.hidden_size);
+        let name = |l: usize, s: &str| format!("{}.{l}.{s}", m.cell.name());
+        let mut hs = vec![vec![0.0f32; h]; m.layers];
+        let mut cs = vec![vec![0.0f32; h]; m.layers];
+        let mut out = Vec::new();
+        for k in 0..ids.len() - 1 {
+            let mut x = p["embed.W"].1[ids[k] * d..(ids[k] + 1) * d].to_vec();
+            for l in 0..m.layers {
+                let ax = vecmat(&x, &p[&name(l, "Wx")]);
+                let ah = vecmat(&hs[l], &p[&name(l, "Wh")]);
+                let hp = &hs[l];
+                let new_h: Vec<f32> = match m.cell {
+                    TorchCell::Rnn => {
+                        let b = &p[&name(l, "b")].1;
+                        (0..h).map(|j| (ax[j] + ah[j] + b[j]).tanh()).collect()
+                    }
+                    TorchCell::Lstm => {
+                        let b = &p[&name(l, "b")].1;
+                        let a: Vec<f32> = (0..4 * h).map(|j| ax[j] + ah[j] + b[j]).collect();
+                        let c = &mut cs[l];
+                        (0..h)
+                            .map(|j| {
+                                let (f, g) = (sigmoid(a[j]), a[h + j].tanh());
+                                let (i, o) = (sigmoid(a[2 * h + j]), sigmoid(a[3 * h + j]));
+                                c[j] = f * c[j] + g * i;
+                                o * c[j].tanh()
+                            })
+                            .collect()
+                    }
+                    TorchCell::Gru => {
+                        let (bx, bh) = (&p[&name(l, "bx")].1, &p[&name(l, "bh")].1);
+                        (0..h)
+                            .map(|j| {
+                                let r = sigmoid(ax[j] + bx[j] + ah[j] + bh[j]);
+                                let z = sigmoid(ax[h + j] + bx[h + j] + ah[h + j] + bh[h + j]);
+                                let n = (ax[2 * h + j]
+                                    + bx[2 * h + j]
+                                    + r * (ah[2 * h + j] + bh[2 * h + j]))
+                                    .tanh();
+                                (1.0 - z) * n + z * hp[j]
+                            })
+                            .collect()
+                    }
+                };
+                hs[l] = new_h.clone();
+                x = new_h;
+            }
+            let w_out = match p.get("affine.W") {
+                Some(w) => w.clone(),
+                None => (vec![h, v], transpose(&p["embed.W"].1, v, d)),
+            };
+            let logits: Vec<f64> = vecmat(&x, &w_out)
+                .iter()
+                .zip(&p["affine.b"].1)
+                .map(|(a, b)| (a + b) as f64)
+                .collect();
+            let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f64>().ln();
+            out.push(logits[ids[k + 1]] - lse);
+        }
+        out
+    }
+
+    #[test]
+    fn torch_fixtures_convert_and_match_pytorch() {
+        let dir = fixture_dir();
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let corpus = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
+        let words = dictionary(&corpus);
+        let index: BTreeMap<&str, usize> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.as_str(), i))
+            .collect();
+        let ids: Vec<usize> = corpus
+            .lines()
+            .flat_map(|l| l.split_whitespace().chain(["<eos>"]))
+            .map(|w| index[w])
+            .collect();
+        let models = expected["models"].as_object().unwrap();
+        assert_eq!(models.len(), 5);
+        for (file, e) in models {
+            let (t, meta) = read_safetensors(&dir.join(file));
+            let (m, ours) = from_torch(&t).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let cell = match e["cell"].as_str().unwrap() {
+                "LSTM" => TorchCell::Lstm,
+                "GRU" => TorchCell::Gru,
+                "RNN_TANH" => TorchCell::Rnn,
+                other => panic!("{other}"),
+            };
+            let n = |k: &str| e[k].as_u64().unwrap() as usize;
+            let want = TorchModel {
+                cell,
+                vocab_size: n("V"),
+                wordvec_size: n("ninp"),
+                hidden_size: n("nhid"),
+                layers: n("layers"),
+                tied: e["tied"].as_bool().unwrap(),
+            };
+            assert_eq!(m, want, "{file}");
+            assert_eq!(m.vocab_size, words.len(), "{file}");
+            if let Some(v) = meta.get("vocab") {
+                let v: Vec<String> = serde_json::from_str(v).unwrap();
+                assert_eq!(v, words, "{file}");
+            }
+            let (g, h, d) = (cell.gates(), m.hidden_size, m.wordvec_size);
+            assert_eq!(ours["embed.W"].0, [m.vocab_size, d], "{file}");
+            assert_eq!(ours[&format!("{}.0.Wx", cell.name())].0, [d, g * h]);
+            assert_eq!(
+                ours[&format!("{}.{}.Wh", cell.name(), m.layers - 1)].0,
+                [h, g * h]
+            );
+            assert_eq!(ours.contains_key("affine.W"), !m.tied, "{file}");
+            // Our formulation over the converted weights reproduces PyTorch's numbers.
+            let want_lp: Vec<f64> = e["logprobs_first_40"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            assert_eq!(want_lp.len(), 40);
+            let got = our_logprobs(&m, &ours, &ids[..41]);
+            for (k, (a, b)) in got.iter().zip(&want_lp).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "{file} position {k}: ours {a}, torch {b}"
+                );
+            }
+            // And back: to_torch gives the same weights as the file.
+            let back = to_torch(&m, &ours).unwrap();
+            for (name, (shape, data)) in &t {
+                assert_eq!(&back[name].0, shape);
+                if !name.starts_with("rnn.bias_") || cell == TorchCell::Gru {
+                    assert_eq!(&back[name].1, data, "{file} {name}");
+                }
+            }
+        }
+    }
+}
