@@ -19,7 +19,7 @@ use crate::optim::Sgd;
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = |mode| BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode,
-///     warmup: Duration::ZERO, windows: 1, window: Duration::from_millis(1) };
+///     warmup: Duration::ZERO, windows: 1, window: Duration::from_millis(1), dropout: 0.0 };
 /// let train = run(&spec(Mode::Train)).unwrap();
 /// let infer = run(&spec(Mode::Infer)).unwrap();
 /// assert!(infer.model_bytes < train.model_bytes); // no gradients, no gradient buffers
@@ -38,7 +38,7 @@ pub enum Mode {
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode: Mode::Infer,
-///     warmup: Duration::from_millis(1), windows: 3, window: Duration::from_millis(2) };
+///     warmup: Duration::from_millis(1), windows: 3, window: Duration::from_millis(2), dropout: 0.0 };
 /// assert_eq!(run(&spec).unwrap().window_tokens_per_sec.len(), 3);
 /// assert!(run(&BenchSpec { windows: 0, ..spec }).is_err());
 /// ```
@@ -58,6 +58,8 @@ pub struct BenchSpec {
     pub windows: usize,
     /// Length of each window (a window runs whole steps until it is at least this long).
     pub window: Duration,
+    /// Dropout probability of the training step (0 = off).
+    pub dropout: f32,
 }
 
 /// What a benchmark measured.
@@ -66,7 +68,7 @@ pub struct BenchSpec {
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode: Mode::Train,
-///     warmup: Duration::ZERO, windows: 3, window: Duration::from_millis(2) };
+///     warmup: Duration::ZERO, windows: 3, window: Duration::from_millis(2), dropout: 0.0 };
 /// let r = run(&spec).unwrap();
 /// let mut rates = r.window_tokens_per_sec.clone();
 /// rates.sort_by(f64::total_cmp);
@@ -97,7 +99,7 @@ pub struct BenchReport {
 /// use rnnlm::{bench::{run, BenchSpec, Mode}, Config, Workspace};
 /// let cfg = Config::new(10, 4, 4).unwrap();
 /// let spec = BenchSpec { cfg, n: 2, t: 3, mode: Mode::Train, warmup: Duration::ZERO,
-///     windows: 1, window: Duration::from_millis(5) };
+///     windows: 1, window: Duration::from_millis(5), dropout: 0.0 };
 /// let r = run(&spec).unwrap();
 /// assert!(r.tokens_per_sec > 0.0 && r.steps >= 1);
 /// let weights = rnnlm::Params::zeros(cfg).as_slice().len(); // held twice: params and grads
@@ -115,6 +117,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     let mut params = Params::init_book(cfg, &mut rng);
     let mut grads = train.then(|| Params::zeros(cfg));
     let mut ws = Workspace::new(cfg, n, t, train)?;
+    ws.set_dropout(spec.dropout, 0)?;
     // A synthetic corpus long enough for 64 distinct batches.
     let corpus: Vec<u32> = (0..64 * n * t + 1)
         .map(|_| rng.random_range(0..cfg.vocab_size as u32))

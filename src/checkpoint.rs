@@ -325,10 +325,13 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         let t = st
             .tensor(name)
             .map_err(|_| bad(path, format!("missing tensor {name:?}")))?;
-        if t.dtype() != Dtype::F32 {
+        if !matches!(t.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
             return Err(bad(
                 path,
-                format!("tensor {name:?} is {:?}, expected F32", t.dtype()),
+                format!(
+                    "tensor {name:?} is {:?}, expected F32 (or F16/BF16)",
+                    t.dtype()
+                ),
             ));
         }
         Ok(t)
@@ -377,11 +380,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             ));
         }
         let _ = name;
-        data.extend(
-            t.data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        widen_into(&mut data, &t);
     }
     let v = cfg.vocab_size;
     let params = Params::from_vec(cfg, data);
@@ -413,11 +412,8 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     let mut extra_tensors = HashMap::new();
     for n in names.iter().filter(|n| n.starts_with(EXTRA_PREFIX)) {
         let t = get(n)?;
-        let data = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let mut data = Vec::new();
+        widen_into(&mut data, &t);
         extra_tensors.insert(n.clone(), (t.shape().to_vec(), data));
     }
     Ok(Checkpoint {
@@ -515,4 +511,24 @@ fn infer_config<'a>(
     }
     .validated()
     .map_err(|e| bad(path, e.to_string()))
+}
+
+/// Appends a tensor's values as f32: F32 as stored, F16 and BF16 widened exactly (every
+/// half-precision value is an f32). Other dtypes are refused before this is called.
+fn widen_into(out: &mut Vec<f32>, t: &TensorView<'_>) {
+    let b = t.data();
+    match t.dtype() {
+        Dtype::F16 => out.extend(
+            b.chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        Dtype::BF16 => out.extend(
+            b.chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        _ => out.extend(
+            b.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+    }
 }

@@ -194,7 +194,7 @@ fn bad_files_are_clear_errors() {
     ));
     assert!(m.contains("more than once"), "{m}");
 
-    // A tensor stored as f16 is refused by dtype.
+    // A tensor stored as f64 is refused by dtype (f16 and bf16 are widened, tested below).
     let mut bytes_t: Vec<(String, Vec<usize>, Vec<u8>)> = book_tensors(&p)
         .into_iter()
         .map(|(n, s, d)| {
@@ -205,16 +205,45 @@ fn bad_files_are_clear_errors() {
             )
         })
         .collect();
-    bytes_t[3].2.truncate(8);
+    let wide: Vec<u8> = bytes_t[3]
+        .2
+        .chunks(4)
+        .flat_map(|_| 0.5f64.to_le_bytes())
+        .collect();
+    bytes_t[3].2 = wide;
     let views = bytes_t.iter().enumerate().map(|(i, (n, s, b))| {
-        let dt = if i == 3 { Dtype::F16 } else { Dtype::F32 };
+        let dt = if i == 3 { Dtype::F64 } else { Dtype::F32 };
         (n.as_str(), TensorView::new(dt, s.clone(), b).unwrap())
     });
     let m = msg(from_bytes(
         &safetensors::serialize(views, None).unwrap(),
         path,
     ));
-    assert!(m.contains("rnn.b") && m.contains("F16"), "{m}");
+    assert!(m.contains("rnn.b") && m.contains("F64"), "{m}");
+
+    // Half precision (the book ships float16 weights) is widened exactly.
+    for dt in [Dtype::F16, Dtype::BF16] {
+        let vals = [0.5f32, -2.0, 0.0, 1.0];
+        let halves: Vec<u8> = vals
+            .iter()
+            .flat_map(|&x| match dt {
+                Dtype::F16 => half::f16::from_f32(x).to_le_bytes(),
+                _ => half::bf16::from_f32(x).to_le_bytes(),
+            })
+            .collect();
+        let views = bytes_t.iter().enumerate().map(|(i, (n, s, b))| {
+            if i == 3 {
+                (n.as_str(), TensorView::new(dt, s.clone(), &halves).unwrap())
+            } else {
+                (
+                    n.as_str(),
+                    TensorView::new(Dtype::F32, s.clone(), b).unwrap(),
+                )
+            }
+        });
+        let c = from_bytes(&safetensors::serialize(views, None).unwrap(), path).unwrap();
+        assert_eq!(c.params.layer(0).b, vals, "{dt:?}");
+    }
 
     // Missing file: an I/O error naming the path.
     let e = checkpoint::load(Path::new("/nonexistent/m.safetensors")).unwrap_err();

@@ -77,3 +77,42 @@ fn book_ch05_curve_has_the_books_shape() {
         assert!(this < prev, "window {w}: {this} >= {prev}");
     }
 }
+
+/// The book's trained ch06 LSTM (`../shared/data/book`, converted from the book's float16
+/// pickle without change of values) scores the book's perplexities on PTB with the book's
+/// `eval_perplexity` (batch 10, time 35): test 136.0776, valid 140.2004. This checks the LSTM
+/// cell (gate order f, g, i, o, one bias), the one-layer `lstm.*` names and the book protocol.
+#[test]
+fn the_books_trained_lstm_scores_the_books_perplexity() {
+    let Some(dir) = ptb_dir() else { return };
+    let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/book/ch06_rnnlm_lstm.safetensors");
+    if !book.exists() {
+        eprintln!("SKIPPED: {} not found", book.display());
+        return;
+    }
+    let ptb = Ptb::load(&dir).unwrap();
+    let ck = rnnlm::checkpoint::load(&book).unwrap();
+    let cfg = *ck.params.config();
+    assert_eq!(cfg.cell, rnnlm::model::config::Cell::Lstm);
+    assert_eq!(
+        (
+            cfg.vocab_size,
+            cfg.wordvec_size,
+            cfg.hidden_size,
+            cfg.layers,
+            cfg.tied
+        ),
+        (10_000, 100, 100, 1, false)
+    );
+    for (corpus, want) in [(&ptb.test, 136.0776), (&ptb.valid, 140.2004)] {
+        let ppl = rnnlm::eval_perplexity(&ck.params, corpus, 10, 35)
+            .unwrap()
+            .perplexity;
+        eprintln!("book LSTM: perplexity {ppl:.4} (the book: {want})");
+        assert!(
+            (ppl / want - 1.0).abs() < 1e-4,
+            "perplexity {ppl} vs the book's {want}"
+        );
+    }
+}

@@ -76,6 +76,49 @@ struct ScoreArgs {
 enum Cell {
     /// tanh RNN (the book's SimpleRnnlm).
     Rnn,
+    /// LSTM in the book's ch06 form (gate order f, g, i, o; one bias).
+    Lstm,
+    /// GRU in PyTorch's form (gate order r, z, n; two biases).
+    Gru,
+}
+
+impl From<Cell> for rnnlm::model::config::Cell {
+    fn from(c: Cell) -> Self {
+        match c {
+            Cell::Rnn => Self::Rnn,
+            Cell::Lstm => Self::Lstm,
+            Cell::Gru => Self::Gru,
+        }
+    }
+}
+
+/// The model's structure, shared by `train` and `bench`.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value = "rnn")]
+    cell: Cell,
+    /// Stacked recurrent layers (layer l > 0 reads layer l-1's h).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    layers: u32,
+    /// Inverted dropout probability during training, after the embedding, between layers
+    /// and before the output layer (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Tie the output weights to the embedding (embed.W transposed); needs --wordvec equal
+    /// to --hidden.
+    #[arg(long)]
+    tie: bool,
+}
+
+impl ModelArgs {
+    fn config(&self, vocab: usize, shape: &Shape) -> Result<rnnlm::Config, Error> {
+        rnnlm::Config::new(vocab, shape.wordvec as usize, shape.hidden as usize)?
+            .with_cell(self.cell.into())
+            .with_layers(self.layers as usize)
+            .with_tied(self.tie)
+            .validated()
+    }
 }
 
 #[derive(clap::Args)]
@@ -92,9 +135,8 @@ struct TrainArgs {
     /// Folder with ptb.{train,valid,test}.txt.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Recurrent cell.
-    #[arg(long, value_enum, default_value = "rnn")]
-    cell: Cell,
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     shape: Shape,
     /// SGD learning rate.
@@ -172,6 +214,8 @@ struct BenchArgs {
     /// Vocabulary size V.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     vocab: u32,
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     shape: Shape,
     /// Threads (default: RAYON_NUM_THREADS, else one per core).
@@ -303,11 +347,7 @@ fn seconds(what: &str, s: f64) -> Result<std::time::Duration, Error> {
 }
 
 fn bench(args: &BenchArgs) -> Result<(), Error> {
-    let cfg = rnnlm::Config::new(
-        args.vocab as usize,
-        args.shape.wordvec as usize,
-        args.shape.hidden as usize,
-    )?;
+    let cfg = args.model.config(args.vocab as usize, &args.shape)?;
     let spec = BenchSpec {
         cfg,
         n: args.shape.batch as usize,
@@ -319,6 +359,7 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
         warmup: seconds("--warmup", args.warmup)?,
         windows: args.windows as usize,
         window: seconds("--window", args.window)?,
+        dropout: args.model.dropout,
     };
     let pool = thread_pool(args.threads)?;
     // The whole run inside one pool: rayon calls from a worker thread are cheapest.
@@ -334,6 +375,8 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             "window_tokens_per_sec": report.window_tokens_per_sec,
             "mode": mode,
             "vocab": args.vocab, "wordvec": args.shape.wordvec, "hidden": args.shape.hidden,
+            "cell": cfg.cell.name(), "layers": cfg.layers, "tied": cfg.tied,
+            "dropout": args.model.dropout,
             "batch": args.shape.batch, "time": args.shape.time,
             "threads": report.threads,
             "steps": report.steps,
@@ -370,7 +413,6 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
     use rnnlm::VocabOptions;
     use std::io::IsTerminal;
 
-    let Cell::Rnn = args.cell;
     let file = |given: &Option<PathBuf>, name: &str, flag: &str| -> Result<PathBuf, Error> {
         match (given, &args.data_dir) {
             (Some(p), _) => Ok(p.clone()),
@@ -419,13 +461,10 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
                 eval_interval: Some(args.eval_interval as usize),
                 seed: args.seed,
                 protocol: args.protocol.into(),
+                dropout: args.model.dropout,
                 ..TrainConfig::default()
             };
-            let model_cfg = rnnlm::Config::new(
-                vocab.len(),
-                args.shape.wordvec as usize,
-                args.shape.hidden as usize,
-            )?;
+            let model_cfg = args.model.config(vocab.len(), &args.shape)?;
             (Trainer::new(model_cfg, cfg)?, vocab)
         }
     };
@@ -436,14 +475,18 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
     let model_cfg = *trainer.model().config();
     let protocol = cfg.protocol.name();
     println!(
-        "vocabulary {} words; train {} tokens ({train_unk} mapped to <unk>), valid {} ({valid_unk}), test {} ({test_unk}); V={} D={} H={} N={} T={} lr {} clip {} epochs {}",
+        "vocabulary {} words; train {} tokens ({train_unk} mapped to <unk>), valid {} ({valid_unk}), test {} ({test_unk}); {} x {} V={} D={} H={}{} dropout {} N={} T={} lr {} clip {} epochs {}",
         vocab.len(),
         train_ids.len(),
         valid_ids.len(),
         test_ids.len(),
+        model_cfg.layers,
+        model_cfg.cell,
         model_cfg.vocab_size,
         model_cfg.wordvec_size,
         model_cfg.hidden_size,
+        if model_cfg.tied { " tied" } else { "" },
+        cfg.dropout,
         cfg.batch_size,
         cfg.time_size,
         cfg.lr,
