@@ -1,9 +1,14 @@
 //! The same seed gives bit-identical losses and weights with 1 or 2 threads (the effect of
 //! `RAYON_NUM_THREADS=1` vs `2`), and the same run twice gives the same bits.
 
+use rnnlm::model::config::Cell;
 use rnnlm::{BookBatches, Config, Sgd, SimpleRnnlm};
 
 fn train(threads: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
+    train_model(threads, seed, Config::new(3000, 48, 80).unwrap(), 0.0)
+}
+
+fn train_model(threads: usize, seed: u64, cfg: Config, dropout: f32) -> (Vec<u32>, Vec<u32>) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -11,10 +16,10 @@ fn train(threads: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
     pool.install(|| {
         // Big enough that the output GEMMs are split and the batch rows are divided between
         // threads (N = 13 is deliberately odd).
-        let cfg = Config::new(3000, 48, 80).unwrap();
         let (n, t) = (13, 9);
         let corpus: Vec<u32> = (0..20_000u32).map(|i| (i * i + 7 * i) % 3000).collect();
         let mut model = SimpleRnnlm::new(cfg, n, t, seed).unwrap();
+        model.set_dropout(dropout, seed).unwrap();
         let mut batches = BookBatches::new(&corpus, n, t).unwrap();
         let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
         let sgd = Sgd::new(0.5);
@@ -46,4 +51,29 @@ fn one_and_two_threads_give_identical_bits() {
     assert!(w1 == w3, "weights differ with 3 threads");
     let (l4, _) = train(2, 12);
     assert_ne!(l1, l4, "a different seed gives a different run");
+}
+
+/// LSTM and GRU, stacked, tied, with dropout: the masks are keyed by (seed, step, site, row,
+/// time, unit), never by the thread that draws them, so the bits match too.
+#[test]
+fn every_cell_with_dropout_is_thread_count_independent() {
+    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+        let cfg = Config::new(3000, 64, 64)
+            .unwrap()
+            .with_cell(cell)
+            .with_layers(2)
+            .with_tied(true);
+        let (l1, w1) = train_model(1, 5, cfg, 0.5);
+        let (l2, w2) = train_model(2, 5, cfg, 0.5);
+        assert_eq!(l1, l2, "{cell}: losses differ between 1 and 2 threads");
+        assert!(w1 == w2, "{cell}: weights differ between 1 and 2 threads");
+        let (l3, w3) = train_model(3, 5, cfg.with_tied(false), 0.3);
+        let (l3b, w3b) = train_model(2, 5, cfg.with_tied(false), 0.3);
+        assert_eq!(l3, l3b, "{cell}: untied, 3 vs 2 threads");
+        assert!(w3 == w3b, "{cell}: untied weights, 3 vs 2 threads");
+        let (l4, _) = train_model(2, 6, cfg, 0.5);
+        assert_ne!(l1, l4, "{cell}: a different seed gives a different run");
+        let (l5, _) = train_model(2, 5, cfg, 0.0);
+        assert_ne!(l1, l5, "{cell}: dropout changes the run");
+    }
 }

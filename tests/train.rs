@@ -172,14 +172,28 @@ fn clipping_changes_the_run_and_bad_settings_are_errors() {
 
 #[test]
 fn resume_gives_the_same_results_as_an_uninterrupted_run() {
-    let v = 29;
+    check_resume(Config::new(29, 12, 12).unwrap(), 0.0, "rnn");
+}
+
+/// LSTM and GRU stacks with dropout: the carried c, every layer's h and the dropout step
+/// count survive the resume file.
+#[test]
+fn stacked_lstm_and_gru_with_dropout_resume_exactly() {
+    use rnnlm::model::config::Cell;
+    let base = Config::new(29, 12, 12).unwrap().with_layers(2);
+    check_resume(base.with_cell(Cell::Lstm).with_tied(true), 0.5, "lstm");
+    check_resume(base.with_cell(Cell::Gru), 0.3, "gru");
+}
+
+fn check_resume(model: Config, dropout: f32, tag: &str) {
+    let v = model.vocab_size as u32;
     let train = corpus(3000, v, 5);
     let valid = corpus(600, v, 6);
     let test = corpus(600, v, 7);
-    let model = Config::new(v as usize, 12, 12).unwrap();
     let mut c = cfg();
     c.epochs = 3;
     c.eval_interval = Some(7);
+    c.dropout = dropout;
     let vocab = rnnlm::Vocab::from_words((0..v).map(|i| format!("w{i}")).collect()).unwrap();
 
     let mut whole = Trainer::new(model, c.clone()).unwrap();
@@ -187,7 +201,7 @@ fn resume_gives_the_same_results_as_an_uninterrupted_run() {
         .fit(&train, Some(&valid), Some(&test), |_| {})
         .unwrap();
 
-    let dir = std::env::temp_dir().join(format!("rnnlm-resume-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("rnnlm-resume-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("run.resume");
     // Interrupt mid-epoch (batch 100 of 93 per epoch = epoch 2), then twice more.
