@@ -9,8 +9,23 @@ use counting_alloc::allocs;
 
 #[test]
 fn step_allocates_nothing() {
-    let (v, d, h, n) = (1000, 48, 80, 7);
-    let cfg = Config::new(v, d, h).unwrap();
+    use rnnlm::model::config::Cell;
+    let (v, d, h) = (1000, 48, 80);
+    check(Config::new(v, d, h).unwrap());
+    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+        check(
+            Config::new(v, h, h)
+                .unwrap()
+                .with_cell(cell)
+                .with_layers(3)
+                .with_tied(true),
+        );
+        check(Config::new(v, d, h).unwrap().with_cell(cell).with_layers(2));
+    }
+}
+
+fn check(cfg: Config) {
+    let (v, n) = (cfg.vocab_size, 7);
     let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
     let vocab = Vocab::from_words((0..v).map(|i| format!("w{i}")).collect()).unwrap();
     let model = Rnnlm::new(params, vocab).unwrap();
@@ -26,7 +41,7 @@ fn step_allocates_nothing() {
         }
         model.step(&mut state, &tokens, &mut logits).unwrap();
     }
-    assert_eq!(allocs() - before, 0, "step allocated");
+    assert_eq!(allocs() - before, 0, "step allocated ({cfg:?})");
     state.reset();
     std::hint::black_box(&logits);
 }

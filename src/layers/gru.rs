@@ -24,9 +24,7 @@ pub fn forward_rows(
 ) {
     let g = 3 * h;
     let (ld, lda) = (t * h, t * g);
-    for i in 0..m {
-        hprev[i * ld..i * ld + h].copy_from_slice(&state[i * h..(i + 1) * h]);
-    }
+    super::load_state(hprev, state, (m, t, h));
     for step in 0..t {
         let off = step * h;
         // gh[:, step] = h_{step-1} Wh   [m,H] x [H,3H]
@@ -54,10 +52,7 @@ pub fn forward_rows(
             }
         }
     }
-    for i in 0..m {
-        let last = i * ld + (t - 1) * h;
-        state[i * h..(i + 1) * h].copy_from_slice(&hs[last..last + h]);
-    }
+    super::store_state(state, hs, (m, t, h));
 }
 
 /// Runs the backward time loop over a block of `m` rows: `dh [m,T,H]` holds the gradient

@@ -55,9 +55,7 @@ pub fn forward_rows(
     debug_assert_eq!(a.len(), m * lda);
     debug_assert_eq!(state_c.len(), m * h);
     c0.copy_from_slice(state_c);
-    for i in 0..m {
-        hprev[i * ld..i * ld + h].copy_from_slice(&state_h[i * h..(i + 1) * h]);
-    }
+    super::load_state(hprev, state_h, (m, t, h));
     for step in 0..t {
         let off = step * h;
         // gates[:, step] += h_{step-1} Wh   [m,H] x [H,4H]
@@ -94,11 +92,8 @@ pub fn forward_rows(
             }
         }
     }
-    for i in 0..m {
-        let last = i * ld + (t - 1) * h;
-        state_h[i * h..(i + 1) * h].copy_from_slice(&hs[last..last + h]);
-        state_c[i * h..(i + 1) * h].copy_from_slice(&cs[last..last + h]);
-    }
+    super::store_state(state_h, hs, (m, t, h));
+    super::store_state(state_c, cs, (m, t, h));
 }
 
 /// Runs the backward time loop over a block of `m` rows: `dh [m,T,H]` holds the gradient

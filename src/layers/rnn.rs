@@ -84,9 +84,7 @@ pub fn forward_rows(
     debug_assert_eq!(hs.len(), m * t * h);
     debug_assert_eq!(state.len(), m * h);
     let ld = t * h;
-    for i in 0..m {
-        hprev[i * ld..i * ld + h].copy_from_slice(&state[i * h..(i + 1) * h]);
-    }
+    super::load_state(hprev, state, (m, t, h));
     for step in 0..t {
         let off = step * h;
         // hs[:, step] += hprev[:, step] Wh   (hprev[:, step] = h_{step-1})
