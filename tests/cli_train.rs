@@ -36,18 +36,30 @@ fn text(lines: usize, salt: usize) -> String {
 
 /// Trains a small model into `dir` and returns its path.
 fn trained(dir: &Path) -> PathBuf {
+    trained_with(dir, "0.5", &[], "m.safetensors")
+}
+
+/// As [`trained`], with extra `train` flags, saving to `name`.
+fn trained_with(dir: &Path, lr: &str, extra: &[&str], name: &str) -> PathBuf {
     for (name, lines, salt) in [("train", 600, 0), ("valid", 80, 1), ("test", 80, 2)] {
         std::fs::write(dir.join(format!("{name}.txt")), text(lines, salt)).unwrap();
     }
-    let model = dir.join("m.safetensors");
-    let out = rnnlm(&[
+    let model = dir.join(name);
+    let log = dir.join(format!("{name}.csv"));
+    let plot = dir.join(format!("{name}.svg"));
+    let (tr, va, te) = (
+        dir.join("train.txt"),
+        dir.join("valid.txt"),
+        dir.join("test.txt"),
+    );
+    let mut args = vec![
         "train",
         "--train",
-        s(&dir.join("train.txt")),
+        s(&tr),
         "--valid",
-        s(&dir.join("valid.txt")),
+        s(&va),
         "--test",
-        s(&dir.join("test.txt")),
+        s(&te),
         "--wordvec",
         "16",
         "--hidden",
@@ -57,7 +69,7 @@ fn trained(dir: &Path) -> PathBuf {
         "--time",
         "5",
         "--lr",
-        "0.5",
+        lr,
         "--epochs",
         "3",
         "--eval-interval",
@@ -65,11 +77,13 @@ fn trained(dir: &Path) -> PathBuf {
         "--save",
         s(&model),
         "--log",
-        s(&dir.join("log.csv")),
+        s(&log),
         "--plot",
-        s(&dir.join("plot.svg")),
+        s(&plot),
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = rnnlm(&args);
     let (stdout, json) = ok_json(&out);
     for key in [
         "valid_perplexity",
@@ -89,9 +103,9 @@ fn trained(dir: &Path) -> PathBuf {
 fn train_then_generate_and_score() {
     let dir = tmpdir("flow");
     let model = trained(&dir);
-    let csv = std::fs::read_to_string(dir.join("log.csv")).unwrap();
+    let csv = std::fs::read_to_string(dir.join("m.safetensors.csv")).unwrap();
     assert!(csv.lines().count() > 3, "{csv}");
-    let svg = std::fs::read_to_string(dir.join("plot.svg")).unwrap();
+    let svg = std::fs::read_to_string(dir.join("m.safetensors.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") || svg.starts_with("<?xml"),
         "{}",
@@ -174,6 +188,103 @@ fn train_then_generate_and_score() {
     std::fs::write(&input, "the cat sees the ball\nthe zebra sees\n").unwrap();
     let err = one_line_error(&rnnlm(&["score", "--model", s(&model), s(&input)]));
     assert!(err.contains(":2") && err.contains("zebra"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The other cells, stacked, tied and with dropout, through the whole command line: they
+/// learn, their checkpoints say what they are, and eval / score / generate read them.
+#[test]
+fn lstm_and_gru_stacks_train_and_serve() {
+    let dir = tmpdir("cells");
+    for (cell, extra) in [
+        ("lstm", &["--layers", "2", "--tie", "--dropout", "0.1"][..]),
+        ("gru", &["--layers", "2", "--dropout", "0.1"][..]),
+    ] {
+        let mut flags = vec!["--cell", cell];
+        flags.extend_from_slice(extra);
+        let name = format!("{cell}.safetensors");
+        // Gated cells start slowly with the book's init: a larger step, as the book's ch06.
+        let model = trained_with(&dir, "5", &flags, &name);
+        let ck = rnnlm::checkpoint::load(&model).unwrap();
+        let cfg = ck.params.config();
+        assert_eq!(
+            (cfg.cell.name(), cfg.layers, cfg.tied),
+            (cell, 2, cell == "lstm")
+        );
+        for protocol in ["book", "full"] {
+            let out = rnnlm(&[
+                "eval",
+                "--model",
+                s(&model),
+                "--data",
+                s(&dir.join("test.txt")),
+                "--protocol",
+                protocol,
+                "--batch",
+                "2",
+                "--time",
+                "5",
+                "--json",
+            ]);
+            let (_, json) = ok_json(&out);
+            let ppl = json["perplexity"].as_f64().unwrap();
+            assert!(ppl > 1.0 && ppl < 6.0, "{cell} {protocol}: {json}");
+        }
+        let input = dir.join("score.txt");
+        std::fs::write(&input, "the cat sees the ball\nball the sees cat the\n").unwrap();
+        let out = rnnlm(&["score", "--model", s(&model), s(&input), "--json"]);
+        let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(rows[0]["log_prob"].as_f64().unwrap() > rows[1]["log_prob"].as_f64().unwrap());
+        let out = rnnlm(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--words",
+            "12",
+            "--seed",
+            "3",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .split_whitespace()
+                .count()
+                >= 10
+        );
+    }
+    // A tied model needs D == H: a one-line error before any work.
+    let err = one_line_error(&rnnlm(&[
+        "train",
+        "--train",
+        s(&dir.join("train.txt")),
+        "--valid",
+        s(&dir.join("valid.txt")),
+        "--test",
+        s(&dir.join("test.txt")),
+        "--cell",
+        "lstm",
+        "--tie",
+        "--wordvec",
+        "8",
+        "--hidden",
+        "16",
+        "--save",
+        s(&dir.join("x.safetensors")),
+    ]));
+    assert!(
+        err.contains("tied") && err.contains("D = 8, H = 16"),
+        "{err}"
+    );
+    assert!(!dir.join("x.safetensors").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
 
