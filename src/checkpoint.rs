@@ -189,7 +189,7 @@ pub fn to_bytes_with(
 /// Rewrites a safetensors file's JSON header with its keys sorted, so the same weights and
 /// metadata always give the same bytes (the crate writes its metadata map in hash order).
 /// The header stays padded with spaces to a multiple of 8 bytes, as the format asks.
-fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
+pub(crate) fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
     // serde_json's default map is ordered by key: parsing and printing sorts every object.
     let header: serde_json::Value =

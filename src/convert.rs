@@ -21,6 +21,11 @@
 //! Tied weights (`decoder.weight` is `encoder.weight`, which needs `D == H`) have no
 //! `affine.W`: the output weights are `embed.W` transposed.
 //!
+//! [`from_torch`] and [`to_torch`] are the pure mapping; [`load_torch`] and [`save_torch`] read
+//! and write `safetensors` files (`safetensors.torch.save_file(model.state_dict(), ...)`), with
+//! the vocabulary from a `vocab` metadata entry or rebuilt from the training text
+//! ([`dictionary`]). The command line is `rnnlm convert --from torch` / `--to torch`.
+//!
 //! ```
 //! use rnnlm::convert::{from_torch, to_torch, Tensors, TorchCell};
 //! let (v, d, h) = (5, 3, 2);
@@ -45,7 +50,18 @@
 //! assert_eq!(back["rnn.bias_hh_l0"].1, [0.0, 0.0]); // the whole bias goes to bias_ih
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::checkpoint;
+use crate::data::vocab::Vocab;
+use crate::error::{Error, Result};
+use crate::model::config::{Cell, Config};
+use crate::model::params::Params;
 
 /// Named f32 tensors: name -> (shape, row-major data).
 pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -593,6 +609,255 @@ pub fn dictionary(text: &str) -> Vec<String> {
         rest = next;
     }
     words
+}
+
+// ---- files ----
+
+fn torch_cell(c: Cell) -> TorchCell {
+    match c {
+        Cell::Rnn => TorchCell::Rnn,
+        Cell::Lstm => TorchCell::Lstm,
+        Cell::Gru => TorchCell::Gru,
+    }
+}
+
+fn our_cell(c: TorchCell) -> Cell {
+    match c {
+        TorchCell::Rnn => Cell::Rnn,
+        TorchCell::Lstm => Cell::Lstm,
+        TorchCell::Gru => Cell::Gru,
+    }
+}
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_owned(),
+        msg: msg.into(),
+    }
+}
+
+/// Where [`load_torch`] found the vocabulary.
+fn vocab_from(
+    path: &Path,
+    meta: Option<&String>,
+    vocab_text: Option<&Path>,
+    v: usize,
+) -> Result<Vocab> {
+    let from_text = |text_path: &Path| -> Result<Vec<String>> {
+        let bytes = fs::read(text_path).map_err(|e| Error::io(text_path, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::Parse {
+            path: text_path.to_owned(),
+            line: None,
+            msg: format!("not valid UTF-8 text ({})", e.utf8_error()),
+        })?;
+        Ok(dictionary(&text))
+    };
+    let (words, source) = match (meta, vocab_text) {
+        (Some(text), given) => {
+            let words: Vec<String> = serde_json::from_str(text).map_err(|e| {
+                bad(
+                    path,
+                    format!("metadata 'vocab' is not a JSON array of strings ({e})"),
+                )
+            })?;
+            if let Some(t) = given {
+                // Both: they must agree, or the ids would silently mean other words.
+                if from_text(t)? != words {
+                    return Err(bad(
+                        path,
+                        format!(
+                            "its 'vocab' metadata ({} words) differs from the dictionary of {} \
+                             (word_language_model's, in order of first appearance); drop \
+                             --vocab-text to use the metadata",
+                            words.len(),
+                            t.display()
+                        ),
+                    ));
+                }
+            }
+            (words, "its 'vocab' metadata".to_string())
+        }
+        (None, Some(t)) => (from_text(t)?, format!("the dictionary of {}", t.display())),
+        (None, None) => {
+            return Err(bad(
+                path,
+                "has no 'vocab' metadata, so the words of the ids are unknown; pass \
+                 --vocab-text TRAIN (the training text word_language_model built its \
+                 dictionary from)",
+            ))
+        }
+    };
+    if words.len() != v {
+        return Err(bad(
+            path,
+            format!(
+                "{source} has {} words but the model has V = {v} (encoder.weight rows)",
+                words.len()
+            ),
+        ));
+    }
+    Vocab::from_words(words).map_err(|e| bad(path, format!("{source}: {e}")))
+}
+
+/// Reads a word_language_model `RNNModel` `state_dict()` saved with
+/// `safetensors.torch.save_file` and converts it (see the [module docs](self)).
+///
+/// The vocabulary is the file's `vocab` metadata entry (a JSON array of the words in id order)
+/// when it has one, else word_language_model's `Dictionary` ([`dictionary`]) of the text at
+/// `vocab_text` (the training text the model was trained on). When both are present they must
+/// agree. Its length must be `V`.
+///
+/// # Errors
+/// [`Error::Io`] if a file cannot be read; [`Error::Checkpoint`] naming the file if it is not
+/// safetensors, holds a tensor that is not F32, does not convert (every [`ConvertError`],
+/// e.g. a missing or unexpected tensor or a wrong shape), describes an invalid model, or the
+/// vocabulary is absent, malformed or of the wrong length.
+///
+/// ```
+/// use rnnlm::convert::load_torch;
+/// let dir = std::path::Path::new("tests/fixtures/torch");
+/// let (params, vocab) = load_torch(&dir.join("gru2.safetensors"), None).unwrap(); // metadata
+/// let cfg = params.config();
+/// assert_eq!((cfg.cell.name(), cfg.layers, cfg.tied, vocab.len()), ("gru", 2, false, 41));
+/// // No vocab metadata: the vocabulary comes from the training text.
+/// let (tied, _) = load_torch(&dir.join("gru1_tied.safetensors"), Some(&dir.join("corpus.txt")))
+///     .unwrap();
+/// assert!(tied.config().tied);
+/// let err = load_torch(&dir.join("gru1_tied.safetensors"), None).unwrap_err();
+/// assert!(err.to_string().contains("--vocab-text TRAIN"));
+/// ```
+pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Vocab)> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let mut t = Tensors::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(
+                path,
+                format!(
+                    "tensor {name:?} is {:?}, expected F32 (save the state_dict in float32)",
+                    view.dtype()
+                ),
+            ));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        t.insert(name, (view.shape().to_vec(), data));
+    }
+    let (m, ours) = from_torch(&t).map_err(|e| {
+        let hint = if t.contains_key("embed.W") && !t.contains_key("encoder.weight") {
+            " (this looks like an rnnlm checkpoint, not a PyTorch word_language_model \
+             state_dict: convert it with --to torch)"
+        } else {
+            ""
+        };
+        bad(path, format!("{e}{hint}"))
+    })?;
+    let cfg = Config {
+        vocab_size: m.vocab_size,
+        wordvec_size: m.wordvec_size,
+        hidden_size: m.hidden_size,
+        cell: our_cell(m.cell),
+        layers: m.layers,
+        tied: m.tied,
+    }
+    .validated()
+    .map_err(|e| bad(path, e.to_string()))?;
+    let mut data = Vec::with_capacity(Params::len_of(&cfg));
+    for (name, shape) in Params::layout(&cfg) {
+        match ours.get(&name) {
+            Some((s, d)) if *s == shape => data.extend_from_slice(d),
+            // from_torch and Params::layout describe the same tensors.
+            other => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "internal: converted tensor {name:?} is {:?}, layout expects {shape:?}",
+                        other.map(|(s, _)| s)
+                    ),
+                ))
+            }
+        }
+    }
+    let vocab = vocab_from(path, meta.get("vocab"), vocab_text, cfg.vocab_size)?;
+    Ok((Params::from_vec(cfg, data), vocab))
+}
+
+/// Writes `params` as a word_language_model `RNNModel` `state_dict()` in safetensors
+/// (`safetensors.torch.load_file` reads it; `model.load_state_dict` takes it), with the
+/// vocabulary, when given, as the `vocab` metadata entry (a JSON array of the words in id
+/// order). RNN and LSTM biases go whole to `bias_ih` (`bias_hh` is zero); a tied model gets
+/// `decoder.weight` as a copy of `encoder.weight`. The write is atomic
+/// ([`checkpoint::write_atomic`]): a failure never leaves a partial file.
+///
+/// # Errors
+/// If the vocabulary's length is not `V`, or on I/O failure.
+///
+/// ```
+/// use rand::SeedableRng;
+/// use rnnlm::{convert, model::config::Cell, Config, Params, Vocab};
+/// let cfg = Config::new(3, 4, 4).unwrap().with_cell(Cell::Lstm).with_layers(2);
+/// let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let vocab = Vocab::from_words(vec!["<eos>".into(), "a".into(), "b".into()]).unwrap();
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-torch-{}.safetensors", std::process::id()));
+/// convert::save_torch(&path, &params, Some(&vocab)).unwrap();
+/// let (back, words) = convert::load_torch(&path, None).unwrap();
+/// assert_eq!((back, words), (params, vocab)); // bit for bit
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
+pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
+    let cfg = *params.config();
+    let m = TorchModel {
+        cell: torch_cell(cfg.cell),
+        vocab_size: cfg.vocab_size,
+        wordvec_size: cfg.wordvec_size,
+        hidden_size: cfg.hidden_size,
+        layers: cfg.layers,
+        tied: cfg.tied,
+    };
+    let ours: Tensors = params
+        .tensors()
+        .into_iter()
+        .map(|(name, shape, data)| (name, (shape, data.to_vec())))
+        .collect();
+    let t = to_torch(&m, &ours).map_err(|e| Error::invalid("model", e.to_string()))?;
+    let mut meta = HashMap::new();
+    if let Some(v) = vocab {
+        if v.len() != cfg.vocab_size {
+            return Err(Error::Shape {
+                what: "vocabulary".into(),
+                expected: vec![cfg.vocab_size],
+                found: vec![v.len()],
+            });
+        }
+        meta.insert(
+            "vocab".to_owned(),
+            serde_json::to_string(v.words()).expect("strings always serialise"),
+        );
+    }
+    // safetensors stores little-endian bytes; convert explicitly so big-endian hosts work.
+    let named: Vec<(String, Vec<usize>, Vec<u8>)> = t
+        .into_iter()
+        .map(|(name, (shape, data))| {
+            let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+            (name, shape, bytes)
+        })
+        .collect();
+    let views = named.iter().map(|(name, shape, data)| {
+        let view = TensorView::new(Dtype::F32, shape.clone(), data)
+            .expect("shape and byte length agree by construction");
+        (name.clone(), view)
+    });
+    let bytes = safetensors::serialize(views, (!meta.is_empty()).then_some(meta))
+        .map_err(|e| Error::invalid("torch checkpoint", e.to_string()))?;
+    checkpoint::write_atomic(path, &checkpoint::canonical_header(bytes))
 }
 
 #[cfg(test)]

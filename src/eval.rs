@@ -23,27 +23,33 @@ pub enum Protocol {
     /// Every token after the first is scored exactly once, the final partial chunk included
     /// (as PyTorch's word_language_model example intends); see [`eval_full`].
     Full,
+    /// PyTorch word_language_model's own `evaluate()` (`batchify` + `get_batch`): `N` streams
+    /// cut contiguously, the tail that does not fill them dropped, each stream's last token
+    /// never a target; see [`eval_torch`].
+    Torch,
 }
 
 impl Protocol {
-    /// `"book"` or `"full"`.
+    /// `"book"`, `"full"` or `"torch"`.
     ///
     /// ```
     /// use rnnlm::Protocol;
-    /// assert_eq!([Protocol::Book.name(), Protocol::Full.name()], ["book", "full"]);
+    /// let names = [Protocol::Book.name(), Protocol::Full.name(), Protocol::Torch.name()];
+    /// assert_eq!(names, ["book", "full", "torch"]);
     /// ```
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Book => "book",
             Protocol::Full => "full",
+            Protocol::Torch => "torch",
         }
     }
 }
 
-/// Evaluates with either protocol.
+/// Evaluates with any protocol (`n` rows or streams, `t` steps per chunk).
 ///
 /// # Errors
-/// As [`eval_perplexity`] / [`eval_full`].
+/// As [`eval_perplexity`] / [`eval_full`] / [`eval_torch`].
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -55,7 +61,9 @@ impl Protocol {
 /// let corpus: Vec<u32> = (0..400).map(|i| i % 10).collect();
 /// let book = evaluate(&params, &corpus, Protocol::Book, 10, 35).unwrap();
 /// let full = evaluate(&params, &corpus, Protocol::Full, 10, 35).unwrap();
+/// let torch = evaluate(&params, &corpus, Protocol::Torch, 10, 35).unwrap();
 /// assert_eq!((book.tokens, full.tokens), (350, 399)); // full scores every token once
+/// assert_eq!(torch.tokens, 390); // 10 streams of 40 tokens, 39 targets each
 /// ```
 pub fn evaluate(
     params: &Params,
@@ -67,6 +75,7 @@ pub fn evaluate(
     match protocol {
         Protocol::Book => eval_perplexity(params, corpus, n, t),
         Protocol::Full => eval_full(params, corpus, n, t),
+        Protocol::Torch => eval_torch(params, corpus, n, t),
     }
 }
 
@@ -89,7 +98,7 @@ pub struct Perplexity {
     pub mean_loss: f64,
     /// Batches evaluated.
     pub batches: usize,
-    /// Positions scored (`batches * N * T`).
+    /// Positions scored (`batches * N * T` for the book protocol; every target for the others).
     pub tokens: usize,
 }
 
@@ -200,5 +209,81 @@ pub fn eval_full(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<
         mean_loss,
         batches,
         tokens: targets,
+    })
+}
+
+/// PyTorch word_language_model's `evaluate()` (its `main.py`, with `batchify` and
+/// `get_batch`): `nbatch = len / bsz` (the tail that does not fill the streams is dropped);
+/// stream `i` is `corpus[i*nbatch .. (i+1)*nbatch]`, read from a zero state in chunks of `bptt`
+/// steps with the state carried, and scores its own `nbatch - 1` next tokens (its last token is
+/// never a target, and no stream predicts the next stream's first token). Perplexity is
+/// `exp(total loss / (bsz * (nbatch - 1)))`, a per-token mean; the short last chunk is padded
+/// with ignore labels, so this is exactly word_language_model's
+/// `Σ len(data) * mean_loss(chunk) / (len(data_source) - 1)`.
+///
+/// # Errors
+/// If `bsz` or `bptt` is 0, the corpus has fewer than `2 * bsz` tokens (a stream needs one
+/// target), or it holds an id outside the vocabulary.
+///
+/// ```
+/// use rand::SeedableRng;
+/// let cfg = rnnlm::Config::new(10, 4, 4).unwrap();
+/// let params = rnnlm::Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+/// let corpus: Vec<u32> = (0..103).map(|i| i * 3 % 10).collect();
+/// let r = rnnlm::eval::eval_torch(&params, &corpus, 4, 7).unwrap(); // 4 streams of 25 tokens
+/// assert_eq!((r.batches, r.tokens), (4, 4 * 24)); // ceil(24 / 7) chunks; 3 tokens dropped
+/// // One stream is the whole corpus but its last token: the same as scoring it from a zero state.
+/// let one = rnnlm::eval::eval_torch(&params, &corpus, 1, 7).unwrap();
+/// let full = rnnlm::eval_full(&params, &corpus, 1, 7).unwrap();
+/// assert!((one.mean_loss - full.mean_loss).abs() < 1e-12);
+/// assert!(rnnlm::eval::eval_torch(&params, &corpus[..7], 4, 7).is_err()); // 1 token a stream
+/// ```
+pub fn eval_torch(params: &Params, corpus: &[u32], bsz: usize, bptt: usize) -> Result<Perplexity> {
+    if bsz == 0 || bptt == 0 {
+        return Err(Error::invalid(
+            "evaluation batch",
+            format!("batch {bsz} and bptt {bptt} must both be at least 1"),
+        ));
+    }
+    let nbatch = corpus.len() / bsz;
+    if nbatch < 2 {
+        return Err(Error::invalid(
+            "evaluation corpus",
+            format!(
+                "{} tokens cannot give each of {bsz} streams a target (needs at least {})",
+                corpus.len(),
+                2 * bsz
+            ),
+        ));
+    }
+    let targets = nbatch - 1;
+    let batches = targets.div_ceil(bptt);
+    let mut ws = Workspace::new(*params.config(), bsz, bptt, false)?;
+    let (mut xs, mut ts) = (vec![0u32; bsz * bptt], vec![0i32; bsz * bptt]);
+    let mut total = 0.0f64;
+    for k in 0..batches {
+        for i in 0..bsz {
+            let stream = &corpus[i * nbatch..(i + 1) * nbatch];
+            for s in 0..bptt {
+                let p = k * bptt + s;
+                let (x, y) = if p < targets {
+                    (stream[p], stream[p + 1] as i32)
+                } else {
+                    (0, crate::layers::softmax_loss::IGNORE)
+                };
+                xs[i * bptt + s] = x;
+                ts[i * bptt + s] = y;
+            }
+        }
+        forward(params, &mut ws, &xs, &ts)?;
+        total += ws.position_losses().iter().map(|&l| l as f64).sum::<f64>();
+    }
+    let scored = bsz * targets;
+    let mean_loss = total / scored as f64;
+    Ok(Perplexity {
+        perplexity: mean_loss.exp(),
+        mean_loss,
+        batches,
+        tokens: scored,
     })
 }

@@ -57,7 +57,7 @@ pub use data::corpus::Ptb;
 pub use data::vocab::Vocab;
 pub use data::vocab_build::VocabOptions;
 pub use error::{Error, Result};
-pub use eval::{eval_full, eval_perplexity, evaluate, Perplexity, Protocol};
+pub use eval::{eval_full, eval_perplexity, eval_torch, evaluate, Perplexity, Protocol};
 pub use infer::{Rnnlm, Sampling, Score, State};
 pub use model::config::Config;
 pub use model::params::Params;

@@ -33,6 +33,37 @@ enum Command {
     Generate(GenerateArgs),
     /// Log-probability, token count and perplexity of each input line.
     Score(ScoreArgs),
+    /// Convert a PyTorch word_language_model checkpoint to ours (--from torch) or back
+    /// (--to torch).
+    Convert(ConvertArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// PyTorch word_language_model RNNModel state_dict, saved with safetensors.torch.save_file.
+    Torch,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("direction").required(true).args(["from", "to"])))]
+struct ConvertArgs {
+    /// Read IN in this format and write our checkpoint (with its vocabulary) to OUT.
+    #[arg(long, value_enum)]
+    from: Option<Format>,
+    /// Read our checkpoint IN and write it in this format to OUT.
+    #[arg(long, value_enum)]
+    to: Option<Format>,
+    /// Input file.
+    #[arg(value_name = "IN")]
+    input: PathBuf,
+    /// Output file (written atomically; not created on error).
+    #[arg(value_name = "OUT")]
+    output: PathBuf,
+    /// With --from torch, for a file without `vocab` metadata: the training text whose
+    /// word_language_model Dictionary (words in order of first appearance, <eos> after each
+    /// line) numbers the ids.
+    #[arg(long, value_name = "TRAIN", conflicts_with = "to")]
+    vocab_text: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -246,6 +277,9 @@ enum Protocol {
     /// Every token scored once (N contiguous streams, the final partial chunk included),
     /// exp of the mean per-token loss.
     Full,
+    /// PyTorch word_language_model's evaluate(): N contiguous streams (the tail dropped), each
+    /// scoring its own next tokens in chunks of T, exp of the mean per-token loss.
+    Torch,
 }
 
 impl From<Protocol> for rnnlm::Protocol {
@@ -253,6 +287,7 @@ impl From<Protocol> for rnnlm::Protocol {
         match p {
             Protocol::Book => rnnlm::Protocol::Book,
             Protocol::Full => rnnlm::Protocol::Full,
+            Protocol::Torch => rnnlm::Protocol::Torch,
         }
     }
 }
@@ -287,6 +322,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train(&args),
         Command::Generate(args) => generate(&args),
         Command::Score(args) => score(&args),
+        Command::Convert(args) => convert(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -699,6 +735,53 @@ fn score(args: &ScoreArgs) -> Result<(), Error> {
         if written.is_err() {
             break;
         }
+    }
+    Ok(())
+}
+
+/// "lstm, 2 layers, V=41, D=16, H=16, tied".
+fn describe(cfg: &rnnlm::Config) -> String {
+    format!(
+        "{}, {} layer{}, V={}, D={}, H={}, {}",
+        cfg.cell,
+        cfg.layers,
+        if cfg.layers == 1 { "" } else { "s" },
+        cfg.vocab_size,
+        cfg.wordvec_size,
+        cfg.hidden_size,
+        if cfg.tied { "tied" } else { "untied" }
+    )
+}
+
+fn convert(args: &ConvertArgs) -> Result<(), Error> {
+    use rnnlm::convert::{load_torch, save_torch};
+    let (input, output) = (&args.input, &args.output);
+    match (args.from, args.to) {
+        (Some(Format::Torch), _) => {
+            let (params, vocab) = load_torch(input, args.vocab_text.as_deref())?;
+            checkpoint::save(output, &params, Some(&vocab))?;
+            println!(
+                "wrote rnnlm checkpoint {} ({}; {}-word vocabulary)",
+                output.display(),
+                describe(params.config()),
+                vocab.len()
+            );
+        }
+        (None, Some(Format::Torch)) => {
+            let ckpt = checkpoint::load(input)?;
+            save_torch(output, &ckpt.params, ckpt.vocab.as_ref())?;
+            println!(
+                "wrote PyTorch word_language_model state_dict {} ({}; {})",
+                output.display(),
+                describe(ckpt.params.config()),
+                match &ckpt.vocab {
+                    Some(v) => format!("{}-word vocabulary as 'vocab' metadata", v.len()),
+                    None => "no vocabulary: the input has none".into(),
+                }
+            );
+        }
+        // clap's "direction" group requires exactly one of --from / --to.
+        (None, None) => unreachable!("clap requires --from or --to"),
     }
     Ok(())
 }

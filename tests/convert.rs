@@ -1,0 +1,486 @@
+//! PyTorch word_language_model interop against fixtures made by PyTorch itself
+//! (`tests/fixtures/torch`, see its README): conversion, the two evaluation protocols,
+//! per-position log-probabilities, round trips and the `rnnlm convert` command.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use common::{ok_json, one_line_error, rnnlm, tmpdir};
+use rnnlm::convert::{dictionary, load_torch, save_torch};
+use rnnlm::{checkpoint, eval_full, eval_torch, Params, Rnnlm, Vocab};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde_json::Value;
+
+const FILES: [&str; 5] = [
+    "lstm1.safetensors",
+    "lstm2_tied.safetensors",
+    "gru2.safetensors",
+    "gru1_tied.safetensors",
+    "rnn2.safetensors",
+];
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch")
+}
+
+fn corpus() -> PathBuf {
+    dir().join("corpus.txt")
+}
+
+fn expected() -> Value {
+    let text = std::fs::read_to_string(dir().join("expected.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The fixture's entry in expected.json.
+fn entry(file: &str) -> Value {
+    expected()["models"][file].clone()
+}
+
+/// Loads a fixture, giving the training text only when the file has no vocab metadata.
+fn load(file: &str) -> (Params, Vocab) {
+    let with_meta = entry(file)["vocab_metadata"].as_bool().unwrap();
+    let text = corpus();
+    load_torch(&dir().join(file), (!with_meta).then_some(text.as_path()))
+        .unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The corpus as word_language_model's `Corpus.tokenize` numbers it.
+fn ids(vocab: &Vocab) -> Vec<u32> {
+    let ids = rnnlm::data::corpus::read_with_vocab(&corpus(), vocab).unwrap();
+    assert_eq!(
+        ids.len() as u64,
+        expected()["corpus"]["tokens"].as_u64().unwrap()
+    );
+    ids
+}
+
+fn rel(got: f64, want: f64) -> f64 {
+    (got / want - 1.0).abs()
+}
+
+fn bits(p: &Params) -> Vec<u32> {
+    p.as_slice().iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn fixtures_convert_to_the_expected_architecture() {
+    let words = dictionary(&std::fs::read_to_string(corpus()).unwrap());
+    for file in FILES {
+        let e = entry(file);
+        let (params, vocab) = load(file);
+        let cfg = params.config();
+        let cell = match e["cell"].as_str().unwrap() {
+            "LSTM" => "lstm",
+            "GRU" => "gru",
+            "RNN_TANH" => "rnn",
+            other => panic!("{other}"),
+        };
+        assert_eq!(cfg.cell.name(), cell, "{file}");
+        assert_eq!(cfg.layers as u64, e["layers"].as_u64().unwrap(), "{file}");
+        assert_eq!(cfg.tied, e["tied"].as_bool().unwrap(), "{file}");
+        assert_eq!(cfg.vocab_size as u64, e["V"].as_u64().unwrap(), "{file}");
+        assert_eq!(
+            cfg.wordvec_size as u64,
+            e["ninp"].as_u64().unwrap(),
+            "{file}"
+        );
+        assert_eq!(
+            cfg.hidden_size as u64,
+            e["nhid"].as_u64().unwrap(),
+            "{file}"
+        );
+        // Metadata and the rebuilt Dictionary give the same words.
+        assert_eq!(vocab.words(), words.as_slice(), "{file}");
+    }
+}
+
+#[test]
+fn full_protocol_matches_pytorch() {
+    let ex = expected();
+    let (n, t) = (
+        ex["full_protocol"]["n"].as_u64().unwrap() as usize,
+        ex["full_protocol"]["t"].as_u64().unwrap() as usize,
+    );
+    for file in FILES {
+        let (params, vocab) = load(file);
+        let want = entry(file)["full_ppl"].as_f64().unwrap();
+        let got = eval_full(&params, &ids(&vocab), n, t).unwrap();
+        let err = rel(got.perplexity, want);
+        println!(
+            "{file}: full ppl {:.6} vs torch {want:.6}, rel err {err:.2e}",
+            got.perplexity
+        );
+        assert!(
+            err < 1e-4,
+            "{file}: eval_full {} vs PyTorch {want}: relative error {err:.3e}",
+            got.perplexity
+        );
+    }
+}
+
+#[test]
+fn torch_protocol_matches_word_language_model_evaluate() {
+    let ex = expected();
+    let (bsz, bptt) = (
+        ex["wlm_protocol"]["eval_batch_size"].as_u64().unwrap() as usize,
+        ex["wlm_protocol"]["bptt"].as_u64().unwrap() as usize,
+    );
+    for file in FILES {
+        let (params, vocab) = load(file);
+        let ids = ids(&vocab);
+        let want = entry(file)["wlm_ppl"].as_f64().unwrap();
+        let got = eval_torch(&params, &ids, bsz, bptt).unwrap();
+        assert_eq!(got.tokens, bsz * (ids.len() / bsz - 1));
+        let err = rel(got.perplexity, want);
+        println!(
+            "{file}: torch ppl {:.6} vs wlm {want:.6}, rel err {err:.2e}",
+            got.perplexity
+        );
+        assert!(
+            err < 1e-4,
+            "{file}: eval_torch {} vs word_language_model {want}: relative error {err:.3e}",
+            got.perplexity
+        );
+    }
+}
+
+#[test]
+fn per_position_log_probs_match_pytorch() {
+    for file in FILES {
+        let (params, vocab) = load(file);
+        let ids = ids(&vocab);
+        let want: Vec<f64> = entry(file)["logprobs_first_40"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(want.len(), 40);
+        let model = Rnnlm::new(params, vocab).unwrap();
+        let v = model.config().vocab_size;
+        let mut state = model.zero_state(1);
+        let mut logits = vec![0.0f32; v];
+        let mut max_err = 0.0f64;
+        let mut total = 0.0f64;
+        for (k, &w) in want.iter().enumerate() {
+            model.step(&mut state, &ids[k..k + 1], &mut logits).unwrap();
+            let m = logits
+                .iter()
+                .fold(f64::NEG_INFINITY, |a, &x| a.max(x as f64));
+            let lse = m + logits
+                .iter()
+                .map(|&x| (x as f64 - m).exp())
+                .sum::<f64>()
+                .ln();
+            let lp = logits[ids[k + 1] as usize] as f64 - lse;
+            total += lp;
+            max_err = max_err.max((lp - w).abs());
+        }
+        println!("{file}: log-probs of the first 40 targets, max abs err {max_err:.2e}");
+        assert!(max_err < 1e-4, "{file}: max |ours - torch| = {max_err:.3e}");
+        // score gives the same total.
+        let score = model.score(&ids[..41]).unwrap();
+        assert!((score.log_prob - total).abs() < 1e-3, "{file}");
+    }
+}
+
+/// Every tensor of a safetensors file, as (shape, raw bytes), and its metadata.
+type Raw = (
+    HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
+    HashMap<String, String>,
+);
+
+fn read_raw(path: &Path) -> Raw {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+        .collect();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    (tensors, header.metadata().clone().unwrap_or_default())
+}
+
+fn write_raw(path: &Path, (tensors, meta): &Raw) {
+    let views = tensors.iter().map(|(n, (dtype, shape, data))| {
+        (
+            n.clone(),
+            TensorView::new(*dtype, shape.clone(), data).unwrap(),
+        )
+    });
+    let bytes = safetensors::serialize(views, Some(meta.clone())).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn save_torch_then_load_torch_is_exact() {
+    let dir = tmpdir("convert-roundtrip");
+    for file in FILES {
+        let (params, vocab) = load(file);
+        let out = dir.join(file);
+        save_torch(&out, &params, Some(&vocab)).unwrap();
+        let (back, back_vocab) = load_torch(&out, None).unwrap();
+        assert_eq!(back.config(), params.config(), "{file}");
+        assert_eq!(bits(&back), bits(&params), "{file}");
+        assert_eq!(back_vocab, vocab, "{file}");
+        // Without a vocabulary: no metadata, the training text then gives it.
+        save_torch(&out, &params, None).unwrap();
+        assert!(load_torch(&out, None).is_err());
+        let (back, back_vocab) = load_torch(&out, Some(&corpus())).unwrap();
+        assert_eq!((bits(&back), back_vocab), (bits(&params), vocab), "{file}");
+        // A GRU keeps both biases, so its file comes back byte for byte (RNN and LSTM biases
+        // are summed on import and written whole to bias_ih).
+        if file.starts_with("gru") {
+            let (orig, _) = read_raw(&self::dir().join(file));
+            let (ours, _) = read_raw(&out);
+            assert_eq!(orig, ours, "{file}");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn cli_convert_from_torch_then_eval_and_back() {
+    let dir = tmpdir("convert-cli");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let file = "lstm2_tied.safetensors"; // no vocab metadata
+    let input = self::dir().join(file);
+    let out = dir.join("ours.safetensors");
+
+    // Without --vocab-text: one line that says what to do, nothing written.
+    let err = one_line_error(&rnnlm(&[
+        "convert",
+        "--from",
+        "torch",
+        &s(&input),
+        &s(&out),
+    ]));
+    assert!(err.contains("--vocab-text") && err.contains(file), "{err}");
+    assert!(!out.exists());
+
+    let o = rnnlm(&[
+        "convert",
+        "--from",
+        "torch",
+        &s(&input),
+        &s(&out),
+        "--vocab-text",
+        &s(&corpus()),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("lstm, 2 layers, V=41, D=16, H=16, tied"),
+        "{stdout}"
+    );
+    let ck = checkpoint::load(&out).unwrap();
+    let (params, vocab) = load(file);
+    assert_eq!(bits(&ck.params), bits(&params));
+    assert_eq!(ck.vocab.as_ref(), Some(&vocab));
+
+    // eval --protocol torch gives word_language_model's own number.
+    let e = entry(file);
+    let o = rnnlm(&[
+        "eval",
+        "--model",
+        &s(&out),
+        "--data",
+        &s(&corpus()),
+        "--protocol",
+        "torch",
+        "--batch",
+        "10",
+        "--time",
+        "35",
+        "--json",
+    ]);
+    let (_, json) = ok_json(&o);
+    assert_eq!(json["protocol"], "torch");
+    let (got, want) = (
+        json["perplexity"].as_f64().unwrap(),
+        e["wlm_ppl"].as_f64().unwrap(),
+    );
+    println!(
+        "{file} via the CLI: torch ppl {got:.6}, rel err {:.2e}",
+        rel(got, want)
+    );
+    assert!(
+        rel(got, want) < 1e-4,
+        "{got} vs {want}: rel err {:.3e}",
+        rel(got, want)
+    );
+    // And --protocol full with 4 x 7 gives the full_ppl PyTorch computed.
+    let o = rnnlm(&[
+        "eval",
+        "--model",
+        &s(&out),
+        "--data",
+        &s(&corpus()),
+        "--protocol",
+        "full",
+        "--batch",
+        "4",
+        "--time",
+        "7",
+        "--json",
+    ]);
+    let (_, json) = ok_json(&o);
+    let (got, want) = (
+        json["perplexity"].as_f64().unwrap(),
+        e["full_ppl"].as_f64().unwrap(),
+    );
+    println!(
+        "{file} via the CLI: full ppl {got:.6}, rel err {:.2e}",
+        rel(got, want)
+    );
+    assert!(
+        rel(got, want) < 1e-4,
+        "{got} vs {want}: rel err {:.3e}",
+        rel(got, want)
+    );
+
+    // --to torch, then back: the same weights and words (now carried as metadata).
+    let torch = dir.join("torch.safetensors");
+    let o = rnnlm(&["convert", "--to", "torch", &s(&out), &s(&torch)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("tied") && stdout.contains("41-word vocabulary"),
+        "{stdout}"
+    );
+    let again = dir.join("again.safetensors");
+    let o = rnnlm(&["convert", "--from", "torch", &s(&torch), &s(&again)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ck2 = checkpoint::load(&again).unwrap();
+    assert_eq!(bits(&ck2.params), bits(&ck.params));
+    assert_eq!(ck2.vocab, ck.vocab);
+    // The file PyTorch would load holds exactly word_language_model's names.
+    let (tensors, meta) = read_raw(&torch);
+    let mut names: Vec<&str> = tensors.keys().map(String::as_str).collect();
+    names.sort();
+    let mut want: Vec<String> = read_raw(&input).0.into_keys().collect();
+    want.sort();
+    assert_eq!(names, want);
+    assert!(
+        meta["vocab"].starts_with("[\"elbo\",\"mirt\","),
+        "{}",
+        meta["vocab"]
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn cli_convert_usage_errors() {
+    let dir = tmpdir("convert-usage");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let input = s(&self::dir().join("lstm1.safetensors"));
+    let out = dir.join("out.safetensors");
+    let o = s(&out);
+    let (i, o) = (input.as_str(), o.as_str());
+    for args in [
+        // No direction, both directions, an unknown format, --vocab-text with --to, no OUT.
+        vec!["convert", i, o],
+        vec!["convert", "--from", "torch", "--to", "torch", i, o],
+        vec!["convert", "--from", "numpy", i, o],
+        vec!["convert", "--to", "torch", "--vocab-text", i, i, o],
+        vec!["convert", "--from", "torch", i],
+    ] {
+        let o = rnnlm(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(!out.exists(), "{args:?}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn cli_convert_bad_inputs_give_one_line_and_write_nothing() {
+    let dir = tmpdir("convert-bad");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let out = dir.join("out.safetensors");
+    let fixture = self::dir().join("lstm1.safetensors");
+    let fail = |args: &[&str], must: &[&str]| {
+        let err = one_line_error(&rnnlm(args));
+        for m in must {
+            assert!(err.contains(m), "{args:?}: {err:?} lacks {m:?}");
+        }
+        assert!(!out.exists(), "{args:?} created OUT");
+        // No temporary file left behind either.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 4, "{args:?}");
+    };
+
+    // Inputs the failures below read (4 files in the folder; OUT never appears).
+    let missing = dir.join("no-such.safetensors");
+    let junk = dir.join("junk.safetensors");
+    std::fs::write(&junk, "definitely not safetensors").unwrap();
+    let extra = dir.join("extra.safetensors");
+    let mut raw = read_raw(&fixture);
+    let wih = raw.0["rnn.weight_ih_l0"].clone();
+    raw.0.insert("rnn.weight_ih_l0_reverse".into(), wih);
+    write_raw(&extra, &raw);
+    let f64s = dir.join("f64.safetensors");
+    let mut raw = read_raw(&fixture);
+    let v = raw.0["decoder.bias"].1.clone();
+    let data: Vec<u8> = (0..v[0]).flat_map(|i| (i as f64).to_le_bytes()).collect();
+    raw.0.insert("decoder.bias".into(), (Dtype::F64, v, data));
+    write_raw(&f64s, &raw);
+    let text = dir.join("short.txt");
+    std::fs::write(&text, "just three words\n").unwrap();
+
+    let m = s(&missing);
+    fail(
+        &["convert", "--from", "torch", &m, &s(&out)],
+        &["no-such.safetensors"],
+    );
+    fail(
+        &["convert", "--to", "torch", &m, &s(&out)],
+        &["no-such.safetensors"],
+    );
+    let j = s(&junk);
+    fail(
+        &["convert", "--from", "torch", &j, &s(&out)],
+        &["junk.safetensors", "safetensors file"],
+    );
+    fail(
+        &["convert", "--to", "torch", &j, &s(&out)],
+        &["junk.safetensors", "safetensors file"],
+    );
+    fail(
+        &["convert", "--from", "torch", &s(&extra), &s(&out)],
+        &[
+            "extra.safetensors",
+            "\"rnn.weight_ih_l0_reverse\"",
+            "unexpected",
+        ],
+    );
+    fail(
+        &["convert", "--from", "torch", &s(&f64s), &s(&out)],
+        &["f64.safetensors", "\"decoder.bias\"", "F64", "expected F32"],
+    );
+    // A vocabulary of the wrong length names both numbers.
+    let gru = s(&self::dir().join("gru1_tied.safetensors"));
+    fail(
+        &[
+            "convert",
+            "--from",
+            "torch",
+            &gru,
+            &s(&out),
+            "--vocab-text",
+            &s(&text),
+        ],
+        &["gru1_tied.safetensors", "short.txt", "4 words", "V = 41"],
+    );
+    // A torch file given to --to (and ours to --from) fails without writing.
+    fail(
+        &["convert", "--to", "torch", &s(&fixture), &s(&out)],
+        &["lstm1.safetensors"],
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
