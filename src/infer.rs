@@ -329,13 +329,54 @@ impl Rnnlm {
     /// Any error of [`checkpoint::load`], and [`Error::Checkpoint`] if the file has no
     /// vocabulary.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, None)
+    }
+
+    /// Loads a checkpoint, taking the vocabulary from `vocab_text` when given: the words of
+    /// that text in order of first appearance, `<eos>` after each line (the book's PTB ids, and
+    /// PyTorch word_language_model's `Dictionary`). For weights saved without their words,
+    /// such as the book's trained ch06 LSTM: give it the training text.
+    ///
+    /// # Errors
+    /// Any error of [`checkpoint::load`]; [`Error::Checkpoint`] if there is no vocabulary at
+    /// all, or the file's own differs from the text's; a size mismatch with `V`.
+    pub fn load_with(path: &Path, vocab_text: Option<&Path>) -> Result<Self> {
         let ck = checkpoint::load(path)?;
-        let vocab = ck.vocab.ok_or_else(|| Error::Checkpoint {
+        let bad = |msg: String| Error::Checkpoint {
             path: path.to_owned(),
-            msg: "has no vocabulary (no \"vocab\" metadata entry); inference needs the words \
-                  of the ids: save it with a vocabulary"
-                .into(),
-        })?;
+            msg,
+        };
+        let vocab = match (ck.vocab, vocab_text) {
+            (Some(v), None) => v,
+            (own, Some(text)) => {
+                let words = std::fs::read_to_string(text).map_err(|e| Error::io(text, e))?;
+                let built = Vocab::from_words(crate::convert::dictionary(&words))?;
+                if own.as_ref().is_some_and(|v| v != &built) {
+                    return Err(bad(format!(
+                        "its vocabulary differs from the one {} gives (words in order of \
+                         first appearance); leave out the text to use the file's own",
+                        text.display()
+                    )));
+                }
+                if built.len() != ck.params.config().vocab_size {
+                    return Err(bad(format!(
+                        "has V = {} words, but {} gives {} (words in order of first \
+                         appearance, <eos> after each line): is it the training text?",
+                        ck.params.config().vocab_size,
+                        text.display(),
+                        built.len()
+                    )));
+                }
+                built
+            }
+            (None, None) => {
+                return Err(bad(
+                    "has no vocabulary (no \"vocab\" metadata entry); inference needs the \
+                     words of the ids: give the training text with --vocab-text"
+                        .into(),
+                ))
+            }
+        };
         Self::new(ck.params, vocab)
     }
 

@@ -116,3 +116,36 @@ fn the_books_trained_lstm_scores_the_books_perplexity() {
         );
     }
 }
+
+/// The same through the command line, as the README shows it: the book's file has no
+/// vocabulary, so the training text numbers the words.
+#[test]
+fn cli_evaluates_the_books_lstm_with_the_training_text_as_vocabulary() {
+    let Some(dir) = ptb_dir() else { return };
+    let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/book/ch06_rnnlm_lstm.safetensors");
+    if !book.exists() {
+        eprintln!("SKIPPED: {} not found", book.display());
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .arg("eval")
+        .arg("--model")
+        .arg(&book)
+        .arg("--vocab-text")
+        .arg(dir.join("ptb.train.txt"))
+        .arg("--data")
+        .arg(dir.join("ptb.test.txt"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let ppl = json["perplexity"].as_f64().unwrap();
+    assert!((ppl / 136.0776 - 1.0).abs() < 1e-4, "{ppl}");
+}

@@ -86,6 +86,11 @@ struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// For a checkpoint saved without its words (such as the book's trained weights): the
+    /// training text, whose words in order of first appearance (<eos> after each line) are
+    /// the ids.
+    #[arg(long, value_name = "TRAIN")]
+    vocab_text: Option<PathBuf>,
     /// Words never to emit, comma-separated (the book skips N,<unk>,$).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
@@ -101,6 +106,11 @@ struct ScoreArgs {
     /// One JSON object per line instead of tab-separated columns.
     #[arg(long)]
     json: bool,
+    /// For a checkpoint saved without its words (such as the book's trained weights): the
+    /// training text, whose words in order of first appearance (<eos> after each line) are
+    /// the ids.
+    #[arg(long, value_name = "TRAIN")]
+    vocab_text: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -312,6 +322,11 @@ struct EvalArgs {
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
     json: bool,
+    /// For a checkpoint saved without its words (such as the book's trained weights): the
+    /// training text, whose words in order of first appearance (<eos> after each line) are
+    /// the ids.
+    #[arg(long, value_name = "TRAIN")]
+    vocab_text: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -334,15 +349,11 @@ fn main() -> ExitCode {
 }
 
 fn eval(args: &EvalArgs) -> Result<(), Error> {
-    let ckpt = checkpoint::load(&args.model)?;
-    let vocab = ckpt.vocab.ok_or_else(|| Error::Checkpoint {
-        path: args.model.clone(),
-        msg: "has no 'vocab' metadata entry, so words cannot be mapped to ids".into(),
-    })?;
-    let (ids, unk) = read_counting_unk(&args.data, &vocab)?;
+    let model = rnnlm::Rnnlm::load_with(&args.model, args.vocab_text.as_deref())?;
+    let (ids, unk) = read_counting_unk(&args.data, model.vocab())?;
     let (n, t) = (args.batch as usize, args.time as usize);
     let protocol = rnnlm::Protocol::from(args.protocol);
-    let ppl = rnnlm::evaluate(&ckpt.params, &ids, protocol, n, t).map_err(|e| match e {
+    let ppl = rnnlm::evaluate(model.params(), &ids, protocol, n, t).map_err(|e| match e {
         Error::Invalid { msg, .. } => Error::Parse {
             path: args.data.clone(),
             line: None,
@@ -653,7 +664,7 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
 
 fn generate(args: &GenerateArgs) -> Result<(), Error> {
     use rand::SeedableRng;
-    let model = rnnlm::Rnnlm::load(&args.model)?;
+    let model = rnnlm::Rnnlm::load_with(&args.model, args.vocab_text.as_deref())?;
     let start = model.encode(&args.start)?;
     let skip = args
         .skip
@@ -683,7 +694,7 @@ fn generate(args: &GenerateArgs) -> Result<(), Error> {
 
 fn score(args: &ScoreArgs) -> Result<(), Error> {
     use std::io::{BufRead, Write};
-    let model = rnnlm::Rnnlm::load(&args.model)?;
+    let model = rnnlm::Rnnlm::load_with(&args.model, args.vocab_text.as_deref())?;
     let eos = model
         .vocab()
         .id(rnnlm::data::corpus::EOS)
