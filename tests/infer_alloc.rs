@@ -34,14 +34,24 @@ fn check(cfg: Config) {
     let mut tokens = vec![0u32; n];
     // Warm-up: the first kernel call detects the ISA once (reading RNNLM_ISA allocates).
     model.step(&mut state, &tokens, &mut logits).unwrap();
-    let before = allocs();
-    for s in 0..20u32 {
-        for (i, t) in tokens.iter_mut().enumerate() {
-            *t = (s * 31 + i as u32 * 7) % v as u32;
+    // The counter is process-wide: the test harness's own thread may allocate at any moment
+    // (seen once under CI load: 4 allocations in a window). A step that allocates does so in
+    // every window, so one clean window of 20 steps out of three proves the step clean.
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let before = allocs();
+        for s in 0..20u32 {
+            for (i, t) in tokens.iter_mut().enumerate() {
+                *t = (s * 31 + i as u32 * 7) % v as u32;
+            }
+            model.step(&mut state, &tokens, &mut logits).unwrap();
         }
-        model.step(&mut state, &tokens, &mut logits).unwrap();
+        counts.push(allocs() - before);
+        if counts.last() == Some(&0) {
+            break;
+        }
     }
-    assert_eq!(allocs() - before, 0, "step allocated ({cfg:?})");
+    assert_eq!(counts.last(), Some(&0), "step allocated ({cfg:?}): {counts:?} per 20 steps");
     state.reset();
     std::hint::black_box(&logits);
 }
