@@ -3,10 +3,12 @@
 //! Fast f32 CPU recurrent-neural-network language models: the `SimpleRnnlm` of *Deep Learning
 //! from Scratch 2*, chapter 5 (`TimeEmbedding -> TimeRNN (tanh) -> TimeAffine ->
 //! TimeSoftmaxWithLoss`, trained with SGD and truncated BPTT), with the book's semantics
-//! exactly and a fast engine underneath.
+//! exactly and a fast engine underneath; and the models people use on the same engine: the
+//! book's ch06 LSTM, PyTorch's GRU, stacked layers, dropout and weight tying
+//! ([`model::config`]), with PyTorch checkpoints in and out ([`convert`]).
 //!
 //! Tensors are row-major: activations `[N,T,D]` / `[N,T,H]`, logits `[N*T,V]`, weights as the
-//! book (`x W`, so `Wx` is `[D,H]`).
+//! book (`x W`, so `Wx` is `[D,G*H]` for a cell of `G` gates).
 //!
 //! ```
 //! use rnnlm::{Config, SimpleRnnlm, Sgd, BookBatches};

@@ -606,7 +606,20 @@ fn check_batch(params: &Params, ws: &Workspace, xs: &[u32], ts: &[i32]) -> Resul
 
 /// The book's `SimpleRnnlm` as one stateful object: parameters, their gradients and a
 /// training workspace for one batch shape, with `forward` / `backward` / `reset_state` /
-/// `set_state` as in the book.
+/// `set_state` as in the book. The configuration chooses the model: the book's tanh RNN by
+/// default, or its ch06 `Rnnlm` / `BetterRnnlm` (LSTM, stacked, tied, with dropout through
+/// [`SimpleRnnlm::set_dropout`]), or a PyTorch-form GRU.
+///
+/// ```
+/// use rnnlm::{model::config::Cell, Config, SimpleRnnlm, Sgd};
+/// // BetterRnnlm in miniature: 2 LSTM layers, tied output weights, dropout 0.5.
+/// let cfg = Config::new(20, 8, 8).unwrap().with_cell(Cell::Lstm).with_layers(2).with_tied(true);
+/// let mut better = SimpleRnnlm::new(cfg.validated().unwrap(), 2, 3, 42).unwrap();
+/// better.set_dropout(0.5, 42).unwrap();
+/// better.forward(&[1, 2, 3, 4, 5, 6], &[2, 3, 4, 5, 6, 7]).unwrap();
+/// better.backward().unwrap();
+/// assert_eq!(better.state().len(), 2 * 2 * 2 * 8); // h and c, 2 layers, N = 2, H = 8
+/// ```
 ///
 /// ```
 /// use rnnlm::{Config, SimpleRnnlm, Sgd};
