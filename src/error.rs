@@ -86,6 +86,21 @@ pub enum Error {
         hint: String,
     },
 
+    /// Training produced a non-finite loss, gradient norm or validation perplexity. The
+    /// trainer stops before the update that would spoil the weights, so they are still the
+    /// last finite ones; `hint` says what was kept and what to try.
+    #[error("training diverged at epoch {epoch}, step {step}: {what}; {hint}")]
+    Diverged {
+        /// 1-based epoch.
+        epoch: usize,
+        /// 1-based optimizer step that failed (for a validation, the last step taken).
+        step: usize,
+        /// What became non-finite, e.g. "the loss is NaN".
+        what: String,
+        /// What was kept and what to try.
+        hint: String,
+    },
+
     /// An invalid configuration or argument value.
     #[error("invalid {what}: {msg}")]
     Invalid {

@@ -746,6 +746,49 @@ impl Rnnlm {
         n: usize,
         sampling: &Sampling,
     ) -> Result<Vec<u32>> {
+        // Grows as words come: `n` may be far more than fits in memory.
+        let mut out = Vec::with_capacity(n.min(1 << 16));
+        self.generate_with(rng, start, n, sampling, |id| {
+            out.push(id);
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// [`Rnnlm::generate`] as a stream: each sampled id goes to `emit` as soon as it is drawn,
+    /// and sampling stops after `n` ids or when `emit` returns `false`. Returns how many ids
+    /// were emitted. Memory stays constant whatever `n` is, so a caller can print text as it
+    /// comes and stop when its reader goes away. The ids are exactly those of `generate` with
+    /// the same RNG state.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Sampling, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    /// let s = Sampling::default();
+    /// let mut seen = Vec::new();
+    /// let n = model.generate_with(&mut rng(), &[0], usize::MAX, &s, |id| {
+    ///     seen.push(id);
+    ///     seen.len() < 5 // stop after the fifth
+    /// }).unwrap();
+    /// assert_eq!(n, 5);
+    /// assert_eq!(seen, model.generate(&mut rng(), &[0], 5, &s).unwrap());
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Rnnlm::generate`], before any id is emitted.
+    pub fn generate_with<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        start: &[u32],
+        n: usize,
+        sampling: &Sampling,
+        mut emit: impl FnMut(u32) -> bool,
+    ) -> Result<usize> {
         let v = self.config().vocab_size;
         let t = sampling.temperature;
         if !(t.is_finite() && t > 0.0) {
@@ -785,10 +828,10 @@ impl Rnnlm {
         for &id in start {
             self.step(&mut state, &[id], &mut logits)?;
         }
-        let mut out = Vec::with_capacity(n);
+        let mut prev = None;
         for i in 0..n {
-            if i > 0 {
-                self.step(&mut state, &out[i - 1..i], &mut logits)?;
+            if let Some(id) = prev {
+                self.step(&mut state, &[id], &mut logits)?;
             }
             cand.clear();
             cand.extend((0..v as u32).filter(|&j| allowed[j as usize]));
@@ -825,9 +868,12 @@ impl Rnnlm {
                     break;
                 }
             }
-            out.push(pick);
+            prev = Some(pick);
+            if !emit(pick) {
+                return Ok(i + 1);
+            }
         }
-        Ok(out)
+        Ok(n)
     }
 }
 

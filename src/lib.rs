@@ -49,6 +49,7 @@ pub mod kernels;
 pub mod layers;
 pub mod model;
 pub mod optim;
+pub mod outputs;
 mod par;
 pub mod report;
 pub mod train;

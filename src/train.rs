@@ -128,6 +128,77 @@ impl TrainConfig {
         }
         Ok(())
     }
+
+    /// Checks that a validation or test corpus of `tokens` ids fills one evaluation batch of
+    /// this run's protocol and shape, so a short file is refused before training rather than
+    /// after the last epoch.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] ("evaluation corpus") saying what the protocol needs.
+    ///
+    /// ```
+    /// use rnnlm::train::TrainConfig;
+    /// let book = TrainConfig::default(); // book protocol, batch 10 x time 35
+    /// assert!(book.check_eval_corpus(351).is_ok());
+    /// let err = book.check_eval_corpus(350).unwrap_err().to_string();
+    /// assert!(err.contains("book protocol") && err.contains("needs at least 351"), "{err}");
+    /// ```
+    pub fn check_eval_corpus(&self, tokens: usize) -> Result<()> {
+        let (n, t) = (self.eval_batch, self.eval_time);
+        // The smallest corpus each protocol accepts (see eval_perplexity, eval_full and
+        // eval_torch; a unit test keeps the two in step).
+        let needs = match self.protocol {
+            Protocol::Book => n * t + 1,
+            Protocol::Full => 2,
+            Protocol::Torch => 2 * n,
+        };
+        if tokens >= needs {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "evaluation corpus",
+            format!(
+                "{tokens} tokens cannot fill one evaluation batch of the {} protocol (batch {n}, time {t}; needs at least {needs} tokens)",
+                self.protocol.name()
+            ),
+        ))
+    }
+}
+
+/// Length and 64-bit FNV-1a hash of a run's training ids, saved with a resumable run so that
+/// resuming on other data (whose batches the saved position does not fit) is refused.
+///
+/// ```
+/// use rnnlm::train::DataFingerprint;
+/// let a = DataFingerprint::of(&[1, 2, 3]);
+/// assert_eq!(a.tokens, 3);
+/// assert_eq!(a, DataFingerprint::of(&[1, 2, 3]));
+/// assert_ne!(a, DataFingerprint::of(&[1, 3, 2]));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataFingerprint {
+    /// Number of ids.
+    pub tokens: usize,
+    /// FNV-1a (64-bit) over the ids' little-endian bytes.
+    pub fnv1a: u64,
+}
+
+impl DataFingerprint {
+    /// The fingerprint of `ids`.
+    pub fn of(ids: &[u32]) -> Self {
+        // FNV-1a: simple, fast, stable across versions; not cryptographic, and need not be
+        // (it guards against mistakes, not attacks).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for id in ids {
+            for b in id.to_le_bytes() {
+                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        Self {
+            tokens: ids.len(),
+            fnv1a: h,
+        }
+    }
 }
 
 /// What the trainer reports while it runs.
@@ -228,6 +299,8 @@ pub struct Trainer {
     max_steps: Option<usize>,
     progress: Progress,
     log: Vec<EvalPoint>,
+    /// The training data this run has seen (from its first `fit` or its resume file).
+    data: Option<DataFingerprint>,
 }
 
 /// Where a run stands between two batches: with the weights, the best model and the carried
@@ -270,12 +343,39 @@ impl Progress {
 const RESUME_KEY: &str = "trainer";
 
 /// The JSON stored under [`RESUME_KEY`].
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct ResumeMeta {
     config: TrainConfig,
     progress: Progress,
     best: Option<Perplexity>,
     log: Vec<EvalPoint>,
+    /// Absent in files written before fingerprints existed.
+    #[serde(default)]
+    data: Option<DataFingerprint>,
+}
+
+impl ResumeMeta {
+    /// Refuses a position no run reaches: hand-edited or corrupted state would otherwise run
+    /// silently wrong (a negative rate climbs the loss, a NaN one poisons the weights).
+    fn check(&self) -> std::result::Result<(), String> {
+        let p = &self.progress;
+        if !(p.lr.is_finite() && p.lr > 0.0) {
+            return Err(format!(
+                "trainer state has learning rate {} (must be a positive number)",
+                p.lr
+            ));
+        }
+        if p.epoch == 0 || p.epoch > self.config.epochs + 1 {
+            return Err(format!(
+                "trainer state is at epoch {} of a {}-epoch run",
+                p.epoch, self.config.epochs
+            ));
+        }
+        if !(p.total_loss.is_finite() && p.elapsed_s.is_finite() && p.eval_s.is_finite()) {
+            return Err("trainer state holds a non-finite loss sum or time".into());
+        }
+        Ok(())
+    }
 }
 
 impl Trainer {
@@ -331,6 +431,7 @@ impl Trainer {
             stop: None,
             max_steps: None,
             log: Vec::new(),
+            data: None,
         }
     }
 
@@ -412,6 +513,12 @@ impl Trainer {
         self.best.as_ref().map_or(self.model.params(), |(p, _)| p)
     }
 
+    /// The best validation result so far (that of [`Trainer::best_params`]), if validation
+    /// ran.
+    pub fn best_valid(&self) -> Option<Perplexity> {
+        self.best.as_ref().map(|(_, b)| *b)
+    }
+
     /// Saves everything needed to continue this run exactly: the current weights (so the file
     /// is also a loadable model), the vocabulary, the best model, the carried hidden state,
     /// the position in the schedule and the log. Written atomically.
@@ -445,6 +552,7 @@ impl Trainer {
             progress: self.progress.clone(),
             best: self.best.as_ref().map(|(_, b)| *b),
             log: self.log.clone(),
+            data: self.data,
         };
         let state = self.model.state();
         let h = self.model.config().hidden_size;
@@ -499,6 +607,7 @@ impl Trainer {
         let meta: ResumeMeta = serde_json::from_str(text)
             .map_err(|e| bad(format!("trainer state is not valid ({e})")))?;
         meta.config.validate()?;
+        meta.check().map_err(bad)?;
         let cfg = *ckpt.params.config();
         let mut trainer = Self::from_params(ckpt.params, meta.config)?;
         let (shape, h) = ckpt
@@ -532,14 +641,131 @@ impl Trainer {
         }
         trainer.progress = meta.progress;
         trainer.log = meta.log;
+        trainer.data = meta.data;
         Ok((trainer, ckpt.vocab))
+    }
+
+    /// The learning rate of the next step (the configured one after any decays).
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let mut t = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), TrainConfig::default()).unwrap();
+    /// assert_eq!(t.current_lr(), 5.0);
+    /// t.set_lr(0.5).unwrap();
+    /// assert_eq!((t.current_lr(), t.config().lr), (0.5, 0.5));
+    /// assert!(t.set_lr(-1.0).is_err() && t.set_lr(f32::NAN).is_err());
+    /// ```
+    pub fn current_lr(&self) -> f32 {
+        self.progress.lr
+    }
+
+    /// Sets the learning rate from the next step on, and as the run's configured rate (saved
+    /// with it), e.g. to continue a resumed run more gently.
+    ///
+    /// # Errors
+    /// If `lr` is not a positive finite number.
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        TrainConfig {
+            lr,
+            ..self.cfg.clone()
+        }
+        .validate()?;
+        self.cfg.lr = lr;
+        self.progress.lr = lr;
+        Ok(())
+    }
+
+    /// Sets the gradient-norm clip (`None`: off) from the next step on.
+    ///
+    /// # Errors
+    /// If the limit is not a positive finite number.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let mut t = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), TrainConfig::default()).unwrap();
+    /// t.set_max_grad(Some(1.0)).unwrap();
+    /// assert_eq!(t.config().max_grad, Some(1.0));
+    /// assert!(t.set_max_grad(Some(f32::NAN)).is_err());
+    /// ```
+    pub fn set_max_grad(&mut self, max_grad: Option<f32>) -> Result<()> {
+        TrainConfig {
+            max_grad,
+            ..self.cfg.clone()
+        }
+        .validate()?;
+        self.cfg.max_grad = max_grad;
+        Ok(())
+    }
+
+    /// The fingerprint of the training data this run has seen: set by the first
+    /// [`Trainer::fit`], restored by [`Trainer::load_resume`] (`None` for a new run, or a
+    /// resume file written before fingerprints were saved).
+    pub fn data_fingerprint(&self) -> Option<DataFingerprint> {
+        self.data
+    }
+
+    /// Checks that `train` is the data this run trained on so far (always true for a new
+    /// run); [`Trainer::fit`] checks it too.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] ("training data") saying what differs.
+    ///
+    /// ```
+    /// use rnnlm::train::{TrainConfig, Trainer};
+    /// let corpus: Vec<u32> = (0..1000).map(|i| (i * 7 % 11) as u32).collect();
+    /// let cfg = TrainConfig { batch_size: 4, time_size: 5, ..TrainConfig::default() };
+    /// let mut trainer = Trainer::new(rnnlm::Config::new(11, 8, 8).unwrap(), cfg).unwrap();
+    /// trainer.stop_after_steps(3);
+    /// trainer.fit(&corpus, None, None, |_| {}).unwrap();
+    /// assert!(trainer.check_data(&corpus).is_ok());
+    /// let err = trainer.check_data(&corpus[..500]).unwrap_err().to_string();
+    /// assert!(err.contains("500 tokens") && err.contains("1000"), "{err}");
+    /// ```
+    pub fn check_data(&self, train: &[u32]) -> Result<()> {
+        let Some(saved) = self.data else {
+            return Ok(());
+        };
+        let now = DataFingerprint::of(train);
+        if now == saved {
+            return Ok(());
+        }
+        let msg = if now.tokens != saved.tokens {
+            format!(
+                "{} tokens, but the run trained on {} tokens; resume with the data it started on",
+                now.tokens, saved.tokens
+            )
+        } else {
+            format!(
+                "{} tokens like the run's, but not the same ones (FNV-1a {:016x}, the run's {:016x}); resume with the data it started on",
+                now.tokens, now.fnv1a, saved.fnv1a
+            )
+        };
+        Err(Error::invalid("training data", msg))
+    }
+
+    /// Every evaluation point so far (training progress and per-epoch validation), also when
+    /// [`Trainer::fit`] stopped with an error.
+    pub fn log(&self) -> &[EvalPoint] {
+        &self.log
     }
 
     /// Trains on `train`, validating on `valid` after each epoch and testing the kept model
     /// on `test` at the end; `on_event` sees progress and epoch results.
     ///
+    /// Before the first step it checks every corpus (ids inside the vocabulary, train fills a
+    /// batch, valid and test fill an evaluation batch) and that `train` is the data a resumed
+    /// run started on. Each step's loss and global gradient norm (computed also when clipping
+    /// is off) are checked before the update: when one is NaN or infinite (for the loss: when
+    /// its perplexity is, i.e. above ~709.8 nats per word), the run stops with
+    /// [`Error::Diverged`], the weights those from before that step (no update is made with
+    /// a non-finite number) and the run positioned at that batch, so
+    /// [`Trainer::save_resume`] saves exactly where it stopped. (Weights that already give an
+    /// overflowing loss stay lost: a run is rescued by restarting with a lower rate.) A
+    /// non-finite validation perplexity is never the best and stops the run the same way.
+    ///
     /// # Errors
-    /// If a corpus is too short for one batch or holds ids outside the vocabulary.
+    /// If a corpus is too short or holds ids outside the vocabulary, `train` is not the data
+    /// the run started on, or the run diverges.
     ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
@@ -571,9 +797,31 @@ impl Trainer {
                 ));
             }
         }
+        for (name, c) in [("valid", valid), ("test", test)] {
+            if let Some(c) = c {
+                cfg.check_eval_corpus(c.len()).map_err(|e| match e {
+                    Error::Invalid { msg, .. } => Error::invalid(format!("{name} corpus"), msg),
+                    other => other,
+                })?;
+            }
+        }
         let mut batches = BookBatches::new(train, n, t)?;
         let iters = batches.iters_per_epoch();
+        self.check_data(train)?;
+        if self.progress.iter > iters {
+            return Err(Error::invalid(
+                "training data",
+                format!(
+                    "the run stands at batch {} of epoch {}, past this data's {iters} batches per epoch; resume with the data it started on",
+                    self.progress.iter, self.progress.epoch
+                ),
+            ));
+        }
+        self.data = Some(DataFingerprint::of(train));
         let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
+        // The carried state before the current batch: a batch that diverges puts it back, so
+        // the run stands exactly before that batch (one copy of N x H per layer and step).
+        let mut carried = self.model.state().to_vec();
         let mut sgd = Sgd::new(self.progress.lr);
         let start = Instant::now();
         let base = (self.progress.elapsed_s, self.progress.eval_s);
@@ -592,11 +840,50 @@ impl Trainer {
                     break 'epochs;
                 }
                 let iter = self.progress.iter;
+                carried.copy_from_slice(self.model.state());
                 batches.next_batch(&mut xs, &mut ts);
                 let loss = self.model.forward(&xs, &ts)?;
-                self.model.backward()?;
-                if let Some(max) = cfg.max_grad {
-                    self.clip.clip(self.model.grads_mut().as_mut_slice(), max);
+                // Beyond ~709.8 nats per token even the perplexity overflows f64: nothing a
+                // learning model produces (uniform over V words is ln V), so the run is lost.
+                let mut what = match loss {
+                    l if !l.is_finite() => Some(format!("the loss is {l}")),
+                    l if !(l as f64).exp().is_finite() => Some(format!(
+                        "the loss is {l:.1} nats per word (its perplexity overflows)"
+                    )),
+                    _ => None,
+                };
+                if what.is_none() {
+                    self.model.backward()?;
+                    let grads = self.model.grads_mut().as_mut_slice();
+                    // The same deterministic norm with clipping on or off.
+                    let norm = match cfg.max_grad {
+                        Some(max) => self.clip.clip(grads, max),
+                        None => self.clip.norm(grads),
+                    };
+                    let step_norm = cfg.max_grad.map_or(norm, |m| norm.min(m as f64));
+                    if !norm.is_finite() {
+                        what = Some(format!("the gradient norm is {norm}"));
+                    } else if sgd.lr as f64 * step_norm > f32::MAX as f64 {
+                        // Finite gradients whose update alone would overflow f32.
+                        what = Some(format!(
+                            "the update overflows (gradient norm {norm:.3e} at lr {})",
+                            sgd.lr
+                        ));
+                    }
+                }
+                if let Some(what) = what {
+                    // Nothing was updated: undo the batch's effect on the carried state and
+                    // the dropout step, so a resume point saved now continues from here.
+                    self.model.set_state(&carried)?;
+                    self.model.set_dropout_step(self.progress.steps as u64);
+                    self.progress.elapsed_s = elapsed(&start);
+                    self.progress.eval_s = eval_seconds;
+                    return Err(Error::Diverged {
+                        epoch,
+                        step: self.progress.steps + 1,
+                        what,
+                        hint: "the weights are those from before that step; try a lower learning rate or gradient clipping".into(),
+                    });
                 }
                 sgd.update(self.model.params_mut_and_grads());
                 let p = &mut self.progress;
@@ -640,10 +927,13 @@ impl Trainer {
             )?;
             self.model.reset_state();
             eval_seconds += e0.elapsed().as_secs_f64();
-            let improved = self
-                .best
-                .as_ref()
-                .is_none_or(|(_, b)| result.perplexity < b.perplexity);
+            // A non-finite perplexity is never the best (NaN would otherwise beat "no best").
+            let finite = result.perplexity.is_finite();
+            let improved = finite
+                && self
+                    .best
+                    .as_ref()
+                    .is_none_or(|(_, b)| result.perplexity < b.perplexity);
             if improved {
                 self.best = Some((self.model.params().clone(), result));
             } else {
@@ -666,6 +956,18 @@ impl Trainer {
                 improved,
                 lr: sgd.lr,
             });
+            if !finite {
+                // Stopped as after an epoch without improvement (lr decayed), so a resume
+                // continues with the next epoch.
+                self.progress.elapsed_s = elapsed(&start);
+                self.progress.eval_s = eval_seconds;
+                return Err(Error::Diverged {
+                    epoch,
+                    step: self.progress.steps,
+                    what: format!("the validation perplexity is {}", result.perplexity),
+                    hint: "the best model so far is kept; try a lower learning rate or gradient clipping".into(),
+                });
+            }
         }
         self.progress.elapsed_s = elapsed(&start);
         self.progress.eval_s = eval_seconds;
@@ -695,5 +997,79 @@ impl Trainer {
             log: self.log.clone(),
             interrupted,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `check_eval_corpus` mirrors what each evaluation protocol accepts.
+    #[test]
+    fn eval_corpus_check_agrees_with_the_evaluators() {
+        use rand::SeedableRng;
+        let params = Params::init_book(
+            Config::new(7, 4, 4).unwrap(),
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        );
+        let corpus: Vec<u32> = (0..200).map(|i| i % 7).collect();
+        for protocol in [Protocol::Book, Protocol::Full, Protocol::Torch] {
+            for (n, t) in [(1, 1), (3, 5), (10, 4)] {
+                let cfg = TrainConfig {
+                    protocol,
+                    eval_batch: n,
+                    eval_time: t,
+                    ..TrainConfig::default()
+                };
+                for len in 0..60 {
+                    let runs = evaluate(&params, &corpus[..len], protocol, n, t).is_ok();
+                    let check = cfg.check_eval_corpus(len).is_ok();
+                    assert_eq!(runs, check, "{protocol:?} n={n} t={t} len={len}");
+                }
+            }
+        }
+    }
+
+    fn meta() -> ResumeMeta {
+        let cfg = TrainConfig::default();
+        ResumeMeta {
+            progress: Progress::start(cfg.lr),
+            config: cfg,
+            best: None,
+            log: Vec::new(),
+            data: Some(DataFingerprint::of(&[1, 2, 3])),
+        }
+    }
+
+    #[test]
+    fn resume_state_without_a_fingerprint_still_loads() {
+        let mut json: serde_json::Value = serde_json::to_value(meta()).unwrap();
+        json.as_object_mut().unwrap().remove("data").unwrap();
+        let old: ResumeMeta = serde_json::from_value(json).unwrap();
+        assert_eq!(old.data, None);
+        assert!(old.check().is_ok());
+    }
+
+    #[test]
+    fn impossible_resume_state_is_refused() {
+        for lr in [-1.0, 0.0, f32::NAN, f32::INFINITY] {
+            let mut m = meta();
+            m.progress.lr = lr;
+            let err = m.check().unwrap_err();
+            assert!(err.contains("learning rate"), "{err}");
+        }
+        let mut m = meta();
+        m.progress.epoch = 0;
+        assert!(m.check().is_err());
+        m.progress.epoch = m.config.epochs + 2;
+        assert!(m.check().is_err());
+        let mut m = meta();
+        m.progress.total_loss = f64::NAN;
+        assert!(m.check().is_err());
+        // A NaN rate cannot even be written as JSON: it reads back as null and is refused.
+        let mut m = meta();
+        m.progress.lr = f32::NAN;
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(serde_json::from_str::<ResumeMeta>(&text).is_err(), "{text}");
     }
 }

@@ -127,3 +127,43 @@ fn bad_input_gives_one_line_and_status_2() {
     assert_eq!(out.status.code(), Some(2), "--batch 0 is a usage error");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// convert's OUT is checked before any work, as train's outputs are.
+#[test]
+fn convert_checks_its_output_first() {
+    let dir = tmpdir("convert-out");
+    let m = model(&dir, &["<eos>", "a", "b"]);
+    let before = std::fs::read(&m).unwrap();
+    let m_s = m.to_str().unwrap();
+    let err = one_line_error(&rnnlm(&["convert", "--to", "torch", m_s, m_s]));
+    assert!(
+        err.contains("OUT") && err.contains("same file as IN"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&m).unwrap(), before, "the input is intact");
+    let err = one_line_error(&rnnlm(&[
+        "convert",
+        "--to",
+        "torch",
+        m_s,
+        dir.to_str().unwrap(),
+    ]));
+    assert!(err.contains("is a folder"), "{err}");
+    let slash = format!("{}/", dir.join("t.safetensors").display());
+    let err = one_line_error(&rnnlm(&["convert", "--to", "torch", m_s, &slash]));
+    assert!(err.contains("names a folder"), "{err}");
+    #[cfg(unix)]
+    {
+        let err = one_line_error(&rnnlm(&["convert", "--to", "torch", m_s, "/dev/null"]));
+        assert!(err.contains("character device"), "{err}");
+    }
+    let out = dir.join("t.safetensors");
+    let ok = rnnlm(&["convert", "--to", "torch", m_s, out.to_str().unwrap()]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(out.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

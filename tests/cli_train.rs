@@ -434,3 +434,498 @@ fn ctrl_c_then_resume_matches_an_uninterrupted_run() {
     assert_eq!(a.vocab, b.vocab);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Writes train/valid/test texts into `dir` and returns `train` flags for a quick run on
+/// them, saving to `save`.
+fn small_run(dir: &Path, save: &Path) -> Vec<String> {
+    for (name, lines, salt) in [("train", 600, 0), ("valid", 80, 1), ("test", 80, 2)] {
+        std::fs::write(dir.join(format!("{name}.txt")), text(lines, salt)).unwrap();
+    }
+    let mut args: Vec<String> = ["train", "--wordvec", "16", "--hidden", "16"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (flag, value) in [
+        ("--train", s(&dir.join("train.txt"))),
+        ("--valid", s(&dir.join("valid.txt"))),
+        ("--test", s(&dir.join("test.txt"))),
+        ("--batch", "4"),
+        ("--time", "5"),
+        ("--lr", "0.5"),
+        ("--epochs", "1"),
+        ("--eval-batch", "2"),
+        ("--eval-time", "5"),
+        ("--save", s(save)),
+    ] {
+        args.extend([flag.to_string(), value.to_string()]);
+    }
+    args
+}
+
+/// Runs `rnnlm` with `base` (a subcommand, then `--flag value` pairs) where `extra`'s flags
+/// replace the base's (clap refuses a flag given twice) or are added.
+fn run(base: &[String], extra: &[&str]) -> std::process::Output {
+    let flag = |a: &str| a.split('=').next().unwrap().to_string();
+    let extra_flags: Vec<String> = extra
+        .iter()
+        .filter(|a| a.starts_with("--"))
+        .map(|a| flag(a))
+        .collect();
+    let mut args: Vec<&str> = vec![base[0].as_str()];
+    for pair in base[1..].chunks(2) {
+        if !extra_flags.contains(&pair[0]) {
+            args.extend(pair.iter().map(String::as_str));
+        }
+    }
+    args.extend_from_slice(extra);
+    rnnlm(&args)
+}
+
+/// Asserts a one-line error containing every one of `want`, printed before training started
+/// (nothing on stdout).
+fn refused(out: &std::process::Output, want: &[&str]) -> String {
+    let err = one_line_error(out);
+    for w in want {
+        assert!(err.contains(w), "{w:?} not in {err}");
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    err
+}
+
+/// Bad --save/--log/--plot paths, and one file in two roles, are refused before any work, and
+/// nothing is written: not the model, not over an input, not over a device.
+#[test]
+fn outputs_are_checked_before_training() {
+    let dir = tmpdir("outputs");
+    let m = dir.join("m.safetensors");
+    let base = small_run(&dir, &m);
+    let train = dir.join("train.txt");
+    let train_text = std::fs::read(&train).unwrap();
+
+    // A folder, the root, ".", a trailing slash, a folder that does not exist, a file used as
+    // a folder (what a read-only folder looks like even to root).
+    refused(
+        &run(&base, &["--save", s(&dir)]),
+        &["--save", "is a folder"],
+    );
+    refused(&run(&base, &["--save", "/"]), &["names a folder"]);
+    refused(&run(&base, &["--save", "."]), &["names a folder"]);
+    let slash = format!("{}/", s(&m));
+    refused(&run(&base, &["--save", &slash]), &["names a folder"]);
+    refused(
+        &run(&base, &["--log", s(&dir.join("no/such/m.csv"))]),
+        &["--log", "does not exist"],
+    );
+    refused(
+        &run(&base, &["--plot", s(&train.join("m.svg"))]),
+        &["--plot", "train.txt is not a folder"],
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        let ro = dir.join("read-only");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // Root writes anywhere: the probe then rightly succeeds, and this case is covered by
+        // the file-as-folder one above.
+        if std::fs::write(ro.join("probe"), "x").is_err() {
+            refused(
+                &run(&base, &["--save", s(&ro.join("m"))]),
+                &["--save", "cannot write in folder"],
+            );
+        }
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        refused(
+            &run(&base, &["--save", "/dev/null"]),
+            &["/dev/null", "character device"],
+        );
+        let null = std::fs::metadata("/dev/null").unwrap().file_type();
+        assert!(null.is_char_device(), "/dev/null is still a device");
+        let fifo = dir.join("fifo");
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        refused(&run(&base, &["--log", s(&fifo)]), &["--log", "FIFO"]);
+        // The .resume file a Ctrl-C would write is checked too.
+        std::fs::create_dir(dir.join("m.safetensors.resume")).unwrap();
+        refused(&run(&base, &[]), &[".resume", "is a folder"]);
+        std::fs::remove_dir(dir.join("m.safetensors.resume")).unwrap();
+    }
+
+    // Collisions: an output over an input, two outputs onto one file.
+    refused(
+        &run(&base, &["--save", s(&train)]),
+        &["--save", "same file as --train"],
+    );
+    let log = dir.join("m.csv");
+    refused(
+        &run(&base, &["--log", s(&m)]),
+        &["--log", "same file as --save"],
+    );
+    refused(
+        &run(&base, &["--log", s(&log), "--plot", s(&log)]),
+        &["--plot", "same file as --log"],
+    );
+    refused(
+        &run(&base, &["--log", &format!("{}.resume", s(&m))]),
+        &[".resume", "same file as --log"],
+    );
+    #[cfg(unix)]
+    {
+        // Through a hard link, still the same file.
+        let link = dir.join("alias.txt");
+        std::fs::hard_link(&train, &link).unwrap();
+        refused(
+            &run(&base, &["--plot", s(&link)]),
+            &["same file as --train"],
+        );
+    }
+    assert_eq!(
+        std::fs::read(&train).unwrap(),
+        train_text,
+        "the input is intact"
+    );
+    assert!(!m.exists() && !log.exists(), "nothing written");
+
+    // valid == test is fine (inputs may repeat), and a symlinked --save is written through.
+    #[cfg(unix)]
+    {
+        let real = dir.join("real.safetensors");
+        let link = dir.join("latest.safetensors");
+        std::os::unix::fs::symlink("real.safetensors", &link).unwrap();
+        let valid = dir.join("valid.txt");
+        let out = run(&base, &["--save", s(&link), "--test", s(&valid)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta = std::fs::symlink_metadata(&link).unwrap();
+        assert!(meta.file_type().is_symlink(), "the link is kept");
+        rnnlm::checkpoint::load(&real).unwrap();
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Inputs and settings that would fail late are refused before training, naming the file or
+/// the flag.
+#[test]
+fn inputs_and_settings_are_checked_before_training() {
+    let dir = tmpdir("inputs");
+    let m = dir.join("m.safetensors");
+    let base = small_run(&dir, &m);
+    let short = dir.join("short.txt");
+    std::fs::write(&short, text(3, 0)).unwrap(); // 3 lines of 4-5 words: ~15 tokens
+    refused(
+        &run(
+            &base,
+            &[
+                "--test",
+                s(&short),
+                "--eval-batch",
+                "10",
+                "--eval-time",
+                "35",
+            ],
+        ),
+        &[
+            "short.txt",
+            "evaluation batch",
+            "book protocol",
+            "batch 10, time 35",
+        ],
+    );
+    refused(
+        &run(
+            &base,
+            &[
+                "--valid",
+                s(&short),
+                "--protocol",
+                "torch",
+                "--eval-batch",
+                "20",
+            ],
+        ),
+        &["short.txt", "torch protocol"],
+    );
+    refused(&run(&base, &["--clip", "NaN"]), &["--clip", "NaN"]);
+    refused(&run(&base, &["--clip=-1"]), &["--clip", "-1"]);
+    refused(&run(&base, &["--clip", "inf"]), &["--clip"]);
+    refused(&run(&base, &["--lr", "NaN"]), &["--lr"]);
+    refused(
+        &run(&base, &["--threads", "100000"]),
+        &["--threads", "100000"],
+    );
+    let out = rnnlm(&["bench", "--threads", "100000", "--windows", "1"]);
+    assert!(one_line_error(&out).contains("--threads"));
+    assert!(!m.exists());
+    // The same short file fills a small evaluation batch; --clip 0 turns clipping off.
+    let out = run(&base, &["--test", s(&short), "--clip", "0", "--json"]);
+    let (stdout, json) = ok_json(&out);
+    assert!(stdout.contains("clip off"), "{stdout}");
+    assert!(json["test_perplexity"].as_f64().unwrap() > 1.0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Spawns `rnnlm args` with its stdout on a pipe, reads `bytes` bytes from it, closes the
+/// pipe and waits (at most a minute) for the exit; returns what was read and the output.
+#[cfg(unix)]
+fn read_then_close(args: &[&str], bytes: usize) -> (Vec<u8>, std::process::Output) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = vec![0u8; bytes];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The pipe's read end is dropped here: further writes fail with EPIPE.
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("{args:?} kept running after its reader went away");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (head, child.wait_with_output().unwrap())
+}
+
+/// A reader that goes away (`| head`) is not an error: train finishes and saves everything,
+/// generate and score stop quietly; all exit 0 without a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_the_output_not_the_work() {
+    let dir = tmpdir("pipes");
+    let m = dir.join("m.safetensors");
+    let log = dir.join("m.csv");
+    let base = small_run(&dir, &m);
+    // Many progress lines (more than a pipe holds), so writes surely hit the closed pipe.
+    let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
+    let at = args.iter().position(|a| *a == "--epochs").unwrap();
+    args[at + 1] = "20";
+    args.extend(["--eval-interval", "1", "--log", s(&log), "--json"]);
+    let (head, out) = read_then_close(&args, 20);
+    assert!(
+        head.starts_with(b"vocabulary "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    rnnlm::checkpoint::load(&m).unwrap();
+    let csv = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        csv.lines().count() > 20 * 191,
+        "the whole log: {} lines",
+        csv.lines().count()
+    );
+
+    let started = std::time::Instant::now();
+    let (head, out) = read_then_close(
+        &["generate", "--model", s(&m), "--words", "100000000000"],
+        100,
+    );
+    assert!(String::from_utf8(head).unwrap().split_whitespace().count() > 10);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "streams, stops quickly"
+    );
+
+    let many = dir.join("many.txt");
+    std::fs::write(&many, text(20_000, 3)).unwrap();
+    let (_, out) = read_then_close(&["score", "--model", s(&m), s(&many)], 100);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// generate prints as it samples, in the book's format: one sentence per line.
+#[test]
+fn generate_streams_sentences_per_line() {
+    let dir = tmpdir("stream");
+    let m = dir.join("m.safetensors");
+    let base = small_run(&dir, &m);
+    ok_json(&run(&base, &["--json"]));
+    let out = rnnlm(&[
+        "generate",
+        "--model",
+        s(&m),
+        "--words",
+        "200",
+        "--seed",
+        "5",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.ends_with('\n') && !text.starts_with('\n'), "{text:?}");
+    assert!(
+        !text.contains("<eos>") && !text.contains("\n\n"),
+        "{text:?}"
+    );
+    // The grammar's sentences are 3 to 5 words long; a trained model keeps most of them so.
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() > 20, "{text}");
+    // The words are exactly the library's samples for that seed.
+    use rand::SeedableRng;
+    let model = rnnlm::Rnnlm::load(&m).unwrap();
+    let start = model.encode("<eos>").unwrap();
+    let ids = model
+        .generate(
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(5),
+            &start,
+            200,
+            &rnnlm::Sampling::default(),
+        )
+        .unwrap();
+    let want: Vec<&str> = ids
+        .iter()
+        .map(|&i| model.vocab().word(i).unwrap())
+        .filter(|w| *w != "<eos>")
+        .collect();
+    assert_eq!(text.split_whitespace().collect::<Vec<_>>(), want);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A diverged run stops at once with status 2, saving the model and a resume point (both
+/// load), and the log of what happened.
+#[test]
+fn a_diverged_run_stops_saves_and_fails() {
+    let dir = tmpdir("diverge");
+    let m = dir.join("m.safetensors");
+    let log = dir.join("m.csv");
+    let base = small_run(&dir, &m);
+    let out = run(&base, &["--lr", "1000", "--clip", "0", "--log", s(&log)]);
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("training diverged at epoch 1, step ")
+            && err.contains("the loss is")
+            && err.contains("try a lower --lr"),
+        "{err}"
+    );
+    assert!(err.contains("m.safetensors.resume"), "{err}");
+    let model = rnnlm::checkpoint::load(&m).unwrap();
+    assert!(model.params.as_slice().iter().all(|x| x.is_finite()));
+    let resume = dir.join("m.safetensors.resume");
+    rnnlm::train::Trainer::load_resume(&resume).unwrap();
+    assert!(std::fs::read_to_string(&log).unwrap().lines().count() >= 2);
+    // Resuming repeats the same failure at the same step: the point is exact.
+    let again = run(
+        &base,
+        &["--lr", "1000", "--clip", "0", "--resume", s(&resume)],
+    );
+    let err2 = one_line_error(&again);
+    let step = |e: &str| {
+        e.split("step ")
+            .nth(1)
+            .unwrap()
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(step(&err2), step(&err), "{err2}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// --resume refuses other training data and changed settings; --lr and --clip replace the
+/// saved values with a note.
+#[cfg(unix)]
+#[test]
+fn resume_checks_the_data_and_the_flags() {
+    let dir = tmpdir("resume-checks");
+    let m = dir.join("m.safetensors");
+    let base = small_run(&dir, &m);
+    // A resume point 10 steps into the run the base flags describe, as Ctrl-C would leave.
+    let resume = dir.join("m.safetensors.resume");
+    {
+        use rnnlm::train::{TrainConfig, Trainer};
+        let train = dir.join("train.txt");
+        let vocab = rnnlm::Vocab::build(&train, &rnnlm::VocabOptions::default()).unwrap();
+        let (ids, _) = rnnlm::data::corpus::read_counting_unk(&train, &vocab).unwrap();
+        let cfg = TrainConfig {
+            batch_size: 4,
+            time_size: 5,
+            lr: 0.5,
+            epochs: 1,
+            eval_batch: 2,
+            eval_time: 5,
+            ..TrainConfig::default()
+        };
+        let model = rnnlm::Config::new(vocab.len(), 16, 16).unwrap();
+        let mut t = Trainer::new(model, cfg).unwrap();
+        t.stop_after_steps(10);
+        t.fit(&ids, None, None, |_| {}).unwrap();
+        t.save_resume(&resume, Some(&vocab)).unwrap();
+    }
+    let resumed = |extra: &[&str]| {
+        let mut a = vec!["--resume", s(&resume)];
+        a.extend_from_slice(extra);
+        run(&base, &a)
+    };
+    let other = dir.join("other.txt");
+    std::fs::write(&other, text(500, 3)).unwrap();
+    refused(
+        &resumed(&["--train", s(&other)]),
+        &["other.txt", "tokens", "the data it started on"],
+    );
+    let err = refused(
+        &resumed(&["--batch", "8", "--seed", "2", "--hidden", "16"]),
+        &[
+            "--batch 8 differs from the saved run's 4",
+            "--seed 2 differs from the saved run's 1",
+        ],
+    );
+    assert!(
+        err.contains("keeps its settings") && !err.contains("--hidden"),
+        "{err}"
+    );
+    refused(
+        &resumed(&["--max-vocab", "5"]),
+        &["--max-vocab", "vocabulary"],
+    );
+
+    // A new --lr replaces the saved one (with a note), and the header shows it.
+    let out = resumed(&["--lr", "0.01", "--clip", "0.5", "--json"]);
+    let (stdout, _) = ok_json(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--lr 0.01 replaces the saved run's learning rate (0.5)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--clip 0.5 replaces the saved run's clip (0.25)"),
+        "{stderr}"
+    );
+    assert!(stdout.contains(" lr 0.01 clip 0.5 "), "{stdout}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

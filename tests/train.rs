@@ -259,3 +259,96 @@ fn check_resume(model: Config, dropout: f32, tag: &str) {
     assert!(err.contains("not a resumable checkpoint"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A run that blows up stops before the update that would spoil the weights: they are those
+/// of the step before, the run stands at the failing batch, and a resume point saved then
+/// reproduces the same failure (runs are deterministic).
+#[test]
+fn divergence_stops_before_the_bad_update() {
+    let v = 23;
+    let train = corpus(3000, v, 8);
+    let valid = corpus(600, v, 9);
+    let mut c = cfg();
+    c.lr = 1000.0;
+    c.max_grad = None;
+    let model = Config::new(v as usize, 16, 16).unwrap();
+    let mut run = Trainer::new(model, c.clone()).unwrap();
+    let err = run.fit(&train, Some(&valid), None, |_| {}).unwrap_err();
+    let rnnlm::Error::Diverged {
+        epoch, step, what, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(*epoch, 1);
+    assert!(what.contains("loss"), "{err}");
+    assert!(err
+        .to_string()
+        .starts_with("training diverged at epoch 1, step "));
+    assert!(run.best_valid().is_none(), "no validation ran");
+
+    // The same run stopped just before that step has the same weights and carried state.
+    let mut twin = Trainer::new(model, c.clone()).unwrap();
+    twin.stop_after_steps(step - 1);
+    assert!(
+        twin.fit(&train, Some(&valid), None, |_| {})
+            .unwrap()
+            .interrupted
+    );
+    assert_eq!(run.model().params(), twin.model().params());
+    assert_eq!(run.model().state(), twin.model().state());
+    assert!(run
+        .model()
+        .params()
+        .as_slice()
+        .iter()
+        .all(|x| x.is_finite()));
+
+    let dir = std::env::temp_dir().join(format!("rnnlm-diverge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.resume");
+    run.save_resume(&path, None).unwrap();
+    let (mut again, _) = Trainer::load_resume(&path).unwrap();
+    let err2 = again.fit(&train, Some(&valid), None, |_| {}).unwrap_err();
+    assert_eq!(
+        err2.to_string(),
+        err.to_string(),
+        "the same step fails again"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Everything is checked before the first step: a short validation or test corpus, and for
+/// a resumed run, training data other than the run's.
+#[test]
+fn bad_corpora_are_refused_before_any_step() {
+    let v = 17;
+    let train = corpus(2000, v, 1);
+    let model = Config::new(v as usize, 8, 8).unwrap();
+    let mut t = Trainer::new(model, cfg()).unwrap();
+    let before = t.model().params().clone();
+    let short = corpus(16, v, 2); // eval batch 2 x 8 needs 17 tokens
+    let err = t
+        .fit(&train, Some(&train), Some(&short), |_| {})
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("test corpus") && err.to_string().contains("needs at least 17"),
+        "{err}"
+    );
+    assert_eq!(t.model().params(), &before, "no step was taken");
+    assert!(t.log().is_empty());
+
+    t.stop_after_steps(10);
+    t.fit(&train, None, None, |_| {}).unwrap();
+    let fp = t.data_fingerprint().unwrap();
+    assert_eq!(fp, rnnlm::train::DataFingerprint::of(&train));
+    let mut other = train.clone();
+    other[1000] = (other[1000] + 1) % v;
+    let err = t.fit(&other, None, None, |_| {}).unwrap_err().to_string();
+    assert!(err.contains("not the same ones"), "{err}");
+    let err = t
+        .fit(&train[..1500], None, None, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1500 tokens") && err.contains("2000"), "{err}");
+}

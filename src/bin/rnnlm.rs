@@ -1,11 +1,14 @@
 //! `rnnlm`: command-line front end.
 //!
-//! Errors print one line on stderr and exit with status 2 (usage and input errors).
+//! Errors print one line on stderr and exit with status 2 (usage and input errors); Ctrl-C
+//! during `train` saves a resume point and exits with 130.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use rnnlm::bench::{BenchSpec, Mode};
 use rnnlm::data::corpus::read_counting_unk;
 use rnnlm::{checkpoint, Error};
@@ -56,7 +59,9 @@ struct ConvertArgs {
     /// Input file.
     #[arg(value_name = "IN")]
     input: PathBuf,
-    /// Output file (written atomically; not created on error).
+    /// Output file (written atomically; not created on error). Checked before any work: its
+    /// folder must be writable and it must not be a folder, device or FIFO, nor IN; a symlink
+    /// is written through (the file it points to is replaced).
     #[arg(value_name = "OUT")]
     output: PathBuf,
     /// With --from torch, for a file without `vocab` metadata: the training text whose
@@ -74,7 +79,8 @@ struct GenerateArgs {
     /// Words to start from (fed through the model first).
     #[arg(long, default_value = "<eos>")]
     start: String,
-    /// Number of words to sample.
+    /// Number of words to sample; they are printed as they come, so a huge number just runs
+    /// until the reader stops (`| head`) or Ctrl-C.
     #[arg(long, default_value_t = 100)]
     words: usize,
     /// Softmax temperature (lower is more conservative).
@@ -167,10 +173,13 @@ struct TrainArgs {
     /// Training text (one sentence per line). Default: DIR/ptb.train.txt with --data-dir.
     #[arg(long)]
     train: Option<PathBuf>,
-    /// Validation text. Default: DIR/ptb.valid.txt with --data-dir.
+    /// Validation text. Default: DIR/ptb.valid.txt with --data-dir. It must fill one
+    /// evaluation batch (checked before training); it may be the same file as --test (or, for
+    /// a smoke test, --train), never an output.
     #[arg(long)]
     valid: Option<PathBuf>,
-    /// Test text. Default: DIR/ptb.test.txt with --data-dir.
+    /// Test text. Default: DIR/ptb.test.txt with --data-dir. It must fill one evaluation batch
+    /// (checked before training).
     #[arg(long)]
     test: Option<PathBuf>,
     /// Folder with ptb.{train,valid,test}.txt.
@@ -180,10 +189,12 @@ struct TrainArgs {
     model: ModelArgs,
     #[command(flatten)]
     shape: Shape,
-    /// SGD learning rate.
+    /// SGD learning rate. With --resume, a value other than the saved run's replaces it from
+    /// there on (a note says so), e.g. to go on more gently after an interruption.
     #[arg(long, default_value_t = 5.0)]
     lr: f32,
-    /// Global gradient-norm clip (0 turns clipping off).
+    /// Global gradient-norm clip: a positive number, or 0 for no clipping. With --resume, a
+    /// value other than the saved run's replaces it from there on (a note says so).
     #[arg(long, default_value_t = 0.25)]
     clip: f32,
     /// Epochs.
@@ -198,29 +209,46 @@ struct TrainArgs {
     /// Evaluation protocol for validation and test.
     #[arg(long, value_enum, default_value = "book")]
     protocol: Protocol,
+    /// Rows per evaluation batch (validation and test).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    eval_batch: u32,
+    /// Time steps per evaluation batch (validation and test).
+    #[arg(long, default_value_t = 35, value_parser = clap::value_parser!(u32).range(1..))]
+    eval_time: u32,
     /// Keep at most this many words (the most frequent); the rest map to <unk>.
     #[arg(long)]
     max_vocab: Option<usize>,
     /// Keep only words seen at least this often in the training text.
     #[arg(long, default_value_t = 1)]
     min_count: usize,
-    /// Threads (default: RAYON_NUM_THREADS, else one per core).
+    /// Threads, 1 to 256 (default: RAYON_NUM_THREADS, else one per core). Results do not
+    /// depend on it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
-    /// Where to save the best model (safetensors, with its vocabulary).
+    /// Where to save the best model (safetensors, with its vocabulary). Ctrl-C or a diverged
+    /// run also writes SAVE.resume. Like --log and --plot, checked before training: the
+    /// folder must be writable, the file must not be a folder, device or FIFO, nor any other
+    /// input or output of the run; a symlink is written through (the file it points to is
+    /// replaced).
     #[arg(long)]
     save: PathBuf,
-    /// Write every evaluation point as CSV here.
+    /// Write every evaluation point as CSV here (checked as --save is; a symlink is written
+    /// through).
     #[arg(long)]
     log: Option<PathBuf>,
-    /// Draw the train/valid perplexity curves as SVG here.
+    /// Draw the train/valid perplexity curves as SVG here (checked as --save is; a symlink is
+    /// written through).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Print the result as one JSON object on the last line.
     #[arg(long)]
     json: bool,
-    /// Continue the run saved in this resumable checkpoint (written on Ctrl-C); its model,
-    /// vocabulary and training settings are used, the data files are given again.
+    /// Continue the run saved in this resumable checkpoint (SAVE.resume, written on Ctrl-C or
+    /// divergence); its model, vocabulary and settings are used, the data files are given
+    /// again and must be those it trained on. Training flags given with it must match the
+    /// saved run (else an error lists them), except --lr and --clip, which replace the saved
+    /// values; --threads may change. The file may be this run's own SAVE.resume: a later
+    /// Ctrl-C replaces it with the newer point.
     #[arg(long)]
     resume: Option<PathBuf>,
 }
@@ -259,7 +287,7 @@ struct BenchArgs {
     model: ModelArgs,
     #[command(flatten)]
     shape: Shape,
-    /// Threads (default: RAYON_NUM_THREADS, else one per core).
+    /// Threads, 1 to 256 (default: RAYON_NUM_THREADS, else one per core).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
     /// What to time.
@@ -330,22 +358,104 @@ struct EvalArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Parsed by hand (not `Cli::parse`) to keep the matches: `train --resume` asks which
+    // flags the user typed.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Eval(args) => eval(&args),
         Command::Bench(args) => bench(&args),
-        Command::Train(args) => train(&args),
+        Command::Train(args) => {
+            let given = matches
+                .subcommand_matches("train")
+                .expect("the train subcommand");
+            train(&args, given)
+        }
         Command::Generate(args) => generate(&args),
         Command::Score(args) => score(&args),
         Command::Convert(args) => convert(&args),
     };
+    let result = result.and_then(|()| match stdout::failure() {
+        Some(e) => Err(Error::io("standard output", e)),
+        None => Ok(()),
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rnnlm: error: {e}");
+            // Not eprintln!: it panics when stderr is closed too.
+            let _ = writeln!(std::io::stderr(), "rnnlm: error: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Standard output for everything the binary prints. Rust ignores SIGPIPE, so writing to a
+/// closed pipe (`rnnlm generate | head`) is an error, on which `println!` panics. Here a
+/// closed pipe only ends the output: `train` goes on and saves its files, `generate` and
+/// `score` stop quietly, all with status 0. Any other write error (a full disk) also ends the
+/// output, and is reported once the command has done its work.
+mod stdout {
+    use std::io::{self, ErrorKind, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    static FAILED: Mutex<Option<io::Error>> = Mutex::new(None);
+
+    /// Writes `args` (standard output flushes at each newline); returns whether standard
+    /// output is still open.
+    pub fn write(args: std::fmt::Arguments) -> bool {
+        if CLOSED.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut out = io::stdout().lock();
+        match out.write_fmt(args) {
+            Ok(()) => true,
+            Err(e) => {
+                close(e);
+                false
+            }
+        }
+    }
+
+    /// Flushes what is buffered; returns whether standard output is still open.
+    pub fn flush() -> bool {
+        if CLOSED.load(Ordering::Relaxed) {
+            return false;
+        }
+        match io::stdout().lock().flush() {
+            Ok(()) => true,
+            Err(e) => {
+                close(e);
+                false
+            }
+        }
+    }
+
+    fn close(e: io::Error) {
+        CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != ErrorKind::BrokenPipe {
+            let mut failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+            failed.get_or_insert(e);
+        }
+    }
+
+    /// A write error other than a closed pipe, if one happened.
+    pub fn failure() -> Option<io::Error> {
+        FAILED.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// `println!` through [`stdout`]; evaluates to whether standard output is still open.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        stdout::write(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// A note on stderr (write errors ignored: a note is not worth failing for).
+fn note(kind: &str, msg: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "rnnlm: {kind}: {msg}");
 }
 
 fn eval(args: &EvalArgs) -> Result<(), Error> {
@@ -376,9 +486,9 @@ fn eval(args: &EvalArgs) -> Result<(), Error> {
             "model": args.model,
             "data": args.data,
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
-        println!(
+        outln!(
             "perplexity {:.4} (protocol {protocol}: batch {n}, time {t}; {} of {} tokens scored; {unk} words mapped to <unk>)",
             ppl.perplexity,
             ppl.tokens,
@@ -431,9 +541,9 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             "model_bytes": report.model_bytes,
             "peak_rss_bytes": rss,
         });
-        println!("{out}");
+        outln!("{out}");
     } else {
-        println!(
+        outln!(
             "{mode}: {:.0} tokens/s (median of {} windows; V={} D={} H={} N={} T={}; {} threads, {}; params+grads+workspace {:.1} MiB, peak RSS {})",
             report.tokens_per_sec,
             report.window_tokens_per_sec.len(),
@@ -454,8 +564,34 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
 /// Set by the Ctrl-C handler; the trainer stops between batches.
 static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn train(args: &TrainArgs) -> Result<(), Error> {
+/// `path` with `suffix` appended to its file name (`m.safetensors` -> `m.safetensors.resume`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Puts a file name on a library error about a corpus ("valid corpus: 40 tokens cannot ...").
+fn in_file(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Invalid { msg, .. } => Error::Parse {
+            path: path.to_owned(),
+            line: None,
+            msg,
+        },
+        other => other,
+    }
+}
+
+/// Writes an output through [`rnnlm::outputs::write_target`], so a symlink is written through
+/// rather than replaced.
+fn write_out(path: &Path, write: impl FnOnce(&Path) -> Result<(), Error>) -> Result<(), Error> {
+    write(&rnnlm::outputs::write_target(path)?)
+}
+
+fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     use rnnlm::data::corpus::read_counting_unk;
+    use rnnlm::outputs::{check_distinct, check_output};
     use rnnlm::train::{Event, TrainConfig, Trainer};
     use rnnlm::VocabOptions;
     use std::io::IsTerminal;
@@ -472,25 +608,64 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
         file(&args.valid, "ptb.valid.txt", "--valid")?,
         file(&args.test, "ptb.test.txt", "--test")?,
     );
-    if let Some(dir) = args.save.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.is_dir() {
-            return Err(Error::invalid(
-                "--save",
-                format!("folder {} does not exist", dir.display()),
-            ));
-        }
+
+    // Everything a run could fail on at its end is checked before its first batch: the
+    // settings, every output path, and that no file serves two roles.
+    if !(args.clip.is_finite() && args.clip >= 0.0) {
+        return Err(Error::invalid(
+            "--clip",
+            format!(
+                "{} is not a gradient-norm limit: give a positive number, or 0 for no clipping",
+                args.clip
+            ),
+        ));
     }
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        return Err(Error::invalid(
+            "--lr",
+            format!("{} is not a positive number", args.lr),
+        ));
+    }
+    let pool = thread_pool(args.threads)?;
+    let resume_out = with_suffix(&args.save, ".resume");
+    let resume_flag = "--save (its .resume file)";
+    let mut outputs: Vec<(&str, &Path)> = vec![("--save", &args.save)];
+    outputs.extend(args.log.as_deref().map(|p| ("--log", p)));
+    outputs.extend(args.plot.as_deref().map(|p| ("--plot", p)));
+    for (flag, path) in &outputs {
+        check_output(path, flag)?;
+    }
+    check_output(&resume_out, resume_flag)?;
+    let mut inputs: Vec<(&str, &Path)> = vec![
+        ("--train", &train_path),
+        ("--valid", &valid_path),
+        ("--test", &test_path),
+    ];
+    let mut with_resume = inputs.clone();
+    with_resume.extend(args.resume.as_deref().map(|p| ("--resume", p)));
+    check_distinct(&with_resume, &outputs)?;
+    // SAVE.resume may be the --resume file: a new interruption replaces the older point.
+    outputs.push((resume_flag, &resume_out));
+    inputs.truncate(3);
+    check_distinct(&inputs, &outputs)?;
+
     let (mut trainer, vocab) = match &args.resume {
         Some(path) => {
-            let (trainer, vocab) = Trainer::load_resume(path)?;
+            let (mut trainer, vocab) = Trainer::load_resume(path)?;
             let vocab = vocab.ok_or_else(|| Error::Checkpoint {
                 path: path.clone(),
                 msg: "has no vocabulary".into(),
             })?;
-            println!(
-                "resuming the run saved in {} (its model, vocabulary and settings)",
-                path.display()
-            );
+            resume_settings(args, given, &mut trainer, &vocab, &train_path)?;
+            if trainer.data_fingerprint().is_none() {
+                note(
+                    "warning",
+                    format_args!(
+                        "{} was saved without a fingerprint of its training data (an older version): make sure --train is the data it started on",
+                        path.display()
+                    ),
+                );
+            }
             (trainer, vocab)
         }
         None => {
@@ -508,6 +683,8 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
                 eval_interval: Some(args.eval_interval as usize),
                 seed: args.seed,
                 protocol: args.protocol.into(),
+                eval_batch: args.eval_batch as usize,
+                eval_time: args.eval_time as usize,
                 dropout: args.model.dropout,
                 ..TrainConfig::default()
             };
@@ -515,14 +692,30 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
             (Trainer::new(model_cfg, cfg)?, vocab)
         }
     };
-    let (train_ids, train_unk) = read_counting_unk(&train_path, &vocab)?;
-    let (valid_ids, valid_unk) = read_counting_unk(&valid_path, &vocab)?;
-    let (test_ids, test_unk) = read_counting_unk(&test_path, &vocab)?;
     let cfg = trainer.config().clone();
+    let (train_ids, train_unk) = read_counting_unk(&train_path, &vocab)?;
+    rnnlm::BookBatches::new(&train_ids, cfg.batch_size, cfg.time_size)
+        .map_err(|e| in_file(e, &train_path))?;
+    trainer
+        .check_data(&train_ids)
+        .map_err(|e| in_file(e, &train_path))?;
+    let (valid_ids, valid_unk) = read_counting_unk(&valid_path, &vocab)?;
+    cfg.check_eval_corpus(valid_ids.len())
+        .map_err(|e| in_file(e, &valid_path))?;
+    let (test_ids, test_unk) = read_counting_unk(&test_path, &vocab)?;
+    cfg.check_eval_corpus(test_ids.len())
+        .map_err(|e| in_file(e, &test_path))?;
     let model_cfg = *trainer.model().config();
     let protocol = cfg.protocol.name();
-    println!(
-        "vocabulary {} words; train {} tokens ({train_unk} mapped to <unk>), valid {} ({valid_unk}), test {} ({test_unk}); {} x {} V={} D={} H={}{} dropout {} N={} T={} lr {} clip {} epochs {}",
+    let lr = trainer.current_lr();
+    if let Some(path) = &args.resume {
+        outln!(
+            "resuming the run saved in {} (its model, vocabulary and settings)",
+            path.display()
+        );
+    }
+    outln!(
+        "vocabulary {} words; train {} tokens ({train_unk} mapped to <unk>), valid {} ({valid_unk}), test {} ({test_unk}); {} x {} V={} D={} H={}{} dropout {} N={} T={} lr {}{} clip {} epochs {}",
         vocab.len(),
         train_ids.len(),
         valid_ids.len(),
@@ -536,12 +729,12 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
         cfg.dropout,
         cfg.batch_size,
         cfg.time_size,
-        cfg.lr,
+        lr,
+        if lr == cfg.lr { String::new() } else { format!(" (from {}, decayed)", cfg.lr) },
         cfg.max_grad.map_or("off".into(), |c| c.to_string()),
         cfg.epochs
     );
 
-    let pool = thread_pool(args.threads)?;
     // A failure to install the handler only loses graceful Ctrl-C; training still works.
     let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
 
@@ -563,10 +756,10 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
         if terminal {
             bar.println(line);
         } else {
-            println!("{line}");
+            outln!("{line}");
         }
     };
-    let report = pool.install(|| {
+    let fitted = pool.install(|| {
         trainer.fit(&train_ids, Some(&valid_ids), Some(&test_ids), |event| match event {
             Event::Progress {
                 point,
@@ -578,12 +771,11 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
                 let eta = point.elapsed_s * (1.0 - done) / done.max(1e-9);
                 bar.set_position(point.step as u64);
                 bar.set_message(format!("perplexity {ppl:.2} | {tokens_per_sec:.0} tokens/s"));
-                let line = format!(
-                    "| epoch {} | iter {} / {iters} | time {:.0}[s] | perplexity {ppl:.2} | {tokens_per_sec:.0} tokens/s | ETA {eta:.0}[s]",
-                    point.epoch, point.iter, point.elapsed_s
-                );
                 if !terminal {
-                    println!("{line}");
+                    outln!(
+                        "| epoch {} | iter {} / {iters} | time {:.0}[s] | perplexity {ppl:.2} | {tokens_per_sec:.0} tokens/s | ETA {eta:.0}[s]",
+                        point.epoch, point.iter, point.elapsed_s
+                    );
                 }
             }
             Event::Epoch {
@@ -601,35 +793,84 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
                 }
             }
         })
-    })?;
+    });
     bar.finish_and_clear();
+    let report = match fitted {
+        Ok(report) => report,
+        Err(Error::Diverged {
+            epoch, step, what, ..
+        }) => {
+            // No update was made with a non-finite number: keep the best model (or the
+            // weights from before the failing step), the run's position and the curves that
+            // show what happened, then fail.
+            let in_validation = trainer
+                .log()
+                .last()
+                .and_then(|p| p.valid_ppl)
+                .is_some_and(|v| !v.is_finite());
+            let kept = if trainer.best_valid().is_some() {
+                "the best model so far"
+            } else if in_validation {
+                "the current weights (no validation was finite)"
+            } else {
+                "the weights from before that step"
+            };
+            let mut saved = Vec::new();
+            let mut failed = Vec::new();
+            let mut record = |what: String, r: Result<(), Error>| match r {
+                Ok(()) => saved.push(what),
+                Err(e) => failed.push(e.to_string()),
+            };
+            record(
+                format!("{kept} to {}", args.save.display()),
+                write_out(&args.save, |p| {
+                    checkpoint::save(p, trainer.best_params(), Some(&vocab))
+                }),
+            );
+            record(
+                format!("a resume point to {}", resume_out.display()),
+                write_out(&resume_out, |p| trainer.save_resume(p, Some(&vocab))),
+            );
+            write_curves(args, trainer.log()).unwrap_or_else(|e| failed.push(e.to_string()));
+            let mut hint = String::new();
+            if !saved.is_empty() {
+                hint = format!("saved {}; ", saved.join(" and "));
+            }
+            if !failed.is_empty() {
+                hint += &format!("could not save: {}; ", failed.join("; "));
+            }
+            hint += "try a lower --lr or a --clip";
+            return Err(Error::Diverged {
+                epoch,
+                step,
+                what,
+                hint,
+            });
+        }
+        Err(e) => return Err(e),
+    };
 
     if report.interrupted {
-        let mut name = args.save.clone().into_os_string();
-        name.push(".resume");
-        let resume = PathBuf::from(name);
-        trainer.save_resume(&resume, Some(&vocab))?;
-        println!(
+        write_out(&resume_out, |p| trainer.save_resume(p, Some(&vocab)))?;
+        outln!(
             "interrupted: run saved to {} (continue with the same command and --resume {})",
-            resume.display(),
-            resume.display()
+            resume_out.display(),
+            resume_out.display()
         );
+        stdout::flush();
         std::process::exit(130);
     }
-    println!(
+    outln!(
         "saving the model with the best validation perplexity to {}",
         args.save.display()
     );
-    checkpoint::save(&args.save, trainer.best_params(), Some(&vocab))?;
-    if let Some(path) = &args.log {
-        rnnlm::report::write_csv(path, &report.log)?;
-    }
-    if let Some(path) = &args.plot {
-        rnnlm::report::write_svg(path, &report.log, "SimpleRnnlm perplexity")?;
-    }
+    write_out(&args.save, |p| {
+        checkpoint::save(p, trainer.best_params(), Some(&vocab))
+    })?;
+    write_curves(args, &report.log)?;
     let valid_ppl = report.best_valid.map(|v| v.perplexity);
     let test_ppl = report.test.map(|v| v.perplexity);
-    println!(
+    outln!(
         "valid perplexity {} | test perplexity {} ({protocol} protocol) | {:.0} tokens/s | {:.1} s | {} threads",
         valid_ppl.map_or("-".into(), |p| format!("{p:.2}")),
         test_ppl.map_or("-".into(), |p| format!("{p:.2}")),
@@ -651,13 +892,156 @@ fn train(args: &TrainArgs) -> Result<(), Error> {
             "unk_mapped": {"train": train_unk, "valid": valid_unk, "test": test_unk},
             "model": args.save,
         });
-        println!("{out}");
+        outln!("{out}");
     }
-    if report.interrupted {
+    Ok(())
+}
+
+/// `--log` and `--plot`, when given.
+fn write_curves(args: &TrainArgs, log: &[rnnlm::report::EvalPoint]) -> Result<(), Error> {
+    if let Some(path) = &args.log {
+        write_out(path, |p| rnnlm::report::write_csv(p, log))?;
+    }
+    if let Some(path) = &args.plot {
+        write_out(path, |p| {
+            rnnlm::report::write_svg(p, log, "SimpleRnnlm perplexity")
+        })?;
+    }
+    Ok(())
+}
+
+/// With `--resume`: the training flags the user typed must match the saved run, which keeps
+/// its settings (silently ignoring them would run something else than asked). `--lr` and
+/// `--clip` are the exception: changing them is how a run that diverged is continued, so a
+/// new value replaces the saved one, with a note.
+fn resume_settings(
+    args: &TrainArgs,
+    given: &ArgMatches,
+    trainer: &mut rnnlm::train::Trainer,
+    vocab: &rnnlm::Vocab,
+    train_path: &Path,
+) -> Result<(), Error> {
+    let typed = |id: &str| given.value_source(id) == Some(ValueSource::CommandLine);
+    let cfg = trainer.config().clone();
+    let model = *trainer.model().config();
+    let mut differ = Vec::new();
+    let mut check = |id: &str, mine: String, saved: String| {
+        if typed(id) && mine != saved {
+            let flag = id.replace('_', "-");
+            differ.push(format!(
+                "--{flag} {mine} differs from the saved run's {saved}"
+            ));
+        }
+    };
+    let cell: rnnlm::model::config::Cell = args.model.cell.into();
+    let protocol: rnnlm::Protocol = args.protocol.into();
+    check("cell", cell.name().into(), model.cell.name().into());
+    check(
+        "layers",
+        args.model.layers.to_string(),
+        model.layers.to_string(),
+    );
+    check(
+        "wordvec",
+        args.shape.wordvec.to_string(),
+        model.wordvec_size.to_string(),
+    );
+    check(
+        "hidden",
+        args.shape.hidden.to_string(),
+        model.hidden_size.to_string(),
+    );
+    check("tie", args.model.tie.to_string(), model.tied.to_string());
+    check(
+        "dropout",
+        args.model.dropout.to_string(),
+        cfg.dropout.to_string(),
+    );
+    check(
+        "batch",
+        args.shape.batch.to_string(),
+        cfg.batch_size.to_string(),
+    );
+    check(
+        "time",
+        args.shape.time.to_string(),
+        cfg.time_size.to_string(),
+    );
+    check("epochs", args.epochs.to_string(), cfg.epochs.to_string());
+    check("seed", args.seed.to_string(), cfg.seed.to_string());
+    check(
+        "eval_interval",
+        args.eval_interval.to_string(),
+        cfg.eval_interval.map_or("none".into(), |e| e.to_string()),
+    );
+    check(
+        "protocol",
+        protocol.name().into(),
+        cfg.protocol.name().into(),
+    );
+    check(
+        "eval_batch",
+        args.eval_batch.to_string(),
+        cfg.eval_batch.to_string(),
+    );
+    check(
+        "eval_time",
+        args.eval_time.to_string(),
+        cfg.eval_time.to_string(),
+    );
+    // The vocabulary options are not saved, their result is: rebuild and compare.
+    if typed("max_vocab") || typed("min_count") {
+        let opts = rnnlm::VocabOptions {
+            max_vocab: args.max_vocab,
+            min_count: args.min_count,
+        };
+        let built = rnnlm::Vocab::build(train_path, &opts)?;
+        if &built != vocab {
+            differ.push(format!(
+                "--max-vocab/--min-count give a {}-word vocabulary from {}, not the saved run's {}-word one",
+                built.len(),
+                train_path.display(),
+                vocab.len()
+            ));
+        }
+    }
+    if !differ.is_empty() {
         return Err(Error::invalid(
-            "training",
-            "interrupted by Ctrl-C (model saved)",
+            "--resume",
+            format!(
+                "{}; a resumed run keeps its settings (leave these flags out, or start a new run)",
+                differ.join(", ")
+            ),
         ));
+    }
+    if typed("lr") && args.lr != cfg.lr {
+        let now = trainer.current_lr();
+        trainer.set_lr(args.lr)?;
+        let decayed = if now == cfg.lr {
+            String::new()
+        } else {
+            format!(", decayed to {now}")
+        };
+        note(
+            "note",
+            format_args!(
+                "--lr {} replaces the saved run's learning rate ({}{decayed}) from here on",
+                args.lr, cfg.lr
+            ),
+        );
+    }
+    let clip = (args.clip > 0.0).then_some(args.clip);
+    if typed("clip") && clip != cfg.max_grad {
+        trainer.set_max_grad(clip)?;
+        let show = |c: Option<f32>| c.map_or("off".to_string(), |c| c.to_string());
+        note(
+            "note",
+            format_args!(
+                "--clip {} replaces the saved run's clip ({}) from here on",
+                show(clip),
+                show(cfg.max_grad)
+            ),
+        );
     }
     Ok(())
 }
@@ -681,19 +1065,33 @@ fn generate(args: &GenerateArgs) -> Result<(), Error> {
         skip,
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let ids = model.generate(&mut rng, &start, args.words, &sampling)?;
-    // As the book prints samples: sentences end at <eos>.
-    let text = format!("{} {}", args.start, model.decode(&ids));
-    let text = text
-        .replace(" <eos> ", "\n")
-        .replace("<eos> ", "")
-        .replace(" <eos>", "");
-    println!("{}", text.trim());
+    // As the book prints samples: a sentence per line, each ending at <eos> (which is not
+    // printed). Words go out as they are sampled; standard output flushes at each newline.
+    let mut line_open = false;
+    let mut put = |word: &str| -> bool {
+        if word == rnnlm::data::corpus::EOS {
+            let open = !line_open || stdout::write(format_args!("\n"));
+            line_open = false;
+            return open;
+        }
+        let sep = if line_open { " " } else { "" };
+        line_open = true;
+        stdout::write(format_args!("{sep}{word}"))
+    };
+    if args.start.split_whitespace().all(&mut put) {
+        model.generate_with(&mut rng, &start, args.words, &sampling, |id| {
+            put(model.vocab().word(id).unwrap_or("<invalid>"))
+        })?;
+        if line_open {
+            stdout::write(format_args!("\n"));
+        }
+    }
+    stdout::flush();
     Ok(())
 }
 
 fn score(args: &ScoreArgs) -> Result<(), Error> {
-    use std::io::{BufRead, Write};
+    use std::io::BufRead;
     let model = rnnlm::Rnnlm::load_with(&args.model, args.vocab_text.as_deref())?;
     let eos = model
         .vocab()
@@ -710,9 +1108,8 @@ fn score(args: &ScoreArgs) -> Result<(), Error> {
             (p.clone(), Box::new(std::io::BufReader::new(f)))
         }
     };
-    let mut out = std::io::stdout().lock();
     if !args.json {
-        let _ = writeln!(out, "# log_prob\ttokens\tperplexity   (natural log; each line scored from <eos>, its own <eos> included)");
+        outln!("# log_prob\ttokens\tperplexity   (natural log; each line scored from <eos>, its own <eos> included)");
     }
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| Error::Parse {
@@ -728,29 +1125,22 @@ fn score(args: &ScoreArgs) -> Result<(), Error> {
         })?);
         ids.push(eos);
         let s = model.score(&ids)?;
-        let written = if args.json {
+        let open = if args.json {
             let o = serde_json::json!({
                 "line": i + 1, "log_prob": s.log_prob, "tokens": s.tokens, "perplexity": s.perplexity(),
             });
-            writeln!(out, "{o}")
+            outln!("{o}")
         } else {
-            writeln!(
-                out,
-                "{:.4}\t{}\t{:.4}",
-                s.log_prob,
-                s.tokens,
-                s.perplexity()
-            )
+            outln!("{:.4}\t{}\t{:.4}", s.log_prob, s.tokens, s.perplexity())
         };
         // A closed pipe (e.g. `| head`) ends the output quietly.
-        if written.is_err() {
+        if !open {
             break;
         }
     }
     Ok(())
 }
 
-/// "lstm, 2 layers, V=41, D=16, H=16, tied".
 fn describe(cfg: &rnnlm::Config) -> String {
     format!(
         "{}, {} layer{}, V={}, D={}, H={}, {}",
@@ -767,11 +1157,17 @@ fn describe(cfg: &rnnlm::Config) -> String {
 fn convert(args: &ConvertArgs) -> Result<(), Error> {
     use rnnlm::convert::{load_torch, save_torch};
     let (input, output) = (&args.input, &args.output);
+    // Before reading anything: OUT can be written and overwrites no input.
+    rnnlm::outputs::check_output(output, "OUT")?;
+    let mut inputs: Vec<(&str, &Path)> = vec![("IN", input)];
+    inputs.extend(args.vocab_text.as_deref().map(|p| ("--vocab-text", p)));
+    rnnlm::outputs::check_distinct(&inputs, &[("OUT", output)])?;
+    let target = rnnlm::outputs::write_target(output)?;
     match (args.from, args.to) {
         (Some(Format::Torch), _) => {
             let (params, vocab) = load_torch(input, args.vocab_text.as_deref())?;
-            checkpoint::save(output, &params, Some(&vocab))?;
-            println!(
+            checkpoint::save(&target, &params, Some(&vocab))?;
+            outln!(
                 "wrote rnnlm checkpoint {} ({}; {}-word vocabulary)",
                 output.display(),
                 describe(params.config()),
@@ -780,8 +1176,8 @@ fn convert(args: &ConvertArgs) -> Result<(), Error> {
         }
         (None, Some(Format::Torch)) => {
             let ckpt = checkpoint::load(input)?;
-            save_torch(output, &ckpt.params, ckpt.vocab.as_ref())?;
-            println!(
+            save_torch(&target, &ckpt.params, ckpt.vocab.as_ref())?;
+            outln!(
                 "wrote PyTorch word_language_model state_dict {} ({}; {})",
                 output.display(),
                 describe(ckpt.params.config()),
@@ -797,10 +1193,31 @@ fn convert(args: &ConvertArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// The most threads a pool may have. rayon starts every thread up front, so a typo such as
+/// `--threads 100000` would otherwise stall for minutes before failing or running; no machine
+/// this runs on gains from more than a few threads per core.
+const MAX_THREADS: usize = 256;
+
 /// The rayon pool a command runs in: `--threads P`, else RAYON_NUM_THREADS, else one thread
 /// per core. Commands run their whole loop inside it (`pool.install`), where rayon's calls are
 /// cheapest.
 fn thread_pool(threads: Option<u32>) -> Result<rayon::ThreadPool, Error> {
+    let from_env = || {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    let (what, count) = match threads {
+        Some(p) => ("--threads", Some(p as usize)),
+        None => ("RAYON_NUM_THREADS", from_env()),
+    };
+    if let Some(p) = count.filter(|&p| p > MAX_THREADS) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Err(Error::invalid(
+            what,
+            format!("{p} threads is more than the {MAX_THREADS} allowed (this machine has {cores} cores)"),
+        ));
+    }
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(p) = threads {
         builder = builder.num_threads(p as usize);

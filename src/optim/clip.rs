@@ -42,6 +42,27 @@ impl ClipGrads {
         Self::default()
     }
 
+    /// The global L2 norm of `grads`, computed as [`ClipGrads::clip`] computes it (so a run
+    /// without clipping sees the same number): squares summed in f64 per fixed chunk, then in
+    /// chunk order, whatever the thread count. Non-finite when any gradient is.
+    ///
+    /// ```
+    /// let mut clip = rnnlm::optim::ClipGrads::new();
+    /// assert_eq!(clip.norm(&[3.0, 4.0]), 5.0);
+    /// assert!(clip.norm(&[1.0, f32::NAN]).is_nan());
+    /// ```
+    pub fn norm(&mut self, grads: &[f32]) -> f64 {
+        let chunks = grads.len().div_ceil(CHUNK);
+        self.partials.resize(chunks, 0.0);
+        crate::par::on_worker(|| {
+            self.partials
+                .par_iter_mut()
+                .zip(grads.par_chunks(CHUNK))
+                .for_each(|(p, g)| *p = g.iter().map(|&x| x as f64 * x as f64).sum());
+        });
+        self.partials.iter().sum::<f64>().sqrt()
+    }
+
     /// Clips `grads` (all gradients in one flat buffer) to global norm `max_norm`; returns the
     /// norm before clipping. Squares are summed in f64, per fixed chunk, then in chunk order.
     ///
@@ -52,15 +73,7 @@ impl ClipGrads {
     /// assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
     /// ```
     pub fn clip(&mut self, grads: &mut [f32], max_norm: f32) -> f64 {
-        let chunks = grads.len().div_ceil(CHUNK);
-        self.partials.resize(chunks, 0.0);
-        crate::par::on_worker(|| {
-            self.partials
-                .par_iter_mut()
-                .zip(grads.par_chunks(CHUNK))
-                .for_each(|(p, g)| *p = g.iter().map(|&x| x as f64 * x as f64).sum());
-        });
-        let norm = self.partials.iter().sum::<f64>().sqrt();
+        let norm = self.norm(grads);
         let rate = max_norm as f64 / (norm + 1e-6);
         if rate < 1.0 {
             let rate = rate as f32;
