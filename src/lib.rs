@@ -45,6 +45,7 @@ pub mod gemm;
 pub mod infer;
 pub mod kernels;
 pub mod layers;
+pub mod mem;
 pub mod model;
 pub mod optim;
 mod par;
