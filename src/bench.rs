@@ -7,6 +7,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::data::batcher::BookBatches;
 use crate::error::{Error, Result};
+use crate::mem::check_memory;
 use crate::model::config::Config;
 use crate::model::params::Params;
 use crate::model::simple::{backward, forward};
@@ -92,7 +93,8 @@ pub struct BenchReport {
 /// Runs the benchmark on the current rayon pool.
 ///
 /// # Errors
-/// If the configuration is invalid.
+/// If the configuration is invalid, or the run does not fit in the memory available
+/// ([`Error::Memory`], checked before anything large is allocated).
 ///
 /// ```
 /// use std::time::Duration;
@@ -113,15 +115,57 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     cfg.validate()?;
     let (n, t) = (spec.n, spec.t);
     let train = spec.mode == Mode::Train;
+    // Everything the run allocates, checked against the memory available before any of it
+    // is: parameters (twice when training: gradients), the workspace, the dropout masks and
+    // a synthetic corpus long enough for 64 distinct batches.
+    let overflow = || Error::invalid("benchmark shape", format!("N={n}, T={t}: sizes overflow"));
+    let corpus_len = n
+        .checked_mul(t)
+        .and_then(|nt| nt.checked_mul(64)?.checked_add(1))
+        .ok_or_else(overflow)?;
+    let masks = if train && spec.dropout > 0.0 {
+        (n * t)
+            .checked_mul(cfg.hidden_size * cfg.layers)
+            .ok_or_else(overflow)?
+    } else {
+        0
+    };
+    let need = [
+        Params::bytes_for(&cfg)?,
+        if train { Params::bytes_for(&cfg)? } else { 0 },
+        Workspace::bytes_for(&cfg, n, t, train)?,
+        masks.saturating_mul(4),
+        corpus_len.saturating_mul(4),
+    ]
+    .into_iter()
+    .try_fold(0usize, usize::checked_add)
+    .ok_or_else(overflow)?;
+    check_memory(
+        &format!(
+            "the benchmark (parameters{}, workspace and data; N={n}, T={t}, {})",
+            if train { ", gradients" } else { "" },
+            Params::describe(&cfg)
+        ),
+        need,
+    )?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let mut params = Params::init_book(cfg, &mut rng);
-    let mut grads = train.then(|| Params::zeros(cfg));
+    let mut params = Params::try_init_book(cfg, &mut rng)?;
+    let mut grads = if train {
+        Some(Params::try_zeros(cfg)?)
+    } else {
+        None
+    };
     let mut ws = Workspace::new(cfg, n, t, train)?;
     ws.set_dropout(spec.dropout, 0)?;
-    // A synthetic corpus long enough for 64 distinct batches.
-    let corpus: Vec<u32> = (0..64 * n * t + 1)
-        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
-        .collect();
+    let mut corpus: Vec<u32> = Vec::new();
+    corpus
+        .try_reserve_exact(corpus_len)
+        .map_err(|_| Error::Memory {
+            what: format!("the benchmark's synthetic corpus ({corpus_len} tokens)"),
+            needed: 4 * corpus_len as u64,
+            available: None,
+        })?;
+    corpus.extend((0..corpus_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)));
     let mut batches = BookBatches::new(&corpus, n, t)?;
     let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
     // A small learning rate keeps the weights (and so the exp/tanh inputs) realistic.

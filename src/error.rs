@@ -109,6 +109,30 @@ pub enum Error {
         /// What is wrong with it.
         msg: String,
     },
+
+    /// Not enough memory for a buffer: refused before allocating because it needs more than
+    /// the system has available (`available` is `Some`, see [`crate::mem::check_memory`]), or
+    /// refused by the allocator (`None`).
+    #[error("{}", memory_message(what, *needed, *available))]
+    Memory {
+        /// What the memory was for, with its shape.
+        what: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available when the request was refused before allocating.
+        available: Option<u64>,
+    },
+}
+
+fn memory_message(what: &str, needed: u64, available: Option<u64>) -> String {
+    let needed = crate::mem::format_bytes(needed);
+    match available {
+        Some(a) => format!(
+            "not enough memory: {what} needs {needed}, more than the {} available",
+            crate::mem::format_bytes(a)
+        ),
+        None => format!("not enough memory: allocating {needed} for {what} failed"),
+    }
 }
 
 impl Error {

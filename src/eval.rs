@@ -108,7 +108,8 @@ pub struct Perplexity {
 /// exponential of the mean of the per-batch mean losses.
 ///
 /// # Errors
-/// If the corpus cannot fill one batch or holds an id outside the vocabulary.
+/// If the corpus cannot fill one batch or holds an id outside the vocabulary, or the
+/// workspace does not fit in memory ([`Error::Memory`], see [`Workspace::new`]).
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -127,7 +128,7 @@ pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> R
             format!(
                 "{} tokens cannot fill one batch of {n} x {t} (needs at least {})",
                 corpus.len(),
-                n * t + 1
+                n.saturating_mul(t).saturating_add(1)
             ),
         ));
     }
@@ -153,8 +154,14 @@ pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> R
 /// state carried; positions past a stream's end are masked (ignore label). Perplexity is
 /// `exp(total loss / (len-1))`, a per-token mean.
 ///
+/// `n` is cut to the number of targets and `t` to the stream length `L`: more rows or longer
+/// chunks would only hold masked positions (and could need more memory than the machine has,
+/// e.g. `t = 10^8` on a short text), and the result is the same. `batches` counts the chunks
+/// actually run.
+///
 /// # Errors
-/// If the corpus has fewer than 2 tokens or holds an id outside the vocabulary.
+/// If the corpus has fewer than 2 tokens or holds an id outside the vocabulary, or the
+/// workspace does not fit in memory ([`Error::Memory`], see [`Workspace::new`]).
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -182,6 +189,9 @@ pub fn eval_full(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<
     }
     let n = n.min(targets);
     let seg = targets.div_ceil(n);
+    // Steps past a stream's end are masked: a chunk longer than the stream only adds
+    // workspace (N*T*V logits), so T is cut to the stream length. The losses are the same.
+    let t = t.min(seg);
     let batches = seg.div_ceil(t);
     let mut ws = Workspace::new(*params.config(), n, t, false)?;
     let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
@@ -221,9 +231,13 @@ pub fn eval_full(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<
 /// with ignore labels, so this is exactly word_language_model's
 /// `Σ len(data) * mean_loss(chunk) / (len(data_source) - 1)`.
 ///
+/// `bptt` is cut to the `nbatch - 1` targets of a stream (longer chunks hold only masked
+/// positions; the result is the same).
+///
 /// # Errors
 /// If `bsz` or `bptt` is 0, the corpus has fewer than `2 * bsz` tokens (a stream needs one
-/// target), or it holds an id outside the vocabulary.
+/// target), it holds an id outside the vocabulary, or the workspace does not fit in memory
+/// ([`Error::Memory`]).
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -257,6 +271,9 @@ pub fn eval_torch(params: &Params, corpus: &[u32], bsz: usize, bptt: usize) -> R
         ));
     }
     let targets = nbatch - 1;
+    // As in eval_full: steps past the stream's targets are masked, so a longer chunk changes
+    // nothing but the memory it needs.
+    let bptt = bptt.min(targets);
     let batches = targets.div_ceil(bptt);
     let mut ws = Workspace::new(*params.config(), bsz, bptt, false)?;
     let (mut xs, mut ts) = (vec![0u32; bsz * bptt], vec![0i32; bsz * bptt]);

@@ -17,6 +17,7 @@ use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::kernels::{gates, recurrent, softmax, tanh};
 use crate::layers::embedding;
+use crate::mem::{check_memory, try_zeros};
 use crate::model::config::{Cell, Config};
 use crate::model::params::Params;
 
@@ -279,7 +280,8 @@ impl Rnnlm {
     /// ```
     ///
     /// # Errors
-    /// [`Error::Shape`] if the vocabulary does not have `V` words.
+    /// [`Error::Shape`] if the vocabulary does not have `V` words; [`Error::Memory`] if the
+    /// packed copies of the weights do not fit in the memory available.
     pub fn new(params: Params, vocab: Vocab) -> Result<Self> {
         let cfg = *params.config();
         cfg.validate()?;
@@ -290,26 +292,39 @@ impl Rnnlm {
                 found: vec![vocab.len()],
             });
         }
-        let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         let gh = cfg.cell.gates() * h;
+        // The packed copies are about as large as the weights: check that they fit first.
+        // (Validated sizes, each at most 2^24 with at most 64 layers, cannot overflow here.)
+        let packed_bytes = 4
+            * ((0..cfg.layers)
+                .map(|l| {
+                    recurrent::packed_len(cfg.layer_input(l), gh) + recurrent::packed_len(h, gh)
+                })
+                .sum::<usize>()
+                + recurrent::packed_len(h, v));
+        let what = format!(
+            "the packed weights of the model ({})",
+            Params::describe(&cfg)
+        );
+        check_memory(&what, packed_bytes)?;
         // B [k,n] with element (r, c) at b[r*rs + c*cs], packed for the step kernel.
-        let pack = |k: usize, n: usize, b: &[f32], rs: usize, cs: usize| {
-            let mut out = vec![0.0f32; recurrent::packed_len(k, n)];
+        let pack = |k: usize, n: usize, b: &[f32], rs: usize, cs: usize| -> Result<Vec<f32>> {
+            let mut out = try_zeros(recurrent::packed_len(k, n), &what)?;
             recurrent::pack_b(k, n, b, rs, cs, &mut out);
-            out
+            Ok(out)
         };
         let layers = (0..cfg.layers)
             .map(|l| {
                 let (p, dl) = (params.layer(l), cfg.layer_input(l));
-                (pack(dl, gh, p.wx, gh, 1), pack(h, gh, p.wh, gh, 1))
+                Ok((pack(dl, gh, p.wx, gh, 1)?, pack(h, gh, p.wh, gh, 1)?))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let w_packed = match params.affine_w() {
-            Some(w) => pack(h, v, w, v, 1),
+            Some(w) => pack(h, v, w, v, 1)?,
             // Tied: the output weights are embed.W [V,H] read transposed.
-            None => pack(h, v, params.embed_w(), 1, h),
+            None => pack(h, v, params.embed_w(), 1, h)?,
         };
-        let _ = d;
         Ok(Self {
             params,
             vocab,
@@ -349,8 +364,7 @@ impl Rnnlm {
         let vocab = match (ck.vocab, vocab_text) {
             (Some(v), None) => v,
             (own, Some(text)) => {
-                let words = std::fs::read_to_string(text).map_err(|e| Error::io(text, e))?;
-                let built = Vocab::from_words(crate::convert::dictionary(&words))?;
+                let built = Vocab::from_words(crate::data::corpus::read_dictionary(text)?)?;
                 if own.as_ref().is_some_and(|v| v != &built) {
                     return Err(bad(format!(
                         "its vocabulary differs from the one {} gives (words in order of \
@@ -451,6 +465,9 @@ impl Rnnlm {
     /// A zero state for `batch` streams (the book's state after `reset_state`), with the step
     /// scratch allocated.
     ///
+    /// **Panics** if the state does not fit in memory (an absurd `batch`); for a `batch` that
+    /// comes from user input use [`Rnnlm::try_zero_state`].
+    ///
     /// ```
     /// # use rand::SeedableRng;
     /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
@@ -463,22 +480,78 @@ impl Rnnlm {
     /// assert_eq!(state.hidden(), [0.0; 3 * 5]); // [batch, H], all zero
     /// ```
     pub fn zero_state(&self, batch: usize) -> State {
+        self.try_zero_state(batch)
+            .unwrap_or_else(|e| panic!("Rnnlm::zero_state({batch}): {e}"))
+    }
+
+    /// [`Rnnlm::zero_state`], with the size computed with checked arithmetic and compared with
+    /// the memory available first (see [`crate::mem::check_memory`]), and the buffers allocated
+    /// so that a refusal is an error.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if the size overflows, [`Error::Memory`] if it does not fit.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// # use rnnlm::{Config, Params, Rnnlm, Vocab};
+    /// # let vocab = Vocab::from_words(vec!["a".into(), "b".into(), "c".into()]).unwrap();
+    /// # let params = Params::init_book(Config::new(3, 4, 5).unwrap(),
+    /// #     &mut rand_chacha::ChaCha8Rng::seed_from_u64(0));
+    /// # let model = Rnnlm::new(params, vocab).unwrap();
+    /// assert_eq!(model.try_zero_state(3).unwrap(), model.zero_state(3));
+    /// assert!(model.try_zero_state(usize::MAX / 4).is_err()); // not a panic, not an abort
+    /// ```
+    pub fn try_zero_state(&self, batch: usize) -> Result<State> {
         let cfg = *self.config();
         let (h, gh) = (cfg.hidden_size, cfg.cell.gates() * cfg.hidden_size);
         let lstm = cfg.cell == Cell::Lstm;
-        let when = |on: bool, len: usize| if on { vec![0.0; len] } else { Vec::new() };
-        State {
+        let gru = cfg.cell == Cell::Gru;
+        let when = |on: bool, len: usize| if on { len } else { 0 };
+        let overflow = || {
+            Error::invalid(
+                "batch",
+                format!("{batch} streams of H={h}: the state's size overflows"),
+            )
+        };
+        let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(overflow);
+        let bh = mul(batch, h)?;
+        let bgh = mul(batch, gh)?;
+        // h, c, x, gates, gh, hn, cn, tc, in that order.
+        let lens = [
+            mul(cfg.layers, bh)?,
+            when(lstm, mul(cfg.layers, bh)?),
+            mul(batch, cfg.wordvec_size)?,
+            bgh,
+            when(gru, bgh),
+            bh,
+            when(lstm, bh),
+            when(lstm, bh),
+        ];
+        let bytes = lens
+            .iter()
+            .try_fold(0usize, |acc, &l| acc.checked_add(l))
+            .and_then(|x| x.checked_mul(4))
+            .ok_or_else(overflow)?;
+        let what = format!(
+            "the state of {batch} streams (H={h}, {} {} layer{})",
+            cfg.layers,
+            cfg.cell,
+            if cfg.layers == 1 { "" } else { "s" }
+        );
+        check_memory(&what, bytes)?;
+        let f = |len: usize| try_zeros::<f32>(len, &what);
+        Ok(State {
             cfg,
             batch,
-            h: vec![0.0; cfg.layers * batch * h],
-            c: when(lstm, cfg.layers * batch * h),
-            x: vec![0.0; batch * cfg.wordvec_size],
-            gates: vec![0.0; batch * gh],
-            gh: when(cfg.cell == Cell::Gru, batch * gh),
-            hn: vec![0.0; batch * h],
-            cn: when(lstm, batch * h),
-            tc: when(lstm, batch * h),
-        }
+            h: f(lens[0])?,
+            c: f(lens[1])?,
+            x: f(lens[2])?,
+            gates: f(lens[3])?,
+            gh: f(lens[4])?,
+            hn: f(lens[5])?,
+            cn: f(lens[6])?,
+            tc: f(lens[7])?,
+        })
     }
 
     /// One time step for `state.batch()` independent streams: `tokens [batch]` in, `logits
@@ -642,7 +715,7 @@ impl Rnnlm {
         }
         let v = self.config().vocab_size;
         check_ids("token", tokens, v)?;
-        let mut state = self.zero_state(1);
+        let mut state = self.try_zero_state(1)?;
         let mut logits = vec![0.0f32; v];
         let mut log_prob = 0.0f64;
         for pair in tokens.windows(2) {
@@ -821,7 +894,7 @@ impl Rnnlm {
         }
         let k = sampling.top_k.map_or(n_allowed, |k| k.min(n_allowed));
 
-        let mut state = self.zero_state(1);
+        let mut state = self.try_zero_state(1)?;
         let mut logits = vec![0.0f32; v];
         let mut cand: Vec<u32> = Vec::with_capacity(n_allowed);
         let mut weights: Vec<f64> = Vec::with_capacity(n_allowed);

@@ -47,6 +47,7 @@ pub mod gemm;
 pub mod infer;
 pub mod kernels;
 pub mod layers;
+pub mod mem;
 pub mod model;
 pub mod optim;
 pub mod outputs;

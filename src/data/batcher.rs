@@ -41,13 +41,15 @@ impl<'a> BookBatches<'a> {
     /// ```
     pub fn new(corpus: &'a [u32], n: usize, t: usize) -> Result<Self> {
         let data = corpus.len().saturating_sub(1);
-        if n == 0 || t == 0 || data < n * t {
+        // Saturating: an N*T that overflows is a batch no corpus fills, not a panic.
+        let nt = n.saturating_mul(t);
+        if n == 0 || t == 0 || data < nt {
             return Err(Error::invalid(
                 "corpus",
                 format!(
                     "{} tokens cannot fill one batch of {n} x {t} (needs at least {})",
                     corpus.len(),
-                    n * t + 1
+                    nt.saturating_add(1)
                 ),
             ));
         }
@@ -143,7 +145,7 @@ impl<'a> BookBatches<'a> {
 /// assert_eq!(eval_iters(350, 10, 35), 0);
 /// ```
 pub fn eval_iters(corpus_len: usize, n: usize, t: usize) -> usize {
-    corpus_len.saturating_sub(1) / (n * t).max(1)
+    corpus_len.saturating_sub(1) / n.saturating_mul(t).max(1)
 }
 
 /// Batch `iter` of the book's `eval_perplexity`: `jump = (len-1)/N`, row `i` starts at

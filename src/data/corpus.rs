@@ -1,9 +1,8 @@
 //! Text corpora: one sentence per line, whitespace-separated tokens, `<eos>` after each line.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use super::lines::{open_text, read_line_limited, Lines};
 use super::vocab::Vocab;
 use crate::error::{Error, Result};
 
@@ -24,9 +23,12 @@ pub const EOS: &str = "<eos>";
 /// Calls `f(word, line_number)` for every token of the text at `path` (line numbers from 1),
 /// `<eos>` included at the end of each line.
 ///
+/// Lines are read with [`Lines`]: a line longer than
+/// [`MAX_LINE_BYTES`](super::lines::MAX_LINE_BYTES) is refused rather than buffered.
+///
 /// # Errors
-/// If the file cannot be read or a line is not UTF-8 (the error names the file and line), or
-/// `f` fails.
+/// [`Error::Io`] if the file cannot be read (or is a directory); [`Error::Parse`] naming the
+/// file and line if a line is not UTF-8 or is longer than the limit; or what `f` returns.
 ///
 /// ```
 /// use rnnlm::data::corpus::for_each_token;
@@ -43,29 +45,14 @@ pub const EOS: &str = "<eos>";
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn for_each_token(path: &Path, mut f: impl FnMut(&str, usize) -> Result<()>) -> Result<()> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut buf = Vec::new();
-    let mut line_no = 0;
-    loop {
-        buf.clear();
-        let read = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::io(path, e))?;
-        if read == 0 {
-            return Ok(());
-        }
-        line_no += 1;
-        let line = std::str::from_utf8(&buf).map_err(|e| Error::Parse {
-            path: path.to_owned(),
-            line: Some(line_no),
-            msg: format!("not valid UTF-8 text ({e})"),
-        })?;
+    let mut lines = Lines::open(path)?;
+    while let Some((line_no, line)) = lines.next_line()? {
         for w in line.split_whitespace() {
             f(w, line_no)?;
         }
         f(EOS, line_no)?;
     }
+    Ok(())
 }
 
 /// Reads `path` into ids, adding new words to `vocab` in order of first appearance (how the
@@ -157,6 +144,40 @@ pub fn read_counting_unk(path: &Path, vocab: &Vocab) -> Result<(Vec<u32>, usize)
         Ok(())
     })?;
     Ok((ids, mapped))
+}
+
+/// [`crate::convert::dictionary`] of the text at `path` (PyTorch word_language_model's
+/// `Dictionary`: words in order of first appearance, `<eos>` after each line, `\n`, `\r\n`
+/// and `\r` ending a line), read line by line with the bound of
+/// [`read_line_limited`](super::lines::read_line_limited) instead of whole into memory.
+///
+/// # Errors
+/// As [`for_each_token`].
+///
+/// ```
+/// use rnnlm::data::corpus::read_dictionary;
+/// let path = std::env::temp_dir().join(format!("rnnlm-doc-dict-{}.txt", std::process::id()));
+/// let text = "the cat\r\n\nthe dog\rsat";
+/// std::fs::write(&path, text).unwrap();
+/// assert_eq!(read_dictionary(&path).unwrap(), rnnlm::convert::dictionary(text));
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
+pub fn read_dictionary(path: &Path) -> Result<Vec<String>> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, open_text(path)?);
+    let (mut buf, mut line) = (String::new(), 0);
+    let mut seen = std::collections::HashSet::new();
+    let mut words = Vec::new();
+    while read_line_limited(&mut reader, &mut buf, path, line + 1)? {
+        line += 1;
+        // The line with its terminator: `dictionary` sees exactly the line breaks the whole
+        // text has (a `\r\n` never straddles two reads, which end after a `\n`).
+        for w in crate::convert::dictionary(&buf) {
+            if seen.insert(w.clone()) {
+                words.push(w);
+            }
+        }
+    }
+    Ok(words)
 }
 
 /// The Penn Treebank as the book loads it: ids by first appearance in train.

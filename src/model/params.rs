@@ -4,6 +4,8 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use super::config::{Cell, Config};
+use crate::error::{Error, Result};
+use crate::mem::{check_memory, try_zeros};
 
 /// Weights of a model in one contiguous f32 buffer, so the optimizer and gradient clipping are
 /// single loops. Gradients use the same type.
@@ -197,7 +199,8 @@ impl Params {
         Offsets { cfg: *cfg }.total()
     }
 
-    /// All-zero parameters (also the gradient buffer).
+    /// All-zero parameters (also the gradient buffer). Aborts, as `vec!` does, if the memory
+    /// cannot be allocated: for sizes from user input use [`Params::try_zeros`].
     ///
     /// ```
     /// use rnnlm::{Config, Params};
@@ -214,11 +217,92 @@ impl Params {
         }
     }
 
+    /// Bytes of `cfg`'s parameters (`4 *` [`Params::len_of`]); a gradient buffer is as large.
+    ///
+    /// # Errors
+    /// If `cfg` is invalid or the size overflows `usize`.
+    ///
+    /// ```
+    /// use rnnlm::{Config, Params};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// assert_eq!(Params::bytes_for(&cfg).unwrap(), 4 * Params::len_of(&cfg));
+    /// let huge = Config::new(10, 4, 1 << 24).unwrap(); // Wh alone is 2^48 floats
+    /// assert_eq!(Params::bytes_for(&huge).unwrap() >> 50, 1); // a PiB: computed, not allocated
+    /// ```
+    pub fn bytes_for(cfg: &Config) -> Result<usize> {
+        cfg.validate()?;
+        // Validated sizes (each at most 2^24, at most 64 layers) keep len_of below 2^58.
+        Self::len_of(cfg).checked_mul(4).ok_or_else(|| {
+            Error::invalid(
+                "model size",
+                format!("{cfg:?}: the parameters' size overflows"),
+            )
+        })
+    }
+
+    /// What a buffer of `cfg`'s parameters is, for memory errors.
+    pub(crate) fn describe(cfg: &Config) -> String {
+        format!(
+            "V={}, D={}, H={}, {} {} layer{}{}",
+            cfg.vocab_size,
+            cfg.wordvec_size,
+            cfg.hidden_size,
+            cfg.layers,
+            cfg.cell,
+            if cfg.layers == 1 { "" } else { "s" },
+            if cfg.tied { ", tied" } else { "" }
+        )
+    }
+
+    /// All-zero parameters, as [`Params::zeros`], after checking that they fit in the memory
+    /// available ([`crate::mem::check_memory`]) and allocating so that a refusal is an error
+    /// rather than an abort.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] if `cfg` is invalid, [`Error::Memory`] if the parameters do not fit.
+    ///
+    /// ```
+    /// use rnnlm::{Config, Params};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// assert_eq!(Params::try_zeros(cfg).unwrap(), Params::zeros(cfg));
+    /// let huge = Config::new(10, 4, 1 << 24).unwrap(); // a PiB of weights
+    /// assert!(Params::try_zeros(huge).unwrap_err().to_string().contains("not enough memory"));
+    /// ```
+    pub fn try_zeros(cfg: Config) -> Result<Self> {
+        let bytes = Self::bytes_for(&cfg)?;
+        let what = format!("the parameters ({})", Self::describe(&cfg));
+        check_memory(&what, bytes)?;
+        Ok(Self {
+            cfg,
+            data: try_zeros(Self::len_of(&cfg), &what)?,
+        })
+    }
+
+    /// [`Params::init_book`] through [`Params::try_zeros`]: the memory is checked before
+    /// anything is drawn.
+    ///
+    /// # Errors
+    /// As [`Params::try_zeros`].
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// use rnnlm::{Config, Params};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    /// assert_eq!(Params::try_init_book(cfg, &mut rng()).unwrap(), Params::init_book(cfg, &mut rng()));
+    /// ```
+    pub fn try_init_book<R: Rng + ?Sized>(cfg: Config, rng: &mut R) -> Result<Self> {
+        let mut p = Self::try_zeros(cfg)?;
+        p.fill_book(rng);
+        Ok(p)
+    }
+
     /// The book's initialisation, drawn in the book's order from `rng`: `embed.W =
     /// randn(V,D)/100`, then for each layer `Wx = randn(D_l,GH)/sqrt(D_l)` and
     /// `Wh = randn(H,GH)/sqrt(H)`, then (untied) `affine.W = randn(H,V)/sqrt(H)`; biases zero.
     /// Normals are drawn in f64 and rounded to f32 after scaling, as numpy's
-    /// `(rn(V, D) / 100).astype('f')` does.
+    /// `(rn(V, D) / 100).astype('f')` does. Aborts if the memory cannot be allocated, as
+    /// [`Params::zeros`]; [`Params::try_init_book`] returns an error instead.
     ///
     /// ```
     /// use rand::SeedableRng;
@@ -229,6 +313,14 @@ impl Params {
     /// ```
     pub fn init_book<R: Rng + ?Sized>(cfg: Config, rng: &mut R) -> Self {
         let mut p = Self::zeros(cfg);
+        p.fill_book(rng);
+        p
+    }
+
+    /// Draws the book's initialisation into zeroed parameters (see [`Params::init_book`]).
+    fn fill_book<R: Rng + ?Sized>(&mut self, rng: &mut R) {
+        let cfg = self.cfg;
+        let p = self;
         let h = cfg.hidden_size as f64;
         let mut fill = |dst: &mut [f32], scale: f64| {
             for x in dst {
@@ -246,7 +338,6 @@ impl Params {
         if let Some(w) = p.affine_w_mut() {
             fill(w, h.sqrt());
         }
-        p
     }
 
     /// Builds parameters from a flat buffer in storage order.

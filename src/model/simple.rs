@@ -14,6 +14,7 @@ use crate::gemm::{self, matmul_packed, Accum, MatMut, MatRef};
 use crate::kernels::dropout::{self, DropoutKey};
 use crate::kernels::recurrent;
 use crate::layers::{embedding, gru, lstm, rnn, softmax_loss};
+use crate::mem::check_memory;
 use crate::par::on_worker;
 
 /// Forward pass over one batch; returns the mean cross-entropy over unmasked positions.
@@ -643,8 +644,12 @@ impl SimpleRnnlm {
     /// A model with the book's initialisation drawn from `seed` (ChaCha8), for batches of
     /// `n` rows and `t` steps.
     ///
+    /// The memory of the whole model (parameters, gradients, training workspace) is checked
+    /// before anything is allocated or drawn (see [`crate::mem::check_memory`]).
+    ///
     /// # Errors
-    /// If a size is zero.
+    /// If a size is zero, or the model does not fit in the memory available ([`Error::Memory`],
+    /// giving both figures).
     ///
     /// ```
     /// # use rnnlm::{Config, SimpleRnnlm};
@@ -655,15 +660,34 @@ impl SimpleRnnlm {
     /// assert!(SimpleRnnlm::new(cfg, 0, 3, 7).is_err());
     /// ```
     pub fn new(cfg: Config, n: usize, t: usize, seed: u64) -> Result<Self> {
-        cfg.validate()?;
+        let weights = Params::bytes_for(&cfg)?;
+        let need = Self::training_bytes(&cfg, n, t)?
+            .checked_add(weights)
+            .ok_or_else(|| Error::invalid("model size", "the model's size overflows"))?;
+        check_memory(&Self::describe(&cfg, n, t, "parameters, gradients"), need)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        Self::from_params(Params::init_book(cfg, &mut rng), n, t)
+        Self::from_params(Params::try_init_book(cfg, &mut rng)?, n, t)
+    }
+
+    /// Bytes of the gradients and the training workspace of `n x t` batches.
+    fn training_bytes(cfg: &Config, n: usize, t: usize) -> Result<usize> {
+        Params::bytes_for(cfg)?
+            .checked_add(Workspace::bytes_for(cfg, n, t, true)?)
+            .ok_or_else(|| Error::invalid("model size", "the model's size overflows"))
+    }
+
+    fn describe(cfg: &Config, n: usize, t: usize, parts: &str) -> String {
+        format!(
+            "the model's {parts} and training workspace (N={n}, T={t}, {})",
+            Params::describe(cfg)
+        )
     }
 
     /// A model around existing parameters (e.g. loaded from a checkpoint).
     ///
     /// # Errors
-    /// If `n` or `t` is zero.
+    /// If `n` or `t` is zero, or the gradients and the training workspace do not fit in the
+    /// memory available ([`Error::Memory`]).
     ///
     /// ```
     /// use rand::SeedableRng;
@@ -677,8 +701,10 @@ impl SimpleRnnlm {
     /// ```
     pub fn from_params(params: Params, n: usize, t: usize) -> Result<Self> {
         let cfg = *params.config();
+        let need = Self::training_bytes(&cfg, n, t)?;
+        check_memory(&Self::describe(&cfg, n, t, "gradients"), need)?;
         Ok(Self {
-            grads: Params::zeros(cfg),
+            grads: Params::try_zeros(cfg)?,
             ws: Workspace::new(cfg, n, t, true)?,
             params,
         })

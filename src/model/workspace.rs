@@ -3,7 +3,8 @@
 use super::config::{Cell, Config};
 use crate::error::{Error, Result};
 use crate::gemm;
-use crate::kernels::recurrent::packed_len;
+use crate::kernels::recurrent::PANEL;
+use crate::mem::{check_memory, try_zeros};
 
 /// The buffers of one recurrent layer.
 #[derive(Clone, Debug, Default)]
@@ -93,8 +94,14 @@ pub struct Workspace {
 impl Workspace {
     /// A workspace for batches of `n` rows of `t` steps. `train` adds the gradient buffers.
     ///
+    /// The sizes are computed first ([`Workspace::bytes_for`]) and compared with the memory
+    /// available ([`crate::mem::check_memory`]); the buffers are then allocated so that a
+    /// refusal is an error, not an abort.
+    ///
     /// # Errors
-    /// If `n` or `t` is zero or the buffers would not fit in memory.
+    /// [`Error::Invalid`] if `n` or `t` is zero or the sizes overflow; [`Error::Memory`] if the
+    /// buffers need more memory than is available (the message gives both figures) or the
+    /// allocator refuses them.
     ///
     /// ```
     /// use rand::SeedableRng;
@@ -106,105 +113,76 @@ impl Workspace {
     /// assert_eq!(ws.state().len(), 2 * 6); // the carried hidden state [N, H]
     /// ```
     pub fn new(cfg: Config, n: usize, t: usize, train: bool) -> Result<Self> {
-        cfg.validate()?;
-        if n == 0 || t == 0 {
-            return Err(Error::invalid(
-                "batch shape",
-                format!("batch size and time size must be at least 1 (got N={n}, T={t})"),
-            ));
-        }
-        let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
-        let gh = cfg.cell.gates() * h;
-        let nt = n
-            .checked_mul(t)
-            .ok_or_else(|| Error::invalid("batch shape", "N*T overflows"))?;
-        // The largest buffer is [N*T, max(V,D,GH)]; refuse shapes whose size overflows.
-        if nt
-            .checked_mul(v.max(d).max(gh))
-            .is_none_or(|x| x >= 1 << 40)
-        {
-            return Err(Error::invalid(
-                "batch shape",
-                format!("N*T*V = {nt}*{v} values is too large"),
-            ));
-        }
-        let g = |len: usize| if train { vec![0.0f32; len] } else { Vec::new() };
-        let layers = (0..cfg.layers)
-            .map(|l| {
-                let dl = cfg.layer_input(l);
-                let (lstm, gru) = (cfg.cell == Cell::Lstm, cfg.cell == Cell::Gru);
-                let when = |on: bool, len: usize| if on { vec![0.0f32; len] } else { Vec::new() };
-                LayerWs {
-                    gates: when(train || cfg.cell != Cell::Rnn, nt * gh),
-                    hs: vec![0.0; nt * h],
-                    hprev: vec![0.0; nt * h],
-                    cs: when(lstm, nt * h),
-                    tc: when(lstm, nt * h),
-                    c0: when(lstm, n * h),
-                    gh: when(gru, nt * gh),
+        let plan = Plan::new(&cfg, n, t, train)?;
+        let what = plan.describe();
+        check_memory(&what, plan.bytes()?)?;
+        let f = |len: usize| try_zeros::<f32>(len, &what);
+        let layers = plan
+            .layers
+            .iter()
+            .map(|p| {
+                Ok(LayerWs {
+                    gates: f(p.gates)?,
+                    hs: f(p.hs)?,
+                    hprev: f(p.hprev)?,
+                    cs: f(p.cs)?,
+                    tc: f(p.tc)?,
+                    c0: f(p.c0)?,
+                    gh: f(p.gh)?,
                     drop: Vec::new(),
-                    wx_packed: vec![0.0; packed_len(dl, gh)],
-                    wh_packed: vec![0.0; packed_len(h, gh)],
-                    wxt_packed: g(packed_len(gh, dl)),
-                    wht_packed: g(packed_len(gh, h)),
-                }
+                    wx_packed: f(p.wx_packed)?,
+                    wh_packed: f(p.wh_packed)?,
+                    wxt_packed: f(p.wxt_packed)?,
+                    wht_packed: f(p.wht_packed)?,
+                })
             })
-            .collect();
-        // The weight gradients are products through gemm::matmul_packed, each with its
-        // A = [activations | 1]^T built row-major at the front of the scratch; see
-        // model::simple::backward.
-        let scratch = if train {
-            let mut shapes = vec![(h + 1, nt, v)];
-            for l in 0..cfg.layers {
-                let dl = cfg.layer_input(l);
-                if cfg.cell == Cell::Gru {
-                    shapes.push((dl + 1, nt, gh));
-                    shapes.push((h + 1, nt, gh));
-                } else {
-                    shapes.push((dl + h + 1, nt, gh));
-                }
-            }
-            shapes
-                .into_iter()
-                .map(|(m, k, n)| m * k + gemm::scratch_len(m, k, n, true))
-                .max()
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        let states = if cfg.cell == Cell::Lstm { 2 } else { 1 };
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg,
             n,
             t,
             train,
-            xs: vec![0; nt],
-            ts: vec![0; nt],
-            emb: vec![0.0; nt * d],
+            xs: try_zeros(plan.xs, &what)?,
+            ts: try_zeros(plan.ts, &what)?,
+            emb: f(plan.emb)?,
             layers,
-            state: vec![0.0; states * cfg.layers * n * h],
-            logits: vec![0.0; nt * v],
-            losses: vec![0.0; nt],
-            w_packed: vec![0.0; packed_len(h, v)],
-            wt_packed: g(packed_len(v, h)),
-            dh: if train && cfg.cell != Cell::Rnn {
-                vec![0.0; nt * h]
-            } else {
-                Vec::new()
-            },
-            demb: g(nt * d),
-            scratch: g(2 * n * h),
-            gemm_scratch: vec![0.0; scratch],
-            tied_grad: if train && cfg.tied {
-                vec![0.0; (h + 1) * v]
-            } else {
-                Vec::new()
-            },
+            state: f(plan.state)?,
+            logits: f(plan.logits)?,
+            losses: f(plan.losses)?,
+            w_packed: f(plan.w_packed)?,
+            wt_packed: f(plan.wt_packed)?,
+            dh: f(plan.dh)?,
+            demb: f(plan.demb)?,
+            scratch: f(plan.scratch)?,
+            gemm_scratch: f(plan.gemm_scratch)?,
+            tied_grad: f(plan.tied_grad)?,
             dropout: 0.0,
             dropout_seed: 0,
             dropout_step: 0,
             ready_for_backward: false,
         })
+    }
+
+    /// The bytes [`Workspace::new`] would allocate for this configuration and batch shape
+    /// (before dropout, which adds `L*N*T*H*4` bytes of masks to a training workspace; see
+    /// [`Workspace::set_dropout`]): what [`Workspace::bytes`] reports once it exists. Both read
+    /// the buffer lengths from one place, so they cannot disagree.
+    ///
+    /// # Errors
+    /// As [`Workspace::new`] for an invalid configuration or batch shape, or one whose size
+    /// overflows `usize`; the memory available is not consulted.
+    ///
+    /// ```
+    /// use rnnlm::{Config, Workspace};
+    /// let cfg = Config::new(10_000, 100, 100).unwrap();
+    /// let bytes = Workspace::bytes_for(&cfg, 10, 35, false).unwrap();
+    /// assert_eq!(bytes, Workspace::new(cfg, 10, 35, false).unwrap().bytes());
+    /// assert!(bytes > 4 * 10 * 35 * 10_000); // the logits [N*T, V] alone
+    /// // Sizes for an allocation the machine could never make are still computed.
+    /// assert!(Workspace::bytes_for(&cfg, 1, 100_000_000, false).unwrap() > 4_000_000_000_000);
+    /// ```
+    pub fn bytes_for(cfg: &Config, n: usize, t: usize, train: bool) -> Result<usize> {
+        Plan::new(cfg, n, t, train)?.bytes()
     }
 
     /// Turns inverted dropout on (`p > 0`) or off (`p == 0`) for the training forwards of this
@@ -216,7 +194,8 @@ impl Workspace {
     /// workspace ignores the setting.
     ///
     /// # Errors
-    /// If `p` is not in `[0, 1)`.
+    /// If `p` is not in `[0, 1)`, or the masks (`L*N*T*H` floats) do not fit in memory (see
+    /// [`crate::mem::check_memory`]).
     ///
     /// ```
     /// let cfg = rnnlm::Config::new(10, 4, 6).unwrap();
@@ -232,13 +211,24 @@ impl Workspace {
                 format!("{p} (must be at least 0 and below 1)"),
             ));
         }
+        let len = self.n * self.t * self.cfg.hidden_size; // the size of `hs`: no overflow
+        let on = p > 0.0 && self.train;
+        if on {
+            let what = format!(
+                "the dropout masks (N={}, T={}, H={}, {} layer(s))",
+                self.n, self.t, self.cfg.hidden_size, self.cfg.layers
+            );
+            check_memory(&what, len.saturating_mul(4 * self.layers.len()))?;
+            for l in &mut self.layers {
+                l.drop = try_zeros(len, &what)?;
+            }
+        } else {
+            for l in &mut self.layers {
+                l.drop = Vec::new();
+            }
+        }
         self.dropout = p;
         self.dropout_seed = seed;
-        let len = self.n * self.t * self.cfg.hidden_size;
-        let on = p > 0.0 && self.train;
-        for l in &mut self.layers {
-            l.drop = if on { vec![0.0; len] } else { Vec::new() };
-        }
         Ok(())
     }
 
@@ -420,5 +410,272 @@ impl Workspace {
             + self.scratch.len()
             + self.gemm_scratch.len()
             + self.tied_grad.len())
+    }
+}
+
+/// The lengths (in 4-byte values) of the buffers of one recurrent layer; see [`LayerWs`].
+struct LayerPlan {
+    gates: usize,
+    hs: usize,
+    hprev: usize,
+    cs: usize,
+    tc: usize,
+    c0: usize,
+    gh: usize,
+    wx_packed: usize,
+    wh_packed: usize,
+    wxt_packed: usize,
+    wht_packed: usize,
+}
+
+impl LayerPlan {
+    fn len(&self) -> Option<usize> {
+        [
+            self.gates,
+            self.hs,
+            self.hprev,
+            self.cs,
+            self.tc,
+            self.c0,
+            self.gh,
+            self.wx_packed,
+            self.wh_packed,
+            self.wxt_packed,
+            self.wht_packed,
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)
+    }
+}
+
+/// The length of every buffer of a workspace (every one holds 4-byte values: `f32`, `u32` or
+/// `i32`), computed with checked arithmetic. [`Workspace::new`] allocates exactly these and
+/// [`Workspace::bytes_for`] sums them: one source, so the estimate and the allocation cannot
+/// drift apart.
+struct Plan {
+    cfg: Config,
+    n: usize,
+    t: usize,
+    train: bool,
+    layers: Vec<LayerPlan>,
+    xs: usize,
+    ts: usize,
+    emb: usize,
+    state: usize,
+    logits: usize,
+    losses: usize,
+    w_packed: usize,
+    wt_packed: usize,
+    dh: usize,
+    demb: usize,
+    scratch: usize,
+    gemm_scratch: usize,
+    tied_grad: usize,
+}
+
+impl Plan {
+    fn new(cfg: &Config, n: usize, t: usize, train: bool) -> Result<Self> {
+        cfg.validate()?;
+        if n == 0 || t == 0 {
+            return Err(Error::invalid(
+                "batch shape",
+                format!("batch size and time size must be at least 1 (got N={n}, T={t})"),
+            ));
+        }
+        let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+        let gh = cfg.cell.gates() * h;
+        let overflow = || {
+            Error::invalid(
+                "batch shape",
+                format!("N={n}, T={t} with V={v}, D={d}, H={h}: the workspace's size overflows"),
+            )
+        };
+        let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(overflow);
+        // A packed copy of a k x m matrix: m rounded up to the kernel's panel width.
+        let packed = |k: usize, m: usize| mul(k, m.div_ceil(PANEL) * PANEL);
+        let nt = n
+            .checked_mul(t)
+            .ok_or_else(|| Error::invalid("batch shape", "N*T overflows"))?;
+        // The largest buffer is [N*T, max(V,D,GH)]; refuse shapes whose size overflows.
+        if nt
+            .checked_mul(v.max(d).max(gh))
+            .is_none_or(|x| x >= 1 << 40)
+        {
+            return Err(Error::invalid(
+                "batch shape",
+                format!("N*T*V = {nt}*{v} values is too large"),
+            ));
+        }
+        let when = |on: bool, len: usize| if on { len } else { 0 };
+        let (lstm, gru, rnn) = (
+            cfg.cell == Cell::Lstm,
+            cfg.cell == Cell::Gru,
+            cfg.cell == Cell::Rnn,
+        );
+        let layers = (0..cfg.layers)
+            .map(|l| {
+                let dl = cfg.layer_input(l);
+                Ok(LayerPlan {
+                    gates: when(train || !rnn, mul(nt, gh)?),
+                    hs: mul(nt, h)?,
+                    hprev: mul(nt, h)?,
+                    cs: when(lstm, mul(nt, h)?),
+                    tc: when(lstm, mul(nt, h)?),
+                    c0: when(lstm, mul(n, h)?),
+                    gh: when(gru, mul(nt, gh)?),
+                    wx_packed: packed(dl, gh)?,
+                    wh_packed: packed(h, gh)?,
+                    wxt_packed: when(train, packed(gh, dl)?),
+                    wht_packed: when(train, packed(gh, h)?),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // The weight gradients are products through gemm::matmul_packed, each with its
+        // A = [activations | 1]^T built row-major at the front of the scratch; see
+        // model::simple::backward.
+        let gemm_scratch = if train {
+            let mut shapes = vec![(h + 1, v)];
+            for l in 0..cfg.layers {
+                let dl = cfg.layer_input(l);
+                if gru {
+                    shapes.push((dl + 1, gh));
+                    shapes.push((h + 1, gh));
+                } else {
+                    shapes.push((dl + h + 1, gh));
+                }
+            }
+            let mut most = 0;
+            for (m, cols) in shapes {
+                let len = mul(m, nt)?
+                    .checked_add(gemm::scratch_len(m, nt, cols, true))
+                    .ok_or_else(overflow)?;
+                most = most.max(len);
+            }
+            most
+        } else {
+            0
+        };
+        let states = if lstm { 2 } else { 1 };
+        Ok(Self {
+            cfg: *cfg,
+            n,
+            t,
+            train,
+            layers,
+            xs: nt,
+            ts: nt,
+            emb: mul(nt, d)?,
+            state: mul(mul(states * cfg.layers, n)?, h)?,
+            logits: mul(nt, v)?,
+            losses: nt,
+            w_packed: packed(h, v)?,
+            wt_packed: when(train, packed(v, h)?),
+            dh: when(train && !rnn, mul(nt, h)?),
+            demb: when(train, mul(nt, d)?),
+            scratch: when(train, mul(2 * n, h)?),
+            gemm_scratch,
+            tied_grad: when(train && cfg.tied, mul(h + 1, v)?),
+        })
+    }
+
+    /// Total bytes.
+    fn bytes(&self) -> Result<usize> {
+        let mut total = [
+            self.xs,
+            self.ts,
+            self.emb,
+            self.state,
+            self.logits,
+            self.losses,
+            self.w_packed,
+            self.wt_packed,
+            self.dh,
+            self.demb,
+            self.scratch,
+            self.gemm_scratch,
+            self.tied_grad,
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add);
+        for l in &self.layers {
+            total = total.and_then(|t| t.checked_add(l.len()?));
+        }
+        total.and_then(|t| t.checked_mul(4)).ok_or_else(|| {
+            Error::invalid(
+                "batch shape",
+                format!(
+                    "N={}, T={}: the workspace's size in bytes overflows",
+                    self.n, self.t
+                ),
+            )
+        })
+    }
+
+    /// What the workspace is, for memory errors.
+    fn describe(&self) -> String {
+        let c = &self.cfg;
+        format!(
+            "the {} workspace (N={}, T={}, V={}, D={}, H={}, {} {} layer{})",
+            if self.train { "training" } else { "evaluation" },
+            self.n,
+            self.t,
+            c.vocab_size,
+            c.wordvec_size,
+            c.hidden_size,
+            c.layers,
+            c.cell,
+            if c.layers == 1 { "" } else { "s" }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_for_is_what_new_allocates() {
+        for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+            for layers in 1..=3 {
+                for (d, tied) in [(7, false), (12, true)] {
+                    let cfg = Config::new(53, d, 12)
+                        .unwrap()
+                        .with_cell(cell)
+                        .with_layers(layers)
+                        .with_tied(tied)
+                        .validated()
+                        .unwrap();
+                    for (n, t) in [(1, 1), (3, 5), (20, 35)] {
+                        for train in [false, true] {
+                            let ws = Workspace::new(cfg, n, t, train).unwrap();
+                            let want = Workspace::bytes_for(&cfg, n, t, train).unwrap();
+                            assert_eq!(ws.bytes(), want, "{cfg:?} N={n} T={t} train={train}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dropout_masks_add_their_bytes() {
+        let cfg = Config::new(30, 8, 8).unwrap().with_layers(2);
+        let mut ws = Workspace::new(cfg, 3, 4, true).unwrap();
+        let base = Workspace::bytes_for(&cfg, 3, 4, true).unwrap();
+        ws.set_dropout(0.5, 1).unwrap();
+        assert_eq!(ws.bytes(), base + 4 * 2 * 3 * 4 * 8);
+        ws.set_dropout(0.0, 1).unwrap();
+        assert_eq!(ws.bytes(), base);
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_errors() {
+        let cfg = Config::new(1 << 24, 1 << 24, 1 << 24).unwrap();
+        for (n, t) in [(usize::MAX, 2), (1 << 40, 1 << 30), (1 << 20, 1 << 20)] {
+            let e = Workspace::bytes_for(&cfg, n, t, true).unwrap_err();
+            assert!(matches!(e, Error::Invalid { .. }), "{e}");
+            let e = Workspace::new(cfg, n, t, true).unwrap_err();
+            assert!(matches!(e, Error::Invalid { .. }), "{e}");
+        }
     }
 }
