@@ -5,20 +5,38 @@
 //! `{"cell":"rnn","vocab_size":V,"wordvec_size":D,"hidden_size":H}`) and `vocab` (JSON array of
 //! the words in id order). numpy (`safetensors.numpy.save_file`) and PyTorch
 //! (`safetensors.torch.save_file`) write and read the same layout.
+//!
+//! Files this crate writes also carry a `checksum` metadata entry (see [`to_bytes_with`]) that
+//! loading verifies, so a flipped bit anywhere in the weights or metadata is an error rather
+//! than a silently different model. Loading reads the header first and checks the sizes it
+//! declares against the file before reading (or allocating for) the data, and refuses weights
+//! that are NaN or infinite.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use safetensors::tensor::TensorView;
+use safetensors::tensor::{TensorInfo, TensorView};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::model::config::{Cell, Config};
 use crate::model::params::Params;
+
+/// The largest header a checkpoint may declare: 100 MB (10^8 bytes). A header is about 100
+/// bytes a tensor plus the vocabulary (a 1M-word vocabulary is about 10 MB), so a larger length
+/// means a file that is not a checkpoint; refusing it bounds what loading reads before it
+/// knows. The `safetensors` crate refuses larger headers too.
+pub const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The metadata key of the checksum this crate writes (see [`to_bytes_with`]).
+pub const CHECKSUM_KEY: &str = "checksum";
 
 /// The `config` metadata entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,7 +78,8 @@ pub struct Checkpoint {
     pub vocab: Option<Vocab>,
     /// Tensors under the [`EXTRA_PREFIX`] (a resumable training state), by name.
     pub extra_tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
-    /// Every metadata entry (including `config` and `vocab`).
+    /// Every metadata entry (including `config`, `vocab` and, in files written here,
+    /// the verified [`CHECKSUM_KEY`]).
     pub metadata: HashMap<String, String>,
 }
 
@@ -109,9 +128,20 @@ pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
 /// [`to_bytes`] with extra tensors (names must start with [`EXTRA_PREFIX`]) and extra
 /// metadata entries.
 ///
+/// The file's header is canonical (keys sorted, compact JSON, padded with spaces to a multiple
+/// of 8 bytes), so the same weights and metadata always give the same bytes, and it carries a
+/// [`CHECKSUM_KEY`] metadata entry `"sha256:<64 lower-case hex digits>"`: the SHA-256 of the
+/// file as it would be without that entry and without padding, that is of
+/// `len(H) as u64 little-endian ‖ H ‖ data`, where `H` is the header JSON with the `checksum`
+/// entry removed from `__metadata__` (and `__metadata__` removed if that leaves it empty),
+/// printed compactly with every object's keys sorted, and `data` is the data section. It thus
+/// covers every tensor's name, dtype, shape, offsets and bytes, and every other metadata entry.
+/// [`load`] and [`from_bytes`] verify it when present (files of version 0.1 and files written
+/// by numpy or PyTorch have none and load unchecked).
+///
 /// # Errors
 /// If the vocabulary's length is not `V`, an extra tensor is misnamed or its data does not
-/// match its shape.
+/// match its shape, or an extra metadata entry is named [`CHECKSUM_KEY`] (the writer's own).
 ///
 /// ```
 /// use rnnlm::checkpoint::{from_bytes, to_bytes_with};
@@ -122,7 +152,13 @@ pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
 /// let ck = from_bytes(&bytes, "mem".as_ref()).unwrap();
 /// assert_eq!(ck.extra_tensors["trainer.h"], (vec![1, 2], h.to_vec()));
 /// assert_eq!(ck.metadata["note"], "hello");
+/// assert!(ck.metadata["checksum"].starts_with("sha256:"));
 /// assert_eq!(ck.params, params); // the extra tensor is kept apart from the weights
+/// // One flipped bit in the data section (here in the last weight) is caught.
+/// let mut flipped = bytes.clone();
+/// *flipped.last_mut().unwrap() ^= 0x01;
+/// let err = from_bytes(&flipped, "mem".as_ref()).unwrap_err().to_string();
+/// assert!(err.contains("checksum mismatch"), "{err}");
 /// ```
 pub fn to_bytes_with(
     params: &Params,
@@ -152,6 +188,12 @@ pub fn to_bytes_with(
         meta.insert("vocab".to_owned(), json(v.words()));
     }
     for (k, v) in extra_meta {
+        if *k == CHECKSUM_KEY {
+            return Err(Error::invalid(
+                "checkpoint",
+                format!("metadata entry {CHECKSUM_KEY:?} is the writer's own; pick another name"),
+            ));
+        }
         meta.insert((*k).to_owned(), v.clone());
     }
     for (name, shape, data) in extra_tensors {
@@ -183,25 +225,76 @@ pub fn to_bytes_with(
     });
     let bytes = safetensors::serialize(views, Some(meta))
         .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
-    Ok(canonical_header(bytes))
+    Ok(seal(bytes))
 }
 
-/// Rewrites a safetensors file's JSON header with its keys sorted, so the same weights and
-/// metadata always give the same bytes (the crate writes its metadata map in hash order).
-/// The header stays padded with spaces to a multiple of 8 bytes, as the format asks.
-pub(crate) fn canonical_header(bytes: Vec<u8>) -> Vec<u8> {
+/// Finishes serialised safetensors bytes as this crate writes them: the header rewritten with
+/// every object's keys sorted (the `safetensors` crate writes its metadata map in hash order),
+/// so the same weights and metadata always give the same bytes, with the [`CHECKSUM_KEY`] entry
+/// of [`to_bytes_with`] added, and padded with spaces to a multiple of 8 bytes as the format
+/// asks. A `checksum` entry already in `bytes` is replaced.
+pub(crate) fn seal(bytes: Vec<u8>) -> Vec<u8> {
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
-    // serde_json's default map is ordered by key: parsing and printing sorts every object.
-    let header: serde_json::Value =
-        serde_json::from_slice(&bytes[8..8 + n]).expect("the crate wrote valid JSON");
-    let mut text = serde_json::to_string(&header).expect("plain JSON always serialises");
+    let Value::Object(mut header) =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("the safetensors crate wrote valid JSON")
+    else {
+        unreachable!("a safetensors header is a JSON object")
+    };
+    let data = &bytes[8 + n..];
+    let sum = checksum_of(&header, data);
+    header
+        .entry("__metadata__")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .expect("the safetensors crate writes __metadata__ as an object")
+        .insert(CHECKSUM_KEY.to_owned(), Value::String(sum));
+    let mut text = serde_json::to_string(&sorted(Value::Object(header)))
+        .expect("plain JSON always serialises");
     while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
-    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    let mut out = Vec::with_capacity(8 + text.len() + data.len());
     out.extend_from_slice(&(text.len() as u64).to_le_bytes());
     out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(&bytes[8 + n..]);
+    out.extend_from_slice(data);
+    out
+}
+
+/// `v` with every object's keys in sorted order. serde_json's default map is sorted already;
+/// rebuilding in order keeps the bytes canonical even if a dependency turns on its
+/// `preserve_order` feature (insertion order).
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut pairs: Vec<(String, Value)> = m.into_iter().collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(pairs.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// The checksum entry of a file with this header and data section, as defined on
+/// [`to_bytes_with`] (any `checksum` entry in `header` is left out).
+fn checksum_of(header: &Map<String, Value>, data: &[u8]) -> String {
+    let mut h = header.clone();
+    if let Some(Value::Object(meta)) = h.get_mut("__metadata__") {
+        meta.remove(CHECKSUM_KEY);
+        if meta.is_empty() {
+            h.remove("__metadata__");
+        }
+    }
+    let text = serde_json::to_string(&sorted(Value::Object(h))).expect("plain JSON serialises");
+    let mut hasher = Sha256::new();
+    hasher.update((text.len() as u64).to_le_bytes());
+    hasher.update(text.as_bytes());
+    hasher.update(data);
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in hasher.finalize() {
+        out.push_str(&format!("{b:02x}"));
+    }
     out
 }
 
@@ -209,11 +302,14 @@ fn json<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data always serialises")
 }
 
-/// Writes a checkpoint atomically: a sibling temporary file is written, fsynced and renamed
-/// over `path`, so a crash or a full disk never leaves a broken or half-written file.
+/// Writes a checkpoint atomically with [`write_atomic`]: a temporary file is written, fsynced
+/// and renamed over `path`, so a crash or a full disk never leaves a broken or half-written
+/// file. A symlink is written through (the link stays a link); a directory, device, FIFO or
+/// socket is refused.
 ///
 /// # Errors
-/// On I/O failure (the temporary file is removed and an existing `path` is left untouched).
+/// As [`to_bytes`] and [`write_atomic`] (the temporary file is removed and an existing `path`
+/// is left untouched).
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -232,60 +328,279 @@ pub fn save(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Writes `bytes` to `path` through a temporary sibling file, fsync and rename.
+/// Writes `bytes` to `path` atomically: a temporary file is written in the target's folder,
+/// fsynced and renamed over the target, so a crash or a full disk never leaves a broken or
+/// half-written file.
+///
+/// The target must be absent or a regular file (which is replaced). A symlink is written
+/// through: the file its chain of links finally names is replaced (or created), in that file's
+/// own folder, and the link stays a link pointing at it. A directory, character or block
+/// device, FIFO or socket is refused before anything is written: renaming over `/dev/null` (as
+/// root) would turn the device into a regular file, and a FIFO's reader would never see the
+/// data.
 ///
 /// # Errors
-/// On I/O failure; nothing is left behind.
+/// [`Error::Invalid`] naming the path if it is refused as above, has no file name (`.`, `/`,
+/// `..`) or ends with a slash; [`Error::Io`] on I/O failure (a missing folder, a full disk).
+/// On every error the temporary file is removed and an existing target is left untouched.
 ///
 /// ```
 /// use rnnlm::checkpoint::write_atomic;
-/// let path = std::env::temp_dir().join(format!("rnnlm-doc-atomic-{}.bin", std::process::id()));
+/// let dir = std::env::temp_dir().join(format!("rnnlm-doc-atomic-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("out.bin");
 /// write_atomic(&path, b"old").unwrap();
 /// write_atomic(&path, b"new").unwrap(); // replaces the file whole
 /// assert_eq!(std::fs::read(&path).unwrap(), b"new");
-/// let missing = std::env::temp_dir().join(format!("rnnlm-doc-no-dir-{}", std::process::id()));
-/// assert!(matches!(write_atomic(&missing.join("x"), b"x"), Err(rnnlm::Error::Io { .. })));
-/// # std::fs::remove_file(&path).unwrap();
+/// assert!(matches!(write_atomic(&dir.join("no-dir/x"), b"x"), Err(rnnlm::Error::Io { .. })));
+/// let err = write_atomic(&dir, b"x").unwrap_err(); // a directory is not replaced
+/// assert!(err.to_string().contains("is a directory"), "{err}");
+/// # #[cfg(unix)] {
+/// let link = dir.join("link.bin");
+/// std::os::unix::fs::symlink("out.bin", &link).unwrap();
+/// write_atomic(&link, b"through").unwrap(); // written through the link
+/// assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+/// assert_eq!(std::fs::read(&path).unwrap(), b"through");
+/// # }
+/// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().ok_or_else(|| {
+    write_atomic_with(path, bytes, |from, to| fs::rename(from, to))
+}
+
+/// [`write_atomic`] with the final rename step given, so tests can make it fail.
+fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    rename: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> Result<()> {
+    check_file_name(path)?;
+    let target = output_target(path)?;
+    let dir = folder_of(&target);
+    // The user's path names a file (checked above), but a link may point at `somewhere/..`.
+    let name = target.file_name().ok_or_else(|| {
         Error::invalid(
             "output path",
-            format!("{} has no file name", path.display()),
+            format!(
+                "{} leads to {}, which names no file",
+                path.display(),
+                target.display()
+            ),
         )
     })?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    // The target's name (cut to 100 bytes so the temporary name stays under the usual
+    // 255-byte limit) tells a user whose temporary file a crash left behind.
+    let mut shown = name.to_string_lossy().into_owned();
+    while shown.len() > 100 {
+        shown.pop();
+    }
+    let tmp = dir.join(format!(".{shown}.tmp-{}", unique_suffix()));
+    // create_new: never write through something already at the temporary name (a stale
+    // file or a planted symlink); only a file this call created is removed on error.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(path, e))?;
     let result = (|| {
-        let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        fs::rename(&tmp, path)?;
+        drop(f);
+        rename(&tmp, &target)?;
         // Persist the rename itself; not every platform can open a directory, so best effort.
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
         Ok(())
     })();
-    result.map_err(|e: std::io::Error| {
+    result.map_err(|e: io::Error| {
         let _ = fs::remove_file(&tmp);
         Error::io(path, e)
     })
 }
 
-/// Loads a checkpoint file.
+/// Checks, before any work, that [`write_atomic`] (and so [`save`]) can write `path`: it names
+/// a file (not `.`, `/`, `..`, no trailing slash), the target is absent or a regular file or a
+/// symlink to one (not a directory, device, FIFO or socket), and the target's folder exists and
+/// takes new files (probed by creating and removing an empty temporary file there).
 ///
 /// # Errors
-/// If the file cannot be read, is not safetensors, lacks a tensor, has a tensor of the wrong
-/// dtype or shape, an unknown tensor, or `config` / `vocab` entries that are malformed or
-/// disagree with the tensors. Every message names the file and the problem.
+/// [`Error::Invalid`] naming the path and the reason; [`Error::Io`] if the file system cannot
+/// be asked.
+///
+/// ```
+/// use rnnlm::checkpoint::check_output_path;
+/// let dir = std::env::temp_dir();
+/// assert!(check_output_path(&dir.join("rnnlm-doc-new.safetensors")).is_ok());
+/// for bad in [dir.clone(), dir.join("no-such-dir/m.safetensors"), "out/".into(), ".".into()] {
+///     let err = check_output_path(&bad).unwrap_err().to_string();
+///     assert!(err.starts_with("invalid output path: "), "{err}");
+/// }
+/// ```
+pub fn check_output_path(path: &Path) -> Result<()> {
+    check_file_name(path)?;
+    let target = output_target(path)?;
+    let dir = folder_of(&target);
+    let refuse = |why: String| {
+        Err(Error::invalid(
+            "output path",
+            format!("{}: {why}", path.display()),
+        ))
+    };
+    match fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return refuse(format!("{} is not a folder", dir.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return refuse(format!("folder {} does not exist", dir.display()))
+        }
+        Err(e) => return Err(Error::io(dir, e)),
+    }
+    let probe = dir.join(format!(".rnnlm-probe-{}", unique_suffix()));
+    match OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(f) => {
+            drop(f);
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => refuse(format!(
+            "cannot create files in folder {} ({e})",
+            dir.display()
+        )),
+    }
+}
+
+/// A suffix no other temporary file of this process uses (pid and a counter), so concurrent
+/// writers in one process never share a temporary file.
+fn unique_suffix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The folder a file lands in (`.` for a bare file name).
+fn folder_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Refuses paths that do not name a file: empty, ending with a separator (`Path` would drop it
+/// and write to the folder's name), or ending in `.`, `..` or the root.
+fn check_file_name(path: &Path) -> Result<()> {
+    let text = path.as_os_str().to_string_lossy();
+    let last = text.rsplit(std::path::is_separator).next().unwrap_or("");
+    let why = if text.is_empty() {
+        "is empty"
+    } else if text.ends_with(std::path::is_separator) {
+        "ends with a slash; give a file name"
+    } else if last == "." || last == ".." {
+        "names a folder; give a file name"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        "output path",
+        format!("{:?} {why}", path.display().to_string()),
+    ))
+}
+
+/// Where a write to `path` lands: `path` itself when it is absent or a regular file; for a
+/// symlink, the file its chain of links finally names (which may be absent). Directories and
+/// special files are refused.
+fn output_target(path: &Path) -> Result<PathBuf> {
+    // Linux's own limit on links followed in one lookup.
+    const MAX_LINKS: usize = 40;
+    let mut p = path.to_owned();
+    for _ in 0..=MAX_LINKS {
+        let m = match fs::symlink_metadata(&p) {
+            // Absent (or under a file, which the folder check then reports): created anew.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(p)
+            }
+            Err(e) => return Err(Error::io(&p, e)),
+            Ok(m) => m,
+        };
+        if m.file_type().is_symlink() {
+            let link = fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
+            // A relative link is relative to the folder holding it; join keeps an absolute one.
+            p = folder_of(&p).join(link);
+            continue;
+        }
+        if m.is_file() {
+            return Ok(p);
+        }
+        let via = if p == path {
+            String::new()
+        } else {
+            format!(" (a link to {})", p.display())
+        };
+        return Err(Error::invalid(
+            "output path",
+            format!(
+                "{}{via} {}; refusing to replace it",
+                path.display(),
+                not_regular(&m.file_type())
+            ),
+        ));
+    }
+    Err(Error::invalid(
+        "output path",
+        format!(
+            "{}: more than {MAX_LINKS} levels of symbolic links",
+            path.display()
+        ),
+    ))
+}
+
+/// Why a file of this (non-regular) type is not usable: "is a directory" or "is not a
+/// regular file (a FIFO)" and the like.
+fn not_regular(ft: &fs::FileType) -> String {
+    if ft.is_dir() {
+        return "is a directory".into();
+    }
+    let mut kind = "a special file";
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            kind = "a FIFO";
+        } else if ft.is_char_device() {
+            kind = "a character device";
+        } else if ft.is_block_device() {
+            kind = "a block device";
+        } else if ft.is_socket() {
+            kind = "a socket";
+        }
+    }
+    format!("is not a regular file ({kind})")
+}
+
+/// Loads a checkpoint file.
+///
+/// The file is read header first: it must be a regular file (or a symlink to one); its 8-byte
+/// header length must be at most [`MAX_HEADER_BYTES`] and fit in the file; the header's
+/// tensors must be stored back to back, each as many bytes as its dtype and shape need; and
+/// `8 + header + data` must be the file's size. Only then is the data read, into one buffer of
+/// exactly that size, so a huge or endless file is refused without reading it. The
+/// [`CHECKSUM_KEY`] entry is verified when present, and every weight (and `trainer.*` tensor)
+/// must be finite.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be opened or read; [`Error::Checkpoint`] naming the file
+/// if it is not a regular file, is not safetensors (header length, JSON, offsets, declared
+/// versus actual size), fails its checksum, lacks a tensor, has a tensor of the wrong dtype or
+/// shape, an unknown tensor, a NaN or infinite value (the message names the tensor, the flat
+/// index and the value), or `config` / `vocab` entries that are malformed or disagree with the
+/// tensors.
 ///
 /// ```
 /// use rnnlm::checkpoint::{load, save};
@@ -293,15 +608,288 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// let path = std::env::temp_dir().join(format!("rnnlm-doc-load-{}", std::process::id()));
 /// save(&path, &params, None).unwrap();
 /// assert_eq!(load(&path).unwrap().params, params);
+/// // Seven bytes short: the header's declared size says so before any data is read.
+/// let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+/// f.set_len(f.metadata().unwrap().len() - 7).unwrap();
+/// let err = load(&path).unwrap_err().to_string();
+/// assert!(err.contains("truncated"), "{err}");
 /// std::fs::remove_file(&path).unwrap();
 /// assert!(matches!(load(&path), Err(rnnlm::Error::Io { .. }))); // the error names the file
+/// let err = load(&std::env::temp_dir()).unwrap_err().to_string();
+/// assert!(err.contains("is a directory"), "{err}");
 /// ```
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    from_bytes(&bytes, path)
+    let bytes = read_file(path)?;
+    parse_verified(&bytes, path)
+}
+
+/// Reads a safetensors file header first (see [`load`]) and returns its whole bytes, checked:
+/// a regular file whose header parses, whose sizes agree with the file, and whose checksum,
+/// when present, matches. `load` and [`crate::convert::load_torch`] both read through here.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>> {
+    // Look before opening: opening a FIFO blocks until a writer appears.
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    require_regular(path, &meta)?;
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // Look again at what was opened, in case the path changed in between.
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    require_regular(path, &meta)?;
+    let size = meta.len();
+    if size < 8 {
+        return Err(not_safetensors(
+            path,
+            format!("{size} bytes, fewer than the 8 of the header length"),
+        ));
+    }
+    let read = |file: &mut File, buf: &mut [u8]| {
+        file.read_exact(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                bad(
+                    path,
+                    "the file shrank while being read (is something writing it?)",
+                )
+            } else {
+                Error::io(path, e)
+            }
+        })
+    };
+    let mut first = [0u8; 8];
+    read(&mut file, &mut first)?;
+    let n = header_len(path, first, size)?;
+    let mut buf = Vec::new();
+    reserve(path, &mut buf, 8 + n)?;
+    buf.extend_from_slice(&first);
+    buf.resize(8 + n, 0);
+    read(&mut file, &mut buf[8..])?;
+    let header = parse_header(path, &buf[8..])?;
+    check_size(path, &header, size)?;
+    // The declared total equals `size`, a length this platform can address only if it fits.
+    let data_len = usize::try_from(header.data_len).map_err(|_| {
+        bad(
+            path,
+            format!("{size} bytes is more than this platform can hold in memory"),
+        )
+    })?;
+    reserve(path, &mut buf, data_len)?;
+    buf.resize(8 + n + data_len, 0);
+    read(&mut file, &mut buf[8 + n..])?;
+    verify_checksum(path, &header, &buf[8 + n..])?;
+    Ok(buf)
+}
+
+/// Grows `buf`'s capacity by exactly `more` bytes, as an error (not an abort) when the memory
+/// is not there.
+fn reserve(path: &Path, buf: &mut Vec<u8>, more: usize) -> Result<()> {
+    buf.try_reserve_exact(more).map_err(|e| {
+        bad(
+            path,
+            format!("cannot allocate {more} bytes to read it ({e})"),
+        )
+    })
+}
+
+fn require_regular(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(bad(
+            path,
+            format!("{}; a checkpoint is a file", not_regular(&meta.file_type())),
+        ))
+    }
+}
+
+fn not_safetensors(path: &Path, why: impl std::fmt::Display) -> Error {
+    bad(path, format!("not a valid safetensors file: {why}"))
+}
+
+/// The header length a file's first 8 bytes declare, checked against the limit and the file.
+fn header_len(path: &Path, first: [u8; 8], size: u64) -> Result<usize> {
+    let n = u64::from_le_bytes(first);
+    if n > MAX_HEADER_BYTES {
+        return Err(not_safetensors(
+            path,
+            format!("its first 8 bytes declare a {n}-byte header, more than the {MAX_HEADER_BYTES} allowed"),
+        ));
+    }
+    if n > size - 8 {
+        return Err(not_safetensors(
+            path,
+            format!(
+                "its first 8 bytes declare a {n}-byte header but only {} bytes follow (truncated)",
+                size - 8
+            ),
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// A safetensors header, parsed and checked on its own (before any data is read).
+struct Header {
+    /// Its length in bytes.
+    len: usize,
+    /// The JSON object.
+    json: Map<String, Value>,
+    /// The data section's size the tensors declare (the largest `data_offsets` end).
+    data_len: u64,
+}
+
+/// Parses a header: a JSON object of tensors (`dtype`, `shape`, `data_offsets`) and an optional
+/// `__metadata__` object of strings. Each tensor's byte length must be its dtype's size times
+/// its element count, and the tensors, in offset order, must fill the data section back to
+/// back from byte 0 (as the `safetensors` crate requires).
+fn parse_header(path: &Path, text: &[u8]) -> Result<Header> {
+    let json: Value = serde_json::from_slice(text)
+        .map_err(|e| not_safetensors(path, format!("its header is not JSON ({e})")))?;
+    let Value::Object(json) = json else {
+        return Err(not_safetensors(path, "its header is not a JSON object"));
+    };
+    let mut spans: Vec<(usize, usize, &str)> = Vec::with_capacity(json.len());
+    for (name, v) in &json {
+        if name == "__metadata__" {
+            let ok = match v {
+                Value::Null => true,
+                Value::Object(m) => m.values().all(Value::is_string),
+                _ => false,
+            };
+            if !ok {
+                return Err(not_safetensors(
+                    path,
+                    "its __metadata__ is not an object of strings",
+                ));
+            }
+            continue;
+        }
+        let info: TensorInfo = serde_json::from_value(v.clone()).map_err(|e| {
+            not_safetensors(
+                path,
+                format!("tensor {name:?} is not described right ({e})"),
+            )
+        })?;
+        let (start, end) = info.data_offsets;
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|count| count.checked_mul(info.dtype.bitsize()));
+        let held = end.checked_sub(start);
+        if bits.is_none_or(|b| b % 8 != 0 || held != Some(b / 8)) {
+            let need = match bits {
+                Some(b) if b % 8 == 0 => format!("{} bytes", b / 8),
+                Some(b) => format!("{b} bits, not whole bytes"),
+                None => "more bytes than can be counted".into(),
+            };
+            return Err(not_safetensors(
+                path,
+                format!(
+                    "tensor {name:?} has data_offsets [{start}, {end}] but a {:?} tensor of shape {:?} needs {need}",
+                    info.dtype, info.shape
+                ),
+            ));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort_unstable();
+    let mut at = 0;
+    for (start, end, name) in spans {
+        if start != at {
+            return Err(not_safetensors(
+                path,
+                format!(
+                    "tensor {name:?} starts at data byte {start}, expected {at} (tensors must be stored back to back without gaps or overlaps)"
+                ),
+            ));
+        }
+        at = end;
+    }
+    Ok(Header {
+        len: text.len(),
+        json,
+        data_len: at as u64,
+    })
+}
+
+/// Compares the size a header declares (`8 + header + data`) with the file's.
+fn check_size(path: &Path, h: &Header, actual: u64) -> Result<()> {
+    let declared = (8 + h.len as u64).saturating_add(h.data_len);
+    if declared == actual {
+        return Ok(());
+    }
+    let how = if actual < declared {
+        "truncated"
+    } else {
+        "trailing bytes after the data"
+    };
+    Err(not_safetensors(
+        path,
+        format!(
+            "its header declares {declared} bytes (8 + {} header + {} data) but the file has {actual} ({how})",
+            h.len, h.data_len
+        ),
+    ))
+}
+
+/// Verifies the [`CHECKSUM_KEY`] metadata entry, when the file has one.
+fn verify_checksum(path: &Path, h: &Header, data: &[u8]) -> Result<()> {
+    let Some(Value::Object(meta)) = h.json.get("__metadata__") else {
+        return Ok(());
+    };
+    let Some(expected) = meta.get(CHECKSUM_KEY).and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let well_formed = expected
+        .strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !well_formed {
+        return Err(bad(
+            path,
+            format!("metadata {CHECKSUM_KEY:?} is {expected:?}, not sha256:<64 hex digits>"),
+        ));
+    }
+    let found = checksum_of(&h.json, data);
+    if !found.eq_ignore_ascii_case(expected) {
+        return Err(bad(
+            path,
+            format!("checksum mismatch: the file is corrupt (expected {expected}, found {found})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks whole safetensors bytes as [`read_file`] checks a file: header, sizes, checksum.
+fn check_bytes(bytes: &[u8], path: &Path) -> Result<()> {
+    let size = bytes.len() as u64;
+    let Some(first) = bytes.first_chunk::<8>() else {
+        return Err(not_safetensors(
+            path,
+            format!("{size} bytes, fewer than the 8 of the header length"),
+        ));
+    };
+    let n = header_len(path, *first, size)?;
+    let header = parse_header(path, &bytes[8..8 + n])?;
+    check_size(path, &header, size)?;
+    verify_checksum(path, &header, &bytes[8 + n..])
+}
+
+/// Refuses a NaN or infinite value in tensor `name` (the file's name for it), naming the flat
+/// index and the value: such a model only produces NaN perplexities and samples.
+pub(crate) fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|x| !x.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(bad(
+            path,
+            format!(
+                "tensor {name:?} holds {} at flat index {i}; weights must be finite (a diverged or corrupt model)",
+                values[i]
+            ),
+        )),
+    }
 }
 
 /// Parses checkpoint bytes; `path` only labels errors.
+///
+/// The bytes get the checks of [`load`] (header, declared versus actual size, checksum when
+/// present, finite weights).
 ///
 /// # Errors
 /// As [`load`].
@@ -313,6 +901,12 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 /// assert!(err.to_string().starts_with("checkpoint model.safetensors: "));
 /// ```
 pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+    check_bytes(bytes, path)?;
+    parse_verified(bytes, path)
+}
+
+/// Builds a checkpoint from bytes whose header, sizes and checksum are already checked.
+fn parse_verified(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;
     let (_, header) = SafeTensors::read_metadata(bytes)
@@ -380,7 +974,9 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             ));
         }
         let _ = name;
+        let start = data.len();
         widen_into(&mut data, &t);
+        check_finite(path, file, &data[start..])?;
     }
     let v = cfg.vocab_size;
     let params = Params::from_vec(cfg, data);
@@ -414,6 +1010,7 @@ pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         let t = get(n)?;
         let mut data = Vec::new();
         widen_into(&mut data, &t);
+        check_finite(path, n, &data)?;
         extra_tensors.insert(n.clone(), (t.shape().to_vec(), data));
     }
     Ok(Checkpoint {
@@ -530,5 +1127,149 @@ fn widen_into(out: &mut Vec<f32>, t: &TensorView<'_>) {
             b.chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rnnlm-ckpt-unit-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    fn refused(path: &Path, why: &str) {
+        let err = check_output_path(path).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Invalid { .. }), "{path:?}: {err:?}");
+        assert!(text.contains(why), "{path:?}: {text:?} lacks {why:?}");
+    }
+
+    #[test]
+    fn a_failed_rename_removes_the_temporary_file_and_keeps_the_target() {
+        let dir = tmpdir("rename");
+        let path = dir.join("m.bin");
+        write_atomic(&path, b"old").unwrap();
+        let err =
+            write_atomic_with(&path, b"new", |_, _| Err(io::Error::other("injected"))).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("m.bin") && err.to_string().contains("injected"));
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(names(&dir), ["m.bin"]);
+        // A real failure of the operating system's rename: the target became a folder after
+        // the checks (rename(2) will not put a file over a directory).
+        let raced = dir.join("raced");
+        let err = write_atomic_with(&raced, b"x", |from, to| {
+            fs::create_dir(to)?;
+            fs::rename(from, to)
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(raced.is_dir());
+        assert_eq!(names(&dir), ["m.bin", "raced"]);
+        // A 255-byte name (the usual limit) still gets a temporary name that fits.
+        let long = dir.join("n".repeat(255));
+        write_atomic(&long, b"x").unwrap();
+        fs::remove_file(long).unwrap();
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn check_output_path_accepts_files_and_refuses_the_rest() {
+        let dir = tmpdir("check");
+        // Absent and regular files are fine; the probe leaves nothing behind.
+        check_output_path(&dir.join("new.safetensors")).unwrap();
+        let file = dir.join("old.safetensors");
+        fs::write(&file, b"x").unwrap();
+        check_output_path(&file).unwrap();
+        assert_eq!(names(&dir), ["old.safetensors"]);
+
+        refused(&dir, "is a directory");
+        refused(&dir.join("no/such/m"), "does not exist");
+        refused(&file.join("m"), "is not a folder");
+        refused(Path::new("."), "names a folder");
+        refused(Path::new(".."), "names a folder");
+        refused(&dir.join(".."), "names a folder");
+        refused(Path::new("/"), "ends with a slash");
+        refused(&dir.join("out/"), "ends with a slash");
+        refused(Path::new(""), "is empty");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{symlink, PermissionsExt};
+            // Symlinks: to a file, dangling into an existing folder, fine; to a folder, no.
+            symlink(&file, dir.join("to-file")).unwrap();
+            check_output_path(&dir.join("to-file")).unwrap();
+            symlink("not-yet", dir.join("dangling")).unwrap();
+            check_output_path(&dir.join("dangling")).unwrap();
+            symlink(&dir, dir.join("to-dir")).unwrap();
+            refused(&dir.join("to-dir"), "is a directory");
+            symlink("no-such/..", dir.join("to-dotdot")).unwrap();
+            let err = write_atomic(&dir.join("to-dotdot"), b"x").unwrap_err();
+            assert!(err.to_string().contains("names no file"), "{err}");
+            symlink("loop-b", dir.join("loop-a")).unwrap();
+            symlink("loop-a", dir.join("loop-b")).unwrap();
+            refused(&dir.join("loop-a"), "levels of symbolic links");
+            if Path::new("/dev/null").exists() {
+                refused(
+                    Path::new("/dev/null"),
+                    "is not a regular file (a character device)",
+                );
+            }
+            let fifo = dir.join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                refused(&fifo, "is not a regular file (a FIFO)");
+            }
+            // A folder without write permission (root writes anyway: then nothing to check).
+            let ro = dir.join("ro");
+            fs::create_dir(&ro).unwrap();
+            fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+            let probe = ro.join("p");
+            let root = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .is_ok();
+            if root {
+                fs::remove_file(&probe).unwrap();
+            } else {
+                refused(&ro.join("m"), "cannot create files in folder");
+            }
+            fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_checksum_covers_metadata_and_data_but_not_itself_or_padding() {
+        let params = Params::zeros(Config::new(3, 2, 2).unwrap());
+        let bytes = to_bytes(&params, None).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let Value::Object(h) = serde_json::from_slice(&bytes[8..8 + n]).unwrap() else {
+            panic!()
+        };
+        let stored = h["__metadata__"][CHECKSUM_KEY].as_str().unwrap().to_owned();
+        assert_eq!(checksum_of(&h, &bytes[8 + n..]), stored);
+        // Sealing already-sealed bytes changes nothing (the old entry is not hashed).
+        assert!(seal(bytes.clone()) == bytes);
+        // The checksum depends on every metadata entry and every data byte.
+        let mut other = h.clone();
+        other["__metadata__"]["config"] = Value::String("{}".into());
+        assert_ne!(checksum_of(&other, &bytes[8 + n..]), stored);
+        let mut data = bytes[8 + n..].to_vec();
+        data[0] ^= 0x80;
+        assert_ne!(checksum_of(&h, &data), stored);
     }
 }

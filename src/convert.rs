@@ -708,10 +708,11 @@ fn vocab_from(
 /// agree. Its length must be `V`.
 ///
 /// # Errors
-/// [`Error::Io`] if a file cannot be read; [`Error::Checkpoint`] naming the file if it is not
-/// safetensors, holds a tensor that is not F32, does not convert (every [`ConvertError`],
-/// e.g. a missing or unexpected tensor or a wrong shape), describes an invalid model, or the
-/// vocabulary is absent, malformed or of the wrong length.
+/// [`Error::Io`] if a file cannot be read; [`Error::Checkpoint`] naming the file if it is not a
+/// regular file, is not safetensors (checked header first, as [`checkpoint::load`] does), fails
+/// its checksum, holds a tensor that is not F32 or a NaN or infinite value, does not convert
+/// (every [`ConvertError`], e.g. a missing or unexpected tensor or a wrong shape), describes an
+/// invalid model, or the vocabulary is absent, malformed or of the wrong length.
 ///
 /// ```
 /// use rnnlm::convert::load_torch;
@@ -727,7 +728,9 @@ fn vocab_from(
 /// assert!(err.to_string().contains("--vocab-text TRAIN"));
 /// ```
 pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Vocab)> {
-    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    // The checkpoint reader: header first, sizes checked before the data is read, checksum
+    // verified when the file has one (files save_torch wrote).
+    let bytes = checkpoint::read_file(path)?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(path, format!("not a valid safetensors file ({e})")))?;
     let (_, header) = SafeTensors::read_metadata(&bytes)
@@ -748,7 +751,8 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
             .data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+            .collect::<Vec<f32>>();
+        checkpoint::check_finite(path, &name, &data)?;
         t.insert(name, (view.shape().to_vec(), data));
     }
     let (m, ours) = from_torch(&t).map_err(|e| {
@@ -794,8 +798,10 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// (`safetensors.torch.load_file` reads it; `model.load_state_dict` takes it), with the
 /// vocabulary, when given, as the `vocab` metadata entry (a JSON array of the words in id
 /// order). RNN and LSTM biases go whole to `bias_ih` (`bias_hh` is zero); a tied model gets
-/// `decoder.weight` as a copy of `encoder.weight`. The write is atomic
-/// ([`checkpoint::write_atomic`]): a failure never leaves a partial file.
+/// `decoder.weight` as a copy of `encoder.weight`. The header is canonical and carries the
+/// `checksum` entry of [`checkpoint::to_bytes_with`] (PyTorch ignores it; [`load_torch`]
+/// verifies it). The write is atomic ([`checkpoint::write_atomic`]): a failure never leaves a
+/// partial file.
 ///
 /// # Errors
 /// If the vocabulary's length is not `V`, or on I/O failure.
@@ -857,7 +863,7 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
     });
     let bytes = safetensors::serialize(views, (!meta.is_empty()).then_some(meta))
         .map_err(|e| Error::invalid("torch checkpoint", e.to_string()))?;
-    checkpoint::write_atomic(path, &checkpoint::canonical_header(bytes))
+    checkpoint::write_atomic(path, &checkpoint::seal(bytes))
 }
 
 #[cfg(test)]

@@ -346,3 +346,415 @@ fn numpy_reads_our_files_and_we_read_numpys_when_available() {
     assert_eq!(c.vocab.unwrap().word(5), Some("mat"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+// ---- hardening: header-first reading, checksums, non-finite weights, atomic writes ----
+
+fn load_err(path: &Path) -> String {
+    msg(checkpoint::load(path))
+}
+
+/// A file of `len` bytes that starts with `head`, sparse beyond it (it costs no disk).
+fn sparse(path: &Path, head: &[u8], len: u64) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(head).unwrap();
+    f.set_len(len).unwrap();
+}
+
+/// An 8-byte length and a JSON header padded to a multiple of 8.
+fn header(json: &str) -> Vec<u8> {
+    let mut text = json.to_string();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+#[test]
+fn huge_files_are_refused_from_their_header_without_reading_them() {
+    let dir = tmpdir("huge");
+    let path = dir.join("huge.safetensors");
+    const LEN: u64 = 3 << 30; // 3 GiB, sparse
+    let start = std::time::Instant::now();
+    let cases: [(Vec<u8>, &[&str]); 4] = [
+        // A length field of garbage.
+        (
+            vec![0xff; 64],
+            &["header", "more than the 100000000 allowed"],
+        ),
+        // A valid empty header: 16 bytes declared, 3 GiB found.
+        (
+            header("{}"),
+            &["declares 16 bytes", &format!("has {LEN}"), "trailing bytes"],
+        ),
+        // One 4 GiB tensor in a 3 GiB file: truncated, found before reading any of it.
+        (
+            header(r#"{"w":{"dtype":"F32","shape":[1073741824],"data_offsets":[0,4294967296]}}"#),
+            &["4294967296 data", &format!("has {LEN}"), "(truncated)"],
+        ),
+        // One 1 GiB tensor in a 3 GiB file: the rest is trailing bytes.
+        (
+            header(r#"{"w":{"dtype":"F32","shape":[268435456],"data_offsets":[0,1073741824]}}"#),
+            &["1073741824 data", "trailing bytes"],
+        ),
+    ];
+    for (head, must) in &cases {
+        sparse(&path, head, LEN);
+        let m = load_err(&path);
+        for want in *must {
+            assert!(m.contains(want), "{m:?} lacks {want:?}");
+        }
+        assert!(m.contains("huge.safetensors") && !m.contains('\n'), "{m}");
+    }
+    let took = start.elapsed();
+    // Reading any of these files whole would cost gigabytes and seconds.
+    assert!(took.as_secs_f64() < 5.0, "took {took:?}");
+    if let Some(peak) = rnnlm::bench::peak_rss_bytes() {
+        assert!(peak < 512 << 20, "peak RSS {} MiB", peak >> 20);
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn directories_devices_and_fifos_are_refused_without_hanging() {
+    let dir = tmpdir("special");
+    let m = load_err(&dir);
+    assert!(m.contains("is a directory"), "{m}");
+    // Via a symlink too (symlinks to regular files load, tested below).
+    #[cfg(unix)]
+    {
+        let link = dir.join("to-dir");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(load_err(&link).contains("is a directory"));
+    }
+    for dev in ["/dev/zero", "/dev/null"] {
+        if Path::new(dev).exists() {
+            let m = load_err(Path::new(dev));
+            assert!(
+                m.contains(dev) && m.contains("is not a regular file (a character device)"),
+                "{m}"
+            );
+        }
+    }
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        // Opening a FIFO blocks until a writer appears: the load must not even open it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || tx.send(load_err(&f)).unwrap());
+        let m = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("loading a FIFO hung");
+        assert!(m.contains("is not a regular file (a FIFO)"), "{m}");
+        // convert's reader is the same one.
+        let e = rnnlm::convert::load_torch(&fifo, None).unwrap_err();
+        assert!(e.to_string().contains("(a FIFO)"), "{e}");
+    } else {
+        eprintln!("SKIPPED the FIFO case: mkfifo is not available");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn truncated_and_trailing_bytes_say_declared_versus_actual() {
+    let (p, v) = sample();
+    let dir = tmpdir("sizes");
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &p, Some(&v)).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let len = good.len();
+
+    std::fs::write(&path, &good[..len - 7]).unwrap();
+    let m = load_err(&path);
+    let declared = format!("declares {len} bytes");
+    let found = format!("the file has {} (truncated)", len - 7);
+    assert!(m.contains(&declared) && m.contains(&found), "{m}");
+    let mut more = good.clone();
+    more.extend_from_slice(b"extra");
+    std::fs::write(&path, &more).unwrap();
+    let m = load_err(&path);
+    let found = format!("the file has {} (trailing bytes after the data)", len + 5);
+    assert!(m.contains(&declared) && m.contains(&found), "{m}");
+    // The same checks on bytes in memory.
+    assert!(msg(from_bytes(&more, &path)).contains(&found));
+    // A header cut short, and a file shorter than the length field.
+    std::fs::write(&path, &good[..20]).unwrap();
+    let m = load_err(&path);
+    assert!(
+        m.contains("header but only 12 bytes follow (truncated)"),
+        "{m}"
+    );
+    std::fs::write(&path, &good[..3]).unwrap();
+    assert!(load_err(&path).contains("3 bytes, fewer than the 8"));
+    std::fs::write(&path, b"").unwrap();
+    assert!(load_err(&path).contains("0 bytes"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn headers_with_bad_offsets_are_refused_by_name() {
+    let path = Path::new("h.safetensors");
+    let data = |n: usize| vec![0u8; n];
+    let with = |json: &str, n: usize| {
+        let mut b = header(json);
+        b.extend(data(n));
+        b
+    };
+    // 3 F32 values need 12 bytes, not 8.
+    let m = msg(from_bytes(
+        &with(
+            r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            8,
+        ),
+        path,
+    ));
+    assert!(m.contains("\"w\"") && m.contains("needs 12 bytes"), "{m}");
+    // A gap before the second tensor.
+    let m = msg(from_bytes(
+        &with(
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            12,
+        ),
+        path,
+    ));
+    assert!(m.contains("\"b\" starts at data byte 8, expected 4"), "{m}");
+    // Overflowing shapes, unknown dtypes, non-JSON.
+    let m = msg(from_bytes(
+        &with(
+            r#"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#,
+            0,
+        ),
+        path,
+    ));
+    assert!(m.contains("\"w\""), "{m}");
+    let m = msg(from_bytes(
+        &with(
+            r#"{"w":{"dtype":"F99","shape":[1],"data_offsets":[0,4]}}"#,
+            4,
+        ),
+        path,
+    ));
+    assert!(m.contains("\"w\"") && m.contains("F99"), "{m}");
+    let m = msg(from_bytes(&with("[1,2]", 0), path));
+    assert!(m.contains("not a JSON object"), "{m}");
+    let m = msg(from_bytes(&with("{oops", 0), path));
+    assert!(m.contains("header is not JSON"), "{m}");
+}
+
+#[test]
+fn nan_and_infinite_weights_are_refused_with_tensor_and_index() {
+    let (p, v) = sample();
+    let dir = tmpdir("finite");
+    let path = dir.join("m.safetensors");
+    for (name, index, value, shown) in [
+        ("rnn.0.Wh", 5, f32::NAN, "NaN"),
+        ("affine.b", 2, f32::INFINITY, "inf"),
+        ("embed.W", 0, f32::NEG_INFINITY, "-inf"),
+    ] {
+        let mut bad = p.clone();
+        bad.tensor_mut(name).unwrap()[index] = value;
+        checkpoint::save(&path, &bad, Some(&v)).unwrap();
+        let m = load_err(&path);
+        let want = format!("tensor {name:?} holds {shown} at flat index {index}");
+        assert!(m.contains(&want), "{m:?} lacks {want:?}");
+    }
+    // The trainer's extra tensors too (a resumable checkpoint's hidden state).
+    let h = [0.0f32, 1.0, f32::NAN];
+    let extra = [("trainer.h".to_string(), vec![1, 3], &h[..])];
+    let bytes = checkpoint::to_bytes_with(&p, None, &extra, &[]).unwrap();
+    let m = msg(from_bytes(&bytes, &path));
+    assert!(m.contains("\"trainer.h\" holds NaN at flat index 2"), "{m}");
+    // A foreign file (no checksum, old names) gets the same check, under its own names.
+    let mut t = book_tensors(&p);
+    t[2].2[1] = f32::INFINITY;
+    let m = msg(from_bytes(&write_tensors(&t, &[]), &path));
+    assert!(m.contains("\"rnn.Wh\" holds inf at flat index 1"), "{m}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn flipped_bits_are_caught_by_the_checksum() {
+    let (p, v) = sample();
+    let dir = tmpdir("checksum");
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &p, Some(&v)).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let text = std::str::from_utf8(&good[8..8 + n]).unwrap();
+    assert!(text.contains("\"checksum\":\"sha256:"), "{text}");
+
+    // One bit in the data section: the weight is still finite, only the checksum sees it.
+    let mut flipped = good.clone();
+    flipped[8 + n + 13] ^= 0x01;
+    std::fs::write(&path, &flipped).unwrap();
+    let m = load_err(&path);
+    assert!(
+        m.contains("checksum mismatch: the file is corrupt (expected sha256:")
+            && m.contains(", found sha256:"),
+        "{m}"
+    );
+    // One bit in the vocabulary: "cat" becomes "cau", still valid JSON and a valid vocabulary.
+    let at = 8
+        + text
+            .find("\\\"cat\\\"")
+            .expect("the vocab entry is escaped JSON")
+        + 4;
+    let mut flipped = good.clone();
+    assert_eq!(flipped[at], b't');
+    flipped[at] ^= 0x01;
+    std::fs::write(&path, &flipped).unwrap();
+    assert!(load_err(&path).contains("checksum mismatch"));
+    assert!(msg(from_bytes(&flipped, &path)).contains("checksum mismatch"));
+    // A malformed checksum entry is named.
+    let mut flipped = good.clone();
+    let at = 8 + text.find("sha256:").unwrap();
+    flipped[at..at + 6].copy_from_slice(b"md5:xx");
+    let m = msg(from_bytes(&flipped, &path));
+    assert!(m.contains("not sha256:<64 hex digits>"), "{m}");
+    // Untouched, it loads; so does a file without a checksum (numpy, PyTorch, version 0.1).
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(checkpoint::load(&path).unwrap().params, p);
+    let vocab = r#"["<eos>","the","<unk>","cat","sat","mat"]"#;
+    let theirs = write_tensors(&book_tensors(&p), &[("config", CONFIG), ("vocab", vocab)]);
+    std::fs::write(&path, &theirs).unwrap();
+    let c = checkpoint::load(&path).unwrap();
+    assert_eq!((c.params, c.vocab), (p, Some(v)));
+    assert!(!c.metadata.contains_key("checksum"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_checksum_is_reproducible_outside_rust_when_python_is_available() {
+    // The definition on `to_bytes_with`, recomputed with python's json and hashlib alone.
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import json, hashlib"])
+        .output();
+    if !probe.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("SKIPPED: python3 is not installed");
+        return;
+    }
+    let (p, _) = sample();
+    let words = ["<eos>", "thé", "<unk>", "c\"at", "s\\at", "mat\u{1}"];
+    let v = Vocab::from_words(words.map(String::from).to_vec()).unwrap();
+    let dir = tmpdir("python");
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &p, Some(&v)).unwrap();
+    let script = r#"
+import hashlib, json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+stored = h['__metadata__'].pop('checksum')
+if not h['__metadata__']:
+    del h['__metadata__']
+t = json.dumps(h, sort_keys=True, separators=(',', ':'), ensure_ascii=False).encode()
+d = hashlib.sha256(struct.pack('<Q', len(t)) + t + b[8 + n:]).hexdigest()
+print(stored == 'sha256:' + d, stored, d)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("True "), "{text}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn write_atomic_writes_through_symlinks_and_refuses_special_files() {
+    use std::os::unix::fs::{symlink, FileTypeExt};
+    let dir = tmpdir("links");
+    let sub = dir.join("real");
+    std::fs::create_dir(&sub).unwrap();
+    let target = sub.join("model.safetensors");
+    std::fs::write(&target, b"old").unwrap();
+    // A relative link in another folder, and a link to that link.
+    let link = dir.join("link");
+    symlink("real/model.safetensors", &link).unwrap();
+    let link2 = dir.join("link2");
+    symlink(&link, &link2).unwrap();
+    for (l, bytes) in [(&link, &b"new"[..]), (&link2, &b"newer"[..])] {
+        checkpoint::write_atomic(l, bytes).unwrap();
+        assert!(std::fs::symlink_metadata(l)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), bytes);
+    }
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        Path::new("real/model.safetensors")
+    );
+    // A dangling link: its target is created (as a shell's `>` would).
+    let dangling = dir.join("dangling");
+    symlink("real/fresh.safetensors", &dangling).unwrap();
+    let (p, v) = sample();
+    checkpoint::save(&dangling, &p, Some(&v)).unwrap();
+    assert_eq!(
+        checkpoint::load(&sub.join("fresh.safetensors"))
+            .unwrap()
+            .params,
+        p
+    );
+    assert_eq!(checkpoint::load(&dangling).unwrap().params, p); // loads through the link
+    let listing = |d: &Path| {
+        let mut n: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(listing(&sub), ["fresh.safetensors", "model.safetensors"]);
+
+    // A FIFO, a directory, a link to a directory and /dev/null: refused, nothing written.
+    let fifo = dir.join("fifo");
+    let has_fifo = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let to_sub = dir.join("to-sub");
+    symlink(&sub, &to_sub).unwrap();
+    let before = listing(&dir);
+    let mut refused = vec![
+        (sub.clone(), "is a directory"),
+        (to_sub.clone(), "is a directory"),
+    ];
+    if has_fifo {
+        refused.push((fifo.clone(), "is not a regular file (a FIFO)"));
+    }
+    if Path::new("/dev/null").exists() {
+        refused.push((
+            "/dev/null".into(),
+            "is not a regular file (a character device)",
+        ));
+    }
+    for (path, why) in refused {
+        let e = checkpoint::save(&path, &p, None).unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
+        let m = e.to_string();
+        assert!(m.contains(path.to_str().unwrap()) && m.contains(why), "{m}");
+    }
+    assert_eq!(listing(&dir), before);
+    assert_eq!(listing(&sub), ["fresh.safetensors", "model.safetensors"]);
+    if has_fifo {
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
+    if Path::new("/dev/null").exists() {
+        let ft = std::fs::symlink_metadata("/dev/null").unwrap().file_type();
+        assert!(ft.is_char_device(), "/dev/null is no longer a device");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

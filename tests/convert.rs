@@ -484,3 +484,43 @@ fn cli_convert_bad_inputs_give_one_line_and_write_nothing() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn load_torch_reads_through_the_checkpoint_reader() {
+    let dir = tmpdir("convert-reader");
+    let fixture = self::dir().join("gru2.safetensors");
+    // A directory and a truncated file are refused by the header-first reader.
+    let e = load_torch(&dir, None).unwrap_err().to_string();
+    assert!(e.contains("is a directory"), "{e}");
+    let bytes = std::fs::read(&fixture).unwrap();
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
+    let e = load_torch(&cut, None).unwrap_err().to_string();
+    assert!(
+        e.contains("cut.safetensors") && e.contains("(truncated)"),
+        "{e}"
+    );
+    // A NaN in a PyTorch tensor is named with its index.
+    let nan = dir.join("nan.safetensors");
+    let mut raw = read_raw(&fixture);
+    raw.0.get_mut("rnn.weight_hh_l1").unwrap().2[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
+    write_raw(&nan, &raw);
+    let e = load_torch(&nan, None).unwrap_err().to_string();
+    assert!(
+        e.contains("\"rnn.weight_hh_l1\" holds NaN at flat index 3"),
+        "{e}"
+    );
+    // save_torch's files carry the checksum, which load_torch verifies.
+    let (params, vocab) = load("gru2.safetensors");
+    let out = dir.join("out.safetensors");
+    save_torch(&out, &params, Some(&vocab)).unwrap();
+    let (_, meta) = read_raw(&out);
+    assert!(meta["checksum"].starts_with("sha256:"), "{meta:?}");
+    let mut bytes = std::fs::read(&out).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x02;
+    std::fs::write(&out, &bytes).unwrap();
+    let e = load_torch(&out, None).unwrap_err().to_string();
+    assert!(e.contains("checksum mismatch"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
