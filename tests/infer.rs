@@ -531,3 +531,60 @@ fn encode_decode() {
     let m = Rnnlm::new(random_params(4, 3, 4, 1), Vocab::from_words(words).unwrap()).unwrap();
     assert_eq!(m.encode("a zebra b").unwrap(), [1, 2, 3]);
 }
+
+/// `score_batch` gives the same bits as `score` of each sequence alone, for every cell, with
+/// lengths from 1 token to more than `SCORE_POSITIONS`, more sequences than a group, and any
+/// thread count.
+#[test]
+fn score_batch_is_bit_identical_to_scoring_each_sequence_alone() {
+    use rnnlm::model::config::Cell;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for cfg in [
+        Config::new(53, 12, 17).unwrap(),
+        Config::new(53, 16, 16)
+            .unwrap()
+            .with_cell(Cell::Lstm)
+            .with_layers(2)
+            .with_tied(true),
+        Config::new(53, 12, 17)
+            .unwrap()
+            .with_cell(Cell::Gru)
+            .with_layers(2),
+    ] {
+        let m = Rnnlm::new(random_params_of(cfg, 3), vocab(53)).unwrap();
+        let mut seqs: Vec<Vec<u32>> = (0..150)
+            .map(|i| {
+                let len = 1 + (i * 37) % 23;
+                (0..len).map(|_| rng.random_range(0..53u32)).collect()
+            })
+            .collect();
+        seqs.push(
+            (0..rnnlm::infer::SCORE_POSITIONS + 70)
+                .map(|_| rng.random_range(0..53u32))
+                .collect(),
+        );
+        seqs.push(vec![4]);
+        let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+        let alone: Vec<_> = refs.iter().map(|s| m.score(s).unwrap()).collect();
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let batch = pool.install(|| m.score_batch(&refs).unwrap());
+            for (k, (a, b)) in alone.iter().zip(&batch).enumerate() {
+                assert_eq!(
+                    a.log_prob.to_bits(),
+                    b.log_prob.to_bits(),
+                    "{cfg:?}, sequence {k}, {threads} threads"
+                );
+                assert_eq!(a.tokens, b.tokens);
+            }
+        }
+        assert!(m.score_batch(&[]).unwrap().is_empty());
+        let err = m.score_batch(&[&[1, 2], &[]]).unwrap_err().to_string();
+        assert!(err.contains("sequence 1"), "{err}");
+        let err = m.score_batch(&[&[1, 2], &[3, 99]]).unwrap_err().to_string();
+        assert!(err.contains("sequence 1") && err.contains("99"), "{err}");
+    }
+}

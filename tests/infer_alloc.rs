@@ -51,7 +51,11 @@ fn check(cfg: Config) {
             break;
         }
     }
-    assert_eq!(counts.last(), Some(&0), "step allocated ({cfg:?}): {counts:?} per 20 steps");
+    assert_eq!(
+        counts.last(),
+        Some(&0),
+        "step allocated ({cfg:?}): {counts:?} per 20 steps"
+    );
     state.reset();
     std::hint::black_box(&logits);
 }
