@@ -92,7 +92,7 @@ fn run(args: Args) -> rnnlm::Result<()> {
         tokens as f64 / secs,
         rayon::current_num_threads()
     );
-    rnnlm::checkpoint::write_atomic(&args.csv, curve.as_bytes())?;
+    rnnlm::outputs::write_atomic(&args.csv, curve.as_bytes())?;
     println!("perplexity curve written to {}", args.csv.display());
     if let Some(path) = &args.save {
         // Ids are by first appearance, so the words of the first 1000 tokens are ids 0..V.

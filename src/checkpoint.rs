@@ -13,10 +13,9 @@
 //! that are NaN or infinite.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::Path;
 
 use safetensors::tensor::{TensorInfo, TensorView};
 use safetensors::{Dtype, SafeTensors};
@@ -28,6 +27,7 @@ use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::model::config::{Cell, Config};
 use crate::model::params::Params;
+use crate::outputs::{not_regular, write_atomic};
 
 /// The largest header a checkpoint may declare: 100 MB (10^8 bytes). A header is about 100
 /// bytes a tensor plus the vocabulary (a 1M-word vocabulary is about 10 MB), so a larger length
@@ -107,7 +107,8 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 /// Serialises parameters and vocabulary to safetensors bytes.
 ///
 /// # Errors
-/// If the vocabulary's length is not `V`.
+/// If the vocabulary's length is not `V`, or a weight is NaN or infinite (see
+/// [`to_bytes_with`]).
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -141,7 +142,9 @@ pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// If the vocabulary's length is not `V`, an extra tensor is misnamed or its data does not
-/// match its shape, or an extra metadata entry is named [`CHECKSUM_KEY`] (the writer's own).
+/// match its shape, an extra metadata entry is named [`CHECKSUM_KEY`] (the writer's own), or a
+/// weight or extra tensor holds a NaN or an infinity ([`Error::Invalid`] naming the tensor and
+/// the flat index: [`load`] refuses such a file, so none is made).
 ///
 /// ```
 /// use rnnlm::checkpoint::{from_bytes, to_bytes_with};
@@ -159,6 +162,11 @@ pub fn to_bytes(params: &Params, vocab: Option<&Vocab>) -> Result<Vec<u8>> {
 /// *flipped.last_mut().unwrap() ^= 0x01;
 /// let err = from_bytes(&flipped, "mem".as_ref()).unwrap_err().to_string();
 /// assert!(err.contains("checksum mismatch"), "{err}");
+/// // A diverged hidden state is refused, naming the tensor and the flat index.
+/// let nan = [0.5f32, f32::NAN];
+/// let extra = [("trainer.h".to_string(), vec![1, 2], &nan[..])];
+/// let err = to_bytes_with(&params, None, &extra, &[]).unwrap_err().to_string();
+/// assert!(err.contains("\"trainer.h\" holds NaN at flat index 1"), "{err}");
 /// ```
 pub fn to_bytes_with(
     params: &Params,
@@ -206,24 +214,40 @@ pub fn to_bytes_with(
             ));
         }
     }
-    // safetensors stores little-endian bytes; convert explicitly so big-endian hosts work.
-    let le = |t: &[f32]| -> Vec<u8> { t.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = params
-        .tensors()
-        .into_iter()
-        .map(|(n, s, t)| (n, s, le(t)))
-        .collect();
-    named.extend(
+    let mut tensors = params.tensors();
+    tensors.extend(
         extra_tensors
             .iter()
-            .map(|(n, s, t)| (n.clone(), s.clone(), le(t))),
+            .map(|(n, s, t)| (n.clone(), s.clone(), *t)),
     );
+    encode(&tensors, meta)
+}
+
+/// Serialises f32 tensors and metadata as this crate writes every safetensors file (checkpoints,
+/// resume files, PyTorch state dicts): every value finite, little-endian, and the header
+/// [`seal`]ed.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the tensor and the flat index of a NaN or infinite value (loading
+/// refuses such a file, so it is never written); an error of the `safetensors` crate.
+pub(crate) fn encode(
+    tensors: &[(String, Vec<usize>, &[f32])],
+    meta: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    for (name, _, t) in tensors {
+        check_finite(name, t).map_err(|msg| Error::invalid("weights", msg))?;
+    }
+    // safetensors stores little-endian bytes; convert explicitly so big-endian hosts work.
+    let named: Vec<(&String, &Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, t)| (n, s, t.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
     let views = named.iter().map(|(name, shape, data)| {
-        let view = TensorView::new(Dtype::F32, shape.clone(), data)
+        let view = TensorView::new(Dtype::F32, shape.to_vec(), data)
             .expect("shape and byte length agree by construction");
-        (name.clone(), view)
+        (name.as_str(), view)
     });
-    let bytes = safetensors::serialize(views, Some(meta))
+    let bytes = safetensors::serialize(views, (!meta.is_empty()).then_some(meta))
         .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
     Ok(seal(bytes))
 }
@@ -308,8 +332,8 @@ fn json<T: Serialize + ?Sized>(v: &T) -> String {
 /// socket is refused.
 ///
 /// # Errors
-/// As [`to_bytes`] and [`write_atomic`] (the temporary file is removed and an existing `path`
-/// is left untouched).
+/// As [`to_bytes`] (NaN or infinite weights are refused before anything is written) and
+/// [`write_atomic`] (the temporary file is removed and an existing `path` is left untouched).
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -326,262 +350,6 @@ fn json<T: Serialize + ?Sized>(v: &T) -> String {
 pub fn save(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
     let bytes = to_bytes(params, vocab)?;
     write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file is written in the target's folder,
-/// fsynced and renamed over the target, so a crash or a full disk never leaves a broken or
-/// half-written file.
-///
-/// The target must be absent or a regular file (which is replaced). A symlink is written
-/// through: the file its chain of links finally names is replaced (or created), in that file's
-/// own folder, and the link stays a link pointing at it. A directory, character or block
-/// device, FIFO or socket is refused before anything is written: renaming over `/dev/null` (as
-/// root) would turn the device into a regular file, and a FIFO's reader would never see the
-/// data.
-///
-/// # Errors
-/// [`Error::Invalid`] naming the path if it is refused as above, has no file name (`.`, `/`,
-/// `..`) or ends with a slash; [`Error::Io`] on I/O failure (a missing folder, a full disk).
-/// On every error the temporary file is removed and an existing target is left untouched.
-///
-/// ```
-/// use rnnlm::checkpoint::write_atomic;
-/// let dir = std::env::temp_dir().join(format!("rnnlm-doc-atomic-{}", std::process::id()));
-/// std::fs::create_dir_all(&dir).unwrap();
-/// let path = dir.join("out.bin");
-/// write_atomic(&path, b"old").unwrap();
-/// write_atomic(&path, b"new").unwrap(); // replaces the file whole
-/// assert_eq!(std::fs::read(&path).unwrap(), b"new");
-/// assert!(matches!(write_atomic(&dir.join("no-dir/x"), b"x"), Err(rnnlm::Error::Io { .. })));
-/// let err = write_atomic(&dir, b"x").unwrap_err(); // a directory is not replaced
-/// assert!(err.to_string().contains("is a directory"), "{err}");
-/// # #[cfg(unix)] {
-/// let link = dir.join("link.bin");
-/// std::os::unix::fs::symlink("out.bin", &link).unwrap();
-/// write_atomic(&link, b"through").unwrap(); // written through the link
-/// assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
-/// assert_eq!(std::fs::read(&path).unwrap(), b"through");
-/// # }
-/// # std::fs::remove_dir_all(&dir).unwrap();
-/// ```
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, bytes, |from, to| fs::rename(from, to))
-}
-
-/// [`write_atomic`] with the final rename step given, so tests can make it fail.
-fn write_atomic_with(
-    path: &Path,
-    bytes: &[u8],
-    rename: impl FnOnce(&Path, &Path) -> io::Result<()>,
-) -> Result<()> {
-    check_file_name(path)?;
-    let target = output_target(path)?;
-    let dir = folder_of(&target);
-    // The user's path names a file (checked above), but a link may point at `somewhere/..`.
-    let name = target.file_name().ok_or_else(|| {
-        Error::invalid(
-            "output path",
-            format!(
-                "{} leads to {}, which names no file",
-                path.display(),
-                target.display()
-            ),
-        )
-    })?;
-    // The target's name (cut to 100 bytes so the temporary name stays under the usual
-    // 255-byte limit) tells a user whose temporary file a crash left behind.
-    let mut shown = name.to_string_lossy().into_owned();
-    while shown.len() > 100 {
-        shown.pop();
-    }
-    let tmp = dir.join(format!(".{shown}.tmp-{}", unique_suffix()));
-    // create_new: never write through something already at the temporary name (a stale
-    // file or a planted symlink); only a file this call created is removed on error.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| Error::io(path, e))?;
-    let result = (|| {
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        rename(&tmp, &target)?;
-        // Persist the rename itself; not every platform can open a directory, so best effort.
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    result.map_err(|e: io::Error| {
-        let _ = fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
-}
-
-/// Checks, before any work, that [`write_atomic`] (and so [`save`]) can write `path`: it names
-/// a file (not `.`, `/`, `..`, no trailing slash), the target is absent or a regular file or a
-/// symlink to one (not a directory, device, FIFO or socket), and the target's folder exists and
-/// takes new files (probed by creating and removing an empty temporary file there).
-///
-/// # Errors
-/// [`Error::Invalid`] naming the path and the reason; [`Error::Io`] if the file system cannot
-/// be asked.
-///
-/// ```
-/// use rnnlm::checkpoint::check_output_path;
-/// let dir = std::env::temp_dir();
-/// assert!(check_output_path(&dir.join("rnnlm-doc-new.safetensors")).is_ok());
-/// for bad in [dir.clone(), dir.join("no-such-dir/m.safetensors"), "out/".into(), ".".into()] {
-///     let err = check_output_path(&bad).unwrap_err().to_string();
-///     assert!(err.starts_with("invalid output path: "), "{err}");
-/// }
-/// ```
-pub fn check_output_path(path: &Path) -> Result<()> {
-    check_file_name(path)?;
-    let target = output_target(path)?;
-    let dir = folder_of(&target);
-    let refuse = |why: String| {
-        Err(Error::invalid(
-            "output path",
-            format!("{}: {why}", path.display()),
-        ))
-    };
-    match fs::metadata(&dir) {
-        Ok(m) if m.is_dir() => {}
-        Ok(_) => return refuse(format!("{} is not a folder", dir.display())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return refuse(format!("folder {} does not exist", dir.display()))
-        }
-        Err(e) => return Err(Error::io(dir, e)),
-    }
-    let probe = dir.join(format!(".rnnlm-probe-{}", unique_suffix()));
-    match OpenOptions::new().write(true).create_new(true).open(&probe) {
-        Ok(f) => {
-            drop(f);
-            let _ = fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => refuse(format!(
-            "cannot create files in folder {} ({e})",
-            dir.display()
-        )),
-    }
-}
-
-/// A suffix no other temporary file of this process uses (pid and a counter), so concurrent
-/// writers in one process never share a temporary file.
-fn unique_suffix() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// The folder a file lands in (`.` for a bare file name).
-fn folder_of(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Refuses paths that do not name a file: empty, ending with a separator (`Path` would drop it
-/// and write to the folder's name), or ending in `.`, `..` or the root.
-fn check_file_name(path: &Path) -> Result<()> {
-    let text = path.as_os_str().to_string_lossy();
-    let last = text.rsplit(std::path::is_separator).next().unwrap_or("");
-    let why = if text.is_empty() {
-        "is empty"
-    } else if text.ends_with(std::path::is_separator) {
-        "ends with a slash; give a file name"
-    } else if last == "." || last == ".." {
-        "names a folder; give a file name"
-    } else {
-        return Ok(());
-    };
-    Err(Error::invalid(
-        "output path",
-        format!("{:?} {why}", path.display().to_string()),
-    ))
-}
-
-/// Where a write to `path` lands: `path` itself when it is absent or a regular file; for a
-/// symlink, the file its chain of links finally names (which may be absent). Directories and
-/// special files are refused.
-fn output_target(path: &Path) -> Result<PathBuf> {
-    // Linux's own limit on links followed in one lookup.
-    const MAX_LINKS: usize = 40;
-    let mut p = path.to_owned();
-    for _ in 0..=MAX_LINKS {
-        let m = match fs::symlink_metadata(&p) {
-            // Absent (or under a file, which the folder check then reports): created anew.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                ) =>
-            {
-                return Ok(p)
-            }
-            Err(e) => return Err(Error::io(&p, e)),
-            Ok(m) => m,
-        };
-        if m.file_type().is_symlink() {
-            let link = fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
-            // A relative link is relative to the folder holding it; join keeps an absolute one.
-            p = folder_of(&p).join(link);
-            continue;
-        }
-        if m.is_file() {
-            return Ok(p);
-        }
-        let via = if p == path {
-            String::new()
-        } else {
-            format!(" (a link to {})", p.display())
-        };
-        return Err(Error::invalid(
-            "output path",
-            format!(
-                "{}{via} {}; refusing to replace it",
-                path.display(),
-                not_regular(&m.file_type())
-            ),
-        ));
-    }
-    Err(Error::invalid(
-        "output path",
-        format!(
-            "{}: more than {MAX_LINKS} levels of symbolic links",
-            path.display()
-        ),
-    ))
-}
-
-/// Why a file of this (non-regular) type is not usable: "is a directory" or "is not a
-/// regular file (a FIFO)" and the like.
-fn not_regular(ft: &fs::FileType) -> String {
-    if ft.is_dir() {
-        return "is a directory".into();
-    }
-    let mut kind = "a special file";
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            kind = "a FIFO";
-        } else if ft.is_char_device() {
-            kind = "a character device";
-        } else if ft.is_block_device() {
-            kind = "a block device";
-        } else if ft.is_socket() {
-            kind = "a socket";
-        }
-    }
-    format!("is not a regular file ({kind})")
 }
 
 /// Loads a checkpoint file.
@@ -689,13 +457,9 @@ fn reserve(path: &Path, buf: &mut Vec<u8>, more: usize) -> Result<()> {
 }
 
 fn require_regular(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    if meta.is_file() {
-        Ok(())
-    } else {
-        Err(bad(
-            path,
-            format!("{}; a checkpoint is a file", not_regular(&meta.file_type())),
-        ))
+    match not_regular(&meta.file_type()) {
+        None => Ok(()),
+        Some(why) => Err(bad(path, format!("{why}; a checkpoint is a file"))),
     }
 }
 
@@ -872,16 +636,15 @@ fn check_bytes(bytes: &[u8], path: &Path) -> Result<()> {
 }
 
 /// Refuses a NaN or infinite value in tensor `name` (the file's name for it), naming the flat
-/// index and the value: such a model only produces NaN perplexities and samples.
-pub(crate) fn check_finite(path: &Path, name: &str, values: &[f32]) -> Result<()> {
+/// index and the value: such a model only produces NaN perplexities and samples. The one check
+/// of weights, for loading (the caller names the file) and for saving ([`encode`]). The error
+/// is the message.
+pub(crate) fn check_finite(name: &str, values: &[f32]) -> std::result::Result<(), String> {
     match values.iter().position(|x| !x.is_finite()) {
         None => Ok(()),
-        Some(i) => Err(bad(
-            path,
-            format!(
-                "tensor {name:?} holds {} at flat index {i}; weights must be finite (a diverged or corrupt model)",
-                values[i]
-            ),
+        Some(i) => Err(format!(
+            "tensor {name:?} holds {} at flat index {i}; weights must be finite (a diverged or corrupt model)",
+            values[i]
         )),
     }
 }
@@ -976,7 +739,7 @@ fn parse_verified(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         let _ = name;
         let start = data.len();
         widen_into(&mut data, &t);
-        check_finite(path, file, &data[start..])?;
+        check_finite(file, &data[start..]).map_err(|m| bad(path, m))?;
     }
     let v = cfg.vocab_size;
     let params = Params::from_vec(cfg, data);
@@ -1010,7 +773,7 @@ fn parse_verified(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         let t = get(n)?;
         let mut data = Vec::new();
         widen_into(&mut data, &t);
-        check_finite(path, n, &data)?;
+        check_finite(n, &data).map_err(|m| bad(path, m))?;
         extra_tensors.insert(n.clone(), (t.shape().to_vec(), data));
     }
     Ok(Checkpoint {
@@ -1133,124 +896,6 @@ fn widen_into(out: &mut Vec<f32>, t: &TensorView<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("rnnlm-ckpt-unit-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut n: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        n.sort();
-        n
-    }
-
-    fn refused(path: &Path, why: &str) {
-        let err = check_output_path(path).unwrap_err();
-        let text = err.to_string();
-        assert!(matches!(err, Error::Invalid { .. }), "{path:?}: {err:?}");
-        assert!(text.contains(why), "{path:?}: {text:?} lacks {why:?}");
-    }
-
-    #[test]
-    fn a_failed_rename_removes_the_temporary_file_and_keeps_the_target() {
-        let dir = tmpdir("rename");
-        let path = dir.join("m.bin");
-        write_atomic(&path, b"old").unwrap();
-        let err =
-            write_atomic_with(&path, b"new", |_, _| Err(io::Error::other("injected"))).unwrap_err();
-        assert!(matches!(err, Error::Io { .. }), "{err:?}");
-        assert!(err.to_string().contains("m.bin") && err.to_string().contains("injected"));
-        assert_eq!(fs::read(&path).unwrap(), b"old");
-        assert_eq!(names(&dir), ["m.bin"]);
-        // A real failure of the operating system's rename: the target became a folder after
-        // the checks (rename(2) will not put a file over a directory).
-        let raced = dir.join("raced");
-        let err = write_atomic_with(&raced, b"x", |from, to| {
-            fs::create_dir(to)?;
-            fs::rename(from, to)
-        })
-        .unwrap_err();
-        assert!(matches!(err, Error::Io { .. }), "{err:?}");
-        assert!(raced.is_dir());
-        assert_eq!(names(&dir), ["m.bin", "raced"]);
-        // A 255-byte name (the usual limit) still gets a temporary name that fits.
-        let long = dir.join("n".repeat(255));
-        write_atomic(&long, b"x").unwrap();
-        fs::remove_file(long).unwrap();
-        fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn check_output_path_accepts_files_and_refuses_the_rest() {
-        let dir = tmpdir("check");
-        // Absent and regular files are fine; the probe leaves nothing behind.
-        check_output_path(&dir.join("new.safetensors")).unwrap();
-        let file = dir.join("old.safetensors");
-        fs::write(&file, b"x").unwrap();
-        check_output_path(&file).unwrap();
-        assert_eq!(names(&dir), ["old.safetensors"]);
-
-        refused(&dir, "is a directory");
-        refused(&dir.join("no/such/m"), "does not exist");
-        refused(&file.join("m"), "is not a folder");
-        refused(Path::new("."), "names a folder");
-        refused(Path::new(".."), "names a folder");
-        refused(&dir.join(".."), "names a folder");
-        refused(Path::new("/"), "ends with a slash");
-        refused(&dir.join("out/"), "ends with a slash");
-        refused(Path::new(""), "is empty");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::{symlink, PermissionsExt};
-            // Symlinks: to a file, dangling into an existing folder, fine; to a folder, no.
-            symlink(&file, dir.join("to-file")).unwrap();
-            check_output_path(&dir.join("to-file")).unwrap();
-            symlink("not-yet", dir.join("dangling")).unwrap();
-            check_output_path(&dir.join("dangling")).unwrap();
-            symlink(&dir, dir.join("to-dir")).unwrap();
-            refused(&dir.join("to-dir"), "is a directory");
-            symlink("no-such/..", dir.join("to-dotdot")).unwrap();
-            let err = write_atomic(&dir.join("to-dotdot"), b"x").unwrap_err();
-            assert!(err.to_string().contains("names no file"), "{err}");
-            symlink("loop-b", dir.join("loop-a")).unwrap();
-            symlink("loop-a", dir.join("loop-b")).unwrap();
-            refused(&dir.join("loop-a"), "levels of symbolic links");
-            if Path::new("/dev/null").exists() {
-                refused(
-                    Path::new("/dev/null"),
-                    "is not a regular file (a character device)",
-                );
-            }
-            let fifo = dir.join("fifo");
-            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
-            if made.is_ok_and(|s| s.success()) {
-                refused(&fifo, "is not a regular file (a FIFO)");
-            }
-            // A folder without write permission (root writes anyway: then nothing to check).
-            let ro = dir.join("ro");
-            fs::create_dir(&ro).unwrap();
-            fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
-            let probe = ro.join("p");
-            let root = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&probe)
-                .is_ok();
-            if root {
-                fs::remove_file(&probe).unwrap();
-            } else {
-                refused(&ro.join("m"), "cannot create files in folder");
-            }
-            fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        fs::remove_dir_all(dir).unwrap();
-    }
 
     #[test]
     fn the_checksum_covers_metadata_and_data_but_not_itself_or_padding() {

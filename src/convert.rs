@@ -24,7 +24,7 @@
 //! [`from_torch`] and [`to_torch`] are the pure mapping; [`load_torch`] and [`save_torch`] read
 //! and write `safetensors` files (`safetensors.torch.save_file(model.state_dict(), ...)`), with
 //! the vocabulary from a `vocab` metadata entry or rebuilt from the training text
-//! ([`dictionary`]). The command line is `rnnlm convert --from torch` / `--to torch`.
+//! ([`read_dictionary`]). The command line is `rnnlm convert --from torch` / `--to torch`.
 //!
 //! ```
 //! use rnnlm::convert::{from_torch, to_torch, Tensors, TorchCell};
@@ -51,17 +51,17 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs;
 use std::path::Path;
 
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::checkpoint;
+use crate::data::corpus::read_dictionary;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::model::config::{Cell, Config};
 use crate::model::params::Params;
+use crate::outputs;
 
 /// Named f32 tensors: name -> (shape, row-major data).
 pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -570,47 +570,6 @@ pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors, ConvertError>
     Ok(t)
 }
 
-/// Python's `str.isspace` for the characters `str.split()` splits on: Unicode white space plus
-/// the separators U+001C..U+001F, which Rust does not count as white space.
-fn py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
-
-/// word_language_model's `data.Dictionary` over a text: the words in order of first
-/// appearance, reading line by line (`\n`, `\r\n` and `\r` end a line, as Python's text mode
-/// reads them) each line's whitespace-split words followed by `"<eos>"`.
-///
-/// ```
-/// let words = rnnlm::convert::dictionary("the cat sat\n\nthe dog\n");
-/// assert_eq!(words, ["the", "cat", "sat", "<eos>", "dog"]);
-/// assert!(rnnlm::convert::dictionary("").is_empty());
-/// ```
-pub fn dictionary(text: &str) -> Vec<String> {
-    let mut seen = BTreeSet::new();
-    let mut words = Vec::new();
-    let mut add = |w: &str| {
-        if seen.insert(w.to_string()) {
-            words.push(w.to_string());
-        }
-    };
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (line, next) = match rest.find(['\n', '\r']) {
-            Some(i) => {
-                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
-                (&rest[..i], &rest[i + skip..])
-            }
-            None => (rest, ""),
-        };
-        for w in line.split(py_space).filter(|w| !w.is_empty()) {
-            add(w);
-        }
-        add("<eos>");
-        rest = next;
-    }
-    words
-}
-
 // ---- files ----
 
 fn torch_cell(c: Cell) -> TorchCell {
@@ -643,15 +602,6 @@ fn vocab_from(
     vocab_text: Option<&Path>,
     v: usize,
 ) -> Result<Vocab> {
-    let from_text = |text_path: &Path| -> Result<Vec<String>> {
-        let bytes = fs::read(text_path).map_err(|e| Error::io(text_path, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| Error::Parse {
-            path: text_path.to_owned(),
-            line: None,
-            msg: format!("not valid UTF-8 text ({})", e.utf8_error()),
-        })?;
-        Ok(dictionary(&text))
-    };
     let (words, source) = match (meta, vocab_text) {
         (Some(text), given) => {
             let words: Vec<String> = serde_json::from_str(text).map_err(|e| {
@@ -662,7 +612,7 @@ fn vocab_from(
             })?;
             if let Some(t) = given {
                 // Both: they must agree, or the ids would silently mean other words.
-                if from_text(t)? != words {
+                if read_dictionary(t)? != words {
                     return Err(bad(
                         path,
                         format!(
@@ -677,7 +627,10 @@ fn vocab_from(
             }
             (words, "its 'vocab' metadata".to_string())
         }
-        (None, Some(t)) => (from_text(t)?, format!("the dictionary of {}", t.display())),
+        (None, Some(t)) => (
+            read_dictionary(t)?,
+            format!("the dictionary of {}", t.display()),
+        ),
         (None, None) => {
             return Err(bad(
                 path,
@@ -703,7 +656,7 @@ fn vocab_from(
 /// `safetensors.torch.save_file` and converts it (see the [module docs](self)).
 ///
 /// The vocabulary is the file's `vocab` metadata entry (a JSON array of the words in id order)
-/// when it has one, else word_language_model's `Dictionary` ([`dictionary`]) of the text at
+/// when it has one, else word_language_model's `Dictionary` ([`read_dictionary`]) of the text at
 /// `vocab_text` (the training text the model was trained on). When both are present they must
 /// agree. Its length must be `V`.
 ///
@@ -752,7 +705,7 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect::<Vec<f32>>();
-        checkpoint::check_finite(path, &name, &data)?;
+        checkpoint::check_finite(&name, &data).map_err(|m| bad(path, m))?;
         t.insert(name, (view.shape().to_vec(), data));
     }
     let (m, ours) = from_torch(&t).map_err(|e| {
@@ -800,11 +753,12 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// order). RNN and LSTM biases go whole to `bias_ih` (`bias_hh` is zero); a tied model gets
 /// `decoder.weight` as a copy of `encoder.weight`. The header is canonical and carries the
 /// `checksum` entry of [`checkpoint::to_bytes_with`] (PyTorch ignores it; [`load_torch`]
-/// verifies it). The write is atomic ([`checkpoint::write_atomic`]): a failure never leaves a
+/// verifies it). The write is atomic ([`outputs::write_atomic`]): a failure never leaves a
 /// partial file.
 ///
 /// # Errors
-/// If the vocabulary's length is not `V`, or on I/O failure.
+/// If the vocabulary's length is not `V`, a weight is NaN or infinite (naming the tensor and
+/// the flat index, as [`checkpoint::to_bytes_with`]), or on I/O failure.
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -848,22 +802,11 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
             serde_json::to_string(v.words()).expect("strings always serialise"),
         );
     }
-    // safetensors stores little-endian bytes; convert explicitly so big-endian hosts work.
-    let named: Vec<(String, Vec<usize>, Vec<u8>)> = t
-        .into_iter()
-        .map(|(name, (shape, data))| {
-            let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            (name, shape, bytes)
-        })
+    let named: Vec<(String, Vec<usize>, &[f32])> = t
+        .iter()
+        .map(|(name, (shape, data))| (name.clone(), shape.clone(), &data[..]))
         .collect();
-    let views = named.iter().map(|(name, shape, data)| {
-        let view = TensorView::new(Dtype::F32, shape.clone(), data)
-            .expect("shape and byte length agree by construction");
-        (name.clone(), view)
-    });
-    let bytes = safetensors::serialize(views, (!meta.is_empty()).then_some(meta))
-        .map_err(|e| Error::invalid("torch checkpoint", e.to_string()))?;
-    checkpoint::write_atomic(path, &checkpoint::seal(bytes))
+    outputs::write_atomic(path, &checkpoint::encode(&named, meta)?)
 }
 
 #[cfg(test)]
@@ -1272,17 +1215,6 @@ mod tests {
         assert!(matches!(e, ConvertError::Invalid { .. }));
     }
 
-    #[test]
-    fn dictionary_is_word_language_models() {
-        assert_eq!(
-            dictionary("b a  b\r\nc\rb\n\n d \t e\u{1f}f"),
-            ["b", "a", "<eos>", "c", "d", "e", "f"]
-        );
-        assert_eq!(dictionary("\n"), ["<eos>"]);
-        assert_eq!(dictionary("x"), ["x", "<eos>"]);
-        assert_eq!(dictionary("x\n"), ["x", "<eos>"]);
-    }
-
     // ---- the PyTorch fixtures (tests/fixtures/torch, made by make_fixtures.py) ----
 
     fn fixture_dir() -> std::path::PathBuf {
@@ -1403,7 +1335,7 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
                 .unwrap();
         let corpus = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
-        let words = dictionary(&corpus);
+        let words = read_dictionary(&dir.join("corpus.txt")).unwrap();
         let index: BTreeMap<&str, usize> = words
             .iter()
             .enumerate()

@@ -1,13 +1,13 @@
-//! Checks on the files a command writes, made before any work starts.
+//! The files a command writes: checked before any work starts, then written atomically.
 //!
 //! A training run that fails on its last line because `--save` names a folder, a device or a
-//! read-only place loses the model it spent hours on; these checks run first, so a bad path
-//! costs nothing. [`check_distinct`] also refuses one file in two roles at once (an output
+//! read-only place loses the model it spent hours on; [`check_output`] runs first, so a bad
+//! path costs nothing. [`check_distinct`] also refuses one file in two roles at once (an output
 //! over an input, or two outputs onto one file), which would silently destroy data.
 //!
-//! Outputs are written whole through a temporary sibling file and a rename, so a symlink is
-//! followed: [`write_target`] is the file that actually gets replaced, and the checks apply to
-//! it.
+//! Every output (checkpoints, resume files, logs, plots, converted models) is written whole by
+//! [`write_atomic`], through a temporary sibling file and a rename. A symlink is followed:
+//! [`write_target`] is the file that actually gets replaced, and the checks apply to it.
 //!
 //! ```
 //! use rnnlm::outputs::{check_distinct, check_output};
@@ -24,21 +24,22 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
-use std::fs;
-use std::io::ErrorKind;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
 /// Symlinks followed before giving up (Linux's own limit).
 const MAX_LINKS: usize = 40;
 
-/// Checks that `path` can receive an output file, before any work: its folder exists and is
-/// writable (probed by creating and removing a temporary file there), and the target is
-/// absent or a regular file, or a symlink to one (written through: the file it points to is
-/// replaced). A folder, a device (such as `/dev/null`), a FIFO or a socket is refused, as are
-/// `.`, `/` and a path ending in `/`. `flag` names the option in the error (`--save`).
+/// Checks that `path` can receive an output file, before any work: it names a file (not `.`,
+/// `..`, `/` or a path ending in `/`), its folder exists and is writable (probed by creating
+/// and removing a temporary file there), and the target is absent or a regular file, or a
+/// symlink to one (written through: the file it points to is replaced). A directory, a device
+/// (such as `/dev/null`), a FIFO or a socket is refused. `flag` names the option in the error
+/// (`--save`). [`write_atomic`] refuses the same paths, but only when it comes to write.
 ///
 /// # Errors
 /// [`Error::Invalid`] naming `flag`, the path and the problem.
@@ -51,21 +52,8 @@ const MAX_LINKS: usize = 40;
 /// }
 /// ```
 pub fn check_output(path: &Path, flag: &str) -> Result<()> {
-    let bad = |msg: String| Error::invalid(flag, format!("{}: {msg}", path.display()));
-    let text = path.as_os_str().to_string_lossy();
-    if text.is_empty() {
-        return Err(Error::invalid(flag, "the path is empty; give a file name"));
-    }
-    // `Path` drops a trailing `/` and `/.`, so look at the text as given.
-    let last = text.rsplit(std::path::is_separator).next().unwrap_or("");
-    if text.ends_with(std::path::is_separator) || last == "." || last == ".." {
-        return Err(bad("names a folder, not a file; give a file name".into()));
-    }
-    let target = match write_target(path) {
-        Ok(t) => t,
-        Err(Error::Io { source, .. }) => return Err(bad(source.to_string())),
-        Err(e) => return Err(e),
-    };
+    let bad = |why: String| refused(flag, path, why);
+    let target = checked_target(path).map_err(bad)?;
     let dir = folder_of(&target);
     match fs::metadata(&dir) {
         Ok(m) if m.is_dir() => {}
@@ -75,27 +63,14 @@ pub fn check_output(path: &Path, flag: &str) -> Result<()> {
         }
         Err(e) => return Err(bad(format!("cannot use folder {}: {e}", dir.display()))),
     }
-    match fs::symlink_metadata(&target) {
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(bad(format!("cannot inspect {}: {e}", target.display()))),
-        Ok(m) if m.is_file() => {}
-        Ok(m) => {
-            let what = kind(&m.file_type());
-            return Err(bad(if target == path {
-                format!("is {what}, not a regular file; refusing to replace it")
-            } else {
-                let to = target.display();
-                format!("is a symlink to {to}, which is {what}; refusing to replace it")
-            }));
-        }
-    }
     probe(&dir).map_err(|e| bad(format!("cannot write in folder {}: {e}", dir.display())))
 }
 
 /// The file a write to `path` replaces: `path` itself, or for a symlink the file at the end of
-/// its chain (which need not exist yet). Outputs are written to a temporary sibling and
-/// renamed into place; renaming onto the symlink would replace the link, not the file it
-/// points to, so callers write to this path instead.
+/// its chain (which need not exist yet; a relative link is relative to the folder holding
+/// it). Outputs are written to a temporary sibling and renamed into place; renaming onto the
+/// symlink would replace the link, not the file it points to, so [`write_atomic`] renames onto
+/// this path instead.
 ///
 /// # Errors
 /// If a link cannot be read or the chain is longer than 40 links (a loop).
@@ -118,7 +93,8 @@ pub fn write_target(path: &Path) -> Result<PathBuf> {
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
                 let to = fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
-                // A relative link is relative to the folder holding the link.
+                // A relative link is relative to the folder holding the link; `join` keeps an
+                // absolute one as it is.
                 p = folder_of(&p).join(to);
             }
             _ => return Ok(p),
@@ -126,8 +102,91 @@ pub fn write_target(path: &Path) -> Result<PathBuf> {
     }
     Err(Error::io(
         path,
-        std::io::Error::other(format!("more than {MAX_LINKS} symlinks in a row (a loop?)")),
+        io::Error::other(format!("more than {MAX_LINKS} symlinks in a row (a loop?)")),
     ))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file is written in the target's folder,
+/// fsynced and renamed over the target, so a crash or a full disk never leaves a broken or
+/// half-written file.
+///
+/// The target is [`write_target`]`(path)`: `path` itself, or for a symlink the file its chain
+/// of links finally names, replaced (or created) in that file's own folder, the link staying a
+/// link. It must be absent or a regular file: a directory, character or block device, FIFO or
+/// socket is refused before anything is written (renaming over `/dev/null` as root would turn
+/// the device into a regular file, and a FIFO's reader would never see the data), as is a path
+/// that names no file ([`check_output`] refuses the same paths up front). The temporary file is
+/// `.NAME.tmp-PID-N` (NAME cut to 100 bytes, N a per-process counter), created with
+/// `create_new`, so it never writes through a stale file or a planted symlink, and concurrent
+/// writers never share one.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the path if it is refused as above; [`Error::Io`] on I/O failure
+/// (a missing folder, a full disk). On every error the temporary file is removed and an
+/// existing target is left untouched.
+///
+/// ```
+/// use rnnlm::outputs::write_atomic;
+/// let dir = std::env::temp_dir().join(format!("rnnlm-doc-atomic-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("out.bin");
+/// write_atomic(&path, b"old").unwrap();
+/// write_atomic(&path, b"new").unwrap(); // replaces the file whole
+/// assert_eq!(std::fs::read(&path).unwrap(), b"new");
+/// assert!(matches!(write_atomic(&dir.join("no-dir/x"), b"x"), Err(rnnlm::Error::Io { .. })));
+/// let err = write_atomic(&dir, b"x").unwrap_err(); // a directory is not replaced
+/// assert!(err.to_string().contains("is a directory"), "{err}");
+/// # #[cfg(unix)] {
+/// let link = dir.join("link.bin");
+/// std::os::unix::fs::symlink("out.bin", &link).unwrap();
+/// write_atomic(&link, b"through").unwrap(); // written through the link
+/// assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+/// assert_eq!(std::fs::read(&path).unwrap(), b"through");
+/// # }
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, bytes, |from, to| fs::rename(from, to))
+}
+
+/// [`write_atomic`] with the final rename step given, so tests can make it fail.
+fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    rename: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> Result<()> {
+    let target = checked_target(path).map_err(|why| refused("output path", path, why))?;
+    let dir = folder_of(&target);
+    // The target's name (cut to 100 bytes so the temporary name stays under the usual
+    // 255-byte limit) tells a user whose temporary file a crash left behind.
+    let name = target.file_name().expect("checked_target names a file");
+    let mut shown = name.to_string_lossy().into_owned();
+    while shown.len() > 100 {
+        shown.pop();
+    }
+    let tmp = dir.join(format!(".{shown}.tmp-{}", unique_suffix()));
+    // create_new: never write through something already at the temporary name (a stale
+    // file or a planted symlink); only a file this call created is removed on error.
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| Error::io(path, e))?;
+    let result = (|| {
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        rename(&tmp, &target)?;
+        // Persist the rename itself; not every platform can open a directory, so best effort.
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    result.map_err(|e: io::Error| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 /// Refuses any output that is the same file as an input or as another output: existing files
@@ -212,6 +271,87 @@ fn identity(path: &Path) -> Option<Identity> {
     Some(Identity::Path(dir.join(name)))
 }
 
+/// The file a write to `path` lands in ([`write_target`]), checked as [`check_output`] and
+/// [`write_atomic`] both need: `path` names a file, and the target is absent or a regular file
+/// and has a name. The folder is not checked here: [`check_output`] looks at it, and
+/// [`write_atomic`]'s creation of the temporary file fails there if it is missing. The error
+/// is why, for the caller to label with the flag or role.
+fn checked_target(path: &Path) -> std::result::Result<PathBuf, String> {
+    let text = path.as_os_str().to_string_lossy();
+    if text.is_empty() {
+        return Err("the path is empty; give a file name".into());
+    }
+    // `Path` drops a trailing `/` and `/.`, so look at the text as given.
+    let last = text.rsplit(std::path::is_separator).next().unwrap_or("");
+    if text.ends_with(std::path::is_separator) || last == "." || last == ".." {
+        return Err("names a folder, not a file; give a file name".into());
+    }
+    let target = match write_target(path) {
+        Ok(t) => t,
+        Err(Error::Io { source, .. }) => return Err(source.to_string()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let link = |what: String| {
+        if target == path {
+            what
+        } else {
+            format!("is a symlink to {}, which {what}", target.display())
+        }
+    };
+    match fs::symlink_metadata(&target) {
+        // Absent (or under a file, which the folder check reports): created anew.
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {}
+        Err(e) => return Err(format!("cannot inspect {}: {e}", target.display())),
+        Ok(m) => {
+            if let Some(why) = not_regular(&m.file_type()) {
+                return Err(link(format!("{why}; refusing to replace it")));
+            }
+        }
+    }
+    // The path names a file (checked above), but a link may point at `somewhere/..`.
+    if target.file_name().is_none() {
+        return Err(link("names no file".into()));
+    }
+    Ok(target)
+}
+
+/// [`Error::Invalid`] for `what` (a flag such as `--save`, or "output path"): "PATH: why".
+fn refused(what: &str, path: &Path, why: String) -> Error {
+    if path.as_os_str().is_empty() {
+        Error::invalid(what, why)
+    } else {
+        Error::invalid(what, format!("{}: {why}", path.display()))
+    }
+}
+
+/// Why a file of type `t` cannot be used where a regular file is needed, or `None` for a
+/// regular file: "is a directory", or "is not a regular file (a FIFO)" (a character device, a
+/// block device, a socket). `t` is the type at the end of any symlinks. The one test of file
+/// kinds: outputs here, and checkpoint loading (which must not open a FIFO) use it.
+pub(crate) fn not_regular(t: &fs::FileType) -> Option<String> {
+    if t.is_file() {
+        return None;
+    }
+    if t.is_dir() {
+        return Some("is a directory".into());
+    }
+    let mut kind = "a special file";
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            kind = "a FIFO";
+        } else if t.is_char_device() {
+            kind = "a character device";
+        } else if t.is_block_device() {
+            kind = "a block device";
+        } else if t.is_socket() {
+            kind = "a socket";
+        }
+    }
+    Some(format!("is not a regular file ({kind})"))
+}
+
 /// The folder holding `path` (`.` for a bare file name).
 fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
@@ -220,45 +360,23 @@ fn folder_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Creates and removes a uniquely named empty file in `dir`: the one reliable test that a
-/// later write there succeeds (permission bits miss ACLs, read-only mounts and root).
-fn probe(dir: &Path) -> std::io::Result<()> {
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        ".rnnlm-probe-{}-{}",
+/// A suffix no other temporary file of this process uses (pid and a counter), so concurrent
+/// writers in one process never share a temporary file.
+fn unique_suffix() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
         std::process::id(),
-        COUNT.fetch_add(1, Ordering::Relaxed)
-    );
-    let p = dir.join(name);
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&p)?;
-    fs::remove_file(&p)
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
-/// "a folder", "a character device", ... for an error message.
-fn kind(t: &fs::FileType) -> &'static str {
-    if t.is_dir() {
-        return "a folder";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-    }
-    "not a regular file"
+/// Creates and removes a uniquely named empty file in `dir`: the one reliable test that a
+/// later write there succeeds (permission bits miss ACLs, read-only mounts and root).
+fn probe(dir: &Path) -> io::Result<()> {
+    let p = dir.join(format!(".rnnlm-probe-{}", unique_suffix()));
+    OpenOptions::new().write(true).create_new(true).open(&p)?;
+    fs::remove_file(&p)
 }
 
 #[cfg(test)]
@@ -272,54 +390,131 @@ mod tests {
         d
     }
 
-    fn err(path: &Path) -> String {
-        check_output(path, "--save").unwrap_err().to_string()
+    fn names(dir: &Path) -> Vec<String> {
+        let mut n: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    /// Asserts that `check_output` refuses `path` with an error containing `why`, and that
+    /// `write_atomic` refuses it too without writing anything.
+    fn refused(path: &Path, why: &str) {
+        let err = check_output(path, "--save").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, Error::Invalid { .. }), "{path:?}: {err:?}");
+        assert!(text.starts_with("invalid --save: "), "{text}");
+        assert!(text.contains(why), "{path:?}: {text:?} lacks {why:?}");
+        assert!(write_atomic(path, b"x").is_err(), "{path:?} was written");
     }
 
     #[test]
-    fn refuses_what_cannot_be_replaced_by_a_file() {
+    fn accepts_files_and_refuses_the_rest() {
         let d = scratch("kinds");
-        assert!(err(&d).contains("is a folder"), "{}", err(&d));
-        assert!(err(Path::new("/")).contains("names a folder"));
-        assert!(err(Path::new(".")).contains("names a folder"));
-        assert!(err(Path::new("..")).contains("names a folder"));
-        let slash = PathBuf::from(format!("{}/m.safetensors/", d.display()));
-        assert!(err(&slash).contains("names a folder"), "{}", err(&slash));
-        assert!(err(Path::new("")).contains("empty"));
+        // Absent and regular files are fine; the probe leaves nothing behind.
+        check_output(&d.join("new.safetensors"), "--save").unwrap();
         let file = d.join("f");
         fs::write(&file, "x").unwrap();
-        check_output(&file, "--save").unwrap(); // an existing regular file is replaced
-        let under = file.join("m");
-        assert!(err(&under).contains("is not a folder"), "{}", err(&under));
-        let missing = d.join("no/such/m");
-        assert!(
-            err(&missing).contains("does not exist"),
-            "{}",
-            err(&missing)
-        );
+        check_output(&file, "--save").unwrap();
+        assert_eq!(names(&d), ["f"]);
+
+        refused(&d, "is a directory");
+        refused(Path::new("/"), "names a folder");
+        refused(Path::new("."), "names a folder");
+        refused(Path::new(".."), "names a folder");
+        refused(&d.join(".."), "names a folder");
+        refused(&d.join("out/"), "names a folder");
+        let slash = PathBuf::from(format!("{}/m.safetensors/", d.display()));
+        refused(&slash, "names a folder");
+        refused(Path::new(""), "empty");
+        refused(&file.join("m"), "is not a folder");
+        refused(&d.join("no/such/m"), "does not exist");
         #[cfg(unix)]
         {
-            assert!(err(Path::new("/dev/null")).contains("character device"));
-            let link = d.join("to-dir");
-            std::os::unix::fs::symlink(&d, &link).unwrap();
-            assert!(err(&link).contains("a folder"), "{}", err(&link));
+            use std::os::unix::fs::{symlink, PermissionsExt};
+            if Path::new("/dev/null").exists() {
+                refused(
+                    Path::new("/dev/null"),
+                    "is not a regular file (a character device)",
+                );
+            }
+            let fifo = d.join("fifo");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                refused(&fifo, "is not a regular file (a FIFO)");
+                fs::remove_file(&fifo).unwrap();
+            }
+            // Symlinks: to a file, and dangling into an existing folder, fine (the dangling
+            // link's target is what gets created); to a folder, or to `somewhere/..`, no.
+            symlink(&file, d.join("to-file")).unwrap();
+            check_output(&d.join("to-file"), "--save").unwrap();
             let dangling = d.join("dangling");
-            std::os::unix::fs::symlink("not-yet", &dangling).unwrap();
+            symlink("not-yet", &dangling).unwrap();
             check_output(&dangling, "--save").unwrap();
             assert_eq!(write_target(&dangling).unwrap(), d.join("not-yet"));
-            let (a, b) = (d.join("loop-a"), d.join("loop-b"));
-            std::os::unix::fs::symlink(&b, &a).unwrap();
-            std::os::unix::fs::symlink(&a, &b).unwrap();
-            assert!(err(&a).contains("loop"), "{}", err(&a));
+            symlink(&d, d.join("to-dir")).unwrap();
+            refused(&d.join("to-dir"), "which is a directory");
+            symlink("no-such/..", d.join("to-dotdot")).unwrap();
+            refused(&d.join("to-dotdot"), "names no file");
+            symlink("loop-b", d.join("loop-a")).unwrap();
+            symlink("loop-a", d.join("loop-b")).unwrap();
+            refused(&d.join("loop-a"), "loop");
+            // A folder without write permission (root writes anyway: then nothing to check).
+            let ro = d.join("ro");
+            fs::create_dir(&ro).unwrap();
+            fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+            let probe = ro.join("p");
+            let root = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&probe)
+                .is_ok();
+            if root {
+                fs::remove_file(&probe).unwrap();
+            } else {
+                refused(&ro.join("m"), "cannot write in folder");
+            }
+            fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
         }
-        // The probe leaves nothing behind.
-        let left: Vec<_> = fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n.to_string_lossy().starts_with(".rnnlm-probe"))
+        // Nothing was written by the refused writes, and no probe or temporary file is left.
+        let left: Vec<_> = names(&d)
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+        assert_eq!(fs::read(&file).unwrap(), b"x");
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_failed_rename_removes_the_temporary_file_and_keeps_the_target() {
+        let dir = scratch("rename");
+        let path = dir.join("m.bin");
+        write_atomic(&path, b"old").unwrap();
+        let err =
+            write_atomic_with(&path, b"new", |_, _| Err(io::Error::other("injected"))).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("m.bin") && err.to_string().contains("injected"));
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(names(&dir), ["m.bin"]);
+        // A real failure of the operating system's rename: the target became a folder after
+        // the checks (rename(2) will not put a file over a directory).
+        let raced = dir.join("raced");
+        let err = write_atomic_with(&raced, b"x", |from, to| {
+            fs::create_dir(to)?;
+            fs::rename(from, to)
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(raced.is_dir());
+        assert_eq!(names(&dir), ["m.bin", "raced"]);
+        // A 255-byte name (the usual limit) still gets a temporary name that fits.
+        let long = dir.join("n".repeat(255));
+        write_atomic(&long, b"x").unwrap();
+        fs::remove_file(long).unwrap();
+        fs::remove_dir_all(dir).unwrap();
     }
 
     #[cfg(unix)]

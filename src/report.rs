@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::checkpoint::write_atomic;
 use crate::error::Result;
+use crate::outputs::write_atomic;
 
 /// One evaluation point of a training run: where training was and the perplexities measured.
 ///

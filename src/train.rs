@@ -294,6 +294,10 @@ pub struct Trainer {
     cfg: TrainConfig,
     model: SimpleRnnlm,
     best: Option<(Params, Perplexity)>,
+    /// The buffer the first kept model is copied into: allocated through the memory check
+    /// before the first step of a run that validates, so a model that barely fits fails then
+    /// rather than at its first validation.
+    spare: Option<Params>,
     clip: ClipGrads,
     stop: Option<&'static AtomicBool>,
     max_steps: Option<usize>,
@@ -427,6 +431,7 @@ impl Trainer {
             cfg,
             model,
             best: None,
+            spare: None,
             clip: ClipGrads::new(),
             stop: None,
             max_steps: None,
@@ -524,7 +529,9 @@ impl Trainer {
     /// the position in the schedule and the log. Written atomically.
     ///
     /// # Errors
-    /// On I/O failure (an existing file is left untouched).
+    /// On I/O failure (an existing file is left untouched), or if the weights, the best model
+    /// or the hidden state hold a NaN or an infinity (a run whose weights overflowed: such a
+    /// file would not load, so nothing is written).
     ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
@@ -566,7 +573,7 @@ impl Trainer {
         let json = serde_json::to_string(&meta).expect("plain data always serialises");
         let bytes =
             checkpoint::to_bytes_with(self.model.params(), vocab, &extra, &[(RESUME_KEY, json)])?;
-        checkpoint::write_atomic(path, &bytes)
+        crate::outputs::write_atomic(path, &bytes)
     }
 
     /// Loads a file written by [`Trainer::save_resume`]; [`Trainer::fit`] then continues the
@@ -625,7 +632,8 @@ impl Trainer {
         // Dropout masks are keyed by the training step: continue the count.
         trainer.model.set_dropout_step(meta.progress.steps as u64);
         if let Some(best) = meta.best {
-            let mut data = Vec::with_capacity(Params::len_of(&cfg));
+            let mut kept = Params::try_zeros(cfg)?;
+            let mut at = 0;
             for (name, shape) in Params::layout(&cfg) {
                 let key = format!("trainer.best.{name}");
                 let (s, t) = ckpt
@@ -635,9 +643,10 @@ impl Trainer {
                 if s != &shape {
                     return Err(bad(format!("{key} has shape {s:?}, expected {shape:?}")));
                 }
-                data.extend_from_slice(t);
+                kept.as_mut_slice()[at..at + t.len()].copy_from_slice(t);
+                at += t.len();
             }
-            trainer.best = Some((Params::from_vec(cfg, data), best));
+            trainer.best = Some((kept, best));
         }
         trainer.progress = meta.progress;
         trainer.log = meta.log;
@@ -762,10 +771,13 @@ impl Trainer {
     /// [`Trainer::save_resume`] saves exactly where it stopped. (Weights that already give an
     /// overflowing loss stay lost: a run is rescued by restarting with a lower rate.) A
     /// non-finite validation perplexity is never the best and stops the run the same way.
+    /// With `valid`, the copy of the kept model is also allocated before the first step,
+    /// through the memory check ([`Params::try_zeros`]).
     ///
     /// # Errors
     /// If a corpus is too short or holds ids outside the vocabulary, `train` is not the data
-    /// the run started on, or the run diverges.
+    /// the run started on, the kept model's copy does not fit in memory ([`Error::Memory`]),
+    /// or the run diverges.
     ///
     /// ```
     /// use rnnlm::train::{TrainConfig, Trainer};
@@ -818,6 +830,9 @@ impl Trainer {
             ));
         }
         self.data = Some(DataFingerprint::of(train));
+        if valid.is_some() && self.best.is_none() && self.spare.is_none() {
+            self.spare = Some(Params::try_zeros(*self.model.config())?);
+        }
         let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
         // The carried state before the current batch: a batch that diverges puts it back, so
         // the run stands exactly before that batch (one copy of N x H per layer and step).
@@ -935,7 +950,13 @@ impl Trainer {
                     .as_ref()
                     .is_none_or(|(_, b)| result.perplexity < b.perplexity);
             if improved {
-                self.best = Some((self.model.params().clone(), result));
+                let mut kept = match (self.best.take(), self.spare.take()) {
+                    (Some((p, _)), _) | (None, Some(p)) => p,
+                    (None, None) => Params::try_zeros(*self.model.config())?,
+                };
+                kept.as_mut_slice()
+                    .copy_from_slice(self.model.params().as_slice());
+                self.best = Some((kept, result));
             } else {
                 sgd.lr /= cfg.lr_decay;
             }

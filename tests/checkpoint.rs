@@ -549,6 +549,12 @@ fn nan_and_infinite_weights_are_refused_with_tensor_and_index() {
     let (p, v) = sample();
     let dir = tmpdir("finite");
     let path = dir.join("m.safetensors");
+    let named = |p: &Params| -> Vec<(&'static str, Vec<usize>, Vec<f32>)> {
+        p.tensors()
+            .into_iter()
+            .map(|(n, s, t)| (&*n.leak(), s, t.to_vec()))
+            .collect()
+    };
     for (name, index, value, shown) in [
         ("rnn.0.Wh", 5, f32::NAN, "NaN"),
         ("affine.b", 2, f32::INFINITY, "inf"),
@@ -556,17 +562,35 @@ fn nan_and_infinite_weights_are_refused_with_tensor_and_index() {
     ] {
         let mut bad = p.clone();
         bad.tensor_mut(name).unwrap()[index] = value;
-        checkpoint::save(&path, &bad, Some(&v)).unwrap();
-        let m = load_err(&path);
         let want = format!("tensor {name:?} holds {shown} at flat index {index}");
+        // Saving refuses it (the file would not load), writing nothing...
+        let e = checkpoint::save(&path, &bad, Some(&v)).unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{e:?}");
+        assert!(e.to_string().contains(&want), "{e} lacks {want:?}");
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+        // ...and loading refuses a file another writer made with it.
+        std::fs::write(
+            &path,
+            write_tensors(&named(&bad), &[("config", CONFIG_NOW)]),
+        )
+        .unwrap();
+        let m = load_err(&path);
         assert!(m.contains(&want), "{m:?} lacks {want:?}");
+        std::fs::remove_file(&path).unwrap();
     }
     // The trainer's extra tensors too (a resumable checkpoint's hidden state).
     let h = [0.0f32, 1.0, f32::NAN];
+    let want = "\"trainer.h\" holds NaN at flat index 2";
     let extra = [("trainer.h".to_string(), vec![1, 3], &h[..])];
-    let bytes = checkpoint::to_bytes_with(&p, None, &extra, &[]).unwrap();
-    let m = msg(from_bytes(&bytes, &path));
-    assert!(m.contains("\"trainer.h\" holds NaN at flat index 2"), "{m}");
+    let e = checkpoint::to_bytes_with(&p, None, &extra, &[]).unwrap_err();
+    assert!(e.to_string().contains(want), "{e}");
+    let mut t = named(&p);
+    t.push(("trainer.h", vec![1, 3], h.to_vec()));
+    let m = msg(from_bytes(
+        &write_tensors(&t, &[("config", CONFIG_NOW)]),
+        &path,
+    ));
+    assert!(m.contains(want), "{m}");
     // A foreign file (no checksum, old names) gets the same check, under its own names.
     let mut t = book_tensors(&p);
     t[2].2[1] = f32::INFINITY;
@@ -683,7 +707,7 @@ fn write_atomic_writes_through_symlinks_and_refuses_special_files() {
     let link2 = dir.join("link2");
     symlink(&link, &link2).unwrap();
     for (l, bytes) in [(&link, &b"new"[..]), (&link2, &b"newer"[..])] {
-        checkpoint::write_atomic(l, bytes).unwrap();
+        rnnlm::outputs::write_atomic(l, bytes).unwrap();
         assert!(std::fs::symlink_metadata(l)
             .unwrap()
             .file_type()

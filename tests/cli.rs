@@ -148,7 +148,7 @@ fn convert_checks_its_output_first() {
         m_s,
         dir.to_str().unwrap(),
     ]));
-    assert!(err.contains("is a folder"), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
     let slash = format!("{}/", dir.join("t.safetensors").display());
     let err = one_line_error(&rnnlm(&["convert", "--to", "torch", m_s, &slash]));
     assert!(err.contains("names a folder"), "{err}");
@@ -165,5 +165,52 @@ fn convert_checks_its_output_first() {
         String::from_utf8_lossy(&ok.stderr)
     );
     assert!(out.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// score reads through the bounded line reader: a line over the limit, from a file or from
+/// standard input, is one line naming the input and the line, after the lines before it.
+#[test]
+fn score_refuses_a_huge_line_naming_the_input_and_line() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tmpdir("score-huge");
+    let m = model(&dir, &["<eos>", "a", "b"]);
+    let m_s = m.to_str().unwrap();
+    let mut text = b"a b\n".to_vec();
+    text.resize(4 + rnnlm::data::lines::MAX_LINE_BYTES + 1, b'a');
+    text.extend_from_slice(b"\nb a\n");
+    let want = format!(
+        ":2: line is longer than {} bytes",
+        rnnlm::data::lines::MAX_LINE_BYTES
+    );
+
+    let input = dir.join("huge.txt");
+    std::fs::write(&input, &text).unwrap();
+    let out = rnnlm(&["score", "--model", m_s, input.to_str().unwrap()]);
+    let err = one_line_error(&out);
+    assert!(err.contains(&format!("huge.txt{want}")), "{err}");
+    let scored = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(scored.lines().count(), 2, "the header and line 1: {scored}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(["score", "--model", m_s])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The command stops reading at the limit: the rest may meet a closed pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&text);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let err = one_line_error(&out);
+    assert!(err.contains(&format!("<stdin>{want}")), "{err}");
+
+    let err = one_line_error(&rnnlm(&["score", "--model", m_s, dir.to_str().unwrap()]));
+    assert!(err.contains("is a directory, not a text file"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -510,7 +510,7 @@ fn outputs_are_checked_before_training() {
     // a folder (what a read-only folder looks like even to root).
     refused(
         &run(&base, &["--save", s(&dir)]),
-        &["--save", "is a folder"],
+        &["--save", "is a directory"],
     );
     refused(&run(&base, &["--save", "/"]), &["names a folder"]);
     refused(&run(&base, &["--save", "."]), &["names a folder"]);
@@ -555,7 +555,7 @@ fn outputs_are_checked_before_training() {
         refused(&run(&base, &["--log", s(&fifo)]), &["--log", "FIFO"]);
         // The .resume file a Ctrl-C would write is checked too.
         std::fs::create_dir(dir.join("m.safetensors.resume")).unwrap();
-        refused(&run(&base, &[]), &[".resume", "is a folder"]);
+        refused(&run(&base, &[]), &[".resume", "is a directory"]);
         std::fs::remove_dir(dir.join("m.safetensors.resume")).unwrap();
     }
 

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use common::{ok_json, one_line_error, rnnlm, tmpdir};
-use rnnlm::convert::{dictionary, load_torch, save_torch};
+use rnnlm::convert::{load_torch, save_torch};
+use rnnlm::data::corpus::read_dictionary;
 use rnnlm::{checkpoint, eval_full, eval_torch, Params, Rnnlm, Vocab};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
@@ -68,7 +69,7 @@ fn bits(p: &Params) -> Vec<u32> {
 
 #[test]
 fn fixtures_convert_to_the_expected_architecture() {
-    let words = dictionary(&std::fs::read_to_string(corpus()).unwrap());
+    let words = read_dictionary(&corpus()).unwrap();
     for file in FILES {
         let e = entry(file);
         let (params, vocab) = load(file);

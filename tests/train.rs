@@ -318,6 +318,33 @@ fn divergence_stops_before_the_bad_update() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Weights that are no longer finite are never written (loading would refuse the file): a
+/// resume point and a model save of such a run are refused naming the tensor and the flat
+/// index, and leave nothing behind.
+#[test]
+fn weights_that_are_no_longer_finite_are_not_saved() {
+    let v = 11;
+    let train = corpus(600, v, 4);
+    let model = Config::new(v as usize, 8, 8).unwrap();
+    let mut params = rnnlm::Params::zeros(model);
+    params.tensor_mut("rnn.0.Wh").unwrap()[3] = f32::NAN;
+    let mut run = Trainer::from_params(params, cfg()).unwrap();
+    let err = run.fit(&train, None, None, |_| {}).unwrap_err();
+    assert!(
+        matches!(&err, rnnlm::Error::Diverged { what, .. } if what.contains("NaN")),
+        "{err}"
+    );
+    let dir = std::env::temp_dir().join(format!("rnnlm-nonfinite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let want = "tensor \"rnn.0.Wh\" holds NaN at flat index 3";
+    let e = run.save_resume(&dir.join("run.resume"), None).unwrap_err();
+    assert!(e.to_string().contains(want), "{e}");
+    let e = rnnlm::checkpoint::save(&dir.join("m"), run.best_params(), None).unwrap_err();
+    assert!(e.to_string().contains(want), "{e}");
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Everything is checked before the first step: a short validation or test corpus, and for
 /// a resumed run, training data other than the run's.
 #[test]

@@ -583,12 +583,6 @@ fn in_file(e: Error, path: &Path) -> Error {
     }
 }
 
-/// Writes an output through [`rnnlm::outputs::write_target`], so a symlink is written through
-/// rather than replaced.
-fn write_out(path: &Path, write: impl FnOnce(&Path) -> Result<(), Error>) -> Result<(), Error> {
-    write(&rnnlm::outputs::write_target(path)?)
-}
-
 fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     use rnnlm::data::corpus::read_counting_unk;
     use rnnlm::outputs::{check_distinct, check_output};
@@ -800,46 +794,9 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         Err(Error::Diverged {
             epoch, step, what, ..
         }) => {
-            // No update was made with a non-finite number: keep the best model (or the
-            // weights from before the failing step), the run's position and the curves that
-            // show what happened, then fail.
-            let in_validation = trainer
-                .log()
-                .last()
-                .and_then(|p| p.valid_ppl)
-                .is_some_and(|v| !v.is_finite());
-            let kept = if trainer.best_valid().is_some() {
-                "the best model so far"
-            } else if in_validation {
-                "the current weights (no validation was finite)"
-            } else {
-                "the weights from before that step"
-            };
-            let mut saved = Vec::new();
-            let mut failed = Vec::new();
-            let mut record = |what: String, r: Result<(), Error>| match r {
-                Ok(()) => saved.push(what),
-                Err(e) => failed.push(e.to_string()),
-            };
-            record(
-                format!("{kept} to {}", args.save.display()),
-                write_out(&args.save, |p| {
-                    checkpoint::save(p, trainer.best_params(), Some(&vocab))
-                }),
-            );
-            record(
-                format!("a resume point to {}", resume_out.display()),
-                write_out(&resume_out, |p| trainer.save_resume(p, Some(&vocab))),
-            );
-            write_curves(args, trainer.log()).unwrap_or_else(|e| failed.push(e.to_string()));
-            let mut hint = String::new();
-            if !saved.is_empty() {
-                hint = format!("saved {}; ", saved.join(" and "));
-            }
-            if !failed.is_empty() {
-                hint += &format!("could not save: {}; ", failed.join("; "));
-            }
-            hint += "try a lower --lr or a --clip";
+            let hint = save_diverged(&trainer, &vocab, &args.save, &resume_out, || {
+                write_curves(args, trainer.log())
+            });
             return Err(Error::Diverged {
                 epoch,
                 step,
@@ -851,7 +808,7 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     };
 
     if report.interrupted {
-        write_out(&resume_out, |p| trainer.save_resume(p, Some(&vocab)))?;
+        trainer.save_resume(&resume_out, Some(&vocab))?;
         outln!(
             "interrupted: run saved to {} (continue with the same command and --resume {})",
             resume_out.display(),
@@ -864,9 +821,7 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         "saving the model with the best validation perplexity to {}",
         args.save.display()
     );
-    write_out(&args.save, |p| {
-        checkpoint::save(p, trainer.best_params(), Some(&vocab))
-    })?;
+    checkpoint::save(&args.save, trainer.best_params(), Some(&vocab))?;
     write_curves(args, &report.log)?;
     let valid_ppl = report.best_valid.map(|v| v.perplexity);
     let test_ppl = report.test.map(|v| v.perplexity);
@@ -897,15 +852,86 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     Ok(())
 }
 
+/// After a diverged run: saves what can be kept, and returns the error's hint saying what was.
+///
+/// No update is made with a non-finite number, so the weights are normally finite: `save` gets
+/// the best model so far (else the current weights, those from before the failing step),
+/// `resume` the run's position, and `curves` writes the log that shows what happened. Weights
+/// that are no longer finite (an update that overflowed a weight while its own numbers stayed
+/// finite) cannot be saved, as loading would refuse them: then no resume point is written,
+/// `save` gets the best model if validation kept one, and the hint says so.
+fn save_diverged(
+    trainer: &rnnlm::train::Trainer,
+    vocab: &rnnlm::Vocab,
+    save: &Path,
+    resume: &Path,
+    curves: impl FnOnce() -> Result<(), Error>,
+) -> String {
+    let finite = trainer
+        .model()
+        .params()
+        .as_slice()
+        .iter()
+        .all(|x| x.is_finite());
+    let in_validation = trainer
+        .log()
+        .last()
+        .and_then(|p| p.valid_ppl)
+        .is_some_and(|v| !v.is_finite());
+    let kept = if trainer.best_valid().is_some() {
+        Some("the best model so far")
+    } else if !finite {
+        None
+    } else if in_validation {
+        Some("the current weights (no validation was finite)")
+    } else {
+        Some("the weights from before that step")
+    };
+    let (mut saved, mut failed) = (Vec::new(), Vec::new());
+    let mut record = |what: String, r: Result<(), Error>| match r {
+        Ok(()) => saved.push(what),
+        Err(e) => failed.push(e.to_string()),
+    };
+    if let Some(kept) = kept {
+        record(
+            format!("{kept} to {}", save.display()),
+            checkpoint::save(save, trainer.best_params(), Some(vocab)),
+        );
+    }
+    if finite {
+        record(
+            format!("a resume point to {}", resume.display()),
+            trainer.save_resume(resume, Some(vocab)),
+        );
+    }
+    if let Err(e) = curves() {
+        failed.push(e.to_string());
+    }
+    let mut hint = match (finite, kept) {
+        (true, _) => String::new(),
+        (false, Some(_)) => {
+            "the weights are no longer finite, so no resume point was written; ".into()
+        }
+        (false, None) => "the weights are no longer finite and no validation kept a model, so \
+                          neither a model nor a resume point was written; "
+            .into(),
+    };
+    if !saved.is_empty() {
+        hint += &format!("saved {}; ", saved.join(" and "));
+    }
+    if !failed.is_empty() {
+        hint += &format!("could not save: {}; ", failed.join("; "));
+    }
+    hint + "try a lower --lr or a --clip"
+}
+
 /// `--log` and `--plot`, when given.
 fn write_curves(args: &TrainArgs, log: &[rnnlm::report::EvalPoint]) -> Result<(), Error> {
     if let Some(path) = &args.log {
-        write_out(path, |p| rnnlm::report::write_csv(p, log))?;
+        rnnlm::report::write_csv(path, log)?;
     }
     if let Some(path) = &args.plot {
-        write_out(path, |p| {
-            rnnlm::report::write_svg(p, log, "SimpleRnnlm perplexity")
-        })?;
+        rnnlm::report::write_svg(path, log, "SimpleRnnlm perplexity")?;
     }
     Ok(())
 }
@@ -1091,6 +1117,7 @@ fn generate(args: &GenerateArgs) -> Result<(), Error> {
 }
 
 fn score(args: &ScoreArgs) -> Result<(), Error> {
+    use rnnlm::data::lines::{open_text, Lines};
     use std::io::BufRead;
     let model = rnnlm::Rnnlm::load_with(&args.model, args.vocab_text.as_deref())?;
     let eos = model
@@ -1100,34 +1127,31 @@ fn score(args: &ScoreArgs) -> Result<(), Error> {
             path: args.model.clone(),
             msg: "vocabulary has no <eos>, so sentences cannot be delimited".into(),
         })?;
+    // Read through the library's bounded line reader: a line over MAX_LINE_BYTES (a file
+    // without newlines, /dev/zero) is an error naming the input and the line, not a buffer
+    // that grows until memory runs out.
     let (name, reader): (PathBuf, Box<dyn BufRead>) = match &args.input {
-        None => ("<stdin>".into(), Box::new(std::io::stdin().lock())),
-        Some(p) if p.as_os_str() == "-" => ("<stdin>".into(), Box::new(std::io::stdin().lock())),
-        Some(p) => {
-            let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
-            (p.clone(), Box::new(std::io::BufReader::new(f)))
+        Some(p) if p.as_os_str() != "-" => {
+            (p.clone(), Box::new(std::io::BufReader::new(open_text(p)?)))
         }
+        _ => ("<stdin>".into(), Box::new(std::io::stdin().lock())),
     };
     if !args.json {
         outln!("# log_prob\ttokens\tperplexity   (natural log; each line scored from <eos>, its own <eos> included)");
     }
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| Error::Parse {
-            path: name.clone(),
-            line: Some(i + 1),
-            msg: format!("cannot read line ({e})"),
-        })?;
+    let mut lines = Lines::new(reader, name.clone());
+    while let Some((number, line)) = lines.next_line()? {
         let mut ids = vec![eos];
-        ids.extend(model.encode(&line).map_err(|e| Error::Parse {
+        ids.extend(model.encode(line).map_err(|e| Error::Parse {
             path: name.clone(),
-            line: Some(i + 1),
+            line: Some(number),
             msg: e.to_string(),
         })?);
         ids.push(eos);
         let s = model.score(&ids)?;
         let open = if args.json {
             let o = serde_json::json!({
-                "line": i + 1, "log_prob": s.log_prob, "tokens": s.tokens, "perplexity": s.perplexity(),
+                "line": number, "log_prob": s.log_prob, "tokens": s.tokens, "perplexity": s.perplexity(),
             });
             outln!("{o}")
         } else {
@@ -1162,11 +1186,10 @@ fn convert(args: &ConvertArgs) -> Result<(), Error> {
     let mut inputs: Vec<(&str, &Path)> = vec![("IN", input)];
     inputs.extend(args.vocab_text.as_deref().map(|p| ("--vocab-text", p)));
     rnnlm::outputs::check_distinct(&inputs, &[("OUT", output)])?;
-    let target = rnnlm::outputs::write_target(output)?;
     match (args.from, args.to) {
         (Some(Format::Torch), _) => {
             let (params, vocab) = load_torch(input, args.vocab_text.as_deref())?;
-            checkpoint::save(&target, &params, Some(&vocab))?;
+            checkpoint::save(output, &params, Some(&vocab))?;
             outln!(
                 "wrote rnnlm checkpoint {} ({}; {}-word vocabulary)",
                 output.display(),
@@ -1176,7 +1199,7 @@ fn convert(args: &ConvertArgs) -> Result<(), Error> {
         }
         (None, Some(Format::Torch)) => {
             let ckpt = checkpoint::load(input)?;
-            save_torch(&target, &ckpt.params, ckpt.vocab.as_ref())?;
+            save_torch(output, &ckpt.params, ckpt.vocab.as_ref())?;
             outln!(
                 "wrote PyTorch word_language_model state_dict {} ({}; {})",
                 output.display(),
@@ -1225,4 +1248,50 @@ fn thread_pool(threads: Option<u32>) -> Result<rayon::ThreadPool, Error> {
     builder
         .build()
         .map_err(|e| Error::invalid("--threads", e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run whose weights are no longer finite cannot write a resume point (loading would
+    /// refuse it): the hint says so, rather than reporting a failed save, and nothing is
+    /// written but the curves.
+    #[test]
+    fn a_run_with_non_finite_weights_says_why_no_resume_point_was_written() {
+        use rnnlm::train::{TrainConfig, Trainer};
+        let cfg = rnnlm::Config::new(5, 4, 4).unwrap();
+        let mut params = rnnlm::Params::zeros(cfg);
+        params.tensor_mut("rnn.0.Wh").unwrap()[3] = f32::NAN;
+        let train = TrainConfig {
+            batch_size: 2,
+            time_size: 3,
+            epochs: 1,
+            eval_interval: None,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::from_params(params, train).unwrap();
+        let corpus: Vec<u32> = (0..100).map(|i| i % 5).collect();
+        let err = trainer.fit(&corpus, None, None, |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Diverged { .. }), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("rnnlm-cli-diverged-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (save, resume) = (dir.join("m.safetensors"), dir.join("m.safetensors.resume"));
+        let words = (0..5).map(|i| format!("w{i}")).collect();
+        let vocab = rnnlm::Vocab::from_words(words).unwrap();
+        let mut curves = false;
+        let hint = save_diverged(&trainer, &vocab, &save, &resume, || {
+            curves = true;
+            Ok(())
+        });
+        assert_eq!(
+            hint,
+            "the weights are no longer finite and no validation kept a model, so neither a \
+             model nor a resume point was written; try a lower --lr or a --clip"
+        );
+        assert!(curves, "the log is still written");
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -146,10 +146,12 @@ pub fn read_counting_unk(path: &Path, vocab: &Vocab) -> Result<(Vec<u32>, usize)
     Ok((ids, mapped))
 }
 
-/// [`crate::convert::dictionary`] of the text at `path` (PyTorch word_language_model's
-/// `Dictionary`: words in order of first appearance, `<eos>` after each line, `\n`, `\r\n`
-/// and `\r` ending a line), read line by line with the bound of
-/// [`read_line_limited`](super::lines::read_line_limited) instead of whole into memory.
+/// PyTorch word_language_model's `data.Dictionary` over the text at `path`: the words in order
+/// of first appearance, reading line by line (`\n`, `\r\n` and `\r` end a line, as Python's
+/// text mode reads them) each line's words, split as Python's `str.split()` splits, followed by
+/// `"<eos>"`. Lines are read with the bound of
+/// [`read_line_limited`](super::lines::read_line_limited), not whole into memory. This is how
+/// `--vocab-text` gives the words of a converted model's ids.
 ///
 /// # Errors
 /// As [`for_each_token`].
@@ -157,9 +159,10 @@ pub fn read_counting_unk(path: &Path, vocab: &Vocab) -> Result<(Vec<u32>, usize)
 /// ```
 /// use rnnlm::data::corpus::read_dictionary;
 /// let path = std::env::temp_dir().join(format!("rnnlm-doc-dict-{}.txt", std::process::id()));
-/// let text = "the cat\r\n\nthe dog\rsat";
-/// std::fs::write(&path, text).unwrap();
-/// assert_eq!(read_dictionary(&path).unwrap(), rnnlm::convert::dictionary(text));
+/// std::fs::write(&path, "the cat\r\n\nthe dog\rsat").unwrap();
+/// assert_eq!(read_dictionary(&path).unwrap(), ["the", "cat", "<eos>", "dog", "sat"]);
+/// std::fs::write(&path, "").unwrap();
+/// assert!(read_dictionary(&path).unwrap().is_empty());
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn read_dictionary(path: &Path) -> Result<Vec<String>> {
@@ -167,17 +170,38 @@ pub fn read_dictionary(path: &Path) -> Result<Vec<String>> {
     let (mut buf, mut line) = (String::new(), 0);
     let mut seen = std::collections::HashSet::new();
     let mut words = Vec::new();
+    let mut add = |w: &str| {
+        if seen.insert(w.to_string()) {
+            words.push(w.to_string());
+        }
+    };
     while read_line_limited(&mut reader, &mut buf, path, line + 1)? {
         line += 1;
-        // The line with its terminator: `dictionary` sees exactly the line breaks the whole
-        // text has (a `\r\n` never straddles two reads, which end after a `\n`).
-        for w in crate::convert::dictionary(&buf) {
-            if seen.insert(w.clone()) {
-                words.push(w);
+        // The line with its terminator: a `\r\n` never straddles two reads (which end after a
+        // `\n`), and a lone `\r` inside ends a line too.
+        let mut rest = buf.as_str();
+        while !rest.is_empty() {
+            let (text, next) = match rest.find(['\n', '\r']) {
+                Some(i) => {
+                    let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                    (&rest[..i], &rest[i + skip..])
+                }
+                None => (rest, ""),
+            };
+            for w in text.split(py_space).filter(|w| !w.is_empty()) {
+                add(w);
             }
+            add(EOS);
+            rest = next;
         }
     }
     Ok(words)
+}
+
+/// Python's `str.isspace` for the characters `str.split()` splits on: Unicode white space plus
+/// the separators U+001C..U+001F, which Rust does not count as white space.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// The Penn Treebank as the book loads it: ids by first appearance in train.
@@ -236,5 +260,28 @@ impl Ptb {
             valid,
             test,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_dictionary_is_word_language_models() {
+        let path = std::env::temp_dir().join(format!("rnnlm-dict-unit-{}", std::process::id()));
+        let dict = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            read_dictionary(&path).unwrap()
+        };
+        assert_eq!(
+            dict("b a  b\r\nc\rb\n\n d \t e\u{1f}f"),
+            ["b", "a", "<eos>", "c", "d", "e", "f"]
+        );
+        assert_eq!(dict("\n"), ["<eos>"]);
+        assert_eq!(dict("x"), ["x", "<eos>"]);
+        assert_eq!(dict("x\n"), ["x", "<eos>"]);
+        assert_eq!(dict("x\r"), ["x", "<eos>"]);
+        std::fs::remove_file(&path).unwrap();
     }
 }
