@@ -214,3 +214,31 @@ fn score_refuses_a_huge_line_naming_the_input_and_line() {
     assert!(err.contains("is a directory, not a text file"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A model that gives a word probability 0 in f32 has no finite perplexity: eval says so and
+/// fails instead of printing `inf` with status 0.
+#[test]
+fn eval_refuses_a_non_finite_perplexity() {
+    let dir = tmpdir("eval-inf");
+    let words = ["<eos>", "a", "b"];
+    let cfg = Config::new(3, 8, 8).unwrap();
+    let mut p = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    p.affine_b_mut()[2] = -1e38; // "b" is never predicted
+    let v = Vocab::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+    let m = dir.join("m.safetensors");
+    checkpoint::save(&m, &p, Some(&v)).unwrap();
+    let text = dir.join("t.txt");
+    std::fs::write(&text, "a b a b\n".repeat(100)).unwrap();
+    let err = one_line_error(&rnnlm(&[
+        "eval",
+        "--model",
+        m.to_str().unwrap(),
+        "--data",
+        text.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("t.txt") && err.contains("perplexity is inf"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

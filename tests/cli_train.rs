@@ -184,6 +184,27 @@ fn train_then_generate_and_score() {
     let plain = String::from_utf8(out.stdout).unwrap();
     let row = plain.lines().last().unwrap();
     assert_eq!(row.split('\t').nth(1), Some("6"), "{plain}");
+    // More lines than one scoring chunk: the output keeps the input's order, and each line
+    // scores as it does alone (batched scoring is bit-identical to one line at a time).
+    let many: String = (0..2100).map(|i| text(1, i)).collect();
+    std::fs::write(&input, &many).unwrap();
+    let out = rnnlm(&["score", "--model", s(&model), s(&input), "--json"]);
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2100);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["line"], i + 1);
+    }
+    for i in [0, 1, 2047, 2048, 2099] {
+        std::fs::write(&input, text(1, i)).unwrap();
+        let out = rnnlm(&["score", "--model", s(&model), s(&input), "--json"]);
+        let alone: serde_json::Value =
+            serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+        assert_eq!(alone["log_prob"], rows[i]["log_prob"], "line {}", i + 1);
+    }
     // An unknown word in a vocabulary without <unk>: one line naming the line number.
     std::fs::write(&input, "the cat sees the ball\nthe zebra sees\n").unwrap();
     let err = one_line_error(&rnnlm(&["score", "--model", s(&model), s(&input)]));

@@ -471,6 +471,19 @@ fn eval(args: &EvalArgs) -> Result<(), Error> {
         },
         other => other,
     })?;
+    // A non-finite perplexity is no measurement: the model gives some word probability 0 in
+    // f32 (or its weights overflow). Scripts must not take it for a result.
+    if !ppl.perplexity.is_finite() {
+        return Err(Error::Parse {
+            path: args.data.clone(),
+            line: None,
+            msg: format!(
+                "the perplexity is {} (mean loss {}): the model gives some word probability 0 \
+                 in f32 — a diverged model?",
+                ppl.perplexity, ppl.mean_loss
+            ),
+        });
+    }
     let protocol = protocol.name();
     if args.json {
         let out = serde_json::json!({
@@ -1118,7 +1131,7 @@ fn generate(args: &GenerateArgs) -> Result<(), Error> {
 
 fn score(args: &ScoreArgs) -> Result<(), Error> {
     use rnnlm::data::lines::{open_text, Lines};
-    use std::io::BufRead;
+    use std::io::{BufRead, IsTerminal};
     let model = rnnlm::Rnnlm::load_with(&args.model, args.vocab_text.as_deref())?;
     let eos = model
         .vocab()
@@ -1139,31 +1152,68 @@ fn score(args: &ScoreArgs) -> Result<(), Error> {
     if !args.json {
         outln!("# log_prob\ttokens\tperplexity   (natural log; each line scored from <eos>, its own <eos> included)");
     }
+    // Lines are scored in chunks through `score_batch` (sentences batched through the
+    // recurrence, the output layer as GEMMs), which gives the same bits as scoring each line
+    // alone; the output keeps the input's order. On a terminal every line is answered at once.
+    let chunk = if args.input.is_none() && std::io::stdin().is_terminal() {
+        1
+    } else {
+        SCORE_CHUNK_LINES
+    };
     let mut lines = Lines::new(reader, name.clone());
-    while let Some((number, line)) = lines.next_line()? {
-        let mut ids = vec![eos];
-        ids.extend(model.encode(line).map_err(|e| Error::Parse {
-            path: name.clone(),
-            line: Some(number),
-            msg: e.to_string(),
-        })?);
-        ids.push(eos);
-        let s = model.score(&ids)?;
-        let open = if args.json {
-            let o = serde_json::json!({
-                "line": number, "log_prob": s.log_prob, "tokens": s.tokens, "perplexity": s.perplexity(),
+    let mut batch: Vec<(usize, Vec<u32>)> = Vec::with_capacity(chunk);
+    // A bad line (too long, not UTF-8, an unknown word) ends the run with its error, after
+    // the lines before it are printed.
+    let mut failed: Option<Error> = None;
+    while failed.is_none() {
+        batch.clear();
+        while batch.len() < chunk {
+            let line = lines.next_line().and_then(|next| {
+                let Some((number, line)) = next else {
+                    return Ok(None);
+                };
+                let mut ids = vec![eos];
+                ids.extend(model.encode(line).map_err(|e| Error::Parse {
+                    path: name.clone(),
+                    line: Some(number),
+                    msg: e.to_string(),
+                })?);
+                ids.push(eos);
+                Ok(Some((number, ids)))
             });
-            outln!("{o}")
-        } else {
-            outln!("{:.4}\t{}\t{:.4}", s.log_prob, s.tokens, s.perplexity())
-        };
-        // A closed pipe (e.g. `| head`) ends the output quietly.
-        if !open {
+            match line {
+                Ok(Some(row)) => batch.push(row),
+                Ok(None) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() && failed.is_none() {
             break;
         }
+        let seqs: Vec<&[u32]> = batch.iter().map(|(_, ids)| ids.as_slice()).collect();
+        for ((number, _), s) in batch.iter().zip(model.score_batch(&seqs)?) {
+            let open = if args.json {
+                let o = serde_json::json!({
+                    "line": number, "log_prob": s.log_prob, "tokens": s.tokens, "perplexity": s.perplexity(),
+                });
+                outln!("{o}")
+            } else {
+                outln!("{:.4}\t{}\t{:.4}", s.log_prob, s.tokens, s.perplexity())
+            };
+            // A closed pipe (e.g. `| head`) ends the output quietly.
+            if !open {
+                return Ok(());
+            }
+        }
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
+
+/// Lines `rnnlm score` reads and scores together (a few MB of ids at most).
+const SCORE_CHUNK_LINES: usize = 2048;
 
 fn describe(cfg: &rnnlm::Config) -> String {
     format!(
