@@ -31,6 +31,9 @@ pub enum Mode {
     Train,
     /// Forward only (loss, no gradients).
     Infer,
+    /// [`crate::Rnnlm::score_batch`] over `N` synthetic sentences of 2 to `2T` tokens per
+    /// call (what `rnnlm score` runs for each chunk of lines); tokens = predictions made.
+    Score,
 }
 
 /// A benchmark request.
@@ -171,7 +174,32 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     // A small learning rate keeps the weights (and so the exp/tanh inputs) realistic.
     let sgd = Sgd::new(0.01);
 
+    // Scoring: sentences cut from the corpus, lengths 2..=2T (mean ~T), and the model the
+    // way `rnnlm score` holds it.
+    let scorer = if spec.mode == Mode::Score {
+        let words = (0..cfg.vocab_size).map(|i| format!("w{i}")).collect();
+        let model = crate::Rnnlm::new(params.clone(), crate::Vocab::from_words(words)?)?;
+        let mut sentences = Vec::with_capacity(n);
+        let mut at = 0;
+        for _ in 0..n {
+            let len = rng.random_range(2..=2 * t).min(corpus.len() - at);
+            sentences.push(corpus[at..at + len].to_vec());
+            at = (at + len) % (corpus.len() - 2 * t).max(1);
+        }
+        Some((model, sentences))
+    } else {
+        None
+    };
+    let tokens_per_step = match &scorer {
+        Some((_, sentences)) => sentences.iter().map(|s| s.len() - 1).sum(),
+        None => n * t,
+    };
     let mut step = || -> Result<()> {
+        if let Some((model, sentences)) = &scorer {
+            let refs: Vec<&[u32]> = sentences.iter().map(|s| s.as_slice()).collect();
+            std::hint::black_box(model.score_batch(&refs)?);
+            return Ok(());
+        }
         batches.next_batch(&mut xs, &mut ts);
         forward(&params, &mut ws, &xs, &ts)?;
         if let Some(grads) = grads.as_mut() {
@@ -193,7 +221,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
             step()?;
             k += 1;
         }
-        rates.push((k * n * t) as f64 / w.elapsed().as_secs_f64());
+        rates.push((k * tokens_per_step) as f64 / w.elapsed().as_secs_f64());
         steps += k;
     }
     let mut sorted = rates.clone();

@@ -259,6 +259,8 @@ enum BenchMode {
     Train,
     /// Forward only.
     Infer,
+    /// Batched scoring (`rnnlm score`): --batch sentences of 2 to 2x--time tokens per call.
+    Score,
 }
 
 /// Model and batch sizes shared by `train` and `bench`.
@@ -525,6 +527,7 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
         mode: match args.mode {
             BenchMode::Train => Mode::Train,
             BenchMode::Infer => Mode::Infer,
+            BenchMode::Score => Mode::Score,
         },
         warmup: seconds("--warmup", args.warmup)?,
         windows: args.windows as usize,
@@ -537,6 +540,7 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
     let mode = match args.mode {
         BenchMode::Train => "train",
         BenchMode::Infer => "infer",
+        BenchMode::Score => "score",
     };
     let rss = rnnlm::bench::peak_rss_bytes();
     if args.json {
