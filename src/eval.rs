@@ -192,27 +192,9 @@ pub fn eval_full(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<
     // Steps past a stream's end are masked: a chunk longer than the stream only adds
     // workspace (N*T*V logits), so T is cut to the stream length. The losses are the same.
     let t = t.min(seg);
-    let batches = seg.div_ceil(t);
-    let mut ws = Workspace::new(*params.config(), n, t, false)?;
-    let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
-    let mut total = 0.0f64;
-    for k in 0..batches {
-        for i in 0..n {
-            let end = ((i + 1) * seg).min(targets);
-            for s in 0..t {
-                let p = i * seg + k * t + s;
-                let (x, y) = if p < end {
-                    (corpus[p], corpus[p + 1] as i32)
-                } else {
-                    (0, crate::layers::softmax_loss::IGNORE)
-                };
-                xs[i * t + s] = x;
-                ts[i * t + s] = y;
-            }
-        }
-        forward(params, &mut ws, &xs, &ts)?;
-        total += ws.position_losses().iter().map(|&l| l as f64).sum::<f64>();
-    }
+    let (total, batches) = stream_losses(params, corpus, n, t, |i| {
+        i * seg..((i + 1) * seg).min(targets)
+    })?;
     let mean_loss = total / targets as f64;
     Ok(Perplexity {
         perplexity: mean_loss.exp(),
@@ -274,27 +256,9 @@ pub fn eval_torch(params: &Params, corpus: &[u32], bsz: usize, bptt: usize) -> R
     // As in eval_full: steps past the stream's targets are masked, so a longer chunk changes
     // nothing but the memory it needs.
     let bptt = bptt.min(targets);
-    let batches = targets.div_ceil(bptt);
-    let mut ws = Workspace::new(*params.config(), bsz, bptt, false)?;
-    let (mut xs, mut ts) = (vec![0u32; bsz * bptt], vec![0i32; bsz * bptt]);
-    let mut total = 0.0f64;
-    for k in 0..batches {
-        for i in 0..bsz {
-            let stream = &corpus[i * nbatch..(i + 1) * nbatch];
-            for s in 0..bptt {
-                let p = k * bptt + s;
-                let (x, y) = if p < targets {
-                    (stream[p], stream[p + 1] as i32)
-                } else {
-                    (0, crate::layers::softmax_loss::IGNORE)
-                };
-                xs[i * bptt + s] = x;
-                ts[i * bptt + s] = y;
-            }
-        }
-        forward(params, &mut ws, &xs, &ts)?;
-        total += ws.position_losses().iter().map(|&l| l as f64).sum::<f64>();
-    }
+    let (total, batches) = stream_losses(params, corpus, bsz, bptt, |i| {
+        i * nbatch..i * nbatch + targets
+    })?;
     let scored = bsz * targets;
     let mean_loss = total / scored as f64;
     Ok(Perplexity {
@@ -303,4 +267,41 @@ pub fn eval_torch(params: &Params, corpus: &[u32], bsz: usize, bptt: usize) -> R
         batches,
         tokens: scored,
     })
+}
+
+/// The summed loss of `n` streams read side by side in chunks of `t` steps, state carried:
+/// stream `i` feeds `corpus[p]` and is scored on `corpus[p + 1]` for every position `p` in
+/// `range(i)`, from a zero state; steps past a stream's end are masked. Returns the summed
+/// per-token losses and the number of chunks. The one loop of the `full` and `torch`
+/// protocols, which differ only in how they cut the streams.
+fn stream_losses(
+    params: &Params,
+    corpus: &[u32],
+    n: usize,
+    t: usize,
+    range: impl Fn(usize) -> std::ops::Range<usize>,
+) -> Result<(f64, usize)> {
+    let longest = (0..n).map(|i| range(i).len()).max().unwrap_or(0);
+    let batches = longest.div_ceil(t);
+    let mut ws = Workspace::new(*params.config(), n, t, false)?;
+    let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
+    let mut total = 0.0f64;
+    for k in 0..batches {
+        for i in 0..n {
+            let r = range(i);
+            for s in 0..t {
+                let p = r.start + k * t + s;
+                let (x, y) = if p < r.end {
+                    (corpus[p], corpus[p + 1] as i32)
+                } else {
+                    (0, crate::layers::softmax_loss::IGNORE)
+                };
+                xs[i * t + s] = x;
+                ts[i * t + s] = y;
+            }
+        }
+        forward(params, &mut ws, &xs, &ts)?;
+        total += ws.position_losses().iter().map(|&l| l as f64).sum::<f64>();
+    }
+    Ok((total, batches))
 }

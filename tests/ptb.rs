@@ -78,6 +78,18 @@ fn book_ch05_curve_has_the_books_shape() {
     }
 }
 
+/// The book's trained ch06 LSTM beside the project, or `None` (with a notice) without it.
+fn book_lstm() -> Option<PathBuf> {
+    let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/book/ch06_rnnlm_lstm.safetensors");
+    if book.exists() {
+        Some(book)
+    } else {
+        eprintln!("SKIPPED: {} not found", book.display());
+        None
+    }
+}
+
 /// The book's trained ch06 LSTM (`../shared/data/book`, converted from the book's float16
 /// pickle without change of values) scores the book's perplexities on PTB with the book's
 /// `eval_perplexity` (batch 10, time 35): test 136.0776, valid 140.2004. This checks the LSTM
@@ -85,12 +97,7 @@ fn book_ch05_curve_has_the_books_shape() {
 #[test]
 fn the_books_trained_lstm_scores_the_books_perplexity() {
     let Some(dir) = ptb_dir() else { return };
-    let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/book/ch06_rnnlm_lstm.safetensors");
-    if !book.exists() {
-        eprintln!("SKIPPED: {} not found", book.display());
-        return;
-    }
+    let Some(book) = book_lstm() else { return };
     let ptb = Ptb::load(&dir).unwrap();
     let ck = rnnlm::checkpoint::load(&book).unwrap();
     let cfg = *ck.params.config();
@@ -122,12 +129,7 @@ fn the_books_trained_lstm_scores_the_books_perplexity() {
 #[test]
 fn cli_evaluates_the_books_lstm_with_the_training_text_as_vocabulary() {
     let Some(dir) = ptb_dir() else { return };
-    let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/book/ch06_rnnlm_lstm.safetensors");
-    if !book.exists() {
-        eprintln!("SKIPPED: {} not found", book.display());
-        return;
-    }
+    let Some(book) = book_lstm() else { return };
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rnnlm"))
         .arg("eval")
         .arg("--model")
