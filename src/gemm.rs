@@ -257,6 +257,13 @@ pub fn k_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
 /// Multiply-adds below which the packed driver runs on the calling thread.
 const PAR_MIN_MACS: usize = 1_000_000;
 
+/// Most rows of C for which the column-split path reads a row-major B in place instead of
+/// packing it. Each B panel is read once per block of 12 rows: in place that read walks kc
+/// rows 4*ldb bytes apart (one page each, so TLB misses every time), packed it is contiguous.
+/// Measured on Zen 5 (2 threads, interleaved runs): in place wins at m = H+1 = 101 (config B,
+/// +5..15%) and 201 (E), loses at 257 (D, -10%) and 651 (F, -5%).
+const STRIDED_B_MAX_ROWS: usize = 256;
+
 /// Panels per strip in the column-split path of [`matmul_packed`].
 const STRIP_PANELS: usize = 4;
 
@@ -347,13 +354,36 @@ pub fn matmul_packed(
                 for c0 in (first..last).step_by(STRIP_PANELS * recurrent::PANEL) {
                     let cols = (STRIP_PANELS * recurrent::PANEL).min(last - c0);
                     for (blk, (k0, kc)) in k_blocks(k).enumerate() {
-                        let pk = &mut region[..recurrent::packed_len(kc, cols)];
                         let src = &b.data[k0 * b.rs + c0 * b.cs..];
+                        let accumulate = blk > 0 || accum == Accum::Add;
+                        // SAFETY (both calls): task t writes only columns c0..c0+cols (inside
+                        // its own range first..last) of rows 0..m of C; the tasks' ranges are
+                        // disjoint. C (`c_data`, borrowed mutably by this function) holds
+                        // (m-1)*ldc + n floats, and nothing else touches it until the parallel
+                        // loop ends.
+                        if b.cs == 1 && m <= STRIDED_B_MAX_ROWS {
+                            // Row-major B (dY, dA) under few rows of C: read in place. B is used
+                            // once, so a packed copy would only add its write and re-read; the
+                            // results are the same bits (see recurrent::gemm_strided_raw).
+                            unsafe {
+                                recurrent::gemm_strided_raw(
+                                    isa,
+                                    m,
+                                    kc,
+                                    cols,
+                                    &a_data[k0..],
+                                    lda,
+                                    &src[..(kc - 1) * b.rs + cols],
+                                    b.rs,
+                                    c_ptr.get().add(c0),
+                                    ldc,
+                                    accumulate,
+                                );
+                            }
+                            continue;
+                        }
+                        let pk = &mut region[..recurrent::packed_len(kc, cols)];
                         recurrent::pack_b(kc, cols, src, b.rs, b.cs, pk);
-                        // SAFETY: task t writes only columns c0..c0+cols (inside its own range
-                        // first..last) of rows 0..m of C; the tasks' ranges are disjoint. C
-                        // (`c_data`, borrowed mutably by this function) holds (m-1)*ldc + n
-                        // floats, and nothing else touches it until the parallel loop ends.
                         unsafe {
                             recurrent::gemm_packed_raw(
                                 isa,
@@ -365,7 +395,7 @@ pub fn matmul_packed(
                                 pk,
                                 c_ptr.get().add(c0),
                                 ldc,
-                                blk > 0 || accum == Accum::Add,
+                                accumulate,
                             );
                         }
                     }

@@ -332,6 +332,87 @@ pub unsafe fn gemm_packed_raw(
     }
 }
 
+/// [`gemm_packed_raw`] reading B in place instead of from a packed copy: `B [k, n]` row-major
+/// at `b` with row stride `ldb`. Each element of C gets exactly the sum it gets from the
+/// packed kernel (same k order, the column tail's missing lanes loaded as zero like the
+/// packing's padding), so the two are bit-identical; this one skips writing and re-reading
+/// the packed copy, which for a wide B read once (`dW = Aᵀ dY`) is pure memory traffic.
+///
+/// **Panics** if `isa` is not a supported SIMD level, or A / B are too short.
+///
+/// # Safety
+/// As [`gemm_packed_raw`] for C.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_strided_raw(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    assert!(
+        isa != Isa::Portable && isa.is_supported(),
+        "gemm_strided_raw: needs a supported SIMD ISA, got {isa:?}"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        assert!(
+            k != 0 || accumulate,
+            "gemm_strided_raw: k = 0 without accumulate"
+        );
+        return;
+    }
+    assert!(
+        a.len() >= (m - 1) * lda + k,
+        "gemm_strided_raw: a too short"
+    );
+    assert!(
+        ldb >= n && b.len() >= (k - 1) * ldb + n,
+        "gemm_strided_raw: b too short for k = {k}, n = {n}, ldb = {ldb}"
+    );
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: ISA support asserted; A and B extents asserted (full-panel loads stay inside
+        // each row's n columns, tail loads are masked); C is the caller's contract.
+        Isa::Avx512 => unsafe {
+            x86::gemm_avx512_strided(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                c,
+                ldc,
+                accumulate,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Isa::Avx2Fma => unsafe {
+            x86::gemm_avx2_strided(
+                m,
+                k,
+                n,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                c,
+                ldc,
+                accumulate,
+            )
+        },
+        _ => unreachable!("portable was rejected above"),
+    }
+}
+
 /// Visits the output in blocks: column blocks of up to `np_max` panels (outer loop), then row
 /// blocks of at most `mr_max` rows (inner loop), calling `f(i0, rows, jp, np, cols)` for rows
 /// `i0..i0+rows`, panels `jp..jp+np` and the `cols <= np*PANEL` real columns among them.
@@ -478,9 +559,9 @@ mod x86 {
     /// Copy tuple) so every row count gets its own fully unrolled, register-allocated
     /// instantiation.
     macro_rules! by_rows {
-        ($rows:expr, $f:ident :: <_, $np:literal>, $args:ident, [$($r:literal),*]) => {
+        ($rows:expr, $f:ident :: <_, $np:literal, $st:ident>, $args:ident, [$($r:literal),*]) => {
             match $rows {
-                $($r => $f::<$r, $np>($args),)*
+                $($r => $f::<$r, $np, $st>($args),)*
                 r => unreachable!("row block of {r} rows"),
             }
         };
@@ -512,26 +593,73 @@ mod x86 {
         ldc: usize,
         accumulate: bool,
     ) {
+        // SAFETY: the caller's contract, with B packed.
+        unsafe { gemm_avx512_b::<false>(m, k, n, a, lda, packed, 0, c, ldc, accumulate) }
+    }
+
+    /// [`gemm_avx512`] reading B in place: row-major `k x n` at `b` with row stride `ldb`.
+    ///
+    /// # Safety
+    /// As [`gemm_avx512`], with `b + p*ldb + j` readable for p < k, j < n instead of a packed
+    /// copy.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn gemm_avx512_strided(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller's contract, with B in place.
+        unsafe { gemm_avx512_b::<true>(m, k, n, a, lda, b, ldb, c, ldc, accumulate) }
+    }
+
+    /// The AVX-512 driver for either B layout: packed panels (`STRIDED = false`, `ldb`
+    /// unused) or B in place with row stride `ldb`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn gemm_avx512_b<const STRIDED: bool>(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
         for_each_block(m, n, MR_512, 2, |i0, rows, jp, np, cols| {
             // SAFETY: the block lies inside the caller-guaranteed ranges: rows i0..i0+rows < m,
-            // panels jp..jp+np within packed, columns jp*PANEL..+cols <= n; ISA support is the
+            // panels jp..jp+np within B, columns jp*PANEL..+cols <= n; ISA support is the
             // caller's contract.
             unsafe {
                 let ap = a.add(i0 * lda);
-                let bp = packed.add(jp * k * PANEL);
+                let bp = if STRIDED {
+                    b.add(jp * PANEL)
+                } else {
+                    b.add(jp * k * PANEL)
+                };
                 let cp = c.add(i0 * ldc + jp * PANEL);
-                let args = (k, ap, lda, bp, cp, ldc, cols, accumulate);
+                let args = (k, ap, lda, bp, ldb, cp, ldc, cols, accumulate);
                 if np == 2 {
                     by_rows!(
                         rows,
-                        block512::<_, 2>,
+                        block512::<_, 2, STRIDED>,
                         args,
                         [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
                     )
                 } else {
                     by_rows!(
                         rows,
-                        block512::<_, 1>,
+                        block512::<_, 1, STRIDED>,
                         args,
                         [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
                     )
@@ -540,11 +668,13 @@ mod x86 {
         });
     }
 
+    /// (k, A, lda, B, ldb (strided B only), C, ldc, cols, accumulate)
     type BlockArgs = (
         usize,
         *const f32,
         usize,
         *const f32,
+        usize,
         *mut f32,
         usize,
         usize,
@@ -561,15 +691,30 @@ mod x86 {
     /// `cols` in `(NP-1)*PANEL+1 ..= NP*PANEL`.
     #[target_feature(enable = "avx512f,fma")]
     #[inline]
-    unsafe fn block512<const MR: usize, const NP: usize>(args: BlockArgs) {
-        let (k, a, lda, b, c, ldc, cols, accumulate) = args;
+    unsafe fn block512<const MR: usize, const NP: usize, const STRIDED: bool>(args: BlockArgs) {
+        let (k, a, lda, b, ldb, c, ldc, cols, accumulate) = args;
         let mut acc = [[_mm512_setzero_ps(); NP]; MR];
-        // SAFETY: p < k, i < MR, q < NP keep every read inside the ranges of the contract.
+        let mut masks = [0 as __mmask16; NP];
+        for (q, mask) in masks.iter_mut().enumerate() {
+            let lanes = cols.saturating_sub(q * PANEL).min(PANEL);
+            *mask = ((1u32 << lanes) - 1) as __mmask16;
+        }
+        // B in place has no zero padding: the tail panel's loads are masked (zeroing the lanes
+        // past `cols`, as the packed copy's padding does, so every element sees the same sum).
+        let full = cols == NP * PANEL;
+        // SAFETY: p < k, i < MR, q < NP keep every read inside the ranges of the contract; a
+        // strided tail load reads only the lanes below `cols` (masked lanes never fault).
         unsafe {
             for p in 0..k {
                 let mut bv = [_mm512_setzero_ps(); NP];
                 for (q, bv) in bv.iter_mut().enumerate() {
-                    *bv = _mm512_loadu_ps(b.add((q * k + p) * PANEL));
+                    *bv = if !STRIDED {
+                        _mm512_loadu_ps(b.add((q * k + p) * PANEL))
+                    } else if full {
+                        _mm512_loadu_ps(b.add(p * ldb + q * PANEL))
+                    } else {
+                        _mm512_maskz_loadu_ps(masks[q], b.add(p * ldb + q * PANEL))
+                    };
                 }
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let av = _mm512_set1_ps(*a.add(i * lda + p));
@@ -582,11 +727,6 @@ mod x86 {
         // One straight-line masked path for full and tail panels: the store loops must unroll
         // fully for `acc` to stay in registers, and with separate full/tail branches (or a
         // `break`) LLVM gave up and spilled every accumulator on every k step.
-        let mut masks = [0 as __mmask16; NP];
-        for (q, mask) in masks.iter_mut().enumerate() {
-            let lanes = cols.saturating_sub(q * PANEL).min(PANEL);
-            *mask = ((1u32 << lanes) - 1) as __mmask16;
-        }
         for (i, acc) in acc.iter().enumerate() {
             for ((q, &v), &mask) in acc.iter().enumerate().zip(&masks) {
                 // SAFETY: the contract puts column q*PANEL < cols inside row i of C, so `dst` is
@@ -622,14 +762,58 @@ mod x86 {
         ldc: usize,
         accumulate: bool,
     ) {
+        // SAFETY: the caller's contract, with B packed.
+        unsafe { gemm_avx2_b::<false>(m, k, n, a, lda, packed, 0, c, ldc, accumulate) }
+    }
+
+    /// [`gemm_avx2`] reading B in place (see [`gemm_avx512_strided`]).
+    ///
+    /// # Safety
+    /// As [`gemm_avx512_strided`], with AVX2 and FMA available instead.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gemm_avx2_strided(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
+        // SAFETY: the caller's contract, with B in place.
+        unsafe { gemm_avx2_b::<true>(m, k, n, a, lda, b, ldb, c, ldc, accumulate) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn gemm_avx2_b<const STRIDED: bool>(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        accumulate: bool,
+    ) {
         for_each_block(m, n, MR_256, 1, |i0, rows, jp, _, cols| {
-            // SAFETY: as in gemm_avx512: the block lies inside the caller-guaranteed ranges.
+            // SAFETY: as in gemm_avx512_b: the block lies inside the caller-guaranteed ranges.
             unsafe {
                 let ap = a.add(i0 * lda);
-                let bp = packed.add(jp * k * PANEL);
+                let bp = if STRIDED {
+                    b.add(jp * PANEL)
+                } else {
+                    b.add(jp * k * PANEL)
+                };
                 let cp = c.add(i0 * ldc + jp * PANEL);
-                let args = (k, ap, lda, bp, cp, ldc, cols, accumulate);
-                by_rows!(rows, block256::<_, 1>, args, [1, 2, 3, 4, 5, 6])
+                let args = (k, ap, lda, bp, ldb, cp, ldc, cols, accumulate);
+                by_rows!(rows, block256::<_, 1, STRIDED>, args, [1, 2, 3, 4, 5, 6])
             }
         });
     }
@@ -640,16 +824,40 @@ mod x86 {
     /// As [`block512`], with AVX2 and FMA available instead.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn block256<const MR: usize, const NP: usize>(args: BlockArgs) {
-        let (k, a, lda, b, c, ldc, cols, accumulate) = args;
+    unsafe fn block256<const MR: usize, const NP: usize, const STRIDED: bool>(args: BlockArgs) {
+        let (k, a, lda, b, ldb, c, ldc, cols, accumulate) = args;
         let mut acc = [[[_mm256_setzero_ps(); 2]; NP]; MR];
-        // SAFETY: p < k, i < MR, q < NP keep every read inside the ranges of the contract.
+        // Strided tail: lanes past `cols` load as zero (the packed copy's padding).
+        let full = cols == NP * PANEL;
+        let mut lmask = [[_mm256_setzero_si256(); 2]; NP];
+        for (q, m) in lmask.iter_mut().enumerate() {
+            for (h, m) in m.iter_mut().enumerate() {
+                let lanes = cols.saturating_sub(q * PANEL + h * 8).min(8) as i32;
+                *m = _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(lanes),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                );
+            }
+        }
+        // SAFETY: p < k, i < MR, q < NP keep every read inside the ranges of the contract; a
+        // masked strided load touches only the lanes below `cols`.
         unsafe {
             for p in 0..k {
                 let mut bv = [[_mm256_setzero_ps(); 2]; NP];
                 for (q, bv) in bv.iter_mut().enumerate() {
-                    let src = b.add((q * k + p) * PANEL);
-                    *bv = [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))];
+                    *bv = if !STRIDED {
+                        let src = b.add((q * k + p) * PANEL);
+                        [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))]
+                    } else if full {
+                        let src = b.add(p * ldb + q * PANEL);
+                        [_mm256_loadu_ps(src), _mm256_loadu_ps(src.add(8))]
+                    } else {
+                        let src = b.add(p * ldb + q * PANEL);
+                        [
+                            _mm256_maskload_ps(src, lmask[q][0]),
+                            _mm256_maskload_ps(src.add(8), lmask[q][1]),
+                        ]
+                    };
                 }
                 for (i, acc) in acc.iter_mut().enumerate() {
                     let av = _mm256_set1_ps(*a.add(i * lda + p));
@@ -835,6 +1043,72 @@ mod tests {
                                 assert!(pad.iter().all(|x| x.is_nan()), "{what}: row pad");
                             }
                             assert!(got[m * ldc..].iter().all(|x| x.is_nan()), "{what}: tail");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// B read in place gives the same bits as B packed, on random floats (so any change of
+    /// summation order would show), every size, both modes, every SIMD ISA, with B's rows
+    /// strided and NaN between them. (Lanes are columns, so a stray load past the columns
+    /// could only touch lanes that are never stored; the tail loads are masked so that they
+    /// never read past B's last row, which this test cannot observe.)
+    #[test]
+    fn strided_b_is_bit_identical_to_packed() {
+        let mut rng = Rng(0x5eed);
+        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Portable) {
+            for &m in &MS {
+                for &k in &KNS {
+                    for &n in &KNS {
+                        let (lda, ldb, ldc) = (k + 3, n + 7, n + 2);
+                        let a: Vec<f32> = (0..m * lda).map(|_| rng.unit()).collect();
+                        let mut b = vec![f32::NAN; k * ldb];
+                        for p in 0..k {
+                            for x in &mut b[p * ldb..p * ldb + n] {
+                                *x = rng.unit();
+                            }
+                        }
+                        // The last row ends the slice: nothing readable after its n columns.
+                        let b = &b[..if k == 0 { 0 } else { (k - 1) * ldb + n }];
+                        let pb = packed(k, n, b, ldb, 1);
+                        for accumulate in [false, true] {
+                            if k == 0 && !accumulate {
+                                continue;
+                            }
+                            let mut want = c_buffer(m, n, ldc, &mut rng);
+                            let mut got = want.clone();
+                            // SAFETY: both C buffers hold m rows of ldc >= n floats, owned here.
+                            unsafe {
+                                gemm_packed_raw(
+                                    isa,
+                                    m,
+                                    k,
+                                    n,
+                                    &a,
+                                    lda,
+                                    &pb,
+                                    want.as_mut_ptr(),
+                                    ldc,
+                                    accumulate,
+                                );
+                                gemm_strided_raw(
+                                    isa,
+                                    m,
+                                    k,
+                                    n,
+                                    &a,
+                                    lda,
+                                    b,
+                                    ldb,
+                                    got.as_mut_ptr(),
+                                    ldc,
+                                    accumulate,
+                                );
+                            }
+                            let what = format!("{isa:?} m={m} k={k} n={n} acc={accumulate}");
+                            assert_same(&got, &want, &what);
                         }
                     }
                 }
