@@ -150,7 +150,7 @@ pub fn read_counting_unk(path: &Path, vocab: &Vocab) -> Result<(Vec<u32>, usize)
 /// of first appearance, reading line by line (`\n`, `\r\n` and `\r` end a line, as Python's
 /// text mode reads them) each line's words, split as Python's `str.split()` splits, followed by
 /// `"<eos>"`. Lines are read with the bound of
-/// [`read_line_limited`](super::lines::read_line_limited), not whole into memory. This is how
+/// [`read_line_limited`], not whole into memory. This is how
 /// `--vocab-text` gives the words of a converted model's ids.
 ///
 /// # Errors
