@@ -380,7 +380,7 @@ pub unsafe fn gemm_strided_raw(
         // SAFETY: ISA support asserted; A and B extents asserted (full-panel loads stay inside
         // each row's n columns, tail loads are masked); C is the caller's contract.
         Isa::Avx512 => unsafe {
-            x86::gemm_avx512_strided(
+            x86::gemm_avx512_b::<true>(
                 m,
                 k,
                 n,
@@ -396,7 +396,7 @@ pub unsafe fn gemm_strided_raw(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         Isa::Avx2Fma => unsafe {
-            x86::gemm_avx2_strided(
+            x86::gemm_avx2_b::<true>(
                 m,
                 k,
                 n,
@@ -597,34 +597,15 @@ mod x86 {
         unsafe { gemm_avx512_b::<false>(m, k, n, a, lda, packed, 0, c, ldc, accumulate) }
     }
 
-    /// [`gemm_avx512`] reading B in place: row-major `k x n` at `b` with row stride `ldb`.
+    /// The AVX-512 driver for either B layout: packed panels (`STRIDED = false`, `ldb`
+    /// unused) or B in place, row-major `k x n` with row stride `ldb`.
     ///
     /// # Safety
-    /// As [`gemm_avx512`], with `b + p*ldb + j` readable for p < k, j < n instead of a packed
-    /// copy.
+    /// As [`gemm_avx512`]; with `STRIDED`, `b + p*ldb + j` readable for p < k, j < n instead
+    /// of a packed copy.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn gemm_avx512_strided(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: the caller's contract, with B in place.
-        unsafe { gemm_avx512_b::<true>(m, k, n, a, lda, b, ldb, c, ldc, accumulate) }
-    }
-
-    /// The AVX-512 driver for either B layout: packed panels (`STRIDED = false`, `ldb`
-    /// unused) or B in place with row stride `ldb`.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f,fma")]
-    unsafe fn gemm_avx512_b<const STRIDED: bool>(
+    pub(super) unsafe fn gemm_avx512_b<const STRIDED: bool>(
         m: usize,
         k: usize,
         n: usize,
@@ -766,31 +747,13 @@ mod x86 {
         unsafe { gemm_avx2_b::<false>(m, k, n, a, lda, packed, 0, c, ldc, accumulate) }
     }
 
-    /// [`gemm_avx2`] reading B in place (see [`gemm_avx512_strided`]).
+    /// The AVX2 driver for either B layout (see [`gemm_avx512_b`]).
     ///
     /// # Safety
-    /// As [`gemm_avx512_strided`], with AVX2 and FMA available instead.
+    /// As [`gemm_avx512_b`], with AVX2 and FMA available instead.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn gemm_avx2_strided(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: *const f32,
-        lda: usize,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
-        accumulate: bool,
-    ) {
-        // SAFETY: the caller's contract, with B in place.
-        unsafe { gemm_avx2_b::<true>(m, k, n, a, lda, b, ldb, c, ldc, accumulate) }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn gemm_avx2_b<const STRIDED: bool>(
+    pub(super) unsafe fn gemm_avx2_b<const STRIDED: bool>(
         m: usize,
         k: usize,
         n: usize,
