@@ -261,8 +261,15 @@ const PAR_MIN_MACS: usize = 1_000_000;
 /// packing it. Each B panel is read once per block of 12 rows: in place that read walks kc
 /// rows 4*ldb bytes apart (one page each, so TLB misses every time), packed it is contiguous.
 /// Measured on Zen 5 (2 threads, interleaved runs): in place wins at m = H+1 = 101 (config B,
-/// +5..15%) and 201 (E), loses at 257 (D, -10%) and 651 (F, -5%).
-const STRIDED_B_MAX_ROWS: usize = 256;
+/// +5..15%) and 201 (E), loses at 257 (D, -10%) and 651 (F, -5%). On a Sapphire Rapids class
+/// Xeon it loses at 101 too: the dW product of config B took 25% longer in place (its share
+/// of the step, per-phase timers in one run: 36% in place, 29% packed), so Intel packs always.
+fn strided_b_max_rows() -> usize {
+    match cpu::vendor() {
+        cpu::Vendor::Intel => 0,
+        _ => 256,
+    }
+}
 
 /// Panels per strip in the column-split path of [`matmul_packed`].
 const STRIP_PANELS: usize = 4;
@@ -361,7 +368,7 @@ pub fn matmul_packed(
                         // disjoint. C (`c_data`, borrowed mutably by this function) holds
                         // (m-1)*ldc + n floats, and nothing else touches it until the parallel
                         // loop ends.
-                        if b.cs == 1 && m <= STRIDED_B_MAX_ROWS {
+                        if b.cs == 1 && m <= strided_b_max_rows() {
                             // Row-major B (dY, dA) under few rows of C: read in place. B is used
                             // once, so a packed copy would only add its write and re-read; the
                             // results are the same bits (see recurrent::gemm_strided_raw).
