@@ -2,6 +2,11 @@
 """The machine's sgemm yardstick: numpy's (OpenBLAS) float32 n x n x n matmul, in GFLOP/s.
 
     python peak.py --threads 2 --size 2048 --repeats 5 --json
+    python peak.py --library torch ...   # torch.mm instead (MKL in the x86 wheels)
+
+With --library torch the product is torch.mm into a preallocated output, with
+torch.set_num_threads(--threads): MKL in the x86 wheels, the BLAS the PyTorch peer actually
+runs on, so run.py reports both yardsticks.
 
 One untimed product, then --repeats timed ones into a preallocated output; the median time
 counts (2 n^3 FLOPs per product). The thread count is applied through OPENBLAS_NUM_THREADS /
@@ -25,6 +30,8 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=2048, help="n of the n x n x n product")
     p.add_argument("--repeats", type=int, default=5, help="timed products (median counts)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--library", choices=("numpy", "torch"), default="numpy",
+                   help="whose sgemm: numpy's BLAS (default) or torch.mm")
     a = p.parse_args(argv)
     if a.threads < 1 or a.size < 1 or a.repeats < 1:
         p.error("--threads, --size and --repeats must be >= 1")
@@ -56,11 +63,33 @@ def measure(n, repeats):
     return [2 * n ** 3 / s / 1e9 for s in times], statistics.median(times)
 
 
+def measure_torch(n, repeats, threads):
+    import torch
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g)
+    b = torch.randn(n, n, generator=g)
+    c = torch.empty(n, n)
+    torch.mm(a, b, out=c)  # untimed
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b, out=c)
+        times.append(time.perf_counter() - t)
+    mkl = "MKL" if torch.backends.mkl.is_available() else "no MKL"
+    info = f"torch {torch.__version__} torch.mm ({mkl})"
+    return [2 * n ** 3 / s / 1e9 for s in times], statistics.median(times), info, torch.get_num_threads()
+
+
 def main(args):
-    rates, median_s = measure(args.size, args.repeats)
-    blas, blas_threads = blas_info()
+    if args.library == "torch":
+        rates, median_s, blas, blas_threads = measure_torch(args.size, args.repeats, args.threads)
+    else:
+        rates, median_s = measure(args.size, args.repeats)
+        blas, blas_threads = blas_info()
     res = {
         "system": "sgemm",
+        "library": args.library,
         "size": args.size,
         "threads": args.threads,
         "blas_threads": blas_threads,
@@ -73,7 +102,7 @@ def main(args):
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"numpy {res['numpy']} ({blas}, {blas_threads} threads): float32 {args.size}^3 "
+        print(f"{args.library}: numpy {res['numpy']} ({blas}, {blas_threads} threads): float32 {args.size}^3 "
               f"matmul {res['gflops']:.1f} GFLOP/s (median of {args.repeats})")
     return 0
 

@@ -197,9 +197,10 @@ def children_cpu():
 
 def command(system, cfg, args):
     """The command line of one measurement, or None when the system has no such model."""
-    if system == "peak":
+    if system in ("peak", "peak_torch"):
+        lib = ["--library", "torch"] if system == "peak_torch" else []
         return [args.python, os.path.join(HERE, "peak.py"), "--threads", str(args.threads),
-                "--size", str(args.peak_size), "--repeats", str(args.peak_repeats), "--json"]
+                "--size", str(args.peak_size), "--repeats", str(args.peak_repeats), "--json", *lib]
     model = ["--cell", cfg.cell, "--layers", str(cfg.layers)]
     if cfg.dropout:
         model += ["--dropout", f"{cfg.dropout:g}"]
@@ -272,8 +273,8 @@ def measure(system, cfg, args, env):
     return res
 
 
-def measure_peak(args, env):
-    res = run_child(command("peak", None, args), child_env("peak", args, env), 600.0, "sgemm")
+def measure_peak(args, env, system="peak"):
+    res = run_child(command(system, None, args), child_env(system, args, env), 600.0, "sgemm")
     if res is not None and "gflops" not in res:
         log("  sgemm: no gflops in its JSON")
         return None
@@ -334,9 +335,9 @@ def openblas_note(args):
     return f"OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE {where}"
 
 
-def report(args, results, peaks, started, elapsed):
+def report(args, results, peaks, started, elapsed, torch_peaks=()):
     """results[(config, system)] = list of per-round results (dict, None when failed, SKIPPED);
-    peaks = list of per-round sgemm results (dict or None)."""
+    peaks = list of per-round sgemm results (dict or None); torch_peaks likewise for torch.mm."""
     med = {}
     for key, runs in results.items():
         if runs and all(r is SKIPPED for r in runs):
@@ -346,6 +347,8 @@ def report(args, results, peaks, started, elapsed):
         med[key] = statistics.median(rates) if rates else None
     peak_rates = [p["gflops"] for p in peaks if p]
     peak = statistics.median(peak_rates) if peak_rates else None
+    tpeak_rates = [p["gflops"] for p in torch_peaks if p]
+    tpeak = statistics.median(tpeak_rates) if tpeak_rates else None
 
     def first(system, field):
         pool = peaks if system == "peak" else [r for (c, s), runs in results.items()
@@ -382,6 +385,12 @@ def report(args, results, peaks, started, elapsed):
                 f"{P} threads ({first('peak', 'blas')}; median of {args.peak_repeats} products "
                 f"per round, median over {len(peak_rates)} round(s): "
                 + ", ".join(f"{x:.1f}" for x in peak_rates) + ")")
+        if tpeak is not None:
+            lines.append(
+                f"- torch sgemm: {tpeak:.1f} GFLOP/s = torch.mm float32 {args.peak_size}^3 with "
+                f"{P} threads ({torch_peaks[0]['blas'] if torch_peaks[0] else 'torch'}; median over "
+                f"{len(tpeak_rates)} round(s): " + ", ".join(f"{x:.1f}" for x in tpeak_rates)
+                + "): the second share in the GFLOP/s table")
     if "numpy" in args.only or not args.no_peak:
         lines.append(f"- {openblas_note(args)}")
     lines.append(f"- method: training step = forward + backward + SGD on synthetic ids, f32; each "
@@ -421,8 +430,9 @@ def report(args, results, peaks, started, elapsed):
         lines.append("| " + " | ".join(row) + " |")
 
     if peak:
+        second = (f", then of torch's ({tpeak:.1f} GFLOP/s)" if tpeak else "")
         lines += ["", f"Achieved GFLOP/s (median tokens/s x FLOPs per token) and share of the "
-                      f"sgemm peak ({peak:.1f} GFLOP/s); FLOPs per token = "
+                      f"sgemm peak ({peak:.1f} GFLOP/s){second}; FLOPs per token = "
                       f"6 * (sum over layers of (D_l*G*H + H*G*H) + H*V), see README.md:", ""]
         head = ["config", "MFLOP/token"] + [TITLES[s] for s in args.only]
         lines.append("| " + " | ".join(head) + " |")
@@ -436,7 +446,8 @@ def report(args, results, peaks, started, elapsed):
                     row.append(fmt_rate(m))
                 else:
                     g = m * fpt / 1e9
-                    row.append(f"{g:.1f} ({100 * g / peak:.0f}%)")
+                    shares = f"{100 * g / peak:.0f}%" + (f", {100 * g / tpeak:.0f}%" if tpeak else "")
+                    row.append(f"{g:.1f} ({shares})")
             lines.append("| " + " | ".join(row) + " |")
 
     lines += ["", "<details><summary>every measurement (tokens/s, other load)</summary>", ""]
@@ -446,6 +457,9 @@ def report(args, results, peaks, started, elapsed):
         cells = ["failed" if not p else f"{p['gflops']:.1f} GFLOP/s"
                  + (f" ({100 * p['other_load']:.0f}%)" if "other_load" in p else "") for p in peaks]
         lines.append("| – | sgemm | " + " | ".join(cells) + " |")
+        if tpeak is not None:
+            cells = ["failed" if not p else f"{p['gflops']:.1f} GFLOP/s" for p in torch_peaks]
+            lines.append("| – | torch sgemm | " + " | ".join(cells) + " |")
     for c in args.configs:
         for s in args.only:
             cells = []
@@ -580,7 +594,7 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.monotonic()
     results = {(c, s): [] for c in args.configs for s in args.only}
-    peaks = []
+    peaks, torch_peaks = [], []
     for rnd in range(args.rounds):
         if not args.no_peak:
             p = measure_peak(args, env)
@@ -589,6 +603,12 @@ def main():
                 load = f", other load {100 * p['other_load']:.0f}%" if "other_load" in p else ""
                 log(f"[round {rnd + 1}/{args.rounds}] sgemm {args.peak_size}^3 {p['gflops']:.1f} "
                     f"GFLOP/s ({p['blas']}; OPENBLAS env {p['openblas_env']}{load})")
+            if "torch" in args.only:
+                p = measure_peak(args, env, "peak_torch")
+                torch_peaks.append(p)
+                if p:
+                    log(f"[round {rnd + 1}/{args.rounds}] torch sgemm {args.peak_size}^3 "
+                        f"{p['gflops']:.1f} GFLOP/s ({p['blas']})")
         for c in args.configs:
             for s in args.only:
                 r = measure(s, CONFIGS[c], args, env)
@@ -597,12 +617,13 @@ def main():
                     load = f", other load {100 * r['other_load']:.0f}%" if "other_load" in r else ""
                     log(f"[round {rnd + 1}/{args.rounds}] {c} {CONFIGS[c].label:10s} {TITLES[s]:12s} "
                         f"{r['tokens_per_sec']:>12,.0f} tokens/s ({r['wall_s']:.1f} s{load})")
-    text = report(args, results, peaks, started, time.monotonic() - t0)
+    text = report(args, results, peaks, started, time.monotonic() - t0, torch_peaks)
     print(text)
     with open(args.out, "w") as f:
         f.write(text)
     log(f"written to {args.out}")
-    failed = any(r is None for runs in results.values() for r in runs) or any(p is None for p in peaks)
+    failed = (any(r is None for runs in results.values() for r in runs)
+              or any(p is None for p in peaks + torch_peaks))
     return 1 if failed else 0
 
 
