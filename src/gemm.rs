@@ -303,6 +303,19 @@ pub fn matmul_packed(
     accum: Accum,
     scratch: &mut [f32],
 ) {
+    matmul_packed_with(c, a, b, accum, scratch, strided_b_max_rows());
+}
+
+/// [`matmul_packed`] reading a row-major B in place (column-split path) when C has at most
+/// `in_place_rows` rows; the tests run both ways on any CPU.
+fn matmul_packed_with(
+    c: MatMut<'_>,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    accum: Accum,
+    scratch: &mut [f32],
+    in_place_rows: usize,
+) {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     assert_eq!(c.rows, a.rows, "matmul: C rows != A rows");
     assert_eq!(c.cols, b.cols, "matmul: C cols != B cols");
@@ -368,7 +381,7 @@ pub fn matmul_packed(
                         // disjoint. C (`c_data`, borrowed mutably by this function) holds
                         // (m-1)*ldc + n floats, and nothing else touches it until the parallel
                         // loop ends.
-                        if b.cs == 1 && m <= strided_b_max_rows() {
+                        if b.cs == 1 && m <= in_place_rows {
                             // Row-major B (dY, dA) under few rows of C: read in place. B is used
                             // once, so a packed copy would only add its write and re-read; the
                             // results are the same bits (see recurrent::gemm_strided_raw).
@@ -689,6 +702,42 @@ mod tests {
         };
         let one = run(1);
         assert!(one == run(2) && one == run(3), "{m}x{k}x{n}");
+    }
+
+    /// The column-split path gives the same bits whether it packs B or reads it in place (the
+    /// CPU vendor picks one; both must stay right), accumulating or not.
+    #[test]
+    fn in_place_and_packed_b_agree() {
+        let (m, k, n) = (60, 700, 900);
+        let a: Vec<f32> = ints(m * k, 9).iter().map(|x| x * 0.37 + 0.011).collect();
+        let b: Vec<f32> = ints(k * n, 10).iter().map(|x| x * 0.53 - 0.007).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let run = |in_place_rows: usize| {
+            pool.install(|| {
+                let (av, bv) = (MatRef::new(&a, m, k), MatRef::new(&b, k, n));
+                let mut scratch = vec![0.0; scratch_len_for(&av, &bv)];
+                let mut c: Vec<f32> = (0..m * n).map(|i| (i % 7) as f32 - 3.0).collect();
+                for accum in [Accum::Add, Accum::Replace, Accum::Add] {
+                    let cm = MatMut::new(&mut c, m, n);
+                    matmul_packed_with(cm, av, bv, accum, &mut scratch, in_place_rows);
+                }
+                c.iter().map(|x| x.to_bits()).collect::<Vec<u32>>()
+            })
+        };
+        let packed = run(0);
+        assert!(packed == run(m), "{m}x{k}x{n}");
+        // And against the exact products: integers scaled, so compare loosely.
+        let want = reference(m, k, n, &a, &b);
+        for (g, w) in packed.iter().zip(&want) {
+            let g = f32::from_bits(*g);
+            assert!(
+                (g - 2.0 * w).abs() <= 1e-3 * w.abs().max(1.0),
+                "{g} vs 2 * {w}"
+            );
+        }
     }
 
     #[test]
