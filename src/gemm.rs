@@ -263,7 +263,8 @@ const PAR_MIN_MACS: usize = 1_000_000;
 /// Measured on Zen 5 (2 threads, interleaved runs): in place wins at m = H+1 = 101 (config B,
 /// +5..15%) and 201 (E), loses at 257 (D, -10%) and 651 (F, -5%). On a Sapphire Rapids class
 /// Xeon it loses at 101 too: the dW product of config B took 25% longer in place (its share
-/// of the step, per-phase timers in one run: 36% in place, 29% packed), so Intel packs always.
+/// of the step, per-phase timers in one run: 36% in place, 29% packed), and E (m = 201) went
+/// from 7.8k to 8.6k tokens/s packed (interleaved runs, medians), so Intel packs always.
 fn strided_b_max_rows() -> usize {
     match cpu::vendor() {
         cpu::Vendor::Intel => 0,
