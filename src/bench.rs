@@ -20,7 +20,7 @@ use crate::optim::Sgd;
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = |mode| BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode,
-///     warmup: Duration::ZERO, windows: 1, window: Duration::from_millis(1), dropout: 0.0 };
+///     warmup: Duration::ZERO, windows: 1, window: Duration::from_millis(1), dropout: 0.0, output_strips: false };
 /// let train = run(&spec(Mode::Train)).unwrap();
 /// let infer = run(&spec(Mode::Infer)).unwrap();
 /// assert!(infer.model_bytes < train.model_bytes); // no gradients, no gradient buffers
@@ -42,7 +42,7 @@ pub enum Mode {
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode: Mode::Infer,
-///     warmup: Duration::from_millis(1), windows: 3, window: Duration::from_millis(2), dropout: 0.0 };
+///     warmup: Duration::from_millis(1), windows: 3, window: Duration::from_millis(2), dropout: 0.0, output_strips: false };
 /// assert_eq!(run(&spec).unwrap().window_tokens_per_sec.len(), 3);
 /// assert!(run(&BenchSpec { windows: 0, ..spec }).is_err());
 /// ```
@@ -64,6 +64,9 @@ pub struct BenchSpec {
     pub window: Duration,
     /// Dropout probability of the training step (0 = off).
     pub dropout: f32,
+    /// Train with the output layer's backward pass by column strips where the shape allows
+    /// (see [`crate::Workspace::set_output_strips`]).
+    pub output_strips: bool,
 }
 
 /// What a benchmark measured.
@@ -72,7 +75,7 @@ pub struct BenchSpec {
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode: Mode::Train,
-///     warmup: Duration::ZERO, windows: 3, window: Duration::from_millis(2), dropout: 0.0 };
+///     warmup: Duration::ZERO, windows: 3, window: Duration::from_millis(2), dropout: 0.0, output_strips: false };
 /// let r = run(&spec).unwrap();
 /// let mut rates = r.window_tokens_per_sec.clone();
 /// rates.sort_by(f64::total_cmp);
@@ -87,6 +90,8 @@ pub struct BenchReport {
     pub window_tokens_per_sec: Vec<f64>,
     /// Steps timed in all windows.
     pub steps: usize,
+    /// Whether the training step ran the output layer's backward pass by column strips.
+    pub output_strips: bool,
     /// rayon threads used.
     pub threads: usize,
     /// Bytes of parameters + gradients (train) + workspace.
@@ -104,7 +109,7 @@ pub struct BenchReport {
 /// use rnnlm::{bench::{run, BenchSpec, Mode}, Config, Workspace};
 /// let cfg = Config::new(10, 4, 4).unwrap();
 /// let spec = BenchSpec { cfg, n: 2, t: 3, mode: Mode::Train, warmup: Duration::ZERO,
-///     windows: 1, window: Duration::from_millis(5), dropout: 0.0 };
+///     windows: 1, window: Duration::from_millis(5), dropout: 0.0, output_strips: false };
 /// let r = run(&spec).unwrap();
 /// assert!(r.tokens_per_sec > 0.0 && r.steps >= 1);
 /// let weights = rnnlm::Params::zeros(cfg).as_slice().len(); // held twice: params and grads
@@ -160,6 +165,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     };
     let mut ws = Workspace::new(cfg, n, t, train)?;
     ws.set_dropout(spec.dropout, 0)?;
+    let output_strips = ws.set_output_strips(spec.output_strips)?;
     let mut corpus: Vec<u32> = Vec::new();
     corpus
         .try_reserve_exact(corpus_len)
@@ -240,6 +246,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
         steps,
         threads: rayon::current_num_threads(),
         model_bytes,
+        output_strips,
     })
 }
 

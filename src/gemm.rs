@@ -249,9 +249,15 @@ pub const KC: usize = 512;
 /// The K blocks `(k0, kc)` the packed driver splits a depth of `k` into: balanced blocks of at
 /// most [`KC`].
 pub fn k_blocks(k: usize) -> impl Iterator<Item = (usize, usize)> {
-    let blocks = k.div_ceil(KC).max(1);
-    let kc = k.div_ceil(blocks);
-    (0..blocks).map(move |b| (b * kc, kc.min(k - (b * kc).min(k))))
+    balanced_blocks(k, KC)
+}
+
+/// `len` split into `(start, width)` blocks of at most `max` (`max > 0`), as even as possible:
+/// all but the last `ceil(len / blocks)` wide. One block `(0, 0)` when `len == 0`.
+pub fn balanced_blocks(len: usize, max: usize) -> impl Iterator<Item = (usize, usize)> {
+    let blocks = len.div_ceil(max).max(1);
+    let w = len.div_ceil(blocks);
+    (0..blocks).map(move |b| (b * w, w.min(len - (b * w).min(len))))
 }
 
 /// Multiply-adds below which the packed driver runs on the calling thread.
@@ -270,6 +276,12 @@ fn strided_b_max_rows() -> usize {
         cpu::Vendor::Intel => 0,
         _ => 256,
     }
+}
+
+/// Whether a product with `m` rows of C reads a row-major B in place rather than packing it
+/// (see `strided_b_max_rows`).
+pub(crate) fn reads_b_in_place(m: usize) -> bool {
+    m <= strided_b_max_rows()
 }
 
 /// Panels per strip in the column-split path of [`matmul_packed`].
@@ -455,19 +467,20 @@ fn matmul_packed_with(
     }
 }
 
-/// C's base pointer, shared by tasks that write disjoint column strips.
+/// A buffer's base pointer, shared by tasks that write disjoint parts of it (column strips of
+/// one C, or one region each).
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 
 impl SendPtr {
     /// (A method, so closures capture the whole `Send + Sync` wrapper, not the raw field.)
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
 
-// SAFETY: the pointer is only dereferenced by tasks writing disjoint column ranges of one C
-// while its owner's exclusive borrow is held (see matmul_packed).
+// SAFETY: the pointer is only dereferenced by tasks writing disjoint parts of one buffer while
+// its owner's exclusive borrow is held (see matmul_packed and model::output_grad::backward).
 unsafe impl Send for SendPtr {}
 // SAFETY: as above.
 unsafe impl Sync for SendPtr {}

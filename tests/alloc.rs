@@ -45,6 +45,7 @@ fn training_step_allocates_only_inside_large_gemms() {
                         .validated()
                         .unwrap();
                     check_step(threads, cfg, dropout);
+                    check_step_with(threads, cfg, dropout, true);
                 }
             }
         });
@@ -52,11 +53,17 @@ fn training_step_allocates_only_inside_large_gemms() {
 }
 
 fn check_step(threads: usize, cfg: Config, dropout: f32) {
+    check_step_with(threads, cfg, dropout, false);
+}
+
+/// One configuration, with the output layer's backward pass by column strips or not.
+fn check_step_with(threads: usize, cfg: Config, dropout: f32, strips: bool) {
     let (n, t) = (12, 7);
     let v = cfg.vocab_size as u32;
     let corpus: Vec<u32> = (0..5000u32).map(|i| (i * 7919) % v).collect();
     let mut model = SimpleRnnlm::new(cfg, n, t, 3).unwrap();
     model.set_dropout(dropout, 5).unwrap();
+    model.set_output_strips(strips).unwrap();
     let mut batches = BookBatches::new(&corpus, n, t).unwrap();
     let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
     let sgd = Sgd::new(0.1);

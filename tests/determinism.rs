@@ -9,6 +9,16 @@ fn train(threads: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
 }
 
 fn train_model(threads: usize, seed: u64, cfg: Config, dropout: f32) -> (Vec<u32>, Vec<u32>) {
+    train_with(threads, seed, cfg, dropout, false)
+}
+
+fn train_with(
+    threads: usize,
+    seed: u64,
+    cfg: Config,
+    dropout: f32,
+    strips: bool,
+) -> (Vec<u32>, Vec<u32>) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -20,6 +30,8 @@ fn train_model(threads: usize, seed: u64, cfg: Config, dropout: f32) -> (Vec<u32
         let corpus: Vec<u32> = (0..20_000u32).map(|i| (i * i + 7 * i) % 3000).collect();
         let mut model = SimpleRnnlm::new(cfg, n, t, seed).unwrap();
         model.set_dropout(dropout, seed).unwrap();
+        let simd = rnnlm::cpu::isa() != rnnlm::cpu::Isa::Portable;
+        assert_eq!(model.set_output_strips(strips).unwrap(), strips && simd);
         let mut batches = BookBatches::new(&corpus, n, t).unwrap();
         let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
         let sgd = Sgd::new(0.5);
@@ -75,5 +87,60 @@ fn every_cell_with_dropout_is_thread_count_independent() {
         assert_ne!(l1, l4, "{cell}: a different seed gives a different run");
         let (l5, _) = train_model(2, 5, cfg, 0.0);
         assert_ne!(l1, l5, "{cell}: dropout changes the run");
+    }
+}
+
+/// The output layer's backward pass by column strips (opt-in): its `dX` partial sums are
+/// grouped the same way whatever the thread count, so the bits match across 1, 2 and 3
+/// threads. With at most 8 strips (one per group) it even adds them in the row-block path's
+/// order, so the two paths give the same bits; with more, the sums are grouped differently and
+/// the runs agree to rounding.
+#[test]
+fn output_strips_are_thread_count_independent_and_agree_with_the_row_path() {
+    if rnnlm::cpu::isa() == rnnlm::cpu::Isa::Portable {
+        return; // the strip path needs the SIMD kernels; set_output_strips says so (train_with)
+    }
+    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+        // V = 3000: 6 strips of 500 (N*T = 117 allows 512-wide ones); V = 6000: 12 strips.
+        for (v, tied, dropout) in [(3000, true, 0.5), (6000, false, 0.0), (6000, true, 0.3)] {
+            let cfg = Config::new(v, 64, 64)
+                .unwrap()
+                .with_cell(cell)
+                .with_layers(2)
+                .with_tied(tied);
+            let (l1, w1) = train_with(1, 5, cfg, dropout, true);
+            let (l2, w2) = train_with(2, 5, cfg, dropout, true);
+            let (l3, w3) = train_with(3, 5, cfg, dropout, true);
+            assert!(
+                l1 == l2 && l1 == l3,
+                "{cell} V={v}: strip losses differ across threads"
+            );
+            assert!(
+                w1 == w2 && w1 == w3,
+                "{cell} V={v}: strip weights differ across threads"
+            );
+            let (lr, wr) = train_with(2, 5, cfg, dropout, false);
+            if v == 3000 {
+                assert!(
+                    l1 == lr && w1 == wr,
+                    "{cell}: one strip per group, same bits"
+                );
+                continue;
+            }
+            assert_eq!(
+                l1[0], lr[0],
+                "{cell}: the first forward precedes any backward"
+            );
+            for (a, b) in l1.iter().zip(&lr) {
+                let (a, b) = (f32::from_bits(*a), f32::from_bits(*b));
+                assert!((a - b).abs() <= 1e-4 * b.abs(), "{cell}: loss {a} vs {b}");
+            }
+            let worst = w1
+                .iter()
+                .zip(&wr)
+                .map(|(a, b)| (f32::from_bits(*a) - f32::from_bits(*b)).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-4, "{cell}, V={v}: weights drift {worst}");
+        }
     }
 }

@@ -199,6 +199,7 @@ fn parameters_beyond_memory_are_refused_before_any_work() {
             windows: 1,
             window: std::time::Duration::ZERO,
             dropout: 0.0,
+            output_strips: false,
         };
         let e = run(&spec).unwrap_err();
         assert!(matches!(e, Error::Memory { .. }), "{e}");

@@ -2,6 +2,7 @@
 //! layers.
 
 pub mod config;
+mod output_grad;
 pub mod params;
 pub mod simple;
 pub mod workspace;

@@ -5,6 +5,7 @@
 use rand::SeedableRng;
 
 use super::config::{Cell, Config, MAX_LAYERS};
+use super::output_grad::{self, StripGrads};
 use super::params::Params;
 use super::workspace::Workspace;
 use crate::error::{Error, Result};
@@ -196,6 +197,7 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     let (n, t) = (ws.n, ws.t);
     let rb = rows_per_block(ws);
     let tasks = n.div_ceil(rb);
+    let t0 = std::time::Instant::now();
     for (l, lw) in ws.layers.iter_mut().enumerate() {
         let (p, dl) = (params.layer(l), cfg.layer_input(l));
         gemm::pack_rows(&mut lw.wx_packed, &MatRef::new(p.wx, dl, gh), 0, dl, tasks);
@@ -203,6 +205,8 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     }
     gemm::pack_rows(&mut ws.w_packed, &output_weights(params), 0, h, tasks);
 
+    phases::add(0, t0);
+    let t0 = std::time::Instant::now();
     let count = softmax_loss::count(&ws.ts);
     let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
     let train = ws.train;
@@ -317,6 +321,7 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
             }
         }
     });
+    phases::add(1, t0);
     ws.ready_for_backward = train;
     softmax_loss::mean(&ws.losses, count)
 }
@@ -379,10 +384,13 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     let rb = rows_per_block(ws);
     let tasks = n.div_ceil(rb);
 
-    // W^T in K blocks over V, so each block's panels stay in cache during dY W^T.
+    // W^T in K blocks over V (the output strips on the strip path), so each block's panels
+    // stay in cache during dY W^T.
+    let t0 = std::time::Instant::now();
     let wt = output_weights(params).t();
+    let strip = ws.out_strip;
     let mut off = 0;
-    for (k0, kc) in gemm::k_blocks(v) {
+    for (k0, kc) in gemm::balanced_blocks(v, if strip > 0 { strip } else { gemm::KC }) {
         gemm::pack_rows(&mut ws.wt_packed[off..], &wt, k0, kc, tasks);
         off += recurrent::packed_len(kc, h);
     }
@@ -397,9 +405,44 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         );
         recurrent::pack_b(gh, h, p.wh, 1, gh, &mut lw.wht_packed);
     }
+    phases::add(2, t0);
+    let t0 = std::time::Instant::now();
     // The step of the last forward's masks.
     let p_drop = if ws.dropout_on() { ws.dropout } else { 0.0 };
     let (step, seed) = (ws.dropout_step.wrapping_sub(1), ws.dropout_seed);
+    let dropped = p_drop > 0.0;
+    if strip > 0 {
+        // The output layer first, by column strips of dY: dW complete, dX as partials that
+        // the row blocks below add up (see model::output_grad).
+        let output_in: &[f32] = if dropped {
+            &ws.layers[nl - 1].drop
+        } else {
+            &ws.layers[nl - 1].hs
+        };
+        transposed_with_ones(&mut ws.gemm_scratch, &[(output_in, h)], nt, tasks);
+        let top = if cell == Cell::Rnn {
+            &mut ws.layers[nl - 1].gates
+        } else {
+            &mut ws.dh
+        };
+        let dw = if cfg.tied {
+            &mut ws.tied_grad[..]
+        } else {
+            grads.affine_rows_mut()
+        };
+        let g = StripGrads {
+            dy: &ws.logits,
+            xt: &ws.gemm_scratch,
+            wt_packed: &ws.wt_packed,
+            dx: top,
+            parts: &mut ws.dx_parts,
+            dw,
+            dy_packed: &mut ws.dy_packed,
+        };
+        output_grad::backward(g, (nt, h, v), strip);
+        phases::add(4, t0);
+    }
+    let t0 = std::time::Instant::now();
 
     let lb = layer_bufs(ws);
     let lb = &lb[..nl];
@@ -408,7 +451,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         Buf::of(&mut ws.demb),
         Buf::of(&mut ws.scratch),
     );
-    let (logits, wt_packed, layers) = (&ws.logits, &ws.wt_packed, &ws.layers);
+    let (logits, wt_packed, layers, dx_parts) =
+        (&ws.logits, &ws.wt_packed, &ws.layers, &ws.dx_parts);
     // Where the gradient w.r.t. layer l's output h goes: the tanh RNN differentiates in place
     // in its own `gates` buffer (which then holds dL/da for the weight gradient); LSTM and GRU
     // read it from `dh` and write their gate gradients into `gates`.
@@ -420,14 +464,18 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         // SAFETY: as in forward_loaded: task `blk` touches only its own batch rows of every
         // buffer, the row ranges are disjoint, and `ws` is exclusively borrowed meanwhile.
         unsafe {
-            let dy = &logits[p0 * v..(p0 + r) * v];
             let top = target(nl - 1).get(p0 * h, r * h);
-            // d(output input) = dY W^T   [r,V] x [V,H], accumulated over the K blocks of V.
-            let mut off = 0;
-            for (kb, (k0, kc)) in gemm::k_blocks(v).enumerate() {
-                let packed = &wt_packed[off..off + recurrent::packed_len(kc, h)];
-                recurrent::gemm_packed(r, kc, h, &dy[k0..], v, packed, top, h, kb > 0);
-                off += packed.len();
+            if strip > 0 {
+                output_grad::add_parts(top, dx_parts, (nt, h), p0);
+            } else {
+                // d(output input) = dY W^T   [r,V] x [V,H], accumulated over the K blocks of V.
+                let dy = &logits[p0 * v..(p0 + r) * v];
+                let mut off = 0;
+                for (kb, (k0, kc)) in gemm::k_blocks(v).enumerate() {
+                    let packed = &wt_packed[off..off + recurrent::packed_len(kc, h)];
+                    recurrent::gemm_packed(r, kc, h, &dy[k0..], v, packed, top, h, kb > 0);
+                    off += packed.len();
+                }
             }
             if p_drop > 0.0 {
                 let key = DropoutKey::new(seed, step, site_after_layer(nl - 1));
@@ -475,19 +523,24 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     // [dW; db] = [x_out | 1]^T dY, and per layer [dWx; dWh; db] = [x_in | hprev | 1]^T dA
     // (a GRU: [dWx; dbx] = [x_in | 1]^T dAx and [dWh; dbh] = [hprev | 1]^T dAh), each one
     // product writing straight into adjacent tensors of the flat gradient buffer.
-    let dropped = p_drop > 0.0;
-    let output_in: &[f32] = if dropped {
-        &ws.layers[nl - 1].drop
-    } else {
-        &ws.layers[nl - 1].hs
-    };
-    let dw = if cfg.tied {
-        &mut ws.tied_grad[..]
-    } else {
-        grads.affine_rows_mut()
-    };
+    phases::add(3, t0);
+    let t0 = std::time::Instant::now();
     let scratch = &mut ws.gemm_scratch;
-    bias_gemm(dw, &[(output_in, h)], &ws.logits, (nt, v), scratch, tasks);
+    if strip == 0 {
+        let output_in: &[f32] = if dropped {
+            &ws.layers[nl - 1].drop
+        } else {
+            &ws.layers[nl - 1].hs
+        };
+        let dw = if cfg.tied {
+            &mut ws.tied_grad[..]
+        } else {
+            grads.affine_rows_mut()
+        };
+        bias_gemm(dw, &[(output_in, h)], &ws.logits, (nt, v), scratch, tasks);
+    }
+    phases::add(4, t0);
+    let t0 = std::time::Instant::now();
     for l in 0..nl {
         let dl = cfg.layer_input(l);
         let lw = &ws.layers[l];
@@ -512,6 +565,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
             );
         }
     }
+    phases::add(5, t0);
+    let t0 = std::time::Instant::now();
     let (de, db) = grads.embed_and_affine_b_mut();
     if cfg.tied {
         // The output layer's dW [H,V] is embed.W's gradient transposed; its bias row is
@@ -522,6 +577,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         de.fill(0.0);
     }
     embedding::backward(de, &ws.xs, &ws.demb, d);
+    phases::add(6, t0);
 }
 
 /// `C = [X_1 | X_2 | ... | 1]^T B` for activations `X_i [nt, k_i]` and `B [nt, cols]`, into
@@ -535,14 +591,8 @@ fn bias_gemm(
     scratch: &mut [f32],
     tasks: usize,
 ) {
-    let k: usize = parts.iter().map(|p| p.1).sum::<usize>() + 1;
+    let k = transposed_with_ones(scratch, parts, nt, tasks);
     let (a, rest) = scratch.split_at_mut(k * nt);
-    let mut row = 0;
-    for &(x, w) in parts {
-        gemm::copy_rows(&mut a[row * nt..], &MatRef::new(x, nt, w).t(), tasks);
-        row += w;
-    }
-    a[row * nt..].fill(1.0);
     matmul_packed(
         MatMut::new(c, k, cols),
         MatRef::new(a, k, nt),
@@ -550,6 +600,23 @@ fn bias_gemm(
         Accum::Replace,
         rest,
     );
+}
+
+/// Writes `[X_1 | X_2 | ... | 1]^T` for activations `X_i [nt, k_i]` row-major at the front of
+/// `out` (`[k, nt]`) and returns `k = k_1 + k_2 + ... + 1`.
+fn transposed_with_ones(
+    out: &mut [f32],
+    parts: &[(&[f32], usize)],
+    nt: usize,
+    tasks: usize,
+) -> usize {
+    let mut row = 0;
+    for &(x, w) in parts {
+        gemm::copy_rows(&mut out[row * nt..], &MatRef::new(x, nt, w).t(), tasks);
+        row += w;
+    }
+    out[row * nt..(row + 1) * nt].fill(1.0);
+    row + 1
 }
 
 /// `out [C,R] = a^T` for `a [R,C]`, in cache-sized tiles.
@@ -756,6 +823,15 @@ impl SimpleRnnlm {
         self.ws.set_dropout(p, seed)
     }
 
+    /// Turns the output layer's backward pass by column strips on or off; see
+    /// [`Workspace::set_output_strips`].
+    ///
+    /// # Errors
+    /// If its buffers do not fit in memory.
+    pub fn set_output_strips(&mut self, on: bool) -> Result<bool> {
+        self.ws.set_output_strips(on)
+    }
+
     /// The step counter of the dropout masks (see [`Workspace::dropout_step`]).
     pub fn dropout_step(&self) -> u64 {
         self.ws.dropout_step()
@@ -923,5 +999,45 @@ impl SimpleRnnlm {
     /// ```
     pub fn into_params(self) -> Params {
         self.params
+    }
+}
+
+#[doc(hidden)]
+pub mod phases {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    pub static T: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+    pub fn add(i: usize, t: std::time::Instant) {
+        T[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    pub fn report() {
+        let names = [
+            "fwd pack",
+            "fwd region",
+            "bwd pack",
+            "bwd region",
+            "dW out",
+            "dW layers",
+            "tied/emb",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+        ];
+        let tot: u64 = T.iter().map(|x| x.load(Ordering::Relaxed)).sum();
+        for (i, n) in names.iter().enumerate() {
+            let v = T[i].load(Ordering::Relaxed);
+            if v > 0 {
+                eprintln!(
+                    "{n:12} {:6.1}%  {:.3} s",
+                    100.0 * v as f64 / tot as f64,
+                    v as f64 * 1e-9
+                );
+            }
+        }
     }
 }

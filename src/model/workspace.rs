@@ -1,6 +1,7 @@
 //! Activation buffers sized once from the configuration and the batch shape `(N, T)`.
 
 use super::config::{Cell, Config};
+use super::output_grad;
 use crate::error::{Error, Result};
 use crate::gemm;
 use crate::kernels::recurrent::PANEL;
@@ -83,6 +84,13 @@ pub struct Workspace {
     pub(crate) gemm_scratch: Vec<f32>,
     /// Tied training: `[dW; db]` `[H+1, V]` of the output layer before it is added to `embed.W`.
     pub(crate) tied_grad: Vec<f32>,
+    /// Column strip width of the output layer's backward pass, 0 for the row-block path (see
+    /// `model::output_grad`); the packed W^T is laid out in these strips.
+    pub(crate) out_strip: usize,
+    /// That path's partial sums of dX beyond the first, `[groups - 1, N*T, H]`.
+    pub(crate) dx_parts: Vec<f32>,
+    /// That path's packed dY strips, one per group, where the dW product packs B.
+    pub(crate) dy_packed: Vec<f32>,
     /// Dropout probability (0 = off), seed, and the step counter of the masks.
     pub(crate) dropout: f32,
     pub(crate) dropout_seed: u64,
@@ -156,6 +164,9 @@ impl Workspace {
             scratch: f(plan.scratch)?,
             gemm_scratch: f(plan.gemm_scratch)?,
             tied_grad: f(plan.tied_grad)?,
+            out_strip: 0,
+            dx_parts: Vec::new(),
+            dy_packed: Vec::new(),
             dropout: 0.0,
             dropout_seed: 0,
             dropout_step: 0,
@@ -164,8 +175,9 @@ impl Workspace {
     }
 
     /// The bytes [`Workspace::new`] would allocate for this configuration and batch shape
-    /// (before dropout, which adds `L*N*T*H*4` bytes of masks to a training workspace; see
-    /// [`Workspace::set_dropout`]): what [`Workspace::bytes`] reports once it exists. Both read
+    /// (before dropout, which adds `L*N*T*H*4` bytes of masks to a training workspace, see
+    /// [`Workspace::set_dropout`], and the opt-in output strips' buffers, see
+    /// [`Workspace::set_output_strips`]): what [`Workspace::bytes`] reports once it exists. Both read
     /// the buffer lengths from one place, so they cannot disagree.
     ///
     /// # Errors
@@ -230,6 +242,64 @@ impl Workspace {
         self.dropout = p;
         self.dropout_seed = seed;
         Ok(())
+    }
+
+    /// Turns the output layer's backward pass by column strips of dY on or off (off by
+    /// default) and returns whether it is now in use.
+    ///
+    /// The strip path reads the logits' gradient from memory once for both of its products
+    /// instead of twice, at the price of narrower products and `dX` partial sums (see
+    /// `model::output_grad`); results stay thread-count independent but differ from the
+    /// default path in the last bits. It applies to training workspaces whose shape lets a
+    /// strip of dY stay in L2 with `2H` at most the strip width (small hidden layers, e.g.
+    /// `H <= 184` at N*T = 700) on an AVX2 or AVX-512 CPU; elsewhere it stays off (`Ok(false)`).
+    /// It is off by default because it measured no faster on the CPUs at hand (see the
+    /// README's performance notes): measure it on yours with `rnnlm bench --output-strips`.
+    ///
+    /// # Errors
+    /// If its buffers (up to 8 partial sums of `dX`, `[N*T, H]` each, and 8 packed strips of
+    /// dY) do not fit in memory.
+    ///
+    /// ```
+    /// let cfg = rnnlm::Config::new(1000, 16, 16).unwrap();
+    /// let mut ws = rnnlm::Workspace::new(cfg, 4, 8, true).unwrap();
+    /// let on = ws.set_output_strips(true).unwrap(); // true on an AVX2 / AVX-512 CPU
+    /// assert_eq!(ws.output_strips(), on);
+    /// assert!(!ws.set_output_strips(false).unwrap());
+    /// let mut eval = rnnlm::Workspace::new(cfg, 4, 8, false).unwrap();
+    /// assert!(!eval.set_output_strips(true).unwrap()); // training only
+    /// ```
+    pub fn set_output_strips(&mut self, on: bool) -> Result<bool> {
+        let (nt, h, v) = (self.n * self.t, self.cfg.hidden_size, self.cfg.vocab_size);
+        let strip = if on && self.train {
+            output_grad::strip_width(nt, h)
+        } else {
+            0
+        };
+        if strip == 0 {
+            self.out_strip = 0;
+            self.dx_parts = Vec::new();
+            self.dy_packed = Vec::new();
+            return Ok(false);
+        }
+        let what = format!(
+            "the output strips' buffers (N={}, T={}, H={h}, V={v})",
+            self.n, self.t
+        );
+        let overflow = || Error::invalid("output strips", format!("{what} overflow"));
+        let parts = output_grad::parts_len(nt, h, v, strip).ok_or_else(overflow)?;
+        let packs = output_grad::packs_len(nt, h, v, strip);
+        check_memory(&what, parts.saturating_add(packs).saturating_mul(4))?;
+        self.dx_parts = try_zeros(parts, &what)?;
+        self.dy_packed = try_zeros(packs, &what)?;
+        self.out_strip = strip;
+        Ok(true)
+    }
+
+    /// Whether the output layer's backward pass runs by column strips (see
+    /// [`Workspace::set_output_strips`]).
+    pub fn output_strips(&self) -> bool {
+        self.out_strip > 0
     }
 
     /// The dropout probability (0 when off).
@@ -409,7 +479,9 @@ impl Workspace {
             + self.demb.len()
             + self.scratch.len()
             + self.gemm_scratch.len()
-            + self.tied_grad.len())
+            + self.tied_grad.len()
+            + self.dx_parts.len()
+            + self.dy_packed.len())
     }
 }
 
@@ -556,6 +628,7 @@ impl Plan {
             0
         };
         let states = if lstm { 2 } else { 1 };
+
         Ok(Self {
             cfg: *cfg,
             n,
