@@ -53,12 +53,6 @@ pub(crate) fn groups(v: usize, strip: usize) -> usize {
     GROUPS.min(v.div_ceil(strip.max(1))).max(1)
 }
 
-/// The strips of `v` columns: balanced blocks of at most `strip` (the same blocks the packed
-/// W^T is laid out in, see [`gemm::balanced_blocks`]).
-pub(crate) fn strips(v: usize, strip: usize) -> impl Iterator<Item = (usize, usize)> {
-    gemm::balanced_blocks(v, strip)
-}
-
 /// Floats of packed dY strips (one per group) where the dW product packs B rather than
 /// reading it in place (see `gemm::reads_b_in_place`).
 pub(crate) fn packs_len(nt: usize, h: usize, v: usize, strip: usize) -> usize {
@@ -116,7 +110,7 @@ pub(crate) fn backward(g: StripGrads<'_>, (nt, h, v): (usize, usize, usize), str
     let packs = SendPtr(g.dy_packed.as_mut_ptr());
     // Offset of strip i's packed W^T block.
     let packed_off = |i: usize| -> usize {
-        strips(v, strip)
+        gemm::balanced_blocks(v, strip)
             .take(i)
             .map(|(_, w)| recurrent::packed_len(w, h))
             .sum()
@@ -128,7 +122,11 @@ pub(crate) fn backward(g: StripGrads<'_>, (nt, h, v): (usize, usize, usize), str
             let first = grp * ns / ng;
             let last = (grp + 1) * ns / ng;
             let mut off = packed_off(first);
-            for (j, (s0, w)) in strips(v, strip).enumerate().take(last).skip(first) {
+            for (j, (s0, w)) in gemm::balanced_blocks(v, strip)
+                .enumerate()
+                .take(last)
+                .skip(first)
+            {
                 let packed = &wt[off..off + recurrent::packed_len(w, h)];
                 off += packed.len();
                 let strip_dy = &dy[s0..];
@@ -217,7 +215,7 @@ mod tests {
         assert_eq!(groups(418, 512), 1);
         assert_eq!(parts_len(700, 100, 10_000, 368), Some(7 * 700 * 100));
         assert_eq!(parts_len(700, 650, 10_000, 0), Some(0));
-        let s: Vec<_> = strips(10, 4).collect();
+        let s: Vec<_> = gemm::balanced_blocks(10, 4).collect();
         assert_eq!(s, vec![(0, 4), (4, 4), (8, 2)]);
     }
 
@@ -240,7 +238,7 @@ mod tests {
         }
         let mut wt_packed = vec![0.0f32; recurrent::packed_len(v, h)];
         let mut off = 0;
-        for (s0, sw) in strips(v, strip) {
+        for (s0, sw) in gemm::balanced_blocks(v, strip) {
             // W^T rows s0..s0+sw: element (p, c) = W[c, s0 + p].
             recurrent::pack_b(sw, h, &w[s0..], 1, v, &mut wt_packed[off..]);
             off += recurrent::packed_len(sw, h);

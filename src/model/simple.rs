@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use super::config::{Cell, Config, MAX_LAYERS};
 use super::output_grad::{self, StripGrads};
 use super::params::Params;
-use super::workspace::Workspace;
+use super::workspace::{LayerWs, Workspace};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
@@ -197,7 +197,6 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     let (n, t) = (ws.n, ws.t);
     let rb = rows_per_block(ws);
     let tasks = n.div_ceil(rb);
-    let t0 = std::time::Instant::now();
     for (l, lw) in ws.layers.iter_mut().enumerate() {
         let (p, dl) = (params.layer(l), cfg.layer_input(l));
         gemm::pack_rows(&mut lw.wx_packed, &MatRef::new(p.wx, dl, gh), 0, dl, tasks);
@@ -205,8 +204,6 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     }
     gemm::pack_rows(&mut ws.w_packed, &output_weights(params), 0, h, tasks);
 
-    phases::add(0, t0);
-    let t0 = std::time::Instant::now();
     let count = softmax_loss::count(&ws.ts);
     let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
     let train = ws.train;
@@ -321,7 +318,6 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
             }
         }
     });
-    phases::add(1, t0);
     ws.ready_for_backward = train;
     softmax_loss::mean(&ws.losses, count)
 }
@@ -386,7 +382,6 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
 
     // W^T in K blocks over V (the output strips on the strip path), so each block's panels
     // stay in cache during dY W^T.
-    let t0 = std::time::Instant::now();
     let wt = output_weights(params).t();
     let strip = ws.out_strip;
     let mut off = 0;
@@ -405,8 +400,6 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         );
         recurrent::pack_b(gh, h, p.wh, 1, gh, &mut lw.wht_packed);
     }
-    phases::add(2, t0);
-    let t0 = std::time::Instant::now();
     // The step of the last forward's masks.
     let p_drop = if ws.dropout_on() { ws.dropout } else { 0.0 };
     let (step, seed) = (ws.dropout_step.wrapping_sub(1), ws.dropout_seed);
@@ -414,22 +407,14 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     if strip > 0 {
         // The output layer first, by column strips of dY: dW complete, dX as partials that
         // the row blocks below add up (see model::output_grad).
-        let output_in: &[f32] = if dropped {
-            &ws.layers[nl - 1].drop
-        } else {
-            &ws.layers[nl - 1].hs
-        };
+        let output_in = layer_output(&ws.layers[nl - 1], dropped);
         transposed_with_ones(&mut ws.gemm_scratch, &[(output_in, h)], nt, tasks);
         let top = if cell == Cell::Rnn {
             &mut ws.layers[nl - 1].gates
         } else {
             &mut ws.dh
         };
-        let dw = if cfg.tied {
-            &mut ws.tied_grad[..]
-        } else {
-            grads.affine_rows_mut()
-        };
+        let dw = output_dw(cfg.tied, &mut ws.tied_grad, grads);
         let g = StripGrads {
             dy: &ws.logits,
             xt: &ws.gemm_scratch,
@@ -440,9 +425,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
             dy_packed: &mut ws.dy_packed,
         };
         output_grad::backward(g, (nt, h, v), strip);
-        phases::add(4, t0);
     }
-    let t0 = std::time::Instant::now();
 
     let lb = layer_bufs(ws);
     let lb = &lb[..nl];
@@ -523,31 +506,18 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     // [dW; db] = [x_out | 1]^T dY, and per layer [dWx; dWh; db] = [x_in | hprev | 1]^T dA
     // (a GRU: [dWx; dbx] = [x_in | 1]^T dAx and [dWh; dbh] = [hprev | 1]^T dAh), each one
     // product writing straight into adjacent tensors of the flat gradient buffer.
-    phases::add(3, t0);
-    let t0 = std::time::Instant::now();
     let scratch = &mut ws.gemm_scratch;
     if strip == 0 {
-        let output_in: &[f32] = if dropped {
-            &ws.layers[nl - 1].drop
-        } else {
-            &ws.layers[nl - 1].hs
-        };
-        let dw = if cfg.tied {
-            &mut ws.tied_grad[..]
-        } else {
-            grads.affine_rows_mut()
-        };
+        let output_in = layer_output(&ws.layers[nl - 1], dropped);
+        let dw = output_dw(cfg.tied, &mut ws.tied_grad, grads);
         bias_gemm(dw, &[(output_in, h)], &ws.logits, (nt, v), scratch, tasks);
     }
-    phases::add(4, t0);
-    let t0 = std::time::Instant::now();
     for l in 0..nl {
         let dl = cfg.layer_input(l);
         let lw = &ws.layers[l];
-        let x_in: &[f32] = match l {
-            0 => &ws.emb,
-            _ if dropped => &ws.layers[l - 1].drop,
-            _ => &ws.layers[l - 1].hs,
+        let x_in = match l {
+            0 => &ws.emb[..],
+            _ => layer_output(&ws.layers[l - 1], dropped),
         };
         let rows = grads.layer_rows_mut(l);
         if cell == Cell::Gru {
@@ -565,8 +535,6 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
             );
         }
     }
-    phases::add(5, t0);
-    let t0 = std::time::Instant::now();
     let (de, db) = grads.embed_and_affine_b_mut();
     if cfg.tied {
         // The output layer's dW [H,V] is embed.W's gradient transposed; its bias row is
@@ -577,7 +545,26 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         de.fill(0.0);
     }
     embedding::backward(de, &ws.xs, &ws.demb, d);
-    phases::add(6, t0);
+}
+
+/// What a layer passes on (to the layer above, or to the output layer): its `h`, or the
+/// dropped-out copy.
+fn layer_output(layer: &LayerWs, dropped: bool) -> &[f32] {
+    if dropped {
+        &layer.drop
+    } else {
+        &layer.hs
+    }
+}
+
+/// Where the output layer's `[dW; db]` goes: straight into the gradient (`affine.W`, `affine.b`
+/// rows), or, tied, into the scratch that is then transposed onto `embed.W`'s gradient.
+fn output_dw<'a>(tied: bool, tied_grad: &'a mut [f32], grads: &'a mut Params) -> &'a mut [f32] {
+    if tied {
+        tied_grad
+    } else {
+        grads.affine_rows_mut()
+    }
 }
 
 /// `C = [X_1 | X_2 | ... | 1]^T B` for activations `X_i [nt, k_i]` and `B [nt, cols]`, into
@@ -999,45 +986,5 @@ impl SimpleRnnlm {
     /// ```
     pub fn into_params(self) -> Params {
         self.params
-    }
-}
-
-#[doc(hidden)]
-pub mod phases {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    pub static T: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
-    pub fn add(i: usize, t: std::time::Instant) {
-        T[i].fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    }
-    pub fn report() {
-        let names = [
-            "fwd pack",
-            "fwd region",
-            "bwd pack",
-            "bwd region",
-            "dW out",
-            "dW layers",
-            "tied/emb",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-            "",
-        ];
-        let tot: u64 = T.iter().map(|x| x.load(Ordering::Relaxed)).sum();
-        for (i, n) in names.iter().enumerate() {
-            let v = T[i].load(Ordering::Relaxed);
-            if v > 0 {
-                eprintln!(
-                    "{n:12} {:6.1}%  {:.3} s",
-                    100.0 * v as f64 / tot as f64,
-                    v as f64 * 1e-9
-                );
-            }
-        }
     }
 }

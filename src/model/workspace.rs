@@ -177,8 +177,8 @@ impl Workspace {
     /// The bytes [`Workspace::new`] would allocate for this configuration and batch shape
     /// (before dropout, which adds `L*N*T*H*4` bytes of masks to a training workspace, see
     /// [`Workspace::set_dropout`], and the opt-in output strips' buffers, see
-    /// [`Workspace::set_output_strips`]): what [`Workspace::bytes`] reports once it exists. Both read
-    /// the buffer lengths from one place, so they cannot disagree.
+    /// [`Workspace::set_output_strips`]): what [`Workspace::bytes`] reports once it exists.
+    /// Both read the buffer lengths from one place, so they cannot disagree.
     ///
     /// # Errors
     /// As [`Workspace::new`] for an invalid configuration or batch shape, or one whose size
@@ -628,7 +628,6 @@ impl Plan {
             0
         };
         let states = if lstm { 2 } else { 1 };
-
         Ok(Self {
             cfg: *cfg,
             n,
