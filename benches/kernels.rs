@@ -4,7 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rnnlm::cpu::Isa;
-use rnnlm::kernels::{recurrent, softmax, tanh};
+use rnnlm::gemm::{self, Accum, MatMut, MatRef, Packed};
+use rnnlm::kernels::{softmax, tanh};
 
 fn data(len: usize, scale: f32) -> Vec<f32> {
     (0..len)
@@ -84,23 +85,29 @@ fn recurrent_gemm(c: &mut Criterion) {
         let a = data(m * k, 1.0);
         let bm = data(k * n, 1.0);
         let mut cm = vec![0.0f32; m * n];
-        let mut packed = vec![0.0f32; recurrent::packed_len(k, n)];
-        recurrent::pack_b(k, n, &bm, n, 1, &mut packed);
+        let mut packed = vec![0.0f32; gemm::packed_len(k, n)];
+        gemm::pack(&mut packed, MatRef::new(&bm, k, n));
         let shape = format!("{m}x{k}x{n}");
         for isa in Isa::available() {
             g.bench_function(BenchmarkId::new(isa.name(), &shape), |b| {
                 b.iter(|| {
-                    recurrent::gemm_packed_with(isa, m, k, n, &a, k, &packed, &mut cm, n, false)
+                    gemm::gemm_packed_with(
+                        isa,
+                        MatMut::new(&mut cm, m, n),
+                        MatRef::new(&a, m, k),
+                        Packed::new(&packed, k, n),
+                        Accum::Replace,
+                    )
                 })
             });
         }
         g.bench_function(BenchmarkId::new("matrixmultiply", &shape), |b| {
             b.iter(|| {
-                rnnlm::gemm::matmul(
-                    rnnlm::gemm::MatMut::new(&mut cm, m, n),
-                    rnnlm::gemm::MatRef::new(&a, m, k),
-                    rnnlm::gemm::MatRef::new(&bm, k, n),
-                    rnnlm::gemm::Accum::Replace,
+                gemm::matmul(
+                    MatMut::new(&mut cm, m, n),
+                    MatRef::new(&a, m, k),
+                    MatRef::new(&bm, k, n),
+                    Accum::Replace,
                 )
             })
         });
@@ -111,7 +118,7 @@ fn recurrent_gemm(c: &mut Criterion) {
 /// The seven large products of a training step at the `ptb-small` (B) and `ptb-medium` (C)
 /// shapes, our packed driver vs matrixmultiply, in FLOP/s (elements = 2*m*k*n).
 fn model_gemms(c: &mut Criterion) {
-    use rnnlm::gemm::{matmul, matmul_packed, scratch_len_for, Accum, MatMut, MatRef};
+    use rnnlm::gemm::{matmul, matmul_packed, scratch_len_for};
     let mut g = c.benchmark_group("model_gemm_flops");
     let r = 700; // N*T = 20*35
     for (cfg, d, h, v) in [("B", 100, 100, 10_000), ("C", 650, 650, 10_000)] {

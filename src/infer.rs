@@ -15,7 +15,8 @@ use rand::{Rng, RngExt};
 use crate::checkpoint;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::kernels::{gates, recurrent, softmax, tanh};
+use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
+use crate::kernels::{gates, softmax, tanh};
 use crate::layers::embedding;
 use crate::mem::{check_memory, try_zeros};
 use crate::model::config::{Cell, Config};
@@ -309,11 +310,9 @@ impl Rnnlm {
         // (Validated sizes, each at most 2^24 with at most 64 layers, cannot overflow here.)
         let packed_bytes = 4
             * ((0..cfg.layers)
-                .map(|l| {
-                    recurrent::packed_len(cfg.layer_input(l), gh) + recurrent::packed_len(h, gh)
-                })
+                .map(|l| gemm::packed_len(cfg.layer_input(l), gh) + gemm::packed_len(h, gh))
                 .sum::<usize>()
-                + recurrent::packed_len(h, v));
+                + gemm::packed_len(h, v));
         let what = format!(
             "the packed weights of the model ({})",
             Params::describe(&cfg)
@@ -321,8 +320,8 @@ impl Rnnlm {
         check_memory(&what, packed_bytes)?;
         // B [k,n] with element (r, c) at b[r*rs + c*cs], packed for the step kernel.
         let pack = |k: usize, n: usize, b: &[f32], rs: usize, cs: usize| -> Result<Vec<f32>> {
-            let mut out = try_zeros(recurrent::packed_len(k, n), &what)?;
-            recurrent::pack_b(k, n, b, rs, cs, &mut out);
+            let mut out = try_zeros(gemm::packed_len(k, n), &what)?;
+            gemm::pack(&mut out, MatRef::strided(b, k, n, rs, cs));
             Ok(out)
         };
         let layers = (0..cfg.layers)
@@ -659,15 +658,35 @@ impl Rnnlm {
             let hl = &mut rest[..m * h];
             match cell {
                 Cell::Rnn => {
-                    recurrent::gemm_packed(m, dl, h, input, dl, wx_packed, hn, h, false);
-                    recurrent::gemm_packed(m, h, h, hl, h, wh_packed, hn, h, true);
+                    gemm::gemm_packed(
+                        MatMut::new(hn, m, h),
+                        MatRef::new(input, m, dl),
+                        Packed::new(wx_packed, dl, h),
+                        Accum::Replace,
+                    );
+                    gemm::gemm_packed(
+                        MatMut::new(hn, m, h),
+                        MatRef::new(hl, m, h),
+                        Packed::new(wh_packed, h, h),
+                        Accum::Add,
+                    );
                     for row in hn.chunks_exact_mut(h) {
                         tanh::bias_tanh(row, pl.b);
                     }
                 }
                 Cell::Lstm => {
-                    recurrent::gemm_packed(m, dl, gw, input, dl, wx_packed, gates, gw, false);
-                    recurrent::gemm_packed(m, h, gw, hl, h, wh_packed, gates, gw, true);
+                    gemm::gemm_packed(
+                        MatMut::new(gates, m, gw),
+                        MatRef::new(input, m, dl),
+                        Packed::new(wx_packed, dl, gw),
+                        Accum::Replace,
+                    );
+                    gemm::gemm_packed(
+                        MatMut::new(gates, m, gw),
+                        MatRef::new(hl, m, h),
+                        Packed::new(wh_packed, h, gw),
+                        Accum::Add,
+                    );
                     let cl = &mut call[l * nb..l * nb + m * h];
                     for i in 0..m {
                         let r = i * h..(i + 1) * h;
@@ -683,8 +702,18 @@ impl Rnnlm {
                     cl.copy_from_slice(&cn[..m * h]);
                 }
                 Cell::Gru => {
-                    recurrent::gemm_packed(m, dl, gw, input, dl, wx_packed, gates, gw, false);
-                    recurrent::gemm_packed(m, h, gw, hl, h, wh_packed, gh, gw, false);
+                    gemm::gemm_packed(
+                        MatMut::new(gates, m, gw),
+                        MatRef::new(input, m, dl),
+                        Packed::new(wx_packed, dl, gw),
+                        Accum::Replace,
+                    );
+                    gemm::gemm_packed(
+                        MatMut::new(gh, m, gw),
+                        MatRef::new(hl, m, h),
+                        Packed::new(wh_packed, h, gw),
+                        Accum::Replace,
+                    );
                     for i in 0..m {
                         let (g, r) = (i * gw..(i + 1) * gw, i * h..(i + 1) * h);
                         gates::gru_forward(
@@ -706,7 +735,12 @@ impl Rnnlm {
     /// forward adds the bias in its softmax pass, in the same order).
     fn output(&self, hs: &[f32], rows: usize, logits: &mut [f32]) {
         let (v, h) = (self.config().vocab_size, self.config().hidden_size);
-        recurrent::gemm_packed(rows, h, v, hs, h, &self.w_packed, logits, v, false);
+        gemm::gemm_packed(
+            MatMut::new(logits, rows, v),
+            MatRef::new(hs, rows, h),
+            Packed::new(&self.w_packed, h, v),
+            Accum::Replace,
+        );
         for row in logits[..rows * v].chunks_exact_mut(v) {
             for (l, &b) in row.iter_mut().zip(self.params.affine_b()) {
                 *l += b;

@@ -6,7 +6,6 @@
 pub mod dropout;
 mod expm1;
 pub mod gates;
-pub mod recurrent;
 mod simd;
 pub mod softmax;
 pub mod tanh;

@@ -6,20 +6,20 @@
 //! one product `h Wh` `[m,H] x [H,3H]` per step serves all three gates. Nothing here
 //! allocates.
 
-use crate::kernels::{gates, recurrent};
+use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
+use crate::kernels::gates;
 
 /// Runs the forward time loop over a block of `m` rows. `gx [m,T,3H]` holds `x Wx` on entry
 /// and the activated r, z, n on exit; `gh [m,T,3H]` receives `h_{t-1} Wh + bh`; `hs`, `hprev`
-/// `[m,T,H]` receive `h_t` and `h_{t-1}`; `state [m,H]` is the carried `h`.
-#[allow(clippy::too_many_arguments)]
+/// `[m,T,H]` receive `h_t` and `h_{t-1}`; `state [m,H]` is the carried `h`; the weights are
+/// `(wh_packed, bx, bh)`.
 pub fn forward_rows(
     gx: &mut [f32],
     gh: &mut [f32],
     hs: &mut [f32],
     hprev: &mut [f32],
     state: &mut [f32],
-    wh_packed: &[f32],
-    (bx, bh): (&[f32], &[f32]),
+    (wh_packed, bx, bh): (&[f32], &[f32], &[f32]),
     (m, t, h): (usize, usize, usize),
 ) {
     let g = 3 * h;
@@ -28,16 +28,11 @@ pub fn forward_rows(
     for step in 0..t {
         let off = step * h;
         // gh[:, step] = h_{step-1} Wh   [m,H] x [H,3H]
-        recurrent::gemm_packed(
-            m,
-            h,
-            g,
-            &hprev[off..],
-            ld,
-            wh_packed,
-            &mut gh[step * g..],
-            lda,
-            false,
+        gemm::gemm_packed(
+            MatMut::with_row_stride(&mut gh[step * g..], m, g, lda),
+            MatRef::rows_strided(&hprev[off..], m, h, ld),
+            Packed::new(wh_packed, h, g),
+            Accum::Replace,
         );
         for i in 0..m {
             let r = i * ld + off;
@@ -59,7 +54,6 @@ pub fn forward_rows(
 /// reaching each `h_t` from above (it also receives the recurrent parts); `gx` and `gh` are
 /// replaced by the gradients w.r.t. `x Wx + bx` and `h Wh + bh`. `carry` `[m,H]` is scratch
 /// (the direct path `dh * z` to the previous step). `wht_packed` is `Wh^T [3H,H]` packed.
-#[allow(clippy::too_many_arguments)]
 pub fn backward_rows(
     dh: &mut [f32],
     gx: &mut [f32],
@@ -75,16 +69,11 @@ pub fn backward_rows(
         let off = step * h;
         if step + 1 < t {
             // dh[:, step] += dgh_{step+1} Wh^T + dh_{step+1} * z_{step+1}
-            recurrent::gemm_packed(
-                m,
-                g,
-                h,
-                &gh[(step + 1) * g..],
-                lda,
-                wht_packed,
-                &mut dh[off..],
-                ld,
-                true,
+            gemm::gemm_packed(
+                MatMut::with_row_stride(&mut dh[off..], m, h, ld),
+                MatRef::rows_strided(&gh[(step + 1) * g..], m, g, lda),
+                Packed::new(wht_packed, g, h),
+                Accum::Add,
             );
             for i in 0..m {
                 let d = &mut dh[i * ld + off..i * ld + off + h];

@@ -9,7 +9,8 @@
 //!
 //! Buffers are row-major `[m,T,·]` over the block's `m` rows.
 
-use crate::kernels::{gates, recurrent};
+use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
+use crate::kernels::gates;
 
 /// The per-block buffers of one LSTM layer's forward.
 pub struct LstmForward<'a> {
@@ -33,7 +34,7 @@ pub struct LstmForward<'a> {
 
 /// Runs the forward time loop over a block of `m` rows: per step `gates[:,t] += h_{t-1} Wh`,
 /// then the fused gate pass. `wh_packed` is `Wh [H,4H]` packed by
-/// [`recurrent::pack_b`]; `b` is `[4H]`.
+/// [`gemm::pack`]; `b` is `[4H]`.
 pub fn forward_rows(
     bufs: LstmForward<'_>,
     wh_packed: &[f32],
@@ -59,16 +60,11 @@ pub fn forward_rows(
     for step in 0..t {
         let off = step * h;
         // gates[:, step] += h_{step-1} Wh   [m,H] x [H,4H]
-        recurrent::gemm_packed(
-            m,
-            h,
-            g,
-            &hprev[off..],
-            ld,
-            wh_packed,
-            &mut a[step * g..],
-            lda,
-            true,
+        gemm::gemm_packed(
+            MatMut::with_row_stride(&mut a[step * g..], m, g, lda),
+            MatRef::rows_strided(&hprev[off..], m, h, ld),
+            Packed::new(wh_packed, h, g),
+            Accum::Add,
         );
         for i in 0..m {
             let r = i * ld + off;
@@ -99,14 +95,12 @@ pub fn forward_rows(
 /// Runs the backward time loop over a block of `m` rows: `dh [m,T,H]` holds the gradient
 /// reaching each `h_t` from above (it also receives the recurrent part); the activated gates
 /// in `gates` are replaced by `dA`, the gradient w.r.t. the pre-activation. `dc` `[m,H]` is
-/// scratch (the gradient carried through `c`). `wht_packed` is `Wh^T [4H,H]` packed.
-#[allow(clippy::too_many_arguments)]
+/// scratch (the gradient carried through `c`). `wht_packed` is `Wh^T [4H,H]` packed. The saved
+/// forward state is `(cs, tc, c0)`.
 pub fn backward_rows(
     dh: &mut [f32],
     a: &mut [f32],
-    cs: &[f32],
-    tc: &[f32],
-    c0: &[f32],
+    (cs, tc, c0): (&[f32], &[f32], &[f32]),
     dc: &mut [f32],
     wht_packed: &[f32],
     (m, t, h): (usize, usize, usize),
@@ -119,16 +113,11 @@ pub fn backward_rows(
         if step + 1 < t {
             // dh[:, step] += dA_{step+1} Wh^T: the gradient reaching h_step through the
             // recurrence.
-            recurrent::gemm_packed(
-                m,
-                g,
-                h,
-                &a[(step + 1) * g..],
-                lda,
-                wht_packed,
-                &mut dh[off..],
-                ld,
-                true,
+            gemm::gemm_packed(
+                MatMut::with_row_stride(&mut dh[off..], m, h, ld),
+                MatRef::rows_strided(&a[(step + 1) * g..], m, g, lda),
+                Packed::new(wht_packed, g, h),
+                Accum::Add,
             );
         }
         for i in 0..m {

@@ -11,21 +11,22 @@
 
 use rayon::prelude::*;
 
-use crate::kernels::{recurrent, tanh};
+use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
+use crate::kernels::tanh;
 
 /// Length of a packed `Wh` (or `Wh^T`) for hidden size `h`.
 pub fn packed_len(h: usize) -> usize {
-    recurrent::packed_len(h, h)
+    gemm::packed_len(h, h)
 }
 
 /// Packs `Wh [H,H]` for `h_{t-1} Wh`.
 pub fn pack_wh(out: &mut [f32], wh: &[f32], h: usize) {
-    recurrent::pack_b(h, h, wh, h, 1, out);
+    gemm::pack(out, MatRef::new(wh, h, h));
 }
 
 /// Packs `Wh^T` (read straight from `Wh [H,H]` with swapped strides) for `dt Wh^T`.
 pub fn pack_wh_t(out: &mut [f32], wh: &[f32], h: usize) {
-    recurrent::pack_b(h, h, wh, 1, h, out);
+    gemm::pack(out, MatRef::new(wh, h, h).t());
 }
 
 /// Multiply-adds per batch below which the time loop runs as one block on the calling thread:
@@ -88,16 +89,11 @@ pub fn forward_rows(
     for step in 0..t {
         let off = step * h;
         // hs[:, step] += hprev[:, step] Wh   (hprev[:, step] = h_{step-1})
-        recurrent::gemm_packed(
-            m,
-            h,
-            h,
-            &hprev[off..],
-            ld,
-            wh_packed,
-            &mut hs[off..],
-            ld,
-            true,
+        gemm::gemm_packed(
+            MatMut::with_row_stride(&mut hs[off..], m, h, ld),
+            MatRef::rows_strided(&hprev[off..], m, h, ld),
+            Packed::new(wh_packed, h, h),
+            Accum::Add,
         );
         for i in 0..m {
             let row = &mut hs[i * ld + off..i * ld + off + h];
@@ -156,7 +152,12 @@ pub fn backward_rows(
         if step + 1 < t {
             // scratch = dt_{step+1} Wh^T: the gradient reaching h_step through the recurrence.
             // dt_{step+1} already sits in dh[:, step+1].
-            recurrent::gemm_packed(m, h, h, &dh[off + h..], ld, wht_packed, scratch, h, false);
+            gemm::gemm_packed(
+                MatMut::new(scratch, m, h),
+                MatRef::rows_strided(&dh[off + h..], m, h, ld),
+                Packed::new(wht_packed, h, h),
+                Accum::Replace,
+            );
             for i in 0..m {
                 let d = &mut dh[i * ld + off..i * ld + off + h];
                 for (g, &s) in d.iter_mut().zip(&scratch[i * h..(i + 1) * h]) {

@@ -21,8 +21,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::{isa, Isa};
-use crate::gemm::{self, SendPtr};
-use crate::kernels::recurrent::{self, PANEL};
+use crate::gemm::{self, Accum, ColumnSplit, MatMut, MatRef, Packed, PANEL};
 
 /// Bytes of one strip of dY meant to stay in L2 between its two uses (half of a 2 MB L2,
 /// all of a 1 MB one: the other operands are small at the sizes this path is taken for).
@@ -59,7 +58,7 @@ pub(crate) fn packs_len(nt: usize, h: usize, v: usize, strip: usize) -> usize {
     if strip == 0 || gemm::reads_b_in_place(h + 1) {
         0
     } else {
-        groups(v, strip) * recurrent::packed_len(nt, strip)
+        groups(v, strip) * gemm::packed_len(nt, strip)
     }
 }
 
@@ -77,7 +76,7 @@ pub(crate) struct StripGrads<'a> {
     pub dy: &'a [f32],
     /// `[X | 1]^T`, row-major `[h + 1, nt]`.
     pub xt: &'a [f32],
-    /// W^T `[v, h]` packed strip by strip ([`recurrent::pack_b`] layout per strip).
+    /// W^T `[v, h]` packed strip by strip ([`gemm::pack`] layout per strip).
     pub wt_packed: &'a [f32],
     /// dX `[nt, h]`: group 0's partial, overwritten.
     pub dx: &'a mut [f32],
@@ -97,28 +96,43 @@ pub(crate) struct StripGrads<'a> {
 pub(crate) fn backward(g: StripGrads<'_>, (nt, h, v): (usize, usize, usize), strip: usize) {
     let isa = isa();
     assert!(strip > 0 && isa != Isa::Portable, "strip path without SIMD");
+    assert!(nt > 0, "strip path without rows");
     assert!(g.dy.len() >= nt * v && g.xt.len() >= (h + 1) * nt && g.dx.len() >= nt * h);
     assert!(g.dw.len() >= (h + 1) * v);
     let ng = groups(v, strip);
     assert!(g.parts.len() >= (ng - 1) * nt * h);
     let ns = v.div_ceil(strip);
-    let (dy, xt, wt) = (g.dy, g.xt, g.wt_packed);
-    let dw = SendPtr(g.dw.as_mut_ptr());
-    let plen = recurrent::packed_len(nt, strip);
+    let (dy, wt) = (g.dy, g.wt_packed);
+    let xt = MatRef::new(g.xt, h + 1, nt);
+    let plen = gemm::packed_len(nt, strip);
     let pack = !gemm::reads_b_in_place(h + 1);
     assert!(!pack || g.dy_packed.len() >= ng * plen);
-    let packs = SendPtr(g.dy_packed.as_mut_ptr());
     // Offset of strip i's packed W^T block.
     let packed_off = |i: usize| -> usize {
         gemm::balanced_blocks(v, strip)
             .take(i)
-            .map(|(_, w)| recurrent::packed_len(w, h))
+            .map(|(_, w)| gemm::packed_len(w, h))
             .sum()
     };
+    // Group `grp` owns the dW columns of its strips `grp * ns / ng .. (grp + 1) * ns / ng`
+    // (strip j starts at column j * width), its dX partial and its region of the packs.
+    let width = gemm::balanced_blocks(v, strip).next().map_or(0, |(_, w)| w);
+    let split = ColumnSplit {
+        parts: ng,
+        units: ns,
+        unit_cols: width,
+    };
+    let dw = MatMut::new(&mut g.dw[..(h + 1) * v], h + 1, v).par_column_strips(split);
+    let regions = g.dy_packed[..if pack { ng * plen } else { 0 }]
+        .par_chunks_mut(plen)
+        .map(Some)
+        .chain(rayon::iter::repeat_n((), if pack { 0 } else { ng }).map(|()| None));
     rayon::iter::once(&mut g.dx[..nt * h])
         .chain(g.parts[..(ng - 1) * nt * h].par_chunks_mut(nt * h))
+        .zip(dw)
+        .zip(regions)
         .enumerate()
-        .for_each(|(grp, dx)| {
+        .for_each(|(grp, ((dx, mut dw), mut region))| {
             let first = grp * ns / ng;
             let last = (grp + 1) * ns / ng;
             let mut off = packed_off(first);
@@ -127,55 +141,25 @@ pub(crate) fn backward(g: StripGrads<'_>, (nt, h, v): (usize, usize, usize), str
                 .take(last)
                 .skip(first)
             {
-                let packed = &wt[off..off + recurrent::packed_len(w, h)];
+                let packed = &wt[off..off + gemm::packed_len(w, h)];
                 off += packed.len();
-                let strip_dy = &dy[s0..];
+                let strip_dy = MatRef::rows_strided(&dy[s0..], nt, w, v);
                 // This strip's dW columns, complete: [h+1, nt] x [nt, w], B packed or in place.
-                // SAFETY (both branches): task `grp` writes only columns s0..s0+w of dW's h+1
-                // rows (its own strips; the groups' strips are disjoint) and only region `grp`
-                // of the packed strips; dW holds (h+1)*v floats, the packs ng*plen (asserted),
-                // and nothing else touches either during the parallel loop.
-                if pack {
-                    // SAFETY: region `grp` of the packs, see above.
-                    let region = unsafe {
-                        std::slice::from_raw_parts_mut(packs.get().add(grp * plen), plen)
-                    };
-                    recurrent::pack_b(nt, w, strip_dy, v, 1, region);
-                    // SAFETY: columns s0..s0+w of dW, see above.
-                    unsafe {
-                        recurrent::gemm_packed_raw(
-                            isa,
-                            h + 1,
-                            nt,
-                            w,
-                            xt,
-                            nt,
-                            region,
-                            dw.get().add(s0),
-                            v,
-                            false,
-                        );
-                    }
+                let j0 = s0 - dw.col0();
+                if let Some(region) = region.as_deref_mut() {
+                    let len = gemm::pack(region, strip_dy);
+                    let pk = Packed::new(&region[..len], nt, w);
+                    dw.gemm_packed(isa, j0, xt, pk, Accum::Replace);
                 } else {
-                    // SAFETY: columns s0..s0+w of dW, see above.
-                    unsafe {
-                        recurrent::gemm_strided_raw(
-                            isa,
-                            h + 1,
-                            nt,
-                            w,
-                            xt,
-                            nt,
-                            &strip_dy[..(nt - 1) * v + w],
-                            v,
-                            dw.get().add(s0),
-                            v,
-                            false,
-                        );
-                    }
+                    dw.gemm_strided(isa, j0, xt, strip_dy, Accum::Replace);
                 }
                 // While the strip is in L2: its share of dX, [nt, w] x [w, h].
-                recurrent::gemm_packed(nt, w, h, strip_dy, v, packed, dx, h, j > first);
+                gemm::gemm_packed(
+                    MatMut::new(&mut *dx, nt, h),
+                    strip_dy,
+                    Packed::new(packed, w, h),
+                    Accum::add_if(j > first),
+                );
             }
         });
 }
@@ -236,12 +220,15 @@ mod tests {
                 xt[c * nt + r] = x[r * h + c];
             }
         }
-        let mut wt_packed = vec![0.0f32; recurrent::packed_len(v, h)];
+        let mut wt_packed = vec![0.0f32; gemm::packed_len(v, h)];
         let mut off = 0;
         for (s0, sw) in gemm::balanced_blocks(v, strip) {
             // W^T rows s0..s0+sw: element (p, c) = W[c, s0 + p].
-            recurrent::pack_b(sw, h, &w[s0..], 1, v, &mut wt_packed[off..]);
-            off += recurrent::packed_len(sw, h);
+            gemm::pack(
+                &mut wt_packed[off..],
+                MatRef::strided(&w[s0..], sw, h, 1, v),
+            );
+            off += gemm::packed_len(sw, h);
         }
         let ng = groups(v, strip);
         assert!(ng == GROUPS && v.div_ceil(strip) > ng);

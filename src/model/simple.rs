@@ -11,9 +11,8 @@ use super::workspace::{LayerWs, Workspace};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-use crate::gemm::{self, matmul_packed, Accum, MatMut, MatRef};
+use crate::gemm::{self, matmul_packed, Accum, MatMut, MatRef, Packed, Par};
 use crate::kernels::dropout::{self, DropoutKey};
-use crate::kernels::recurrent;
 use crate::layers::{embedding, gru, lstm, rnn, softmax_loss};
 use crate::mem::check_memory;
 use crate::par::on_worker;
@@ -199,10 +198,17 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     let tasks = n.div_ceil(rb);
     for (l, lw) in ws.layers.iter_mut().enumerate() {
         let (p, dl) = (params.layer(l), cfg.layer_input(l));
-        gemm::pack_rows(&mut lw.wx_packed, &MatRef::new(p.wx, dl, gh), 0, dl, tasks);
-        recurrent::pack_b(h, gh, p.wh, gh, 1, &mut lw.wh_packed);
+        let wx = MatRef::new(p.wx, dl, gh);
+        gemm::pack_rows(&mut lw.wx_packed, &wx, 0, dl, Par::Tasks(tasks));
+        gemm::pack(&mut lw.wh_packed, MatRef::new(p.wh, h, gh));
     }
-    gemm::pack_rows(&mut ws.w_packed, &output_weights(params), 0, h, tasks);
+    gemm::pack_rows(
+        &mut ws.w_packed,
+        &output_weights(params),
+        0,
+        h,
+        Par::Tasks(tasks),
+    );
 
     let count = softmax_loss::count(&ws.ts);
     let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
@@ -248,12 +254,22 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
                 match cell {
                     Cell::Rnn => {
                         // hs = x Wx for every step of the block   [r,D_l] x [D_l,H]
-                        recurrent::gemm_packed(r, dl, h, x, dl, &lw.wx_packed, hs, h, false);
+                        gemm::gemm_packed(
+                            MatMut::new(hs, r, h),
+                            MatRef::new(x, r, dl),
+                            Packed::new(&lw.wx_packed, dl, h),
+                            Accum::Replace,
+                        );
                         rnn::forward_rows(hs, hprev, state_h, &lw.wh_packed, pl.b, (m, t, h));
                     }
                     Cell::Lstm => {
                         let gates = b.gates.get(p0 * gh, r * gh);
-                        recurrent::gemm_packed(r, dl, gh, x, dl, &lw.wx_packed, gates, gh, false);
+                        gemm::gemm_packed(
+                            MatMut::new(gates, r, gh),
+                            MatRef::new(x, r, dl),
+                            Packed::new(&lw.wx_packed, dl, gh),
+                            Accum::Replace,
+                        );
                         let bufs = lstm::LstmForward {
                             gates,
                             hs,
@@ -268,19 +284,15 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
                     }
                     Cell::Gru => {
                         let gates = b.gates.get(p0 * gh, r * gh);
-                        recurrent::gemm_packed(r, dl, gh, x, dl, &lw.wx_packed, gates, gh, false);
-                        let ghb = b.gh.get(p0 * gh, r * gh);
-                        let bias = (pl.b, pl.bh);
-                        gru::forward_rows(
-                            gates,
-                            ghb,
-                            hs,
-                            hprev,
-                            state_h,
-                            &lw.wh_packed,
-                            bias,
-                            (m, t, h),
+                        gemm::gemm_packed(
+                            MatMut::new(gates, r, gh),
+                            MatRef::new(x, r, dl),
+                            Packed::new(&lw.wx_packed, dl, gh),
+                            Accum::Replace,
                         );
+                        let ghb = b.gh.get(p0 * gh, r * gh);
+                        let weights = (&lw.wh_packed[..], pl.b, pl.bh);
+                        gru::forward_rows(gates, ghb, hs, hprev, state_h, weights, (m, t, h));
                     }
                 }
                 let hs: &[f32] = b.hs.get(p0 * h, r * h);
@@ -309,7 +321,12 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
                 let rows = sub.min(r - s0);
                 let l = &mut logits[s0 * v..(s0 + rows) * v];
                 let (ts, losses) = (&ts[s0..s0 + rows], &mut losses[s0..s0 + rows]);
-                recurrent::gemm_packed(rows, h, v, &x[s0 * h..], h, w_packed, l, v, false);
+                gemm::gemm_packed(
+                    MatMut::new(l, rows, v),
+                    MatRef::new(&x[s0 * h..], rows, h),
+                    Packed::new(w_packed, h, v),
+                    Accum::Replace,
+                );
                 if train {
                     softmax_loss::rows_forward_backward(l, affine_b, ts, losses, scale);
                 } else {
@@ -386,8 +403,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     let strip = ws.out_strip;
     let mut off = 0;
     for (k0, kc) in gemm::balanced_blocks(v, if strip > 0 { strip } else { gemm::KC }) {
-        gemm::pack_rows(&mut ws.wt_packed[off..], &wt, k0, kc, tasks);
-        off += recurrent::packed_len(kc, h);
+        gemm::pack_rows(&mut ws.wt_packed[off..], &wt, k0, kc, Par::Tasks(tasks));
+        off += gemm::packed_len(kc, h);
     }
     for (l, lw) in ws.layers.iter_mut().enumerate() {
         let (p, dl) = (params.layer(l), cfg.layer_input(l));
@@ -396,9 +413,9 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
             &MatRef::new(p.wx, dl, gh).t(),
             0,
             gh,
-            tasks,
+            Par::Tasks(tasks),
         );
-        recurrent::pack_b(gh, h, p.wh, 1, gh, &mut lw.wht_packed);
+        gemm::pack(&mut lw.wht_packed, MatRef::new(p.wh, h, gh).t());
     }
     // The step of the last forward's masks.
     let p_drop = if ws.dropout_on() { ws.dropout } else { 0.0 };
@@ -455,8 +472,13 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
                 let dy = &logits[p0 * v..(p0 + r) * v];
                 let mut off = 0;
                 for (kb, (k0, kc)) in gemm::k_blocks(v).enumerate() {
-                    let packed = &wt_packed[off..off + recurrent::packed_len(kc, h)];
-                    recurrent::gemm_packed(r, kc, h, &dy[k0..], v, packed, top, h, kb > 0);
+                    let packed = &wt_packed[off..off + gemm::packed_len(kc, h)];
+                    gemm::gemm_packed(
+                        MatMut::new(&mut *top, r, h),
+                        MatRef::rows_strided(&dy[k0..], r, kc, v),
+                        Packed::new(packed, kc, h),
+                        Accum::add_if(kb > 0),
+                    );
                     off += packed.len();
                 }
             }
@@ -478,7 +500,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
                         let dh = dh.get(p0 * h, r * h);
                         let (cs, tc) = (b.cs.get(p0 * h, r * h), b.tc.get(p0 * h, r * h));
                         let c0 = b.c0.get(r0 * h, m * h);
-                        lstm::backward_rows(dh, da, cs, tc, c0, scratch, &lw.wht_packed, (m, t, h));
+                        let saved = (&*cs, &*tc, &*c0);
+                        lstm::backward_rows(dh, da, saved, scratch, &lw.wht_packed, (m, t, h));
                     }
                     Cell::Gru => {
                         let dh = dh.get(p0 * h, r * h);
@@ -493,7 +516,12 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
                 } else {
                     demb.get(p0 * d, r * d)
                 };
-                recurrent::gemm_packed(r, gh, dl, da, gh, &lw.wxt_packed, out, dl, false);
+                gemm::gemm_packed(
+                    MatMut::new(&mut *out, r, dl),
+                    MatRef::new(da, r, gh),
+                    Packed::new(&lw.wxt_packed, gh, dl),
+                    Accum::Replace,
+                );
                 if p_drop > 0.0 {
                     let key = DropoutKey::new(seed, step, l as u32);
                     dropout::apply(out, key, (p0 * dl) as u64, p_drop);
@@ -599,7 +627,11 @@ fn transposed_with_ones(
 ) -> usize {
     let mut row = 0;
     for &(x, w) in parts {
-        gemm::copy_rows(&mut out[row * nt..], &MatRef::new(x, nt, w).t(), tasks);
+        gemm::copy_rows(
+            &mut out[row * nt..],
+            &MatRef::new(x, nt, w).t(),
+            Par::Tasks(tasks),
+        );
         row += w;
     }
     out[row * nt..(row + 1) * nt].fill(1.0);

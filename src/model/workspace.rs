@@ -4,7 +4,7 @@ use super::config::{Cell, Config};
 use super::output_grad;
 use crate::error::{Error, Result};
 use crate::gemm;
-use crate::kernels::recurrent::PANEL;
+use crate::gemm::PANEL;
 use crate::mem::{check_memory, try_zeros};
 
 /// The buffers of one recurrent layer.

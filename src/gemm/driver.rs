@@ -1,12 +1,8 @@
-//! The one safe, shape-checked wrapper around the large f32 GEMMs.
+//! The large products over the N*T rows of a batch (weight gradients and the like):
+//! [`matmul_packed`], the BLIS-style driver around the micro-kernels, and [`matmul`], the only
+//! place in the crate that calls `matrixmultiply::sgemm` (the fallback and test oracle).
 //!
-//! Everything that is not on the recurrence is one large product over the N*T rows of a batch
-//! (input projection, output affine, weight gradients). They all go through [`matmul`], which is
-//! the only place in the crate that calls `matrixmultiply::sgemm`.
-//!
-//! Views are strided, so a transpose is free: [`MatRef::t`] swaps the strides.
-//!
-//! Large products are split into row blocks of C whose number depends only on the shape, never on
+//! Large products are split into blocks of C whose number depends only on the shape, never on
 //! the thread count, and rayon runs the blocks. Each element of C is computed by the same kernel
 //! with the same k-order whichever block it lands in, so results are bit-identical for any number
 //! of threads. (`matrixmultiply` packs A and B on every call and allocates its packing buffer once
@@ -16,125 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
+use super::pack::{copy_rows, pack, pack_rows, packed_len, PANEL};
+use super::{gemm_packed_with, span, Accum, ColumnSplit, MatMut, MatRef, Packed, Par};
 use crate::cpu::{self, Isa};
-use crate::kernels::recurrent;
-
-/// Whether a product overwrites or adds to its output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Accum {
-    /// `C = A B`
-    Replace,
-    /// `C += A B`
-    Add,
-}
-
-/// A read-only strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
-#[derive(Clone, Copy, Debug)]
-pub struct MatRef<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-/// A mutable row-major matrix view with row stride `rs` (`rs >= cols`): element `(i, j)` is
-/// `data[i * rs + j]`.
-#[derive(Debug)]
-pub struct MatMut<'a> {
-    data: &'a mut [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-}
-
-/// Smallest slice length holding a `rows x cols` view with strides `rs`, `cs`.
-fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    }
-}
-
-impl<'a> MatRef<'a> {
-    /// A dense row-major `rows x cols` view.
-    ///
-    /// **Panics** if `data.len() < rows * cols`.
-    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self::strided(data, rows, cols, cols, 1)
-    }
-
-    /// A view with explicit row and column strides.
-    ///
-    /// **Panics** if the view reaches past the end of `data`.
-    pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
-        assert!(
-            span(rows, cols, rs, cs) <= data.len(),
-            "MatRef {rows}x{cols} (rs {rs}, cs {cs}) does not fit in {} elements",
-            data.len()
-        );
-        Self {
-            data,
-            rows,
-            cols,
-            rs,
-            cs,
-        }
-    }
-
-    /// The transposed view (no copy).
-    pub fn t(self) -> Self {
-        Self {
-            data: self.data,
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-
-    /// Rows `r0..r1` of this view.
-    fn rows_range(self, r0: usize, r1: usize) -> Self {
-        debug_assert!(r0 <= r1 && r1 <= self.rows);
-        let start = if r0 == r1 { 0 } else { r0 * self.rs };
-        Self {
-            data: &self.data[start.min(self.data.len())..],
-            rows: r1 - r0,
-            ..self
-        }
-    }
-}
-
-impl<'a> MatMut<'a> {
-    /// A dense row-major `rows x cols` view.
-    ///
-    /// **Panics** if `data.len() < rows * cols`.
-    pub fn new(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
-        Self::with_row_stride(data, rows, cols, cols)
-    }
-
-    /// A row-major view whose rows start `rs` elements apart.
-    ///
-    /// **Panics** if `rs < cols` or the view reaches past the end of `data`.
-    pub fn with_row_stride(data: &'a mut [f32], rows: usize, cols: usize, rs: usize) -> Self {
-        assert!(
-            rs >= cols || rows <= 1,
-            "MatMut row stride {rs} < cols {cols}"
-        );
-        assert!(
-            span(rows, cols, rs, 1) <= data.len(),
-            "MatMut {rows}x{cols} (rs {rs}) does not fit in {} elements",
-            data.len()
-        );
-        Self {
-            data,
-            rows,
-            cols,
-            rs,
-        }
-    }
-}
 
 static SGEMM_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -291,7 +171,7 @@ const STRIP_PANELS: usize = 4;
 /// says whether A's rows are contiguous (column stride 1) or must be copied first.
 pub fn scratch_len(m: usize, k: usize, n: usize, a_rows_contiguous: bool) -> usize {
     let a_copy = if a_rows_contiguous { 0 } else { m * k };
-    a_copy + recurrent::packed_len(k.min(KC), n)
+    a_copy + packed_len(k.min(KC), n)
 }
 
 /// Floats of scratch for `C = A B` with these views (see [`scratch_len`]).
@@ -301,7 +181,7 @@ pub fn scratch_len_for(a: &MatRef<'_>, b: &MatRef<'_>) -> usize {
 
 /// `C (=|+=) A B` without heap allocation: the packing buffers live in `scratch`.
 ///
-/// A BLIS-style driver around the register-blocked kernel of [`recurrent`]: A is used in place
+/// A BLIS-style driver around the register-blocked micro-kernels of [`gemm_packed`]: A is used in place
 /// when its rows are contiguous (else copied row-major into `scratch`); for each block of `KC`
 /// rows of B, the block is packed into column panels (in parallel) and every row block of C
 /// accumulates its product (in parallel, one task per thread). Each element of C is computed
@@ -355,19 +235,26 @@ fn matmul_packed_with(
     } else {
         1
     };
+    let par = if parallel {
+        Par::Tasks(tasks)
+    } else {
+        Par::Seq
+    };
 
     // A with contiguous rows: in place, or a row-major copy (A^T views of activations).
     let (a_copy, packed) = scratch.split_at_mut(if a.cs == 1 || m <= 1 { 0 } else { m * k });
     let (a_data, lda): (&[f32], usize) = if a_copy.is_empty() {
         (a.data, a.rs)
     } else {
-        copy_rows(a_copy, &a, tasks);
+        copy_rows(a_copy, &a, par);
         (a_copy, k)
     };
+    // Columns k0..k0+kc of A, read with column stride 1.
+    let a_block = |k0: usize, kc: usize| MatRef::rows_strided(&a_data[k0..], m, kc, lda);
 
     let MatMut { data, rs: ldc, .. } = c;
-    let c_data = &mut data[..span(m, n, ldc, 1)];
-    let panels = n.div_ceil(recurrent::PANEL);
+    let c = MatMut::with_row_stride(&mut data[..span(m, n, ldc, 1)], m, n, ldc);
+    let panels = n.div_ceil(PANEL);
     if tasks > 1 && m < n && panels >= STRIP_PANELS * tasks {
         // Wide C (the weight gradient dW = hs^T dY: m = H rows, n = V columns): split the
         // columns between tasks. A task walks its columns in strips of STRIP_PANELS panels and,
@@ -376,61 +263,33 @@ fn matmul_packed_with(
         // once (packing the whole of B first would write it out and read it back).
         let per = panels.div_ceil(tasks);
         let kc_max = k_blocks(k).next().map_or(0, |(_, kc)| kc);
-        let region = STRIP_PANELS * kc_max * recurrent::PANEL;
-        let c_ptr = SendPtr(c_data.as_mut_ptr());
-        packed[..region * tasks]
-            .par_chunks_mut(region)
-            .enumerate()
-            .for_each(|(t, region)| {
-                let first = t * per * recurrent::PANEL;
-                let last = ((t + 1) * per * recurrent::PANEL).min(n);
-                for c0 in (first..last).step_by(STRIP_PANELS * recurrent::PANEL) {
-                    let cols = (STRIP_PANELS * recurrent::PANEL).min(last - c0);
+        let region = STRIP_PANELS * kc_max * PANEL;
+        let split = ColumnSplit {
+            parts: tasks,
+            units: tasks,
+            unit_cols: per * PANEL,
+        };
+        c.par_column_strips(split)
+            .zip(packed[..region * tasks].par_chunks_mut(region))
+            .for_each(|(mut strip, region)| {
+                let (first, last) = (strip.col0(), strip.col0() + strip.cols());
+                for c0 in (first..last).step_by(STRIP_PANELS * PANEL) {
+                    let cols = (STRIP_PANELS * PANEL).min(last - c0);
                     for (blk, (k0, kc)) in k_blocks(k).enumerate() {
                         let src = &b.data[k0 * b.rs + c0 * b.cs..];
-                        let accumulate = blk > 0 || accum == Accum::Add;
-                        // SAFETY (both calls): task t writes only columns c0..c0+cols (inside
-                        // its own range first..last) of rows 0..m of C; the tasks' ranges are
-                        // disjoint. C (`c_data`, borrowed mutably by this function) holds
-                        // (m-1)*ldc + n floats, and nothing else touches it until the parallel
-                        // loop ends.
+                        let accum = Accum::add_if(blk > 0 || accum == Accum::Add);
+                        let j0 = c0 - first;
                         if b.cs == 1 && m <= in_place_rows {
                             // Row-major B (dY, dA) under few rows of C: read in place. B is used
                             // once, so a packed copy would only add its write and re-read; the
-                            // results are the same bits (see recurrent::gemm_strided_raw).
-                            unsafe {
-                                recurrent::gemm_strided_raw(
-                                    isa,
-                                    m,
-                                    kc,
-                                    cols,
-                                    &a_data[k0..],
-                                    lda,
-                                    &src[..(kc - 1) * b.rs + cols],
-                                    b.rs,
-                                    c_ptr.get().add(c0),
-                                    ldc,
-                                    accumulate,
-                                );
-                            }
+                            // results are the same bits (see ColStrip::gemm_strided).
+                            let bv = MatRef::rows_strided(src, kc, cols, b.rs);
+                            strip.gemm_strided(isa, j0, a_block(k0, kc), bv, accum);
                             continue;
                         }
-                        let pk = &mut region[..recurrent::packed_len(kc, cols)];
-                        recurrent::pack_b(kc, cols, src, b.rs, b.cs, pk);
-                        unsafe {
-                            recurrent::gemm_packed_raw(
-                                isa,
-                                m,
-                                kc,
-                                cols,
-                                &a_data[k0..],
-                                lda,
-                                pk,
-                                c_ptr.get().add(c0),
-                                ldc,
-                                accumulate,
-                            );
-                        }
+                        let len = pack(region, MatRef::strided(src, kc, cols, b.rs, b.cs));
+                        let pk = Packed::new(&region[..len], kc, cols);
+                        strip.gemm_packed(isa, j0, a_block(k0, kc), pk, accum);
                     }
                 }
             });
@@ -439,104 +298,23 @@ fn matmul_packed_with(
     // Even row blocks (the kernel splits a block's rows evenly into micro-tiles itself), so
     // two threads get equal work even when m is small.
     let rows_per_task = m.div_ceil(tasks);
+    let c_data = c.data;
     for (blk, (k0, kc)) in k_blocks(k).enumerate() {
-        let packed = &mut packed[..recurrent::packed_len(kc, n)];
-        pack_rows(packed, &b, k0, kc, tasks);
-        let packed = &*packed;
-        let accumulate = blk > 0 || accum == Accum::Add;
-        let a_blk = &a_data[k0..];
+        let packed = &mut packed[..packed_len(kc, n)];
+        pack_rows(packed, &b, k0, kc, par);
+        let packed = Packed::new(packed, kc, n);
+        let accum = Accum::add_if(blk > 0 || accum == Accum::Add);
         c_data
-            .par_chunks_mut(rows_per_task * ldc)
+            .par_chunks_mut(rows_per_task * ldc.max(n))
             .enumerate()
             .for_each(|(t, c_rows)| {
                 let i0 = t * rows_per_task;
                 let rows = rows_per_task.min(m - i0);
-                recurrent::gemm_packed_with(
-                    isa,
-                    rows,
-                    kc,
-                    n,
-                    &a_blk[i0 * lda..],
-                    lda,
-                    packed,
-                    c_rows,
-                    ldc,
-                    accumulate,
-                );
+                let a_rows = MatRef::rows_strided(&a_data[i0 * lda + k0..], rows, kc, lda);
+                let c_rows = MatMut::with_row_stride(c_rows, rows, n, ldc);
+                gemm_packed_with(isa, c_rows, a_rows, packed, accum);
             });
     }
-}
-
-/// A buffer's base pointer, shared by tasks that write disjoint parts of it (column strips of
-/// one C, or one region each).
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
-
-impl SendPtr {
-    /// (A method, so closures capture the whole `Send + Sync` wrapper, not the raw field.)
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-// SAFETY: the pointer is only dereferenced by tasks writing disjoint parts of one buffer while
-// its owner's exclusive borrow is held (see matmul_packed and model::output_grad::backward).
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-
-/// Copies the strided view `a` into `out` as a row-major `[rows, cols]` matrix, in parallel
-/// over `tasks` blocks of rows.
-///
-/// **Panics** if `out` is shorter than `rows * cols`.
-pub fn copy_rows(out: &mut [f32], a: &MatRef<'_>, tasks: usize) {
-    let (m, k) = (a.rows, a.cols);
-    if m == 0 || k == 0 {
-        return;
-    }
-    let rows_per_task = m.div_ceil(tasks.max(1));
-    out[..m * k]
-        .par_chunks_mut(rows_per_task * k)
-        .enumerate()
-        .for_each(|(t, rows)| {
-            let i0 = t * rows_per_task;
-            // Walk A's source rows (its contiguous direction for a transposed view) in the
-            // outer loop so reads stay sequential.
-            for p in 0..k {
-                for (r, row) in rows.chunks_exact_mut(k).enumerate() {
-                    row[p] = a.data[(i0 + r) * a.rs + p * a.cs];
-                }
-            }
-        });
-}
-
-/// Packs rows `k0..k0+kc` of `b` into `out` (column panels, the layout of
-/// [`recurrent::pack_b`]), in parallel over `tasks` groups of panels.
-///
-/// **Panics** if `out` is shorter than `recurrent::packed_len(kc, b.cols)` or the rows are
-/// outside `b`.
-pub fn pack_rows(out: &mut [f32], b: &MatRef<'_>, k0: usize, kc: usize, tasks: usize) {
-    assert!(
-        k0 + kc <= b.rows,
-        "pack_rows: rows {k0}..{} outside {}",
-        k0 + kc,
-        b.rows
-    );
-    if kc == 0 || b.cols == 0 {
-        return;
-    }
-    let n = b.cols;
-    let panels = n.div_ceil(recurrent::PANEL);
-    let per_task = panels.div_ceil(tasks.max(1)).max(1);
-    out[..recurrent::packed_len(kc, n)]
-        .par_chunks_mut(per_task * kc * recurrent::PANEL)
-        .enumerate()
-        .for_each(|(t, chunk)| {
-            let c0 = t * per_task * recurrent::PANEL;
-            let cols = (per_task * recurrent::PANEL).min(n - c0);
-            let start = k0 * b.rs + c0 * b.cs;
-            recurrent::pack_b(kc, cols, &b.data[start..], b.rs, b.cs, chunk);
-        });
 }
 
 #[cfg(test)]
