@@ -826,17 +826,22 @@ fn infer_config<'a>(
     get: &dyn Fn(&str) -> Result<TensorView<'a>>,
     path: &Path,
 ) -> Result<Config> {
-    let cell = [Cell::Rnn, Cell::Lstm, Cell::Gru]
-        .into_iter()
+    let cell = Cell::ALL
+        .iter()
+        .copied()
         .find(|c| {
             names
                 .iter()
                 .any(|n| n.starts_with(&format!("{}.", c.name())))
         })
         .ok_or_else(|| {
+            let prefixes: Vec<String> = Cell::ALL.iter().map(|c| format!("{c}.*")).collect();
             bad(
                 path,
-                "has no config metadata and no rnn.*, lstm.* or gru.* tensors: not a model",
+                format!(
+                    "has no config metadata and no {} tensors: not a model",
+                    prefixes.join(", ")
+                ),
             )
         })?;
     let c = cell.name();

@@ -572,11 +572,12 @@ pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors, ConvertError>
 
 // ---- files ----
 
-fn torch_cell(c: Cell) -> TorchCell {
+fn torch_cell(c: Cell) -> Option<TorchCell> {
     match c {
-        Cell::Rnn => TorchCell::Rnn,
-        Cell::Lstm => TorchCell::Lstm,
-        Cell::Gru => TorchCell::Gru,
+        Cell::Rnn => Some(TorchCell::Rnn),
+        Cell::Lstm => Some(TorchCell::Lstm),
+        Cell::Gru => Some(TorchCell::Gru),
+        Cell::GruBook => None,
     }
 }
 
@@ -774,8 +775,14 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// ```
 pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
     let cfg = *params.config();
+    let cell = torch_cell(cfg.cell).ok_or_else(|| {
+        Error::invalid(
+            "model",
+            format!("PyTorch has no {} cell (its GRU applies r after the product)", cfg.cell),
+        )
+    })?;
     let m = TorchModel {
-        cell: torch_cell(cfg.cell),
+        cell,
         vocab_size: cfg.vocab_size,
         wordvec_size: cfg.wordvec_size,
         hidden_size: cfg.hidden_size,

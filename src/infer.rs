@@ -15,11 +15,13 @@ use rand::{Rng, RngExt};
 use crate::checkpoint;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
+use crate::cells::{self, Dims, LayerRows, StepWeights};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
-use crate::kernels::{gates, softmax, tanh};
+use crate::heads::full::FullSoftmax;
+use crate::heads::{Draw, Head, SampleScratch};
 use crate::layers::embedding;
 use crate::mem::{check_memory, try_zeros};
-use crate::model::config::{Cell, Config};
+use crate::model::config::Config;
 use crate::model::params::Params;
 
 /// Streams per group of [`Rnnlm::score_batch`]: enough rows for the recurrent products to run
@@ -110,24 +112,17 @@ impl fmt::Debug for Rnnlm {
 pub struct State {
     cfg: Config,
     batch: usize,
-    /// Hidden state `[batch, H]`.
-    h: Vec<f32>,
-    /// LSTM: `c` of every layer `[L, batch, H]`.
-    c: Vec<f32>,
-    /// Step scratch: gates `[batch, GH]`, a GRU's `h Wh + bh` `[batch, GH]`, the next `h`
-    /// and `c` and `tanh(c)` `[batch, H]`.
-    gates: Vec<f32>,
-    gh: Vec<f32>,
-    hn: Vec<f32>,
-    cn: Vec<f32>,
-    tc: Vec<f32>,
-    /// Embedded inputs of the current step `[batch, D]`.
-    x: Vec<f32>,
+    /// The carried states `[S, L, batch, H]`: `h` of every layer, then (LSTM) `c`.
+    states: Vec<f32>,
+    /// Step scratch, one time step of the cell's buffers (see [`crate::cells::Buffers`]),
+    /// shared by the layers: the embedded inputs `[batch, D]`, then gates, `h`, `h_{t-1}`,
+    /// the cell's own per-position and per-row buffers.
+    scratch: Vec<f32>,
 }
 
 impl PartialEq for State {
     fn eq(&self, other: &Self) -> bool {
-        self.cfg == other.cfg && self.batch == other.batch && self.h == other.h && self.c == other.c
+        self.cfg == other.cfg && self.batch == other.batch && self.states == other.states
     }
 }
 
@@ -136,7 +131,7 @@ impl fmt::Debug for State {
         f.debug_struct("State")
             .field("config", &self.cfg)
             .field("batch", &self.batch)
-            .field("hidden", &self.h)
+            .field("hidden", &self.hidden())
             .finish_non_exhaustive()
     }
 }
@@ -174,12 +169,17 @@ impl State {
     /// assert!(h.iter().all(|x| x.abs() < 1.0)); // tanh outputs
     /// ```
     pub fn hidden(&self) -> &[f32] {
-        &self.h
+        &self.states[..self.h_len()]
+    }
+
+    /// Floats of `h` of every layer.
+    fn h_len(&self) -> usize {
+        self.cfg.layers * self.batch * self.cfg.hidden_size
     }
 
     /// An LSTM's cell states `c` of every layer, `[L, batch, H]` (empty for other cells).
     pub fn cell(&self) -> &[f32] {
-        &self.c
+        &self.states[self.h_len()..]
     }
 
     /// Sets every stream back to the zero state.
@@ -198,8 +198,7 @@ impl State {
     /// assert_eq!(state, model.zero_state(2));
     /// ```
     pub fn reset(&mut self) {
-        self.h.fill(0.0);
-        self.c.fill(0.0);
+        self.states.fill(0.0);
     }
 }
 
@@ -305,12 +304,14 @@ impl Rnnlm {
             });
         }
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-        let gh = cfg.cell.gates() * h;
+        let cell = cfg.cell.imp();
+        let gh = cell.gates() * h;
+        let fwd = cell.packed_lens(h).0;
         // The packed copies are about as large as the weights: check that they fit first.
         // (Validated sizes, each at most 2^24 with at most 64 layers, cannot overflow here.)
         let packed_bytes = 4
             * ((0..cfg.layers)
-                .map(|l| gemm::packed_len(cfg.layer_input(l), gh) + gemm::packed_len(h, gh))
+                .map(|l| gemm::packed_len(cfg.layer_input(l), gh) + fwd)
                 .sum::<usize>()
                 + gemm::packed_len(h, v));
         let what = format!(
@@ -318,22 +319,23 @@ impl Rnnlm {
             Params::describe(&cfg)
         );
         check_memory(&what, packed_bytes)?;
-        // B [k,n] with element (r, c) at b[r*rs + c*cs], packed for the step kernel.
-        let pack = |k: usize, n: usize, b: &[f32], rs: usize, cs: usize| -> Result<Vec<f32>> {
-            let mut out = try_zeros(gemm::packed_len(k, n), &what)?;
-            gemm::pack(&mut out, MatRef::strided(b, k, n, rs, cs));
+        let pack = |b: MatRef<'_>| -> Result<Vec<f32>> {
+            let mut out = try_zeros(gemm::packed_len(b.rows(), b.cols()), &what)?;
+            gemm::pack(&mut out, b);
             Ok(out)
         };
         let layers = (0..cfg.layers)
             .map(|l| {
                 let (p, dl) = (params.layer(l), cfg.layer_input(l));
-                Ok((pack(dl, gh, p.wx, gh, 1)?, pack(h, gh, p.wh, gh, 1)?))
+                let mut wh = try_zeros(fwd, &what)?;
+                cell.pack_recurrent(p.wh, h, &mut wh, &mut []);
+                Ok((pack(MatRef::new(p.wx, dl, gh))?, wh))
             })
             .collect::<Result<_>>()?;
         let w_packed = match params.affine_w() {
-            Some(w) => pack(h, v, w, v, 1)?,
+            Some(w) => pack(MatRef::new(w, h, v))?,
             // Tied: the output weights are embed.W [V,H] read transposed.
-            None => pack(h, v, params.embed_w(), 1, h)?,
+            None => pack(MatRef::new(params.embed_w(), v, h).t())?,
         };
         Ok(Self {
             params,
@@ -513,10 +515,8 @@ impl Rnnlm {
     /// ```
     pub fn try_zero_state(&self, batch: usize) -> Result<State> {
         let cfg = *self.config();
-        let (h, gh) = (cfg.hidden_size, cfg.cell.gates() * cfg.hidden_size);
-        let lstm = cfg.cell == Cell::Lstm;
-        let gru = cfg.cell == Cell::Gru;
-        let when = |on: bool, len: usize| if on { len } else { 0 };
+        let h = cfg.hidden_size;
+        let bufs = cfg.cell.imp().buffers(false);
         let overflow = || {
             Error::invalid(
                 "batch",
@@ -525,21 +525,12 @@ impl Rnnlm {
         };
         let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(overflow);
         let bh = mul(batch, h)?;
-        let bgh = mul(batch, gh)?;
-        // h, c, x, gates, gh, hn, cn, tc, in that order.
-        let lens = [
-            mul(cfg.layers, bh)?,
-            when(lstm, mul(cfg.layers, bh)?),
-            mul(batch, cfg.wordvec_size)?,
-            bgh,
-            when(gru, bgh),
-            bh,
-            when(lstm, bh),
-            when(lstm, bh),
-        ];
-        let bytes = lens
-            .iter()
-            .try_fold(0usize, |acc, &l| acc.checked_add(l))
+        let states = mul(bufs.states * cfg.layers, bh)?;
+        // x, then one step of gates, hs, hprev, aux and row_aux.
+        let per_row = cfg.wordvec_size + h * (bufs.gates + 2 + bufs.aux + bufs.row_aux);
+        let scratch = mul(batch, per_row)?;
+        let bytes = states
+            .checked_add(scratch)
             .and_then(|x| x.checked_mul(4))
             .ok_or_else(overflow)?;
         let what = format!(
@@ -549,19 +540,25 @@ impl Rnnlm {
             if cfg.layers == 1 { "" } else { "s" }
         );
         check_memory(&what, bytes)?;
-        let f = |len: usize| try_zeros::<f32>(len, &what);
         Ok(State {
             cfg,
             batch,
-            h: f(lens[0])?,
-            c: f(lens[1])?,
-            x: f(lens[2])?,
-            gates: f(lens[3])?,
-            gh: f(lens[4])?,
-            hn: f(lens[5])?,
-            cn: f(lens[6])?,
-            tc: f(lens[7])?,
+            states: try_zeros(states, &what)?,
+            scratch: try_zeros(scratch, &what)?,
         })
+    }
+
+    /// The output layer over the packed weights.
+    fn head(&self) -> FullSoftmax<'_> {
+        let (v, h) = (self.config().vocab_size, self.config().hidden_size);
+        FullSoftmax {
+            w: Packed::new(&self.w_packed, h, v),
+            wt: &[],
+            wt_block: gemm::KC,
+            bias: self.params.affine_b(),
+            h,
+            v,
+        }
     }
 
     /// One time step for `state.batch()` independent streams: `tokens [batch]` in, `logits
@@ -623,7 +620,7 @@ impl Rnnlm {
         }
         self.advance(state, n, tokens);
         let top = (cfg.layers - 1) * n * h;
-        self.output(&state.h[top..top + n * h], n, logits);
+        self.head().logits(&state.states[top..top + n * h], n, logits);
         Ok(())
     }
 
@@ -634,117 +631,50 @@ impl Rnnlm {
     /// instruction sequence whatever `m` is, so a row's results do not depend on its company.
     fn advance(&self, state: &mut State, m: usize, tokens: &[u32]) {
         let cfg = *self.config();
-        let (d, h) = (cfg.wordvec_size, cfg.hidden_size);
+        let (d, h, nb) = (cfg.wordvec_size, cfg.hidden_size, state.batch * cfg.hidden_size);
+        let cell = cfg.cell.imp();
+        let bufs = cell.buffers(false);
+        let gw = cell.gates() * h;
         let p = &self.params;
-        let (cell, gw) = (cfg.cell, cfg.cell.gates() * h);
-        let nb = state.batch * h; // stride of a layer's rows in `h` and `c`
-        let State {
-            h: hall,
-            c: call,
-            x,
-            gates,
-            gh,
-            hn,
-            cn,
-            tc,
-            ..
-        } = state;
-        let (x, gates, hn) = (&mut x[..m * d], &mut gates[..m * gw], &mut hn[..m * h]);
+        // One step's buffers for the first m streams, carved from the scratch.
+        let b = state.batch;
+        let (x, rest) = state.scratch.split_at_mut(b * d);
+        let (gates, rest) = rest.split_at_mut(b * h * bufs.gates);
+        let (hs, rest) = rest.split_at_mut(b * h);
+        let (hprev, rest) = rest.split_at_mut(b * h);
+        let (aux, row_aux) = rest.split_at_mut(b * h * bufs.aux);
+        let x = &mut x[..m * d];
         embedding::forward(x, tokens, p.embed_w(), d);
+        let (hall, call) = state.states.split_at_mut(cfg.layers * nb);
+        let proj = if cell.in_place() { h } else { gw };
+        let dims = Dims { m, t: 1, h };
         for (l, (wx_packed, wh_packed)) in self.layers.iter().enumerate() {
             let (pl, dl) = (p.layer(l), cfg.layer_input(l));
-            let (below, rest) = hall.split_at_mut(l * nb);
-            let input: &[f32] = if l == 0 { x } else { &below[(l - 1) * nb..] };
-            let hl = &mut rest[..m * h];
-            match cell {
-                Cell::Rnn => {
-                    gemm::gemm_packed(
-                        MatMut::new(hn, m, h),
-                        MatRef::new(input, m, dl),
-                        Packed::new(wx_packed, dl, h),
-                        Accum::Replace,
-                    );
-                    gemm::gemm_packed(
-                        MatMut::new(hn, m, h),
-                        MatRef::new(hl, m, h),
-                        Packed::new(wh_packed, h, h),
-                        Accum::Add,
-                    );
-                    for row in hn.chunks_exact_mut(h) {
-                        tanh::bias_tanh(row, pl.b);
-                    }
-                }
-                Cell::Lstm => {
-                    gemm::gemm_packed(
-                        MatMut::new(gates, m, gw),
-                        MatRef::new(input, m, dl),
-                        Packed::new(wx_packed, dl, gw),
-                        Accum::Replace,
-                    );
-                    gemm::gemm_packed(
-                        MatMut::new(gates, m, gw),
-                        MatRef::new(hl, m, h),
-                        Packed::new(wh_packed, h, gw),
-                        Accum::Add,
-                    );
-                    let cl = &mut call[l * nb..l * nb + m * h];
-                    for i in 0..m {
-                        let r = i * h..(i + 1) * h;
-                        gates::lstm_forward(
-                            &mut gates[i * gw..(i + 1) * gw],
-                            pl.b,
-                            &cl[r.clone()],
-                            &mut cn[r.clone()],
-                            &mut tc[r.clone()],
-                            &mut hn[r],
-                        );
-                    }
-                    cl.copy_from_slice(&cn[..m * h]);
-                }
-                Cell::Gru => {
-                    gemm::gemm_packed(
-                        MatMut::new(gates, m, gw),
-                        MatRef::new(input, m, dl),
-                        Packed::new(wx_packed, dl, gw),
-                        Accum::Replace,
-                    );
-                    gemm::gemm_packed(
-                        MatMut::new(gh, m, gw),
-                        MatRef::new(hl, m, h),
-                        Packed::new(wh_packed, h, gw),
-                        Accum::Replace,
-                    );
-                    for i in 0..m {
-                        let (g, r) = (i * gw..(i + 1) * gw, i * h..(i + 1) * h);
-                        gates::gru_forward(
-                            &mut gates[g.clone()],
-                            &mut gh[g],
-                            pl.b,
-                            pl.bh,
-                            &hl[r.clone()],
-                            &mut hn[r],
-                        );
-                    }
-                }
-            }
-            hl.copy_from_slice(hn);
-        }
-    }
-
-    /// `logits [rows, V] = hs W + affine.b` for top-layer states `hs [rows, H]` (the training
-    /// forward adds the bias in its softmax pass, in the same order).
-    fn output(&self, hs: &[f32], rows: usize, logits: &mut [f32]) {
-        let (v, h) = (self.config().vocab_size, self.config().hidden_size);
-        gemm::gemm_packed(
-            MatMut::new(logits, rows, v),
-            MatRef::new(hs, rows, h),
-            Packed::new(&self.w_packed, h, v),
-            Accum::Replace,
-        );
-        for row in logits[..rows * v].chunks_exact_mut(v) {
-            for (l, &b) in row.iter_mut().zip(self.params.affine_b()) {
-                *l += b;
-            }
+            let (below, here) = hall.split_at_mut(l * nb);
+            let input: &[f32] = if l == 0 { x } else { &below[(l - 1) * nb..(l - 1) * nb + m * h] };
+            let c = if call.is_empty() { &mut [][..] } else { &mut call[l * nb..l * nb + m * h] };
+            let mut rows = LayerRows {
+                gates: &mut gates[..m * h * bufs.gates],
+                hs: &mut hs[..m * h],
+                hprev: &mut hprev[..m * h],
+                aux: &mut aux[..m * h * bufs.aux],
+                row_aux: &mut row_aux[..m * h * bufs.row_aux],
+                state: [&mut here[..m * h], c],
+            };
+            // The same steps as the training forward, with T = 1.
+            let target: &mut [f32] = if cell.in_place() { &mut *rows.hs } else { &mut *rows.gates };
+            gemm::gemm_packed(
+                MatMut::new(target, m, proj),
+                MatRef::new(input, m, dl),
+                Packed::new(wx_packed, dl, proj),
+                Accum::Replace,
+            );
+            let w = StepWeights {
+                packed: wh_packed,
+                b: pl.b,
+                bh: pl.bh,
+            };
+            cells::forward_rows(cell, &mut rows, &w, dims);
         }
     }
 
@@ -773,14 +703,16 @@ impl Rnnlm {
                 "score needs at least one token (the context the first prediction starts from)",
             ));
         }
-        let v = self.config().vocab_size;
-        check_ids("token", tokens, v)?;
+        check_ids("token", tokens, self.config().vocab_size)?;
         let mut state = self.try_zero_state(1)?;
-        let mut logits = vec![0.0f32; v];
-        let mut log_prob = 0.0f64;
+        let head = self.head();
+        let mut scratch = vec![0.0f32; head.scratch_len(1)];
+        let (mut log_prob, mut lp) = (0.0f64, [0.0f32]);
+        let top = (self.config().layers - 1) * self.config().hidden_size;
         for pair in tokens.windows(2) {
-            self.step(&mut state, &pair[..1], &mut logits)?;
-            log_prob -= softmax::xent_row(&logits, pair[1] as usize) as f64;
+            self.advance(&mut state, 1, &pair[..1]);
+            head.log_probs(&state.states[top..], &pair[1..], &mut lp, &mut scratch);
+            log_prob += lp[0] as f64;
         }
         Ok(Score {
             log_prob,
@@ -852,7 +784,7 @@ impl Rnnlm {
 
     /// Scores one group of sequences (indices into `seqs`, longest first).
     fn score_group(&self, seqs: &[&[u32]], group: &[usize]) -> Result<Vec<(usize, Score)>> {
-        let (v, h) = (self.config().vocab_size, self.config().hidden_size);
+        let h = self.config().hidden_size;
         let b = group.len();
         let mut state = self.try_zero_state(b)?;
         let mut log_prob = vec![0.0f64; b];
@@ -860,21 +792,17 @@ impl Rnnlm {
         // Pending positions: top-layer h, the target, and the stream.
         let mut hbuf = vec![0.0f32; SCORE_POSITIONS * h];
         let mut pending: Vec<(u32, usize)> = Vec::with_capacity(SCORE_POSITIONS);
-        let mut logits = vec![0.0f32; SCORE_SLICE * v];
-        let flush = |hbuf: &[f32],
-                     pending: &mut Vec<(u32, usize)>,
-                     log_prob: &mut [f64],
-                     logits: &mut [f32]| {
-            // Slices of SCORE_SLICE positions: their logits stay in L2 between the product
-            // and the cross-entropies.
-            for (k, chunk) in pending.chunks(SCORE_SLICE).enumerate() {
-                let rows = chunk.len();
-                let p0 = k * SCORE_SLICE;
-                self.output(&hbuf[p0 * h..(p0 + rows) * h], rows, logits);
-                for (r, &(target, stream)) in chunk.iter().enumerate() {
-                    let row = &logits[r * v..(r + 1) * v];
-                    log_prob[stream] -= softmax::xent_row(row, target as usize) as f64;
-                }
+        let head = self.head();
+        let mut scratch = vec![0.0f32; head.scratch_len(SCORE_SLICE)];
+        let (mut targets, mut lps) = (vec![0u32; SCORE_POSITIONS], vec![0.0f32; SCORE_POSITIONS]);
+        let mut flush = |hbuf: &[f32], pending: &mut Vec<(u32, usize)>, log_prob: &mut [f64]| {
+            let rows = pending.len();
+            for (t, &(target, _)) in targets.iter_mut().zip(pending.iter()) {
+                *t = target;
+            }
+            head.log_probs(&hbuf[..rows * h], &targets[..rows], &mut lps[..rows], &mut scratch);
+            for (&lp, &(_, stream)) in lps.iter().zip(pending.iter()) {
+                log_prob[stream] += lp as f64;
             }
             pending.clear();
         };
@@ -884,7 +812,7 @@ impl Rnnlm {
             // Streams with a prediction at step s: a prefix, since the group is longest first.
             let live = group.iter().take_while(|&&k| seqs[k].len() - 1 > s).count();
             if pending.len() + live > SCORE_POSITIONS {
-                flush(&hbuf, &mut pending, &mut log_prob, &mut logits);
+                flush(&hbuf, &mut pending, &mut log_prob);
             }
             for (i, &k) in group[..live].iter().enumerate() {
                 tokens[i] = seqs[k][s];
@@ -893,11 +821,11 @@ impl Rnnlm {
             for (i, &k) in group[..live].iter().enumerate() {
                 let at = pending.len();
                 hbuf[at * h..(at + 1) * h]
-                    .copy_from_slice(&state.h[top + i * h..top + (i + 1) * h]);
+                    .copy_from_slice(&state.states[top + i * h..top + (i + 1) * h]);
                 pending.push((seqs[k][s + 1], i));
             }
         }
-        flush(&hbuf, &mut pending, &mut log_prob, &mut logits);
+        flush(&hbuf, &mut pending, &mut log_prob);
         Ok(group
             .iter()
             .enumerate()
@@ -1080,52 +1008,24 @@ impl Rnnlm {
         let k = sampling.top_k.map_or(n_allowed, |k| k.min(n_allowed));
 
         let mut state = self.try_zero_state(1)?;
-        let mut logits = vec![0.0f32; v];
-        let mut cand: Vec<u32> = Vec::with_capacity(n_allowed);
-        let mut weights: Vec<f64> = Vec::with_capacity(n_allowed);
+        let head = self.head();
+        let draw = Draw {
+            temperature: t as f64,
+            top_k: k,
+            allowed: &allowed,
+        };
+        let mut scratch = SampleScratch::default();
         for &id in start {
-            self.step(&mut state, &[id], &mut logits)?;
+            self.advance(&mut state, 1, &[id]);
         }
+        let top = (self.config().layers - 1) * self.config().hidden_size;
         let mut prev = None;
         for i in 0..n {
             if let Some(id) = prev {
-                self.step(&mut state, &[id], &mut logits)?;
+                self.advance(&mut state, 1, &[id]);
             }
-            cand.clear();
-            cand.extend((0..v as u32).filter(|&j| allowed[j as usize]));
-            if k < cand.len() {
-                // Most likely first; ties to the lower id, so the selection is deterministic.
-                let by_logit = |a: &u32, b: &u32| {
-                    logits[*b as usize]
-                        .total_cmp(&logits[*a as usize])
-                        .then(a.cmp(b))
-                };
-                cand.select_nth_unstable_by(k - 1, by_logit);
-                cand.truncate(k);
-                cand.sort_unstable();
-            }
-            let max = cand
-                .iter()
-                .map(|&j| logits[j as usize])
-                .fold(f32::NEG_INFINITY, f32::max);
-            let inv_t = 1.0 / t as f64;
-            weights.clear();
-            weights.extend(
-                cand.iter()
-                    .map(|&j| ((logits[j as usize] as f64 - max as f64) * inv_t).exp()),
-            );
-            let total: f64 = weights.iter().sum();
-            let u = rng.random::<f64>() * total;
-            let mut acc = 0.0;
-            // Fallback for rounding at the top end: the last candidate with a nonzero weight.
-            let mut pick = cand[weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)];
-            for (&j, &w) in cand.iter().zip(&weights) {
-                acc += w;
-                if u < acc {
-                    pick = j;
-                    break;
-                }
-            }
+            let u = rng.random::<f64>();
+            let pick = head.sample(&state.states[top..], &draw, &mut scratch, u);
             prev = Some(pick);
             if !emit(pick) {
                 return Ok(i + 1);

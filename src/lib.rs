@@ -46,6 +46,8 @@ pub mod eval;
 pub mod gemm;
 pub mod infer;
 pub mod kernels;
+mod cells;
+mod heads;
 pub mod layers;
 pub mod mem;
 pub mod model;

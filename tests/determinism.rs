@@ -69,7 +69,7 @@ fn one_and_two_threads_give_identical_bits() {
 /// time, unit), never by the thread that draws them, so the bits match too.
 #[test]
 fn every_cell_with_dropout_is_thread_count_independent() {
-    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+    for &cell in Cell::ALL {
         let cfg = Config::new(3000, 64, 64)
             .unwrap()
             .with_cell(cell)
@@ -100,7 +100,7 @@ fn output_strips_are_thread_count_independent_and_agree_with_the_row_path() {
     if rnnlm::cpu::isa() == rnnlm::cpu::Isa::Portable {
         return; // the strip path needs the SIMD kernels; set_output_strips says so (train_with)
     }
-    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+    for &cell in Cell::ALL {
         // V = 3000: 6 strips of 500 (N*T = 117 allows 512-wide ones); V = 6000: 12 strips.
         for (v, tied, dropout) in [(3000, true, 0.5), (6000, false, 0.0), (6000, true, 0.3)] {
             let cfg = Config::new(v, 64, 64)

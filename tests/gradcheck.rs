@@ -1,4 +1,5 @@
-//! Finite-difference gradient checks for each layer and for the whole model.
+//! Finite-difference gradient checks for each layer and for the whole model (the tanh RNN's
+//! time loops alone are checked in `src/cells/rnn.rs`).
 //!
 //! Tiny sizes, weights of order one so every gradient is well above f32 noise, central
 //! differences with the losses accumulated in f64, every parameter tensor sampled.
@@ -6,7 +7,7 @@
 // Index loops read naturally here: each index is perturbed in one tensor and read in another.
 #![allow(clippy::needless_range_loop)]
 
-use rnnlm::layers::{embedding, rnn, softmax_loss};
+use rnnlm::layers::{embedding, softmax_loss};
 use rnnlm::model::config::Cell;
 use rnnlm::model::simple::{backward, forward};
 use rnnlm::{Config, Params, Workspace};
@@ -82,73 +83,6 @@ fn embedding_backward_is_the_gradient_of_the_gather() {
     }
     // Row 1 never appears: exactly zero.
     assert!(dw[d..2 * d].iter().all(|&g| g == 0.0));
-}
-
-#[test]
-fn rnn_time_loops_match_finite_differences() {
-    let (n, t, h) = (3, 4, 5);
-    let mut rng = Lcg(2);
-    let xproj = rng.vec(n * t * h, 0.8);
-    let mut wh = rng.vec(h * h, 0.6);
-    let mut b = rng.vec(h, 0.3);
-    let state0 = rng.vec(n * h, 0.5);
-    let r = rng.vec(n * t * h, 1.0);
-
-    // L = sum(R * hs); returns L and (hs, hprev).
-    let run = |xproj: &[f32], wh: &[f32], b: &[f32]| {
-        let mut hs = xproj.to_vec();
-        let mut hprev = vec![0.0; n * t * h];
-        let mut state = state0.clone();
-        let mut packed = vec![0.0; rnn::packed_len(h)];
-        rnn::pack_wh(&mut packed, wh, h);
-        rnn::forward_time_loop(&mut hs, &mut hprev, &mut state, &packed, b, (n, t, h));
-        let l = hs
-            .iter()
-            .zip(&r)
-            .map(|(&a, &r)| a as f64 * r as f64)
-            .sum::<f64>();
-        (l, hs, hprev, state)
-    };
-    let (_, hs, hprev, state) = run(&xproj, &wh, &b);
-    assert_eq!(
-        &state[..h],
-        &hs[(t - 1) * h..t * h],
-        "state is the last hidden state"
-    );
-    assert_eq!(&hprev[..h], &state0[..h], "h_-1 is the carried state");
-
-    let mut dt = r.clone();
-    let mut packed_t = vec![0.0; rnn::packed_len(h)];
-    rnn::pack_wh_t(&mut packed_t, &wh, h);
-    let mut scratch = vec![0.0; n * h];
-    rnn::backward_time_loop(&mut dt, &hs, &mut scratch, &packed_t, (n, t, h));
-    // dWh = hprev^T dt, db = colsum dt (what the model's GEMMs compute), in f64.
-    let mut dwh = vec![0.0f64; h * h];
-    let mut db = vec![0.0f64; h];
-    for row in 0..n * t {
-        for i in 0..h {
-            db[i] += dt[row * h + i] as f64;
-            for j in 0..h {
-                dwh[i * h + j] += hprev[row * h + i] as f64 * dt[row * h + j] as f64;
-            }
-        }
-    }
-    for i in sample(xproj.len()) {
-        let num = numeric(&mut xproj.clone(), i, |x| run(x, &wh, &b).0);
-        check("dxproj", i, num, dt[i] as f64);
-    }
-    for i in sample(wh.len()) {
-        let xp = xproj.clone();
-        let bb = b.clone();
-        let num = numeric(&mut wh, i, |w| run(&xp, w, &bb).0);
-        check("dWh", i, num, dwh[i]);
-    }
-    for i in 0..h {
-        let xp = xproj.clone();
-        let w = wh.clone();
-        let num = numeric(&mut b, i, |bb| run(&xp, &w, bb).0);
-        check("db", i, num, db[i]);
-    }
 }
 
 #[test]
@@ -237,7 +171,8 @@ fn whole_model_matches_finite_differences() {
 
 #[test]
 fn lstm_and_gru_match_finite_differences() {
-    for cell in [Cell::Lstm, Cell::Gru] {
+    // Every gated cell: the book's LSTM, PyTorch's GRU and the book's appendix GRU.
+    for cell in [Cell::Lstm, Cell::Gru, Cell::GruBook] {
         check_model(Config::new(7, 4, 5).unwrap().with_cell(cell), 0.0);
         check_model(
             Config::new(7, 4, 5).unwrap().with_cell(cell).with_layers(2),
@@ -248,7 +183,7 @@ fn lstm_and_gru_match_finite_differences() {
 
 #[test]
 fn stacked_tied_and_dropout_models_match_finite_differences() {
-    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+    for &cell in Cell::ALL {
         let cfg = Config::new(7, 5, 5)
             .unwrap()
             .with_cell(cell)

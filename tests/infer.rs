@@ -109,7 +109,7 @@ fn step_reproduces_training_forward_bit_for_bit() {
 #[test]
 fn step_reproduces_every_cell_depth_and_tying_bit_for_bit() {
     use rnnlm::model::config::Cell;
-    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+    for &cell in Cell::ALL {
         let c = Config::new(37, 19, 23).unwrap().with_cell(cell);
         check_step_matches_forward_of(c, 3, 6);
         check_step_matches_forward_of(c.with_layers(3), 3, 5);

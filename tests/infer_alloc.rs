@@ -12,7 +12,7 @@ fn step_allocates_nothing() {
     use rnnlm::model::config::Cell;
     let (v, d, h) = (1000, 48, 80);
     check(Config::new(v, d, h).unwrap());
-    for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+    for &cell in Cell::ALL {
         check(
             Config::new(v, h, h)
                 .unwrap()

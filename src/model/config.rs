@@ -2,56 +2,85 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::cells::CellImpl;
 use crate::error::{Error, Result};
 
-/// The recurrent cell.
-///
-/// - `Rnn`: the book's tanh cell, `h = tanh(x Wx + h Wh + b)`.
-/// - `Lstm`: the book's ch06 `TimeLSTM`, one bias, gate order f, g, i, o along the 4H axis:
-///   `A = x Wx + h Wh + b`, `f = σ(A[:H])`, `g = tanh(A[H:2H])`, `i = σ(A[2H:3H])`,
-///   `o = σ(A[3H:])`, `c = f*c + g*i`, `h = o*tanh(c)`.
+/// Declares `Cell`, its names and implementations from one list.
+macro_rules! cells {
+    ($(#[$emeta:meta])* pub enum Cell {
+        $($(#[$meta:meta])* $variant:ident = $name:literal => $imp:path;)*
+    }) => {
+        $(#[$emeta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum Cell {
+            $($(#[$meta])* #[serde(rename = $name)] $variant,)*
+        }
+
+        impl Cell {
+            /// Every cell.
+            pub const ALL: &'static [Cell] = &[$(Cell::$variant),*];
+
+            /// The name used on the command line and in checkpoints (`rnn`, `lstm`, `gru`,
+            /// `gru-book`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Cell::$variant => $name,)*
+                }
+            }
+
+            /// The cell's implementation.
+            pub(crate) fn imp(self) -> &'static dyn CellImpl {
+                match self {
+                    $(Cell::$variant => &$imp,)*
+                }
+            }
+        }
+    };
+}
+
+cells! {
+    /// The recurrent cell.
+    ///
+    /// - `Rnn`: the book's tanh cell, `h = tanh(x Wx + h Wh + b)`.
+    /// - `Lstm`: the book's ch06 `TimeLSTM`, one bias, gate order f, g, i, o along the 4H axis:
+    ///   `A = x Wx + h Wh + b`, `f = σ(A[:H])`, `g = tanh(A[H:2H])`, `i = σ(A[2H:3H])`,
+    ///   `o = σ(A[3H:])`, `c = f*c + g*i`, `h = o*tanh(c)`.
+    /// - `GruBook`: the book's appendix C GRU, one bias, gate order z, r, h̃:
+///   `z = σ(x Wxz + h Whz + bz)`, `r = σ(...)`, `h̃ = tanh(x Wxh + (r⊙h) Whh + bh)`,
+///   `h' = (1−z)⊙h + z⊙h̃` (see `src/cells/gru_book.rs`).
 /// - `Gru`: PyTorch's `nn.GRU`, two biases, gate order r, z, n along the 3H axis:
-///   `r = σ(x Wx_r + bx_r + h Wh_r + bh_r)`, `z` likewise,
-///   `n = tanh(x Wx_n + bx_n + r*(h Wh_n + bh_n))`, `h = (1-z)*n + z*h`. The book's appendix
-///   GRU applies `r` before the product (`tanh(x Wx_n + (r*h) Wh_n)`); PyTorch's form lets the
-///   product `h Wh` for all three gates be one GEMM per step, and PyTorch models import
-///   without change.
-///
-/// ```
-/// use rnnlm::model::config::Cell;
-/// assert_eq!(Cell::Lstm.gates(), 4);
-/// assert_eq!("gru".parse::<Cell>().unwrap(), Cell::Gru);
-/// assert!("transformer".parse::<Cell>().is_err());
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Cell {
+    ///   `r = σ(x Wx_r + bx_r + h Wh_r + bh_r)`, `z` likewise,
+    ///   `n = tanh(x Wx_n + bx_n + r*(h Wh_n + bh_n))`, `h = (1-z)*n + z*h`. The book's appendix
+    ///   GRU applies `r` before the product (`tanh(x Wx_n + (r*h) Wh_n)`); PyTorch's form lets the
+    ///   product `h Wh` for all three gates be one GEMM per step, and PyTorch models import
+    ///   without change.
+    ///
+    /// ```
+    /// use rnnlm::model::config::Cell;
+    /// assert_eq!(Cell::Lstm.gates(), 4);
+    /// assert_eq!("gru".parse::<Cell>().unwrap(), Cell::Gru);
+    /// assert!("transformer".parse::<Cell>().is_err());
+    /// ```
+    ///
+    /// The cells are listed once, in the `cells!` invocation below: a new cell is a file in
+    /// `src/cells/` and one line there.
+    pub enum Cell {
     /// tanh RNN (G = 1).
     #[default]
-    Rnn,
+    Rnn = "rnn" => crate::cells::rnn::Rnn;
     /// LSTM, book form (G = 4).
-    Lstm,
+    Lstm = "lstm" => crate::cells::lstm::Lstm;
     /// GRU, PyTorch form (G = 3).
-    Gru,
+    Gru = "gru" => crate::cells::gru::Gru;
+    /// GRU, the book's appendix form (G = 3): `r` applies to `h` before the product.
+    GruBook = "gru-book" => crate::cells::gru_book::GruBook;
+    }
 }
 
 impl Cell {
     /// Number of gate blocks `G` along the `G*H` axis of `Wx`, `Wh` and the biases.
     pub fn gates(self) -> usize {
-        match self {
-            Cell::Rnn => 1,
-            Cell::Lstm => 4,
-            Cell::Gru => 3,
-        }
-    }
-
-    /// The name used on the command line and in checkpoints (`rnn`, `lstm`, `gru`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Cell::Rnn => "rnn",
-            Cell::Lstm => "lstm",
-            Cell::Gru => "gru",
-        }
+        self.imp().gates()
     }
 }
 
@@ -64,15 +93,10 @@ impl std::fmt::Display for Cell {
 impl std::str::FromStr for Cell {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "rnn" => Ok(Cell::Rnn),
-            "lstm" => Ok(Cell::Lstm),
-            "gru" => Ok(Cell::Gru),
-            _ => Err(Error::invalid(
-                "cell",
-                format!("{s:?} (expected rnn, lstm or gru)"),
-            )),
-        }
+        Cell::ALL.iter().copied().find(|c| c.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Cell::ALL.iter().map(|c| c.name()).collect();
+            Error::invalid("cell", format!("{s:?} (expected one of {})", names.join(", ")))
+        })
     }
 }
 

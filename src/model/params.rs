@@ -3,7 +3,8 @@
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::config::{Cell, Config};
+use super::config::Config;
+use crate::cells::Role;
 use crate::error::{Error, Result};
 use crate::mem::{check_memory, try_zeros};
 
@@ -76,10 +77,8 @@ impl Offsets {
     }
     fn layer_len(&self, l: usize) -> usize {
         let (dl, h, gh) = (self.cfg.layer_input(l), self.cfg.hidden_size, self.gh());
-        match self.cfg.cell {
-            Cell::Gru => (dl + 1) * gh + (h + 1) * gh,
-            _ => (dl + h + 1) * gh,
-        }
+        let tensors = self.cfg.cell.imp().tensors();
+        tensors.iter().map(|t| t.row_count(dl, h) * gh).sum()
     }
     fn embed_len(&self) -> usize {
         self.cfg.vocab_size * self.cfg.wordvec_size
@@ -106,43 +105,36 @@ impl Offsets {
     fn total(&self) -> usize {
         self.output_start() + self.affine_w_len() + self.cfg.vocab_size
     }
-    /// (wx, bx, wh, bh) lengths in storage order for a GRU; (wx, wh, b) for the others.
-    fn split_layer<'a>(&self, l: usize, s: &'a [f32]) -> LayerRefs<'a> {
+    /// The layer's tensors by role, in the cell's storage order.
+    fn split_layer<'a>(&self, l: usize, mut s: &'a [f32]) -> LayerRefs<'a> {
         let (dl, h, gh) = (self.cfg.layer_input(l), self.cfg.hidden_size, self.gh());
-        match self.cfg.cell {
-            Cell::Gru => {
-                let (wx, r) = s.split_at(dl * gh);
-                let (b, r) = r.split_at(gh);
-                let (wh, bh) = r.split_at(h * gh);
-                LayerRefs { wx, wh, b, bh }
-            }
-            _ => {
-                let (wx, r) = s.split_at(dl * gh);
-                let (wh, b) = r.split_at(h * gh);
-                LayerRefs { wx, wh, b, bh: &[] }
+        let mut out = LayerRefs { wx: &[], wh: &[], b: &[], bh: &[] };
+        for t in self.cfg.cell.imp().tensors() {
+            let (x, rest) = s.split_at(t.row_count(dl, h) * gh);
+            s = rest;
+            match t.role {
+                Role::Wx => out.wx = x,
+                Role::Wh => out.wh = x,
+                Role::B => out.b = x,
+                Role::Bh => out.bh = x,
             }
         }
+        out
     }
-    fn split_layer_mut<'a>(&self, l: usize, s: &'a mut [f32]) -> LayerMuts<'a> {
+    fn split_layer_mut<'a>(&self, l: usize, mut s: &'a mut [f32]) -> LayerMuts<'a> {
         let (dl, h, gh) = (self.cfg.layer_input(l), self.cfg.hidden_size, self.gh());
-        match self.cfg.cell {
-            Cell::Gru => {
-                let (wx, r) = s.split_at_mut(dl * gh);
-                let (b, r) = r.split_at_mut(gh);
-                let (wh, bh) = r.split_at_mut(h * gh);
-                LayerMuts { wx, wh, b, bh }
-            }
-            _ => {
-                let (wx, r) = s.split_at_mut(dl * gh);
-                let (wh, b) = r.split_at_mut(h * gh);
-                LayerMuts {
-                    wx,
-                    wh,
-                    b,
-                    bh: &mut [],
-                }
+        let mut out = LayerMuts { wx: &mut [], wh: &mut [], b: &mut [], bh: &mut [] };
+        for t in self.cfg.cell.imp().tensors() {
+            let (x, rest) = std::mem::take(&mut s).split_at_mut(t.row_count(dl, h) * gh);
+            s = rest;
+            match t.role {
+                Role::Wx => out.wx = x,
+                Role::Wh => out.wh = x,
+                Role::B => out.b = x,
+                Role::Bh => out.bh = x,
             }
         }
+        out
     }
 }
 
@@ -172,14 +164,8 @@ impl Params {
         let mut out = vec![("embed.W".to_string(), vec![v, d])];
         for l in 0..cfg.layers {
             let dl = cfg.layer_input(l);
-            out.push((format!("{c}.{l}.Wx"), vec![dl, gh]));
-            if cfg.cell == Cell::Gru {
-                out.push((format!("{c}.{l}.bx"), vec![gh]));
-                out.push((format!("{c}.{l}.Wh"), vec![h, gh]));
-                out.push((format!("{c}.{l}.bh"), vec![gh]));
-            } else {
-                out.push((format!("{c}.{l}.Wh"), vec![h, gh]));
-                out.push((format!("{c}.{l}.b"), vec![gh]));
+            for t in cfg.cell.imp().tensors() {
+                out.push((format!("{c}.{l}.{}", t.name), t.shape(dl, gh, h)));
             }
         }
         if !cfg.tied {
@@ -528,6 +514,7 @@ impl Params {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use crate::model::config::Cell;
 
     #[test]
     fn layout_and_init_scales() {
@@ -565,7 +552,7 @@ mod tests {
 
     #[test]
     fn views_agree_with_the_layout_for_every_cell() {
-        for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+        for &cell in Cell::ALL {
             for (layers, tied) in [(1, false), (2, true), (3, false)] {
                 let cfg = Config::new(11, 5, 5)
                     .unwrap()

@@ -4,16 +4,19 @@
 
 use rand::SeedableRng;
 
-use super::config::{Cell, Config, MAX_LAYERS};
-use super::output_grad::{self, StripGrads};
-use super::params::Params;
-use super::workspace::{LayerWs, Workspace};
-use crate::error::{Error, Result};
 use rayon::prelude::*;
 
-use crate::gemm::{self, matmul_packed, Accum, MatMut, MatRef, Packed, Par};
+use super::config::{Config, MAX_LAYERS};
+use super::output_grad::{self, StripGrads};
+use super::params::Params;
+use super::workspace::{Acts, Workspace};
+use crate::cells::{self, Buffers, Dims, GradInputs, LayerRows, StepWeights};
+use crate::error::{Error, Result};
+use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
+use crate::heads::full::FullSoftmax;
+use crate::heads::{Head, Loss};
 use crate::kernels::dropout::{self, DropoutKey};
-use crate::layers::{embedding, gru, lstm, rnn, softmax_loss};
+use crate::layers::{embedding, softmax_loss};
 use crate::mem::check_memory;
 use crate::par::on_worker;
 
@@ -46,21 +49,9 @@ pub fn forward(params: &Params, ws: &mut Workspace, xs: &[u32], ts: &[i32]) -> R
     Ok(on_worker(|| forward_loaded(params, ws)))
 }
 
-/// Rows of logits computed and then softmaxed together (16 x V = 640 KB at V = 10,000: L2).
-const SOFTMAX_FUSE_ROWS: usize = 16;
-
-/// Largest packed output matrix for which the output layer goes row slice by row slice: each
-/// slice re-reads all of it (from L3 while it fits there).
-const SOFTMAX_FUSE_MAX_W_BYTES: usize = 8 << 20;
 
 /// Multiply-adds per batch below which a pass runs as one block on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1_000_000;
-
-/// Dropout sites: 0 after the embedding, `l + 1` after layer `l` (so `L` is before the output
-/// layer).
-fn site_after_layer(l: usize) -> u32 {
-    l as u32 + 1
-}
 
 /// Batch rows per parallel block: one block per thread once the batch is worth splitting.
 /// Every row is computed by the same instruction sequence whatever block it is in, so the
@@ -80,104 +71,153 @@ fn rows_per_block(ws: &Workspace) -> usize {
     ws.n.div_ceil(blocks).max(1)
 }
 
-/// A workspace buffer as a raw pointer, so parallel tasks can each take the disjoint block of
-/// batch rows they own (the number of layers varies, so the buffers cannot be zipped as
-/// `par_chunks`).
+/// The sizes a [`Block`] is split by.
 #[derive(Clone, Copy)]
-struct Buf {
-    ptr: *mut f32,
-    len: usize,
+struct Shape {
+    t: usize,
+    h: usize,
+    d: usize,
+    v: usize,
+    layers: usize,
+    bufs: Buffers,
 }
 
-// SAFETY: a `Buf` is only dereferenced through `Buf::get`, whose callers take disjoint ranges
-// (their own batch rows) while the owning workspace is exclusively borrowed.
-unsafe impl Send for Buf {}
-// SAFETY: as above.
-unsafe impl Sync for Buf {}
+/// One rayon task's batch rows `r0..r0+m` of every buffer: the workspace split with
+/// `split_at_mut`, so each task holds plain disjoint slices.
+struct Block<'a> {
+    r0: usize,
+    m: usize,
+    xs: &'a [u32],
+    ts: &'a [i32],
+    /// `[m,T,D]`
+    emb: &'a mut [f32],
+    /// `[m,T,V]`
+    logits: &'a mut [f32],
+    /// `[m,T]`
+    losses: &'a mut [f32],
+    /// `[m,T,H]` (training, cells not differentiated in place)
+    dh: &'a mut [f32],
+    /// `[m,T,D]` (training)
+    demb: &'a mut [f32],
+    /// `[m, scratch*H]` (training)
+    scratch: &'a mut [f32],
+    /// Each layer's dropout output `[m,T,H]` (training with dropout).
+    drops: [&'a mut [f32]; MAX_LAYERS],
+    layers: [LayerRows<'a>; MAX_LAYERS],
+}
 
-impl Buf {
-    const EMPTY: Buf = Buf {
-        ptr: std::ptr::NonNull::dangling().as_ptr(),
-        len: 0,
-    };
+/// Splits a slice at `at` unless it is empty (buffers a configuration does not use).
+fn split<T>(s: &mut [T], at: usize) -> (&mut [T], &mut [T]) {
+    if s.is_empty() {
+        (&mut [], &mut [])
+    } else {
+        s.split_at_mut(at)
+    }
+}
 
-    fn of(v: &mut [f32]) -> Self {
-        Buf {
-            ptr: v.as_mut_ptr(),
-            len: v.len(),
+impl<'a> Block<'a> {
+    /// All the rows of the workspace's buffers.
+    fn whole(acts: Acts<'a>, n: usize, sh: &Shape) -> Self {
+        let nl = sh.layers;
+        let mut layers: [LayerRows<'a>; MAX_LAYERS] = std::array::from_fn(|_| LayerRows::default());
+        for (rows, la) in layers.iter_mut().zip(acts.layers).take(nl) {
+            rows.gates = la.gates;
+            rows.hs = la.hs;
+            rows.hprev = la.hprev;
+            rows.aux = la.aux;
+            rows.row_aux = la.row_aux;
+        }
+        // The carried state is [S,L,N,H]: chunk s*L + l is state vector s of layer l.
+        for (k, chunk) in acts.state.chunks_mut(n * sh.h).enumerate() {
+            layers[k % nl].state[k / nl] = chunk;
+        }
+        let mut drops: [&'a mut [f32]; MAX_LAYERS] = std::array::from_fn(|_| Default::default());
+        if !acts.drops.is_empty() {
+            for (d, chunk) in drops.iter_mut().zip(acts.drops.chunks_mut(n * sh.t * sh.h)) {
+                *d = chunk;
+            }
+        }
+        Block {
+            r0: 0,
+            m: n,
+            xs: acts.xs,
+            ts: acts.ts,
+            emb: acts.emb,
+            logits: acts.logits,
+            losses: acts.losses,
+            dh: acts.dh,
+            demb: acts.demb,
+            scratch: acts.scratch,
+            drops,
+            layers,
         }
     }
 
-    /// `len` floats from `start`.
-    ///
-    /// # Safety
-    /// No other live reference may overlap `start..start + len` while the result lives, and
-    /// the buffer must outlive it.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn get<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
-        assert!(start + len <= self.len, "Buf::get out of range");
-        if len == 0 {
-            return &mut [];
+    /// The first `rows` batch rows, and the rest.
+    fn split(self, rows: usize, sh: &Shape) -> (Self, Self) {
+        let (t, h) = (sh.t, sh.h);
+        let pos = rows * t;
+        let (xs0, xs1) = self.xs.split_at(pos);
+        let (ts0, ts1) = self.ts.split_at(pos);
+        let (e0, e1) = self.emb.split_at_mut(pos * sh.d);
+        let (l0, l1) = self.logits.split_at_mut(pos * sh.v);
+        let (s0, s1) = self.losses.split_at_mut(pos);
+        let (dh0, dh1) = split(self.dh, pos * h);
+        let (de0, de1) = split(self.demb, pos * sh.d);
+        let (sc0, sc1) = split(self.scratch, rows * sh.bufs.scratch * h);
+        let mut drops0: [&'a mut [f32]; MAX_LAYERS] = std::array::from_fn(|_| Default::default());
+        let mut drops1 = self.drops;
+        for (d0, d1) in drops0.iter_mut().zip(drops1.iter_mut()).take(sh.layers) {
+            let (a, b) = split(std::mem::take(d1), pos * h);
+            (*d0, *d1) = (a, b);
         }
-        // SAFETY: in bounds (asserted); exclusivity per the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
-    }
-}
-
-/// One layer's buffers as raw views (see [`Buf`]).
-#[derive(Clone, Copy)]
-struct LayerBufs {
-    gates: Buf,
-    hs: Buf,
-    hprev: Buf,
-    cs: Buf,
-    tc: Buf,
-    c0: Buf,
-    gh: Buf,
-    drop: Buf,
-    state_h: Buf,
-    state_c: Buf,
-}
-
-impl LayerBufs {
-    const EMPTY: LayerBufs = LayerBufs {
-        gates: Buf::EMPTY,
-        hs: Buf::EMPTY,
-        hprev: Buf::EMPTY,
-        cs: Buf::EMPTY,
-        tc: Buf::EMPTY,
-        c0: Buf::EMPTY,
-        gh: Buf::EMPTY,
-        drop: Buf::EMPTY,
-        state_h: Buf::EMPTY,
-        state_c: Buf::EMPTY,
-    };
-}
-
-/// Raw views of every layer's buffers, on the stack (no allocation per step).
-fn layer_bufs(ws: &mut Workspace) -> [LayerBufs; MAX_LAYERS] {
-    let (nl, nh) = (ws.cfg.layers, ws.n * ws.cfg.hidden_size);
-    let mut out = [LayerBufs::EMPTY; MAX_LAYERS];
-    let (sh, sc) = ws.state.split_at_mut(nl * nh);
-    for (l, lw) in ws.layers.iter_mut().enumerate() {
-        out[l] = LayerBufs {
-            gates: Buf::of(&mut lw.gates),
-            hs: Buf::of(&mut lw.hs),
-            hprev: Buf::of(&mut lw.hprev),
-            cs: Buf::of(&mut lw.cs),
-            tc: Buf::of(&mut lw.tc),
-            c0: Buf::of(&mut lw.c0),
-            gh: Buf::of(&mut lw.gh),
-            drop: Buf::of(&mut lw.drop),
-            state_h: Buf::of(&mut sh[l * nh..(l + 1) * nh]),
-            state_c: if sc.is_empty() {
-                Buf::EMPTY
-            } else {
-                Buf::of(&mut sc[l * nh..(l + 1) * nh])
+        let mut layers0: [LayerRows<'a>; MAX_LAYERS] = std::array::from_fn(|_| LayerRows::default());
+        let mut layers1 = self.layers;
+        for (a, b) in layers0.iter_mut().zip(layers1.iter_mut()).take(sh.layers) {
+            (*a, *b) = std::mem::take(b).split_rows(rows, t, h, &sh.bufs);
+        }
+        (
+            Block {
+                r0: self.r0,
+                m: rows,
+                xs: xs0,
+                ts: ts0,
+                emb: e0,
+                logits: l0,
+                losses: s0,
+                dh: dh0,
+                demb: de0,
+                scratch: sc0,
+                drops: drops0,
+                layers: layers0,
             },
-        };
+            Block {
+                r0: self.r0 + rows,
+                m: self.m - rows,
+                xs: xs1,
+                ts: ts1,
+                emb: e1,
+                logits: l1,
+                losses: s1,
+                dh: dh1,
+                demb: de1,
+                scratch: sc1,
+                drops: drops1,
+                layers: layers1,
+            },
+        )
     }
-    out
+}
+
+/// Runs `f` on blocks of `rb` batch rows (the last may be shorter), in parallel: the block is
+/// halved (on a block boundary) and both halves run under `rayon::join`.
+fn for_each_block<F: Fn(Block<'_>) + Sync>(b: Block<'_>, rb: usize, sh: &Shape, f: &F) {
+    if b.m <= rb {
+        return f(b);
+    }
+    let at = b.m.div_ceil(rb) / 2 * rb;
+    let (x, y) = b.split(at, sh);
+    rayon::join(|| for_each_block(x, rb, sh, f), || for_each_block(y, rb, sh, f));
 }
 
 /// The output weights as a `[H,V]` view: `affine.W`, or `embed.W` transposed when tied.
@@ -191,28 +231,19 @@ fn output_weights(params: &Params) -> MatRef<'_> {
 
 fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     let cfg = ws.cfg;
+    let cell = cfg.cell.imp();
     let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
-    let (cell, nl, gh) = (cfg.cell, cfg.layers, cfg.cell.gates() * h);
+    let (nl, gh) = (cfg.layers, cfg.cell.gates() * h);
     let (n, t) = (ws.n, ws.t);
     let rb = rows_per_block(ws);
-    let tasks = n.div_ceil(rb);
-    for (l, lw) in ws.layers.iter_mut().enumerate() {
-        let (p, dl) = (params.layer(l), cfg.layer_input(l));
-        let wx = MatRef::new(p.wx, dl, gh);
-        gemm::pack_rows(&mut lw.wx_packed, &wx, 0, dl, Par::Tasks(tasks));
-        gemm::pack(&mut lw.wh_packed, MatRef::new(p.wh, h, gh));
-    }
-    gemm::pack_rows(
-        &mut ws.w_packed,
-        &output_weights(params),
-        0,
-        h,
-        Par::Tasks(tasks),
-    );
-
+    let par = Par::Tasks(n.div_ceil(rb));
     let count = softmax_loss::count(&ws.ts);
-    let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
-    let train = ws.train;
+    let loss = match ws.train {
+        true => Loss::Train {
+            scale: if count == 0 { 0.0 } else { 1.0 / count as f32 },
+        },
+        false => Loss::Eval,
+    };
     let (p_drop, step, seed) = (
         if ws.dropout_on() { ws.dropout } else { 0.0 },
         ws.dropout_step,
@@ -221,126 +252,265 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     if p_drop > 0.0 {
         ws.dropout_step += 1;
     }
-    let lb = layer_bufs(ws);
-    let lb = &lb[..nl];
-    let (emb, logits, losses) = (
-        Buf::of(&mut ws.emb),
-        Buf::of(&mut ws.logits),
-        Buf::of(&mut ws.losses),
-    );
-    let (xs, ts) = (&ws.xs, &ws.ts);
-    let layers = &ws.layers;
-    let (w_packed, embed_w, affine_b) = (&ws.w_packed, params.embed_w(), params.affine_b());
-    (0..tasks).into_par_iter().for_each(|blk| {
-        let r0 = blk * rb;
-        let m = rb.min(n - r0);
+    let sh = Shape {
+        t,
+        h,
+        d,
+        v,
+        layers: nl,
+        bufs: cell.buffers(ws.train),
+    };
+    let (acts, mut packs) = ws.split_mut();
+    for (l, lp) in packs.layers[..nl].iter_mut().enumerate() {
+        let (p, dl) = (params.layer(l), cfg.layer_input(l));
+        gemm::pack_rows(lp.wx, &MatRef::new(p.wx, dl, gh), 0, dl, par);
+        cell.pack_recurrent(p.wh, h, lp.wh, &mut []);
+    }
+    gemm::pack_rows(packs.w, &output_weights(params), 0, h, par);
+    let head = FullSoftmax {
+        w: Packed::new(packs.w, h, v),
+        wt: &[],
+        wt_block: gemm::KC,
+        bias: params.affine_b(),
+        h,
+        v,
+    };
+    let lpacks = &packs.layers[..nl];
+    let embed_w = params.embed_w();
+    // The projection `x Wx` lands in `hs` for a cell whose pre-activation is `hs`.
+    let proj = if cell.in_place() { h } else { gh };
+    for_each_block(Block::whole(acts, n, &sh), rb, &sh, &|b: Block<'_>| {
+        let Block { r0, m, xs, ts, emb, logits, losses, mut drops, mut layers, .. } = b;
         let (r, p0) = (m * t, r0 * t);
-        // SAFETY: task `blk` takes only batch rows r0..r0+m (positions p0..p0+r) of every
-        // buffer; the tasks' row ranges are disjoint and `ws` is exclusively borrowed by this
-        // function for the whole parallel loop.
-        unsafe {
-            let emb = emb.get(p0 * d, r * d);
-            embedding::forward(emb, &xs[p0..p0 + r], embed_w, d);
-            if p_drop > 0.0 {
-                dropout::apply(emb, DropoutKey::new(seed, step, 0), (p0 * d) as u64, p_drop);
-            }
-            let mut x: &[f32] = emb;
-            for l in 0..nl {
-                let (b, lw, pl) = (&lb[l], &layers[l], params.layer(l));
-                let dl = cfg.layer_input(l);
-                let hs = b.hs.get(p0 * h, r * h);
-                let hprev = b.hprev.get(p0 * h, r * h);
-                let state_h = b.state_h.get(r0 * h, m * h);
-                match cell {
-                    Cell::Rnn => {
-                        // hs = x Wx for every step of the block   [r,D_l] x [D_l,H]
-                        gemm::gemm_packed(
-                            MatMut::new(hs, r, h),
-                            MatRef::new(x, r, dl),
-                            Packed::new(&lw.wx_packed, dl, h),
-                            Accum::Replace,
-                        );
-                        rnn::forward_rows(hs, hprev, state_h, &lw.wh_packed, pl.b, (m, t, h));
-                    }
-                    Cell::Lstm => {
-                        let gates = b.gates.get(p0 * gh, r * gh);
-                        gemm::gemm_packed(
-                            MatMut::new(gates, r, gh),
-                            MatRef::new(x, r, dl),
-                            Packed::new(&lw.wx_packed, dl, gh),
-                            Accum::Replace,
-                        );
-                        let bufs = lstm::LstmForward {
-                            gates,
-                            hs,
-                            hprev,
-                            cs: b.cs.get(p0 * h, r * h),
-                            tc: b.tc.get(p0 * h, r * h),
-                            c0: b.c0.get(r0 * h, m * h),
-                            state_h,
-                            state_c: b.state_c.get(r0 * h, m * h),
-                        };
-                        lstm::forward_rows(bufs, &lw.wh_packed, pl.b, (m, t, h));
-                    }
-                    Cell::Gru => {
-                        let gates = b.gates.get(p0 * gh, r * gh);
-                        gemm::gemm_packed(
-                            MatMut::new(gates, r, gh),
-                            MatRef::new(x, r, dl),
-                            Packed::new(&lw.wx_packed, dl, gh),
-                            Accum::Replace,
-                        );
-                        let ghb = b.gh.get(p0 * gh, r * gh);
-                        let weights = (&lw.wh_packed[..], pl.b, pl.bh);
-                        gru::forward_rows(gates, ghb, hs, hprev, state_h, weights, (m, t, h));
-                    }
-                }
-                let hs: &[f32] = b.hs.get(p0 * h, r * h);
-                x = if p_drop > 0.0 {
-                    let out = b.drop.get(p0 * h, r * h);
-                    let key = DropoutKey::new(seed, step, site_after_layer(l));
-                    dropout::apply_to(out, hs, key, (p0 * h) as u64, p_drop);
-                    out
-                } else {
-                    hs
-                };
-            }
-            let logits = logits.get(p0 * v, r * v);
-            let losses = losses.get(p0, r);
-            let ts = &ts[p0..p0 + r];
-            // Output affine, logits = x W   [r,H] x [H,V], then the softmax pass (which adds
-            // the bias), a few rows at a time: each slice of logits is still in L2 when the
-            // softmax reads and rewrites it, so it crosses the memory bus once instead of three
-            // times. Worth it while packed W stays cheap to re-read from L3.
-            let sub = if h * v * 4 <= SOFTMAX_FUSE_MAX_W_BYTES {
-                SOFTMAX_FUSE_ROWS
-            } else {
-                r
+        embedding::forward(emb, xs, embed_w, d);
+        if p_drop > 0.0 {
+            dropout::apply(emb, DropoutKey::new(seed, step, 0), (p0 * d) as u64, p_drop);
+        }
+        let dims = Dims { m, t, h };
+        let mut x: &[f32] = emb;
+        for (l, (rows, drop)) in layers.iter_mut().zip(drops.iter_mut()).take(nl).enumerate() {
+            let (lp, pl, dl) = (&lpacks[l], params.layer(l), cfg.layer_input(l));
+            let target: &mut [f32] = if cell.in_place() { rows.hs } else { rows.gates };
+            // x Wx for every step of the block   [r,D_l] x [D_l,G*H]
+            gemm::gemm_packed(
+                MatMut::new(target, r, proj),
+                MatRef::new(x, r, dl),
+                Packed::new(lp.wx, dl, proj),
+                Accum::Replace,
+            );
+            let w = StepWeights {
+                packed: lp.wh,
+                b: pl.b,
+                bh: pl.bh,
             };
-            for s0 in (0..r).step_by(sub.max(1)) {
-                let rows = sub.min(r - s0);
-                let l = &mut logits[s0 * v..(s0 + rows) * v];
-                let (ts, losses) = (&ts[s0..s0 + rows], &mut losses[s0..s0 + rows]);
-                gemm::gemm_packed(
-                    MatMut::new(l, rows, v),
-                    MatRef::new(&x[s0 * h..], rows, h),
-                    Packed::new(w_packed, h, v),
-                    Accum::Replace,
-                );
-                if train {
-                    softmax_loss::rows_forward_backward(l, affine_b, ts, losses, scale);
-                } else {
-                    softmax_loss::rows_forward(l, affine_b, ts, losses);
-                }
+            cells::forward_rows(cell, rows, &w, dims);
+            x = if p_drop > 0.0 {
+                let key = DropoutKey::new(seed, step, site_after_layer(l));
+                dropout::apply_to(drop, rows.hs, key, (p0 * h) as u64, p_drop);
+                &**drop
+            } else {
+                &*rows.hs
+            };
+        }
+        head.forward_rows(x, ts, logits, losses, loss);
+    });
+    ws.ready_for_backward = ws.train;
+    softmax_loss::mean(ws.position_losses(), count)
+}
+
+/// Dropout sites: 0 after the embedding, `l + 1` after layer `l` (so `L` is before the output
+/// layer).
+fn site_after_layer(l: usize) -> u32 {
+    l as u32 + 1
+}
+
+fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
+    let cfg = ws.cfg;
+    let cell = cfg.cell.imp();
+    let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+    let (nl, gh) = (cfg.layers, cfg.cell.gates() * h);
+    let (n, t) = (ws.n, ws.t);
+    let nt = n * t;
+    let rb = rows_per_block(ws);
+    let par = Par::Tasks(n.div_ceil(rb));
+    // The step of the last forward's masks.
+    let p_drop = if ws.dropout_on() { ws.dropout } else { 0.0 };
+    let (step, seed) = (ws.dropout_step.wrapping_sub(1), ws.dropout_seed);
+    let dropped = p_drop > 0.0;
+    let strip = ws.out_strip;
+    let sh = Shape {
+        t,
+        h,
+        d,
+        v,
+        layers: nl,
+        bufs: cell.buffers(true),
+    };
+    // Every gradient below accumulates (`+=`), so each tensor may have several sources
+    // (tying: the output layer and the embedding both feed embed.W) with no special case.
+    zero(grads.as_mut_slice());
+
+    // W^T in K blocks over V (the output strips on the strip path), so each block's panels
+    // stay in cache during dY W^T.
+    let wt_block = if strip > 0 { strip } else { gemm::KC };
+    let (mut acts, mut packs) = ws.split_mut();
+    FullSoftmax::pack_wt(packs.wt, &output_weights(params), wt_block, par);
+    for (l, lp) in packs.layers[..nl].iter_mut().enumerate() {
+        let (p, dl) = (params.layer(l), cfg.layer_input(l));
+        gemm::pack_rows(lp.wxt, &MatRef::new(p.wx, dl, gh).t(), 0, gh, par);
+        cell.pack_recurrent(p.wh, h, &mut [], lp.wht);
+    }
+    packs.tied_grad.fill(0.0);
+    if strip > 0 {
+        // The output layer first, by column strips of dY: dW complete, dX as partials that
+        // the row blocks below add up (see model::output_grad).
+        let top_layer = &mut acts.layers[nl - 1];
+        let output_in: &[f32] = if dropped {
+            &acts.drops[(nl - 1) * nt * h..nl * nt * h]
+        } else {
+            top_layer.hs
+        };
+        cells::transposed_into(packs.gemm_scratch, &[(output_in, h)], true, nt, par);
+        let top: &mut [f32] = if cell.in_place() { top_layer.gates } else { acts.dh };
+        let dw = if cfg.tied { &mut *packs.tied_grad } else { grads.affine_rows_mut() };
+        let g = StripGrads {
+            dy: acts.logits,
+            xt: packs.gemm_scratch,
+            wt_packed: packs.wt,
+            dx: top,
+            parts: packs.dx_parts,
+            dw,
+            dy_packed: packs.dy_packed,
+        };
+        output_grad::backward(g, (nt, h, v), strip);
+    }
+    let head = FullSoftmax {
+        w: Packed::new(packs.w, h, v),
+        wt: packs.wt,
+        wt_block,
+        bias: params.affine_b(),
+        h,
+        v,
+    };
+    let (lpacks, dx_parts) = (&packs.layers[..nl], &*packs.dx_parts);
+    for_each_block(Block::whole(acts, n, &sh), rb, &sh, &|b: Block<'_>| {
+        let Block { r0, m, logits, dh, demb, scratch, mut layers, .. } = b;
+        let (r, p0) = (m * t, r0 * t);
+        let dims = Dims { m, t, h };
+        // The gradient w.r.t. the top layer's output: the tanh RNN differentiates in place in
+        // its own `gates`; the other cells read it from `dh`.
+        let top: &mut [f32] = if cell.in_place() { &mut *layers[nl - 1].gates } else { &mut *dh };
+        if strip > 0 {
+            output_grad::add_parts(top, dx_parts, (nt, h), p0);
+        } else {
+            head.backward_rows(logits, top);
+        }
+        if dropped {
+            let key = DropoutKey::new(seed, step, site_after_layer(nl - 1));
+            dropout::apply(top, key, (p0 * h) as u64, p_drop);
+        }
+        for l in (0..nl).rev() {
+            let (below, rest) = layers.split_at_mut(l);
+            let rows = &mut rest[0];
+            let (lp, pl, dl) = (&lpacks[l], params.layer(l), cfg.layer_input(l));
+            let w = StepWeights {
+                packed: lp.wht,
+                b: pl.b,
+                bh: pl.bh,
+            };
+            cells::backward_rows(cell, rows, dh, scratch, &w, dims);
+            // The input's gradient, dA Wx^T   [r,GH] x [GH,D_l]: into the layer below's
+            // output gradient, or the embedding's.
+            let out: &mut [f32] = match l {
+                0 => &mut *demb,
+                _ if cell.in_place() => &mut *below[l - 1].gates,
+                _ => &mut *dh,
+            };
+            gemm::gemm_packed(
+                MatMut::new(out, r, dl),
+                MatRef::new(rows.gates, r, gh),
+                Packed::new(lp.wxt, gh, dl),
+                Accum::Replace,
+            );
+            if dropped {
+                let key = DropoutKey::new(seed, step, l as u32);
+                dropout::apply(out, key, (p0 * dl) as u64, p_drop);
             }
         }
     });
-    ws.ready_for_backward = train;
-    softmax_loss::mean(&ws.losses, count)
+
+    // Weight gradients, sums over all N*T rows, each one product (see cells::add_outer) that
+    // adds straight into adjacent tensors of the flat gradient buffer.
+    let (acts, packs) = ws.split_mut();
+    let output = |l: usize| -> &[f32] {
+        if dropped {
+            &acts.drops[l * nt * h..(l + 1) * nt * h]
+        } else {
+            acts.layers[l].hs
+        }
+    };
+    if strip == 0 {
+        let head = FullSoftmax {
+            w: Packed::new(packs.w, h, v),
+            wt: packs.wt,
+            wt_block,
+            bias: params.affine_b(),
+            h,
+            v,
+        };
+        let dw = if cfg.tied { &mut *packs.tied_grad } else { grads.affine_rows_mut() };
+        head.weight_grads(output(nl - 1), acts.logits, dw, packs.gemm_scratch, par);
+    }
+    for l in 0..nl {
+        let la = &acts.layers[l];
+        let g = GradInputs {
+            x: if l == 0 { acts.emb } else { output(l - 1) },
+            hprev: la.hprev,
+            gates: la.gates,
+            aux: la.aux,
+            nt,
+            dl: cfg.layer_input(l),
+            h,
+        };
+        cell.weight_grads(&g, grads.layer_rows_mut(l), packs.gemm_scratch, par);
+    }
+    let (de, db) = grads.embed_and_affine_b_mut();
+    if cfg.tied {
+        // The output layer's dW [H,V] is embed.W's gradient transposed; its bias row is
+        // affine.b's. The embedding's scatter-add then accumulates on top.
+        for (b, &g) in db.iter_mut().zip(&packs.tied_grad[h * v..]) {
+            *b += g;
+        }
+        add_transposed(de, &packs.tied_grad[..h * v], h, v);
+    }
+    embedding::backward(de, acts.xs, acts.demb, d);
 }
 
-/// Backward pass of the last [`forward`]: overwrites every tensor of `grads` with the gradient
-/// of the mean loss (the book's layers assign their grads; nothing needs zeroing first).
+/// Zeroes a buffer, in parallel chunks.
+fn zero(x: &mut [f32]) {
+    x.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
+}
+
+/// `out [C,R] += a^T` for `a [R,C]`, in cache-sized tiles.
+fn add_transposed(out: &mut [f32], a: &[f32], rows: usize, cols: usize) {
+    const TILE: usize = 32;
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(bi, chunk)| {
+            let c0 = bi * TILE;
+            let cn = chunk.len() / rows;
+            for r0 in (0..rows).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in 0..cn {
+                        chunk[c * rows + r] += a[r * cols + c0 + c];
+                    }
+                }
+            }
+        });
+}
+
+/// Backward pass of the last [`forward`]: sets every tensor of `grads` to the gradient of the
+/// mean loss (it zeroes `grads`, then every part of the model adds its share, as llm.c does).
 ///
 /// The per-row part (`dY W^T`, each layer's reverse time loop and its input gradient
 /// `dA Wx^T`, top layer first) runs in one parallel region over blocks of batch rows; the
@@ -388,273 +558,6 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
     Ok(())
 }
 
-fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
-    let cfg = ws.cfg;
-    let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
-    let (cell, nl, gh) = (cfg.cell, cfg.layers, cfg.cell.gates() * h);
-    let (n, t) = (ws.n, ws.t);
-    let nt = n * t;
-    let rb = rows_per_block(ws);
-    let tasks = n.div_ceil(rb);
-
-    // W^T in K blocks over V (the output strips on the strip path), so each block's panels
-    // stay in cache during dY W^T.
-    let wt = output_weights(params).t();
-    let strip = ws.out_strip;
-    let mut off = 0;
-    for (k0, kc) in gemm::balanced_blocks(v, if strip > 0 { strip } else { gemm::KC }) {
-        gemm::pack_rows(&mut ws.wt_packed[off..], &wt, k0, kc, Par::Tasks(tasks));
-        off += gemm::packed_len(kc, h);
-    }
-    for (l, lw) in ws.layers.iter_mut().enumerate() {
-        let (p, dl) = (params.layer(l), cfg.layer_input(l));
-        gemm::pack_rows(
-            &mut lw.wxt_packed,
-            &MatRef::new(p.wx, dl, gh).t(),
-            0,
-            gh,
-            Par::Tasks(tasks),
-        );
-        gemm::pack(&mut lw.wht_packed, MatRef::new(p.wh, h, gh).t());
-    }
-    // The step of the last forward's masks.
-    let p_drop = if ws.dropout_on() { ws.dropout } else { 0.0 };
-    let (step, seed) = (ws.dropout_step.wrapping_sub(1), ws.dropout_seed);
-    let dropped = p_drop > 0.0;
-    if strip > 0 {
-        // The output layer first, by column strips of dY: dW complete, dX as partials that
-        // the row blocks below add up (see model::output_grad).
-        let output_in = layer_output(&ws.layers[nl - 1], dropped);
-        transposed_with_ones(&mut ws.gemm_scratch, &[(output_in, h)], nt, tasks);
-        let top = if cell == Cell::Rnn {
-            &mut ws.layers[nl - 1].gates
-        } else {
-            &mut ws.dh
-        };
-        let dw = output_dw(cfg.tied, &mut ws.tied_grad, grads);
-        let g = StripGrads {
-            dy: &ws.logits,
-            xt: &ws.gemm_scratch,
-            wt_packed: &ws.wt_packed,
-            dx: top,
-            parts: &mut ws.dx_parts,
-            dw,
-            dy_packed: &mut ws.dy_packed,
-        };
-        output_grad::backward(g, (nt, h, v), strip);
-    }
-
-    let lb = layer_bufs(ws);
-    let lb = &lb[..nl];
-    let (dh, demb, scratch) = (
-        Buf::of(&mut ws.dh),
-        Buf::of(&mut ws.demb),
-        Buf::of(&mut ws.scratch),
-    );
-    let (logits, wt_packed, layers, dx_parts) =
-        (&ws.logits, &ws.wt_packed, &ws.layers, &ws.dx_parts);
-    // Where the gradient w.r.t. layer l's output h goes: the tanh RNN differentiates in place
-    // in its own `gates` buffer (which then holds dL/da for the weight gradient); LSTM and GRU
-    // read it from `dh` and write their gate gradients into `gates`.
-    let target = |l: usize| if cell == Cell::Rnn { lb[l].gates } else { dh };
-    (0..tasks).into_par_iter().for_each(|blk| {
-        let r0 = blk * rb;
-        let m = rb.min(n - r0);
-        let (r, p0) = (m * t, r0 * t);
-        // SAFETY: as in forward_loaded: task `blk` touches only its own batch rows of every
-        // buffer, the row ranges are disjoint, and `ws` is exclusively borrowed meanwhile.
-        unsafe {
-            let top = target(nl - 1).get(p0 * h, r * h);
-            if strip > 0 {
-                output_grad::add_parts(top, dx_parts, (nt, h), p0);
-            } else {
-                // d(output input) = dY W^T   [r,V] x [V,H], accumulated over the K blocks of V.
-                let dy = &logits[p0 * v..(p0 + r) * v];
-                let mut off = 0;
-                for (kb, (k0, kc)) in gemm::k_blocks(v).enumerate() {
-                    let packed = &wt_packed[off..off + gemm::packed_len(kc, h)];
-                    gemm::gemm_packed(
-                        MatMut::new(&mut *top, r, h),
-                        MatRef::rows_strided(&dy[k0..], r, kc, v),
-                        Packed::new(packed, kc, h),
-                        Accum::add_if(kb > 0),
-                    );
-                    off += packed.len();
-                }
-            }
-            if p_drop > 0.0 {
-                let key = DropoutKey::new(seed, step, site_after_layer(nl - 1));
-                dropout::apply(top, key, (p0 * h) as u64, p_drop);
-            }
-            let scratch = scratch.get(r0 * h, m * h);
-            for l in (0..nl).rev() {
-                let (b, lw) = (&lb[l], &layers[l]);
-                let dl = cfg.layer_input(l);
-                let da = b.gates.get(p0 * gh, r * gh);
-                match cell {
-                    Cell::Rnn => {
-                        let hs = b.hs.get(p0 * h, r * h);
-                        rnn::backward_rows(da, hs, scratch, &lw.wht_packed, (m, t, h));
-                    }
-                    Cell::Lstm => {
-                        let dh = dh.get(p0 * h, r * h);
-                        let (cs, tc) = (b.cs.get(p0 * h, r * h), b.tc.get(p0 * h, r * h));
-                        let c0 = b.c0.get(r0 * h, m * h);
-                        let saved = (&*cs, &*tc, &*c0);
-                        lstm::backward_rows(dh, da, saved, scratch, &lw.wht_packed, (m, t, h));
-                    }
-                    Cell::Gru => {
-                        let dh = dh.get(p0 * h, r * h);
-                        let (ghb, hprev) = (b.gh.get(p0 * gh, r * gh), b.hprev.get(p0 * h, r * h));
-                        gru::backward_rows(dh, da, ghb, hprev, scratch, &lw.wht_packed, (m, t, h));
-                    }
-                }
-                // The input's gradient, dA Wx^T   [r,GH] x [GH,D_l]: into the layer below's
-                // output gradient, or the embedding's.
-                let out = if l > 0 {
-                    target(l - 1).get(p0 * h, r * h)
-                } else {
-                    demb.get(p0 * d, r * d)
-                };
-                gemm::gemm_packed(
-                    MatMut::new(&mut *out, r, dl),
-                    MatRef::new(da, r, gh),
-                    Packed::new(&lw.wxt_packed, gh, dl),
-                    Accum::Replace,
-                );
-                if p_drop > 0.0 {
-                    let key = DropoutKey::new(seed, step, l as u32);
-                    dropout::apply(out, key, (p0 * dl) as u64, p_drop);
-                }
-            }
-        }
-    });
-
-    // Weight gradients, sums over all N*T rows. The biases ride along as a row of ones in A:
-    // [dW; db] = [x_out | 1]^T dY, and per layer [dWx; dWh; db] = [x_in | hprev | 1]^T dA
-    // (a GRU: [dWx; dbx] = [x_in | 1]^T dAx and [dWh; dbh] = [hprev | 1]^T dAh), each one
-    // product writing straight into adjacent tensors of the flat gradient buffer.
-    let scratch = &mut ws.gemm_scratch;
-    if strip == 0 {
-        let output_in = layer_output(&ws.layers[nl - 1], dropped);
-        let dw = output_dw(cfg.tied, &mut ws.tied_grad, grads);
-        bias_gemm(dw, &[(output_in, h)], &ws.logits, (nt, v), scratch, tasks);
-    }
-    for l in 0..nl {
-        let dl = cfg.layer_input(l);
-        let lw = &ws.layers[l];
-        let x_in = match l {
-            0 => &ws.emb[..],
-            _ => layer_output(&ws.layers[l - 1], dropped),
-        };
-        let rows = grads.layer_rows_mut(l);
-        if cell == Cell::Gru {
-            let (rx, rh) = rows.split_at_mut((dl + 1) * gh);
-            bias_gemm(rx, &[(x_in, dl)], &lw.gates, (nt, gh), scratch, tasks);
-            bias_gemm(rh, &[(&lw.hprev, h)], &lw.gh, (nt, gh), scratch, tasks);
-        } else {
-            bias_gemm(
-                rows,
-                &[(x_in, dl), (&lw.hprev, h)],
-                &lw.gates,
-                (nt, gh),
-                scratch,
-                tasks,
-            );
-        }
-    }
-    let (de, db) = grads.embed_and_affine_b_mut();
-    if cfg.tied {
-        // The output layer's dW [H,V] is embed.W's gradient transposed; its bias row is
-        // affine.b's. The embedding's scatter-add then accumulates on top.
-        db.copy_from_slice(&ws.tied_grad[h * v..]);
-        transpose_into(de, &ws.tied_grad[..h * v], h, v);
-    } else {
-        de.fill(0.0);
-    }
-    embedding::backward(de, &ws.xs, &ws.demb, d);
-}
-
-/// What a layer passes on (to the layer above, or to the output layer): its `h`, or the
-/// dropped-out copy.
-fn layer_output(layer: &LayerWs, dropped: bool) -> &[f32] {
-    if dropped {
-        &layer.drop
-    } else {
-        &layer.hs
-    }
-}
-
-/// Where the output layer's `[dW; db]` goes: straight into the gradient (`affine.W`, `affine.b`
-/// rows), or, tied, into the scratch that is then transposed onto `embed.W`'s gradient.
-fn output_dw<'a>(tied: bool, tied_grad: &'a mut [f32], grads: &'a mut Params) -> &'a mut [f32] {
-    if tied {
-        tied_grad
-    } else {
-        grads.affine_rows_mut()
-    }
-}
-
-/// `C = [X_1 | X_2 | ... | 1]^T B` for activations `X_i [nt, k_i]` and `B [nt, cols]`, into
-/// `c [k_1 + k_2 + ... + 1, cols]`: a weight gradient and its bias in one product. A^T is built
-/// row-major at the front of `scratch`.
-fn bias_gemm(
-    c: &mut [f32],
-    parts: &[(&[f32], usize)],
-    b: &[f32],
-    (nt, cols): (usize, usize),
-    scratch: &mut [f32],
-    tasks: usize,
-) {
-    let k = transposed_with_ones(scratch, parts, nt, tasks);
-    let (a, rest) = scratch.split_at_mut(k * nt);
-    matmul_packed(
-        MatMut::new(c, k, cols),
-        MatRef::new(a, k, nt),
-        MatRef::new(b, nt, cols),
-        Accum::Replace,
-        rest,
-    );
-}
-
-/// Writes `[X_1 | X_2 | ... | 1]^T` for activations `X_i [nt, k_i]` row-major at the front of
-/// `out` (`[k, nt]`) and returns `k = k_1 + k_2 + ... + 1`.
-fn transposed_with_ones(
-    out: &mut [f32],
-    parts: &[(&[f32], usize)],
-    nt: usize,
-    tasks: usize,
-) -> usize {
-    let mut row = 0;
-    for &(x, w) in parts {
-        gemm::copy_rows(
-            &mut out[row * nt..],
-            &MatRef::new(x, nt, w).t(),
-            Par::Tasks(tasks),
-        );
-        row += w;
-    }
-    out[row * nt..(row + 1) * nt].fill(1.0);
-    row + 1
-}
-
-/// `out [C,R] = a^T` for `a [R,C]`, in cache-sized tiles.
-fn transpose_into(out: &mut [f32], a: &[f32], rows: usize, cols: usize) {
-    const TILE: usize = 32;
-    out.par_chunks_mut(TILE * rows)
-        .enumerate()
-        .for_each(|(bi, chunk)| {
-            let c0 = bi * TILE;
-            let cn = chunk.len() / rows;
-            for r0 in (0..rows).step_by(TILE) {
-                for r in r0..(r0 + TILE).min(rows) {
-                    for c in 0..cn {
-                        chunk[c * rows + r] = a[r * cols + c0 + c];
-                    }
-                }
-            }
-        });
-}
 
 fn check_batch(params: &Params, ws: &Workspace, xs: &[u32], ts: &[i32]) -> Result<()> {
     if params.config() != &ws.cfg {

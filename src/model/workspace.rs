@@ -1,38 +1,11 @@
 //! Activation buffers sized once from the configuration and the batch shape `(N, T)`.
 
-use super::config::{Cell, Config};
+use super::config::{Config, MAX_LAYERS};
 use super::output_grad;
+use crate::cells::add_outer_scratch;
 use crate::error::{Error, Result};
-use crate::gemm;
 use crate::gemm::PANEL;
 use crate::mem::{check_memory, try_zeros};
-
-/// The buffers of one recurrent layer.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct LayerWs {
-    /// Gates `[N,T,GH]`: `x Wx` for every step, then the activated gates, then (training) the
-    /// gradient w.r.t. the pre-activation. For the tanh RNN (whose pre-activation lives in
-    /// `hs`) only training has it, as `dL/dh` then `dL/da`.
-    pub(crate) gates: Vec<f32>,
-    /// `h_t` `[N,T,H]`.
-    pub(crate) hs: Vec<f32>,
-    /// `h_{t-1}` for every step `[N,T,H]`: left operand of the recurrence and of `dWh`.
-    pub(crate) hprev: Vec<f32>,
-    /// LSTM: `c_t` `[N,T,H]`, `tanh(c_t)` `[N,T,H]` and `c` at the batch start `[N,H]`.
-    pub(crate) cs: Vec<f32>,
-    pub(crate) tc: Vec<f32>,
-    pub(crate) c0: Vec<f32>,
-    /// GRU: `h_{t-1} Wh + bh` `[N,T,3H]`, then (training) its gradient.
-    pub(crate) gh: Vec<f32>,
-    /// Dropout of this layer's output `[N,T,H]` (training with dropout only).
-    pub(crate) drop: Vec<f32>,
-    /// `Wx` packed `[D_l, GH]` and `Wh` packed `[H, GH]`, refreshed every forward.
-    pub(crate) wx_packed: Vec<f32>,
-    pub(crate) wh_packed: Vec<f32>,
-    /// `Wx^T` packed `[GH, D_l]` and `Wh^T` packed `[GH, H]` (training only).
-    pub(crate) wxt_packed: Vec<f32>,
-    pub(crate) wht_packed: Vec<f32>,
-}
 
 /// Every activation (and, for training, every activation gradient) of one batch shape,
 /// allocated once. Row-major: `[N,T,D]` embeddings, `[N,T,H]` hidden states, `[N*T,V]` logits.
@@ -60,30 +33,17 @@ pub struct Workspace {
     pub(crate) xs: Vec<u32>,
     /// Targets `[N,T]` (`-1` = ignore).
     pub(crate) ts: Vec<i32>,
-    /// Embedded inputs `[N,T,D]` (after dropout, when training with dropout).
-    pub(crate) emb: Vec<f32>,
-    /// Per-layer buffers.
-    pub(crate) layers: Vec<LayerWs>,
-    /// Carried state: `h` of every layer `[L,N,H]`, then (LSTM) `c` of every layer `[L,N,H]`.
-    pub(crate) state: Vec<f32>,
-    /// Logits, then probabilities' gradient `[N*T,V]`.
-    pub(crate) logits: Vec<f32>,
-    /// Per-position losses `[N*T]`.
-    pub(crate) losses: Vec<f32>,
-    /// Output weights packed `[H,V]` (`affine.W`, or `embed.W^T` when tied), every forward.
-    pub(crate) w_packed: Vec<f32>,
-    /// Their transpose packed `[V,H]` in K blocks (training only).
-    pub(crate) wt_packed: Vec<f32>,
-    /// `dL/dh` of the LSTM / GRU layer being differentiated `[N,T,H]` (training only).
-    pub(crate) dh: Vec<f32>,
-    /// `dL/demb` `[N,T,D]` (training only).
-    pub(crate) demb: Vec<f32>,
-    /// Per-row scratch of the backward recurrence: two `[N,H]` (training only).
-    pub(crate) scratch: Vec<f32>,
-    /// Packing buffers of the large GEMMs (sized for the largest of the step's products).
-    pub(crate) gemm_scratch: Vec<f32>,
-    /// Tied training: `[dW; db]` `[H+1, V]` of the output layer before it is added to `embed.W`.
-    pub(crate) tied_grad: Vec<f32>,
+    /// Where each buffer lives in `acts` and `packs`.
+    plan: Plan,
+    /// Every per-position and per-row buffer, in one allocation carved by [`Plan`]: per layer
+    /// the cell's buffers (gates, `h_t`, `h_{t-1}`, the cell's own), then the embeddings, the
+    /// carried state, logits, losses and the gradient buffers.
+    acts: Vec<f32>,
+    /// Packed weights, the large products' scratch and the tied output gradient, carved by
+    /// [`Plan`].
+    packs: Vec<f32>,
+    /// Dropout of every layer's output `[L,N,T,H]` (training with dropout only).
+    drops: Vec<f32>,
     /// Column strip width of the output layer's backward pass, 0 for the row-block path (see
     /// `model::output_grad`); the packed W^T is laid out in these strips.
     pub(crate) out_strip: usize,
@@ -97,6 +57,87 @@ pub struct Workspace {
     pub(crate) dropout_step: u64,
     /// Whether `logits` holds the gradient of a training forward not yet consumed.
     pub(crate) ready_for_backward: bool,
+}
+
+/// Whole-batch mutable views of one layer's activation buffers (see [`crate::cells::Buffers`]).
+#[derive(Default)]
+pub(crate) struct LayerActs<'a> {
+    /// `[N,T,gates*H]`
+    pub gates: &'a mut [f32],
+    /// `[N,T,H]`
+    pub hs: &'a mut [f32],
+    /// `[N,T,H]`
+    pub hprev: &'a mut [f32],
+    /// `[N,T,aux*H]`
+    pub aux: &'a mut [f32],
+    /// `[N,row_aux*H]`
+    pub row_aux: &'a mut [f32],
+}
+
+/// Whole-batch mutable views of every activation buffer.
+pub(crate) struct Acts<'a> {
+    /// `[N,T]` input ids.
+    pub xs: &'a [u32],
+    /// `[N,T]` targets.
+    pub ts: &'a [i32],
+    /// The first `L` entries are the layers.
+    pub layers: [LayerActs<'a>; MAX_LAYERS],
+    /// `[N,T,D]`
+    pub emb: &'a mut [f32],
+    /// `[S,L,N,H]`: state vector `s` of layer `l` is chunk `s*L + l` of `N*H` floats.
+    pub state: &'a mut [f32],
+    /// `[N*T,V]`
+    pub logits: &'a mut [f32],
+    /// `[N*T]`
+    pub losses: &'a mut [f32],
+    /// `[N,T,H]` (training, cells that are not differentiated in place)
+    pub dh: &'a mut [f32],
+    /// `[N,T,D]` (training)
+    pub demb: &'a mut [f32],
+    /// `[N, scratch*H]` (training)
+    pub scratch: &'a mut [f32],
+    /// `[L,N,T,H]` (training with dropout)
+    pub drops: &'a mut [f32],
+}
+
+/// One layer's packed weights.
+#[derive(Default)]
+pub(crate) struct LayerPacks<'a> {
+    /// `Wx [D_l, GH]` packed.
+    pub wx: &'a mut [f32],
+    /// The recurrent weights packed for the forward ([`crate::cells::CellImpl::pack_recurrent`]).
+    pub wh: &'a mut [f32],
+    /// `Wx^T [GH, D_l]` packed (training).
+    pub wxt: &'a mut [f32],
+    /// The recurrent weights packed for the backward (training).
+    pub wht: &'a mut [f32],
+}
+
+/// Mutable views of the packed weights and scratch.
+pub(crate) struct Packs<'a> {
+    pub layers: [LayerPacks<'a>; MAX_LAYERS],
+    /// Output weights packed `[H,V]` (`affine.W`, or `embed.W^T` when tied), every forward.
+    pub w: &'a mut [f32],
+    /// Their transpose packed `[V,H]` in K blocks (training only).
+    pub wt: &'a mut [f32],
+    /// Packing and `A^T` scratch of the large weight-gradient products (training).
+    pub gemm_scratch: &'a mut [f32],
+    /// Tied training: `[dW; db]` `[H+1, V]` of the output layer before it is added to `embed.W`.
+    pub tied_grad: &'a mut [f32],
+    /// The output strips' dX partials and packed dY (see [`Workspace::set_output_strips`]).
+    pub dx_parts: &'a mut [f32],
+    pub dy_packed: &'a mut [f32],
+}
+
+/// Takes slices of the given lengths off the front of a buffer, in order.
+struct Carver<'a>(&'a mut [f32]);
+
+impl<'a> Carver<'a> {
+    fn take(&mut self, len: usize) -> &'a mut [f32] {
+        let (a, b) = std::mem::take(&mut self.0).split_at_mut(len);
+        self.0 = b;
+        a
+    }
 }
 
 impl Workspace {
@@ -124,46 +165,17 @@ impl Workspace {
         let plan = Plan::new(&cfg, n, t, train)?;
         let what = plan.describe();
         check_memory(&what, plan.bytes()?)?;
-        let f = |len: usize| try_zeros::<f32>(len, &what);
-        let layers = plan
-            .layers
-            .iter()
-            .map(|p| {
-                Ok(LayerWs {
-                    gates: f(p.gates)?,
-                    hs: f(p.hs)?,
-                    hprev: f(p.hprev)?,
-                    cs: f(p.cs)?,
-                    tc: f(p.tc)?,
-                    c0: f(p.c0)?,
-                    gh: f(p.gh)?,
-                    drop: Vec::new(),
-                    wx_packed: f(p.wx_packed)?,
-                    wh_packed: f(p.wh_packed)?,
-                    wxt_packed: f(p.wxt_packed)?,
-                    wht_packed: f(p.wht_packed)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg,
             n,
             t,
             train,
-            xs: try_zeros(plan.xs, &what)?,
-            ts: try_zeros(plan.ts, &what)?,
-            emb: f(plan.emb)?,
-            layers,
-            state: f(plan.state)?,
-            logits: f(plan.logits)?,
-            losses: f(plan.losses)?,
-            w_packed: f(plan.w_packed)?,
-            wt_packed: f(plan.wt_packed)?,
-            dh: f(plan.dh)?,
-            demb: f(plan.demb)?,
-            scratch: f(plan.scratch)?,
-            gemm_scratch: f(plan.gemm_scratch)?,
-            tied_grad: f(plan.tied_grad)?,
+            xs: try_zeros(plan.nt, &what)?,
+            ts: try_zeros(plan.nt, &what)?,
+            acts: try_zeros(plan.acts_len, &what)?,
+            packs: try_zeros(plan.packs_len, &what)?,
+            drops: Vec::new(),
+            plan,
             out_strip: 0,
             dx_parts: Vec::new(),
             dy_packed: Vec::new(),
@@ -172,6 +184,60 @@ impl Workspace {
             dropout_step: 0,
             ready_for_backward: false,
         })
+    }
+
+    /// Mutable views of every buffer, carved from the allocations in the plan's order.
+    pub(crate) fn split_mut(&mut self) -> (Acts<'_>, Packs<'_>) {
+        let p = &self.plan;
+        let mut c = Carver(&mut self.acts);
+        let mut layers: [LayerActs<'_>; MAX_LAYERS] = std::array::from_fn(|_| LayerActs::default());
+        for (lp, la) in p.layers.iter().zip(layers.iter_mut()) {
+            *la = LayerActs {
+                gates: c.take(lp.gates),
+                hs: c.take(lp.hs),
+                hprev: c.take(lp.hprev),
+                aux: c.take(lp.aux),
+                row_aux: c.take(lp.row_aux),
+            };
+        }
+        let acts = Acts {
+            xs: &self.xs,
+            ts: &self.ts,
+            layers,
+            emb: c.take(p.emb),
+            state: c.take(p.state),
+            logits: c.take(p.logits),
+            losses: c.take(p.losses),
+            dh: c.take(p.dh),
+            demb: c.take(p.demb),
+            scratch: c.take(p.scratch),
+            drops: &mut self.drops,
+        };
+        let mut c = Carver(&mut self.packs);
+        let mut layers: [LayerPacks<'_>; MAX_LAYERS] = std::array::from_fn(|_| LayerPacks::default());
+        for (lp, la) in p.layers.iter().zip(layers.iter_mut()) {
+            *la = LayerPacks {
+                wx: c.take(lp.wx_packed),
+                wh: c.take(lp.wh_packed),
+                wxt: c.take(lp.wxt_packed),
+                wht: c.take(lp.wht_packed),
+            };
+        }
+        let packs = Packs {
+            layers,
+            w: c.take(p.w_packed),
+            wt: c.take(p.wt_packed),
+            gemm_scratch: c.take(p.gemm_scratch),
+            tied_grad: c.take(p.tied_grad),
+            dx_parts: &mut self.dx_parts,
+            dy_packed: &mut self.dy_packed,
+        };
+        (acts, packs)
+    }
+
+    /// A global buffer of `acts` (read-only).
+    fn global(&self, which: Global) -> &[f32] {
+        &self.acts[self.plan.global(which)]
     }
 
     /// The bytes [`Workspace::new`] would allocate for this configuration and batch shape
@@ -230,14 +296,11 @@ impl Workspace {
                 "the dropout masks (N={}, T={}, H={}, {} layer(s))",
                 self.n, self.t, self.cfg.hidden_size, self.cfg.layers
             );
-            check_memory(&what, len.saturating_mul(4 * self.layers.len()))?;
-            for l in &mut self.layers {
-                l.drop = try_zeros(len, &what)?;
-            }
+            let all = len.saturating_mul(self.cfg.layers);
+            check_memory(&what, all.saturating_mul(4))?;
+            self.drops = try_zeros(all, &what)?;
         } else {
-            for l in &mut self.layers {
-                l.drop = Vec::new();
-            }
+            self.drops = Vec::new();
         }
         self.dropout = p;
         self.dropout_seed = seed;
@@ -370,12 +433,13 @@ impl Workspace {
     /// assert_eq!(h[6..], hs[5 * 6..6 * 6]); // row 1's likewise
     /// ```
     pub fn state(&self) -> &[f32] {
-        &self.state
+        self.global(Global::State)
     }
 
     /// Sets the carried state to zero (the book's `reset_state`).
     pub fn reset_state(&mut self) {
-        self.state.fill(0.0);
+        let r = self.plan.global(Global::State);
+        self.acts[r].fill(0.0);
     }
 
     /// Sets the carried state (the book's `set_state`), laid out as [`Workspace::state`].
@@ -398,21 +462,22 @@ impl Workspace {
     /// assert!(ws.set_state(&[0.0; 5]).is_err()); // not [N, H] = [1, 6]
     /// ```
     pub fn set_state(&mut self, s: &[f32]) -> Result<()> {
-        if s.len() != self.state.len() {
-            let k = self.state.len() / (self.n * self.cfg.hidden_size);
+        let r = self.plan.global(Global::State);
+        if s.len() != r.len() {
+            let k = r.len() / (self.n * self.cfg.hidden_size);
             return Err(Error::Shape {
                 what: "state".into(),
                 expected: vec![k, self.n, self.cfg.hidden_size],
                 found: vec![s.len()],
             });
         }
-        self.state.copy_from_slice(s);
+        self.acts[r].copy_from_slice(s);
         Ok(())
     }
 
     /// Logits (after a forward in evaluation mode) `[N*T,V]`.
     pub fn logits(&self) -> &[f32] {
-        &self.logits
+        self.global(Global::Logits)
     }
 
     /// Per-position cross-entropies of the last forward `[N*T]` (0 where masked).
@@ -430,12 +495,14 @@ impl Workspace {
     /// assert_eq!(loss, mean as f32);
     /// ```
     pub fn position_losses(&self) -> &[f32] {
-        &self.losses
+        self.global(Global::Losses)
     }
 
     /// Hidden states `h_t` of the last layer in the last forward, `[N,T,H]`.
     pub fn hidden(&self) -> &[f32] {
-        &self.layers[self.layers.len() - 1].hs
+        let lp = &self.plan.layers[self.cfg.layers - 1];
+        let start = lp.start + lp.gates;
+        &self.acts[start..start + lp.hs]
     }
 
     /// Bytes held by the buffers.
@@ -448,101 +515,66 @@ impl Workspace {
     /// assert!(Workspace::new(cfg, 4, 3, false).unwrap().bytes() > small.bytes());
     /// ```
     pub fn bytes(&self) -> usize {
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.gates.len()
-                    + l.hs.len()
-                    + l.hprev.len()
-                    + l.cs.len()
-                    + l.tc.len()
-                    + l.c0.len()
-                    + l.gh.len()
-                    + l.drop.len()
-                    + l.wx_packed.len()
-                    + l.wh_packed.len()
-                    + l.wxt_packed.len()
-                    + l.wht_packed.len()
-            })
-            .sum();
         4 * (self.xs.len()
             + self.ts.len()
-            + self.emb.len()
-            + layers
-            + self.state.len()
-            + self.logits.len()
-            + self.losses.len()
-            + self.w_packed.len()
-            + self.wt_packed.len()
-            + self.dh.len()
-            + self.demb.len()
-            + self.scratch.len()
-            + self.gemm_scratch.len()
-            + self.tied_grad.len()
+            + self.acts.len()
+            + self.packs.len()
+            + self.drops.len()
             + self.dx_parts.len()
             + self.dy_packed.len())
     }
 }
 
-/// The lengths (in 4-byte values) of the buffers of one recurrent layer; see [`LayerWs`].
+/// The lengths (in 4-byte values) of the buffers of one recurrent layer, and where they start
+/// in `acts`; see [`LayerActs`] and [`LayerPacks`].
+#[derive(Clone, Debug)]
 struct LayerPlan {
+    start: usize,
     gates: usize,
     hs: usize,
     hprev: usize,
-    cs: usize,
-    tc: usize,
-    c0: usize,
-    gh: usize,
+    aux: usize,
+    row_aux: usize,
     wx_packed: usize,
     wh_packed: usize,
     wxt_packed: usize,
     wht_packed: usize,
 }
 
-impl LayerPlan {
-    fn len(&self) -> Option<usize> {
-        [
-            self.gates,
-            self.hs,
-            self.hprev,
-            self.cs,
-            self.tc,
-            self.c0,
-            self.gh,
-            self.wx_packed,
-            self.wh_packed,
-            self.wxt_packed,
-            self.wht_packed,
-        ]
-        .into_iter()
-        .try_fold(0usize, usize::checked_add)
-    }
+/// The global buffers of `acts`, in order after the layers'.
+#[derive(Clone, Copy)]
+enum Global {
+    Emb,
+    State,
+    Logits,
+    Losses,
 }
 
 /// The length of every buffer of a workspace (every one holds 4-byte values: `f32`, `u32` or
-/// `i32`), computed with checked arithmetic. [`Workspace::new`] allocates exactly these and
-/// [`Workspace::bytes_for`] sums them: one source, so the estimate and the allocation cannot
-/// drift apart.
+/// `i32`), computed with checked arithmetic from the cell's [`crate::cells::Buffers`].
+/// [`Workspace::new`] allocates exactly these and [`Workspace::bytes_for`] sums them: one
+/// source, so the estimate and the allocation cannot drift apart.
+#[derive(Clone, Debug)]
 struct Plan {
     cfg: Config,
     n: usize,
     t: usize,
     train: bool,
+    nt: usize,
     layers: Vec<LayerPlan>,
-    xs: usize,
-    ts: usize,
     emb: usize,
     state: usize,
     logits: usize,
     losses: usize,
-    w_packed: usize,
-    wt_packed: usize,
     dh: usize,
     demb: usize,
     scratch: usize,
+    acts_len: usize,
+    w_packed: usize,
+    wt_packed: usize,
     gemm_scratch: usize,
     tied_grad: usize,
+    packs_len: usize,
 }
 
 impl Plan {
@@ -555,7 +587,8 @@ impl Plan {
             ));
         }
         let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
-        let gh = cfg.cell.gates() * h;
+        let cell = cfg.cell.imp();
+        let gh = cell.gates() * h;
         let overflow = || {
             Error::invalid(
                 "batch shape",
@@ -563,6 +596,7 @@ impl Plan {
             )
         };
         let mul = |a: usize, b: usize| a.checked_mul(b).ok_or_else(overflow);
+        let add = |a: usize, b: usize| a.checked_add(b).ok_or_else(overflow);
         // A packed copy of a k x m matrix: m rounded up to the kernel's panel width.
         let packed = |k: usize, m: usize| mul(k, m.div_ceil(PANEL) * PANEL);
         let nt = n
@@ -579,108 +613,116 @@ impl Plan {
             ));
         }
         let when = |on: bool, len: usize| if on { len } else { 0 };
-        let (lstm, gru, rnn) = (
-            cfg.cell == Cell::Lstm,
-            cfg.cell == Cell::Gru,
-            cfg.cell == Cell::Rnn,
-        );
-        let layers = (0..cfg.layers)
-            .map(|l| {
-                let dl = cfg.layer_input(l);
-                Ok(LayerPlan {
-                    gates: when(train || !rnn, mul(nt, gh)?),
-                    hs: mul(nt, h)?,
-                    hprev: mul(nt, h)?,
-                    cs: when(lstm, mul(nt, h)?),
-                    tc: when(lstm, mul(nt, h)?),
-                    c0: when(lstm, mul(n, h)?),
-                    gh: when(gru, mul(nt, gh)?),
-                    wx_packed: packed(dl, gh)?,
-                    wh_packed: packed(h, gh)?,
-                    wxt_packed: when(train, packed(gh, dl)?),
-                    wht_packed: when(train, packed(gh, h)?),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let bufs = cell.buffers(train);
+        let nth = mul(nt, h)?;
+        let (fwd, bwd) = cell.packed_lens(h);
+        let mut start = 0;
+        let mut layers = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let dl = cfg.layer_input(l);
+            let lp = LayerPlan {
+                start,
+                gates: mul(nth, bufs.gates)?,
+                hs: nth,
+                hprev: nth,
+                aux: mul(nth, bufs.aux)?,
+                row_aux: mul(mul(n, h)?, bufs.row_aux)?,
+                wx_packed: packed(dl, gh)?,
+                wh_packed: fwd,
+                wxt_packed: when(train, packed(gh, dl)?),
+                wht_packed: when(train, bwd),
+            };
+            for len in [lp.gates, lp.hs, lp.hprev, lp.aux, lp.row_aux] {
+                start = add(start, len)?;
+            }
+            layers.push(lp);
+        }
         // The weight gradients are products through gemm::matmul_packed, each with its
         // A = [activations | 1]^T built row-major at the front of the scratch; see
-        // model::simple::backward.
+        // cells::add_outer.
         let gemm_scratch = if train {
-            let mut shapes = vec![(h + 1, v)];
+            let mut most = add_outer_scratch(h + 1, v, nt).ok_or_else(overflow)?;
             for l in 0..cfg.layers {
-                let dl = cfg.layer_input(l);
-                if gru {
-                    shapes.push((dl + 1, gh));
-                    shapes.push((h + 1, gh));
-                } else {
-                    shapes.push((dl + h + 1, gh));
+                for (k, cols) in cell.grad_products(cfg.layer_input(l), h) {
+                    most = most.max(add_outer_scratch(k, cols, nt).ok_or_else(overflow)?);
                 }
-            }
-            let mut most = 0;
-            for (m, cols) in shapes {
-                let len = mul(m, nt)?
-                    .checked_add(gemm::scratch_len(m, nt, cols, true))
-                    .ok_or_else(overflow)?;
-                most = most.max(len);
             }
             most
         } else {
             0
         };
-        let states = if lstm { 2 } else { 1 };
-        Ok(Self {
+        let mut plan = Self {
             cfg: *cfg,
             n,
             t,
             train,
+            nt,
             layers,
-            xs: nt,
-            ts: nt,
             emb: mul(nt, d)?,
-            state: mul(mul(states * cfg.layers, n)?, h)?,
+            state: mul(mul(bufs.states * cfg.layers, n)?, h)?,
             logits: mul(nt, v)?,
             losses: nt,
+            dh: when(train && !cell.in_place(), nth),
+            demb: when(train, mul(nt, d)?),
+            scratch: when(train, mul(mul(bufs.scratch, n)?, h)?),
+            acts_len: 0,
             w_packed: packed(h, v)?,
             wt_packed: when(train, packed(v, h)?),
-            dh: when(train && !rnn, mul(nt, h)?),
-            demb: when(train, mul(nt, d)?),
-            scratch: when(train, mul(2 * n, h)?),
             gemm_scratch,
             tied_grad: when(train && cfg.tied, mul(h + 1, v)?),
-        })
+            packs_len: 0,
+        };
+        for len in [plan.emb, plan.state, plan.logits, plan.losses, plan.dh, plan.demb, plan.scratch] {
+            start = add(start, len)?;
+        }
+        plan.acts_len = start;
+        let mut packs = 0;
+        for lp in &plan.layers {
+            for len in [lp.wx_packed, lp.wh_packed, lp.wxt_packed, lp.wht_packed] {
+                packs = add(packs, len)?;
+            }
+        }
+        for len in [plan.w_packed, plan.wt_packed, plan.gemm_scratch, plan.tied_grad] {
+            packs = add(packs, len)?;
+        }
+        plan.packs_len = packs;
+        Ok(plan)
+    }
+
+    /// Where a global buffer lives in `acts`.
+    fn global(&self, which: Global) -> std::ops::Range<usize> {
+        let mut start = self.layers.last().map_or(0, |l| {
+            l.start + l.gates + l.hs + l.hprev + l.aux + l.row_aux
+        });
+        for (g, len) in [
+            (Global::Emb, self.emb),
+            (Global::State, self.state),
+            (Global::Logits, self.logits),
+            (Global::Losses, self.losses),
+        ] {
+            if g as usize == which as usize {
+                return start..start + len;
+            }
+            start += len;
+        }
+        unreachable!()
     }
 
     /// Total bytes.
     fn bytes(&self) -> Result<usize> {
-        let mut total = [
-            self.xs,
-            self.ts,
-            self.emb,
-            self.state,
-            self.logits,
-            self.losses,
-            self.w_packed,
-            self.wt_packed,
-            self.dh,
-            self.demb,
-            self.scratch,
-            self.gemm_scratch,
-            self.tied_grad,
-        ]
-        .into_iter()
-        .try_fold(0usize, usize::checked_add);
-        for l in &self.layers {
-            total = total.and_then(|t| t.checked_add(l.len()?));
-        }
-        total.and_then(|t| t.checked_mul(4)).ok_or_else(|| {
-            Error::invalid(
-                "batch shape",
-                format!(
-                    "N={}, T={}: the workspace's size in bytes overflows",
-                    self.n, self.t
-                ),
-            )
-        })
+        (2 * self.nt)
+            .checked_add(self.acts_len)
+            .and_then(|x| x.checked_add(self.packs_len))
+            .and_then(|x| x.checked_mul(4))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "batch shape",
+                    format!(
+                        "N={}, T={}: the workspace's size in bytes overflows",
+                        self.n, self.t
+                    ),
+                )
+            })
     }
 
     /// What the workspace is, for memory errors.
@@ -704,10 +746,11 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::config::Cell;
 
     #[test]
     fn bytes_for_is_what_new_allocates() {
-        for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
+        for &cell in Cell::ALL {
             for layers in 1..=3 {
                 for (d, tied) in [(7, false), (12, true)] {
                     let cfg = Config::new(53, d, 12)

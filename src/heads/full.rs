@@ -1,0 +1,187 @@
+//! The full softmax over the vocabulary, fused with the output affine: `logits = x W + b`,
+//! then the max-subtracted softmax and the cross-entropy of the target (the book's
+//! `TimeAffine -> TimeSoftmaxWithLoss`). A training forward writes the gradient
+//! `(softmax - onehot) / count` over the logits in place. `W [H,V]` is `affine.W`, or
+//! `embed.W` transposed when tied.
+
+use super::{Draw, Head, Loss, SampleScratch};
+use crate::cells::add_outer;
+use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
+use crate::kernels::softmax;
+use crate::layers::softmax_loss;
+
+/// Rows of logits computed and then softmaxed together (16 x V = 640 KB at V = 10,000: L2).
+const FUSE_ROWS: usize = 16;
+
+/// Largest packed output matrix for which the output layer goes row slice by row slice: each
+/// slice re-reads all of it (from L3 while it fits there).
+const FUSE_MAX_W_BYTES: usize = 8 << 20;
+
+/// The full softmax head over packed weights.
+#[derive(Clone, Copy)]
+pub(crate) struct FullSoftmax<'a> {
+    /// `W [H,V]` packed.
+    pub w: Packed<'a>,
+    /// `W^T [V,H]` packed in K blocks of [`FullSoftmax::wt_blocks`] (training), else empty.
+    pub wt: &'a [f32],
+    /// Width of the K blocks of `wt` (the output strips' width on the strip path).
+    pub wt_block: usize,
+    /// `affine.b [V]`.
+    pub bias: &'a [f32],
+    pub h: usize,
+    pub v: usize,
+}
+
+impl<'a> FullSoftmax<'a> {
+    /// The K blocks `(k0, kc)` over `V` that `wt` is packed in.
+    pub(crate) fn wt_blocks(v: usize, block: usize) -> impl Iterator<Item = (usize, usize)> {
+        gemm::balanced_blocks(v, block)
+    }
+
+    /// Packs `W^T` (the transpose of the `[H,V]` view `w`) in K blocks of `block` rows.
+    pub(crate) fn pack_wt(out: &mut [f32], w: &MatRef<'_>, block: usize, par: Par) {
+        let (h, v) = (w.rows(), w.cols());
+        let wt = w.t();
+        let mut off = 0;
+        for (k0, kc) in Self::wt_blocks(v, block) {
+            gemm::pack_rows(&mut out[off..], &wt, k0, kc, par);
+            off += gemm::packed_len(kc, h);
+        }
+    }
+
+    /// `logits [rows, V] = hs W + b` for `hs [rows, H]` (the training forward adds the bias in
+    /// its softmax pass, in the same order).
+    pub(crate) fn logits(&self, hs: &[f32], rows: usize, out: &mut [f32]) {
+        let (h, v) = (self.h, self.v);
+        gemm::gemm_packed(
+            MatMut::new(&mut out[..rows * v], rows, v),
+            MatRef::new(&hs[..rows * h], rows, h),
+            self.w,
+            Accum::Replace,
+        );
+        for row in out[..rows * v].chunks_exact_mut(v) {
+            for (l, &b) in row.iter_mut().zip(self.bias) {
+                *l += b;
+            }
+        }
+    }
+}
+
+impl Head for FullSoftmax<'_> {
+    fn forward_rows(&self, x: &[f32], ts: &[i32], logits: &mut [f32], losses: &mut [f32], loss: Loss) {
+        let (h, v) = (self.h, self.v);
+        let r = ts.len();
+        // Logits = x W [r,H] x [H,V], then the softmax pass (which adds the bias), a few rows
+        // at a time: each slice of logits is still in L2 when the softmax reads and rewrites
+        // it, so it crosses the memory bus once instead of three times. Worth it while packed
+        // W stays cheap to re-read from L3.
+        let sub = if h * v * 4 <= FUSE_MAX_W_BYTES { FUSE_ROWS } else { r };
+        for s0 in (0..r).step_by(sub.max(1)) {
+            let rows = sub.min(r - s0);
+            let l = &mut logits[s0 * v..(s0 + rows) * v];
+            let (ts, losses) = (&ts[s0..s0 + rows], &mut losses[s0..s0 + rows]);
+            gemm::gemm_packed(
+                MatMut::new(l, rows, v),
+                MatRef::new(&x[s0 * h..(s0 + rows) * h], rows, h),
+                self.w,
+                Accum::Replace,
+            );
+            match loss {
+                Loss::Train { scale } => {
+                    softmax_loss::rows_forward_backward(l, self.bias, ts, losses, scale)
+                }
+                Loss::Eval => softmax_loss::rows_forward(l, self.bias, ts, losses),
+            }
+        }
+    }
+
+    fn backward_rows(&self, dy: &[f32], dx: &mut [f32]) {
+        // dx = dY W^T   [r,V] x [V,H], accumulated over the K blocks of V.
+        let (h, v) = (self.h, self.v);
+        let r = dx.len() / h;
+        let mut off = 0;
+        for (kb, (k0, kc)) in Self::wt_blocks(v, self.wt_block).enumerate() {
+            let len = gemm::packed_len(kc, h);
+            let accum = if kb > 0 { Accum::Add } else { Accum::Replace };
+            gemm::gemm_packed(
+                MatMut::new(dx, r, h),
+                MatRef::strided(&dy[k0..], r, kc, v, 1),
+                Packed::new(&self.wt[off..off + len], kc, h),
+                accum,
+            );
+            off += len;
+        }
+    }
+
+    fn weight_grads(&self, x: &[f32], dy: &[f32], dw: &mut [f32], scratch: &mut [f32], par: Par) {
+        // [dW; db] += [x | 1]^T dY
+        let (h, v) = (self.h, self.v);
+        let nt = x.len() / h;
+        let c = MatMut::new(dw, h + 1, v);
+        add_outer(c, &[(x, h)], true, MatRef::new(dy, nt, v), scratch, par);
+    }
+
+    fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], scratch: &mut [f32]) {
+        // Slices of FUSE_ROWS positions: their logits stay in L2 between the product and the
+        // cross-entropies.
+        let (h, v) = (self.h, self.v);
+        for (k, chunk) in targets.chunks(FUSE_ROWS).enumerate() {
+            let (p0, rows) = (k * FUSE_ROWS, chunk.len());
+            self.logits(&hs[p0 * h..(p0 + rows) * h], rows, scratch);
+            for (r, &target) in chunk.iter().enumerate() {
+                out[p0 + r] = -softmax::xent_row(&scratch[r * v..(r + 1) * v], target as usize);
+            }
+        }
+    }
+
+    fn scratch_len(&self, rows: usize) -> usize {
+        rows.min(FUSE_ROWS) * self.v
+    }
+
+    fn sample(&self, hv: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> u32 {
+        let v = self.v;
+        s.logits.resize(v, 0.0);
+        self.logits(hv, 1, &mut s.logits);
+        let logits = &s.logits;
+        s.cand.clear();
+        s.cand.extend((0..v as u32).filter(|&j| draw.allowed[j as usize]));
+        let k = draw.top_k.min(s.cand.len());
+        if k < s.cand.len() {
+            // Most likely first; ties to the lower id, so the selection is deterministic.
+            let by_logit = |a: &u32, b: &u32| {
+                logits[*b as usize]
+                    .total_cmp(&logits[*a as usize])
+                    .then(a.cmp(b))
+            };
+            s.cand.select_nth_unstable_by(k - 1, by_logit);
+            s.cand.truncate(k);
+            s.cand.sort_unstable();
+        }
+        let max = s
+            .cand
+            .iter()
+            .map(|&j| logits[j as usize])
+            .fold(f32::NEG_INFINITY, f32::max);
+        let inv_t = 1.0 / draw.temperature;
+        s.weights.clear();
+        s.weights.extend(
+            s.cand
+                .iter()
+                .map(|&j| ((logits[j as usize] as f64 - max as f64) * inv_t).exp()),
+        );
+        let total: f64 = s.weights.iter().sum();
+        let u = u * total;
+        let mut acc = 0.0;
+        // Fallback for rounding at the top end: the last candidate with a nonzero weight.
+        let mut pick = s.cand[s.weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)];
+        for (&j, &w) in s.cand.iter().zip(&s.weights) {
+            acc += w;
+            if u < acc {
+                pick = j;
+                break;
+            }
+        }
+        pick
+    }
+}
+
