@@ -4,8 +4,8 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rnnlm::cpu::Isa;
-use rnnlm::gemm::{self, Accum, MatMut, MatRef, Packed};
-use rnnlm::kernels::{softmax, tanh};
+use rnnlm::internal::{gemm_packed_with, matmul, pack, packed_len, Accum, MatMut, MatRef, Packed};
+use rnnlm::internal::{softmax, tanh};
 
 fn data(len: usize, scale: f32) -> Vec<f32> {
     (0..len)
@@ -85,13 +85,13 @@ fn recurrent_gemm(c: &mut Criterion) {
         let a = data(m * k, 1.0);
         let bm = data(k * n, 1.0);
         let mut cm = vec![0.0f32; m * n];
-        let mut packed = vec![0.0f32; gemm::packed_len(k, n)];
-        gemm::pack(&mut packed, MatRef::new(&bm, k, n));
+        let mut packed = vec![0.0f32; packed_len(k, n)];
+        pack(&mut packed, MatRef::new(&bm, k, n));
         let shape = format!("{m}x{k}x{n}");
         for isa in Isa::available() {
             g.bench_function(BenchmarkId::new(isa.name(), &shape), |b| {
                 b.iter(|| {
-                    gemm::gemm_packed_with(
+                    gemm_packed_with(
                         isa,
                         MatMut::new(&mut cm, m, n),
                         MatRef::new(&a, m, k),
@@ -103,7 +103,7 @@ fn recurrent_gemm(c: &mut Criterion) {
         }
         g.bench_function(BenchmarkId::new("matrixmultiply", &shape), |b| {
             b.iter(|| {
-                gemm::matmul(
+                matmul(
                     MatMut::new(&mut cm, m, n),
                     MatRef::new(&a, m, k),
                     MatRef::new(&bm, k, n),
@@ -118,7 +118,7 @@ fn recurrent_gemm(c: &mut Criterion) {
 /// The seven large products of a training step at the `ptb-small` (B) and `ptb-medium` (C)
 /// shapes, our packed driver vs matrixmultiply, in FLOP/s (elements = 2*m*k*n).
 fn model_gemms(c: &mut Criterion) {
-    use rnnlm::gemm::{matmul, matmul_packed, scratch_len_for};
+    use rnnlm::internal::{matmul_packed, scratch_len_for};
     let mut g = c.benchmark_group("model_gemm_flops");
     let r = 700; // N*T = 20*35
     for (cfg, d, h, v) in [("B", 100, 100, 10_000), ("C", 650, 650, 10_000)] {

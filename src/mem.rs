@@ -8,7 +8,6 @@
 //! sized first, the sum compared with the memory available ([`check_memory`]), and only then
 //! allocated, through `try_reserve`-like calls that turn a refusal into [`Error::Memory`].
 
-use std::alloc::Layout;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -165,40 +164,18 @@ pub fn format_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
-/// Values whose all-zero bit pattern is zero, so a zeroed allocation is a vector of zeros.
-///
-/// # Safety
-/// Implement only for types for which all-zero bytes are a valid value.
-pub(crate) unsafe trait Zeroable: Copy {}
-// SAFETY: all-zero bits are 0.0 and 0.
-unsafe impl Zeroable for f32 {}
-unsafe impl Zeroable for u32 {}
-unsafe impl Zeroable for i32 {}
+pub(crate) use crate::kernels::zeroed::Zeroable;
 
 /// `len` zeros, or [`Error::Memory`] naming `what` if the allocator refuses (where `vec!`
 /// would abort the process). Like `vec![0; len]`, the memory comes zeroed from the allocator
 /// (`calloc`), so large buffers are not written here and cost no time or resident memory
 /// until used.
 pub(crate) fn try_zeros<T: Zeroable>(len: usize, what: &str) -> Result<Vec<T>> {
-    let refused = || Error::Memory {
+    crate::kernels::zeroed::try_zeroed(len).ok_or_else(|| Error::Memory {
         what: what.to_owned(),
         needed: (len as u64).saturating_mul(std::mem::size_of::<T>() as u64),
         available: None,
-    };
-    let layout = Layout::array::<T>(len).map_err(|_| refused())?;
-    if layout.size() == 0 {
-        return Ok(Vec::new());
-    }
-    // SAFETY: the layout has a non-zero size. A non-null result is `len` zeroed, hence valid
-    // (`Zeroable`), values of `T`, allocated by the global allocator with exactly the layout
-    // `Vec<T>` uses for capacity `len`, so `Vec` may own and free it.
-    unsafe {
-        let ptr = std::alloc::alloc_zeroed(layout).cast::<T>();
-        if ptr.is_null() {
-            return Err(refused());
-        }
-        Ok(Vec::from_raw_parts(ptr, len, len))
-    }
+    })
 }
 
 #[cfg(test)]

@@ -75,11 +75,11 @@ fn check_step_with(threads: usize, cfg: Config, dropout: f32, strips: bool) {
     for _ in 0..3 {
         step(&mut model); // warm-up: rayon's deques and thread-locals reach their size
     }
-    let (a0, g0) = (allocs(), rnnlm::gemm::sgemm_calls());
+    let (a0, g0) = (allocs(), rnnlm::internal::sgemm_calls());
     for _ in 0..4 {
         step(&mut model);
     }
-    let (a1, g1) = (allocs(), rnnlm::gemm::sgemm_calls());
+    let (a1, g1) = (allocs(), rnnlm::internal::sgemm_calls());
     let gemms = g1 - g0;
     assert_eq!(
         a1 - a0,
@@ -113,9 +113,9 @@ fn check_time_loops(threads: usize, cfg: Config) {
         let a0 = allocs();
         model.forward(&xs, &ts).unwrap();
         assert_eq!(allocs(), a0, "{threads} threads: forward (time loops) allocated");
-        let (before, g0) = (allocs(), rnnlm::gemm::sgemm_calls());
+        let (before, g0) = (allocs(), rnnlm::internal::sgemm_calls());
         model.backward().unwrap();
-        let gemms = rnnlm::gemm::sgemm_calls() - g0;
+        let gemms = rnnlm::internal::sgemm_calls() - g0;
         let extra = if portable { gemms } else { 0 };
         assert_eq!(allocs() - before, extra, "backward time loop allocated");
     }

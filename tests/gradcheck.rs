@@ -7,7 +7,7 @@
 // Index loops read naturally here: each index is perturbed in one tensor and read in another.
 #![allow(clippy::needless_range_loop)]
 
-use rnnlm::layers::{embedding, softmax_loss};
+use rnnlm::internal::{embedding, softmax_loss};
 use rnnlm::model::config::Cell;
 use rnnlm::model::simple::{backward, forward};
 use rnnlm::{Config, Params, Workspace};

@@ -47,7 +47,7 @@ mod tests;
 
 pub(crate) use driver::reads_b_in_place;
 pub use driver::{
-    balanced_blocks, k_blocks, matmul, matmul_packed, scratch_len, scratch_len_for, sgemm_calls, KC,
+    balanced_blocks, matmul, matmul_packed, scratch_len, scratch_len_for, sgemm_calls, KC,
 };
 pub use pack::{copy_rows, pack, pack_rows, packed_len, PANEL};
 

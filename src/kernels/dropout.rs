@@ -91,6 +91,7 @@ fn hash_lo(k0: u32, c1: u32, lo: u32) -> u32 {
 
 /// The mask hash of flat counter `i`:
 /// `lowbias32(lowbias32(lo32(i) ^ k0) ^ hi32(i) ^ k1)`.
+#[cfg(test)]
 pub(crate) fn hash(key: DropoutKey, i: u64) -> u32 {
     hash_lo(key.k0, key.k1 ^ (i >> 32) as u32, i as u32)
 }
@@ -120,6 +121,7 @@ fn threshold(p: f32) -> u32 {
 /// uses dropout (and makes a resumed run diverge from the one it continues).
 ///
 /// Panics unless `0 <= p < 1`.
+#[cfg(test)]
 pub fn keep(key: DropoutKey, i: u64, p: f32) -> bool {
     (hash(key, i) >> 8) >= threshold(p)
 }

@@ -9,6 +9,7 @@ pub mod gates;
 mod simd;
 pub mod softmax;
 pub mod tanh;
+pub(crate) mod zeroed;
 
 /// Deterministic random inputs shared by the kernel tests.
 #[cfg(test)]

@@ -5,4 +5,4 @@ pub mod config;
 mod output_grad;
 pub mod params;
 pub mod simple;
-pub mod workspace;
+pub(crate) mod workspace;
