@@ -84,7 +84,7 @@ pub use data::vocab_build::VocabOptions;
 pub use error::{Error, Result};
 pub use eval::{eval_full, eval_perplexity, eval_torch, evaluate, Perplexity, Protocol};
 pub use infer::{Rnnlm, Sampling, Score, State};
-pub use mem::{available_bytes, format_bytes};
+pub use mem::{available_bytes, check_memory, format_bytes};
 pub use model::config::Config;
 pub use model::params::Params;
 pub use model::simple::SimpleRnnlm;

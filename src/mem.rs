@@ -23,7 +23,7 @@ pub const CHECK_THRESHOLD: usize = 64 << 20;
 /// reclaimable page cache). `None` elsewhere or when nothing can be read.
 ///
 /// ```
-/// if let Some(bytes) = rnnlm::mem::available_bytes() {
+/// if let Some(bytes) = rnnlm::available_bytes() {
 ///     assert!(bytes > 0);
 /// } else {
 ///     assert!(!cfg!(target_os = "linux") || !std::path::Path::new("/proc/meminfo").exists());
@@ -119,9 +119,9 @@ fn cgroup_level_available(dir: &Path, limit: &str, usage: &str, inactive: &str) 
 /// 25.3 GiB, more than the 21.9 GiB available".
 ///
 /// ```
-/// use rnnlm::mem::check_memory;
+/// use rnnlm::check_memory;
 /// assert!(check_memory("a small buffer", 1 << 20).is_ok());
-/// if rnnlm::mem::available_bytes().is_some() {
+/// if rnnlm::available_bytes().is_some() {
 ///     let e = check_memory("an absurd buffer", usize::MAX).unwrap_err();
 ///     assert!(e.to_string().contains("an absurd buffer needs 16.0 EiB"), "{e}");
 /// }
@@ -144,7 +144,7 @@ pub fn check_memory(what: &str, bytes: usize) -> Result<()> {
 /// decimal).
 ///
 /// ```
-/// use rnnlm::mem::format_bytes;
+/// use rnnlm::format_bytes;
 /// assert_eq!(format_bytes(512), "512 bytes");
 /// assert_eq!(format_bytes(3 << 10), "3.0 KiB");
 /// assert_eq!(format_bytes(27_166_291_968), "25.3 GiB");
