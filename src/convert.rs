@@ -27,7 +27,8 @@
 //! ([`read_dictionary`]). The command line is `rnnlm convert --from torch` / `--to torch`.
 //!
 //! ```
-//! use rnnlm::convert::{from_torch, to_torch, Tensors, TorchCell};
+//! use rnnlm::convert::{from_torch, to_torch, Tensors};
+//! use rnnlm::model::config::Cell;
 //! let (v, d, h) = (5, 3, 2);
 //! let t = |shape: Vec<usize>| {
 //!     let n = shape.iter().product();
@@ -42,7 +43,7 @@
 //! torch.insert("decoder.weight".into(), t(vec![v, h]));
 //! torch.insert("decoder.bias".into(), t(vec![v]));
 //! let (model, ours) = from_torch(&torch).unwrap();
-//! assert_eq!((model.cell, model.layers, model.tied), (TorchCell::Rnn, 1, false));
+//! assert_eq!((model.cell, model.layers, model.tied), (Cell::Rnn, 1, false));
 //! assert_eq!(ours["rnn.0.Wx"].0, [d, h]);
 //! assert_eq!(ours["rnn.0.b"].1, [0.0, 0.2]); // bias_ih + bias_hh
 //! let back = to_torch(&model, &ours).unwrap();
@@ -59,6 +60,7 @@ use crate::checkpoint;
 use crate::data::corpus::read_dictionary;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
+use crate::cells::{Role, TorchForm};
 use crate::model::config::{Cell, Config};
 use crate::model::params::Params;
 use crate::outputs;
@@ -66,58 +68,38 @@ use crate::outputs;
 /// Named f32 tensors: name -> (shape, row-major data).
 pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// The recurrent cell of a word_language_model `RNNModel`.
+/// How PyTorch stores `cell`: its gate order and biases (see [`crate::model::config::Cell`]).
 ///
-/// ```
-/// use rnnlm::convert::TorchCell;
-/// assert_eq!(TorchCell::Lstm.name(), "lstm");
-/// assert_eq!(TorchCell::Gru.gates(), 3);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TorchCell {
-    /// `nn.RNN(nonlinearity='tanh')` (`RNN_TANH`): one gate block.
-    Rnn,
-    /// `nn.LSTM`: four gate blocks.
-    Lstm,
-    /// `nn.GRU`: three gate blocks.
-    Gru,
+/// # Errors
+/// [`Error::Invalid`] for a cell PyTorch does not have (the book's appendix GRU).
+fn torch_form(cell: Cell) -> Result<TorchForm> {
+    cell.imp().torch().ok_or_else(|| {
+        let names: Vec<&str> = Cell::ALL
+            .iter()
+            .filter(|c| c.imp().torch().is_some())
+            .map(|c| c.name())
+            .collect();
+        invalid(
+            "cell",
+            format!(
+                "PyTorch has no {cell} cell (cells with a PyTorch form: {})",
+                names.join(", ")
+            ),
+        )
+    })
 }
 
-impl TorchCell {
-    /// Our tensor-name prefix: `"rnn"`, `"lstm"` or `"gru"`.
-    pub fn name(self) -> &'static str {
-        match self {
-            TorchCell::Rnn => "rnn",
-            TorchCell::Lstm => "lstm",
-            TorchCell::Gru => "gru",
-        }
-    }
-
-    /// Number of `H`-wide gate blocks `G` in the weights: 1, 4 or 3.
-    pub fn gates(self) -> usize {
-        match self {
-            TorchCell::Rnn => 1,
-            TorchCell::Lstm => 4,
-            TorchCell::Gru => 3,
-        }
-    }
-
-    /// For each of our gate blocks, the PyTorch block it comes from.
-    fn torch_block(self) -> &'static [usize] {
-        match self {
-            TorchCell::Rnn => &[0],
-            // ours f, g, i, o  <-  PyTorch i, f, g, o
-            TorchCell::Lstm => &[1, 2, 0, 3],
-            TorchCell::Gru => &[0, 1, 2],
-        }
-    }
+/// Our tensor name of role `role` in layer `l` of `cell`.
+fn our_name(cell: Cell, l: usize, role: Role) -> Option<String> {
+    let t = cell.imp().tensors().iter().find(|t| t.role == role)?;
+    Some(format!("{}.{l}.{}", cell.name(), t.name))
 }
 
 /// The architecture of a word_language_model `RNNModel`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TorchModel {
-    /// The recurrent cell.
-    pub cell: TorchCell,
+    /// The recurrent cell (one with a PyTorch form: rnn, lstm or gru).
+    pub cell: Cell,
     /// `V`: the vocabulary size (`ntoken`).
     pub vocab_size: usize,
     /// `D`: the embedding width (`ninp`).
@@ -130,77 +112,12 @@ pub struct TorchModel {
     pub tied: bool,
 }
 
-/// Why a set of tensors does not convert. Every message names the tensor (or setting) and
-/// says what was expected and what was found.
-///
-/// ```
-/// use rnnlm::convert::{from_torch, ConvertError, Tensors};
-/// let err = from_torch(&Tensors::new()).unwrap_err();
-/// assert!(matches!(err, ConvertError::Missing { .. }));
-/// assert_eq!(err.to_string(), "tensor \"encoder.weight\": missing (expected shape [V, D])");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConvertError {
-    /// A tensor the model needs is absent.
-    #[error("tensor {name:?}: missing (expected shape {expected})")]
-    Missing {
-        /// The tensor.
-        name: String,
-        /// The shape it should have, e.g. `[16, 64]` or `[V, D]` when not yet known.
-        expected: String,
-    },
-    /// A tensor that has no place in the model.
-    #[error("tensor {name:?}: unexpected in {what} (found shape {found:?})")]
-    Unexpected {
-        /// The tensor.
-        name: String,
-        /// What was being read (e.g. `a 2-layer lstm word_language_model RNNModel`).
-        what: String,
-        /// Its shape.
-        found: Vec<usize>,
-    },
-    /// A tensor with the wrong shape.
-    #[error("tensor {name:?}: expected shape {expected}, found {found:?}")]
-    Shape {
-        /// The tensor.
-        name: String,
-        /// The shape it should have.
-        expected: String,
-        /// The shape it has.
-        found: Vec<usize>,
-    },
-    /// A tensor whose data length is not the product of its shape.
-    #[error("tensor {name:?}: shape {shape:?} needs {expected} values, found {found}")]
-    Data {
-        /// The tensor.
-        name: String,
-        /// Its shape.
-        shape: Vec<usize>,
-        /// The product of the shape.
-        expected: usize,
-        /// The data length.
-        found: usize,
-    },
-    /// A model description that cannot exist (e.g. tied weights with `D != H`).
-    #[error("invalid {what}: {msg}")]
-    Invalid {
-        /// Which setting.
-        what: String,
-        /// What is wrong with it.
-        msg: String,
-    },
-}
-
 fn shape_str(shape: &[usize]) -> String {
     format!("{shape:?}")
 }
 
-fn invalid(what: &str, msg: impl Into<String>) -> ConvertError {
-    ConvertError::Invalid {
-        what: what.to_string(),
-        msg: msg.into(),
-    }
+fn invalid(what: &str, msg: impl Into<String>) -> Error {
+    Error::invalid(what, msg)
 }
 
 /// Returns the tensor `name`, checking its data length and (when given) its shape.
@@ -208,13 +125,15 @@ fn get<'a>(
     t: &'a Tensors,
     name: &str,
     expected: &[usize],
-) -> Result<&'a (Vec<usize>, Vec<f32>), ConvertError> {
-    let entry = t.get(name).ok_or_else(|| ConvertError::Missing {
+) -> Result<&'a (Vec<usize>, Vec<f32>)> {
+    let entry = t.get(name).ok_or_else(|| Error::TensorMissing {
+            path: None,
         name: name.to_string(),
         expected: shape_str(expected),
     })?;
     if entry.0 != expected {
-        return Err(ConvertError::Shape {
+        return Err(Error::TensorShape {
+            path: None,
             name: name.to_string(),
             expected: shape_str(expected),
             found: entry.0.clone(),
@@ -224,13 +143,14 @@ fn get<'a>(
     Ok(entry)
 }
 
-fn check_len(name: &str, (shape, data): &(Vec<usize>, Vec<f32>)) -> Result<(), ConvertError> {
+fn check_len(name: &str, (shape, data): &(Vec<usize>, Vec<f32>)) -> Result<()> {
     let n = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .unwrap_or(usize::MAX);
     if n != data.len() {
-        return Err(ConvertError::Data {
+        return Err(Error::TensorData {
+            path: None,
             name: name.to_string(),
             shape: shape.clone(),
             expected: n,
@@ -241,9 +161,10 @@ fn check_len(name: &str, (shape, data): &(Vec<usize>, Vec<f32>)) -> Result<(), C
 }
 
 /// Fails on the first tensor (in name order) that is not in `known`.
-fn no_unexpected(t: &Tensors, known: &BTreeSet<String>, what: &str) -> Result<(), ConvertError> {
+fn no_unexpected(t: &Tensors, known: &BTreeSet<String>, what: &str) -> Result<()> {
     match t.iter().find(|(name, _)| !known.contains(*name)) {
-        Some((name, (shape, _))) => Err(ConvertError::Unexpected {
+        Some((name, (shape, _))) => Err(Error::TensorUnexpected {
+            path: None,
             name: name.clone(),
             what: what.to_string(),
             found: shape.clone(),
@@ -253,8 +174,8 @@ fn no_unexpected(t: &Tensors, known: &BTreeSet<String>, what: &str) -> Result<()
 }
 
 /// PyTorch `[G*H, Din]` (gate blocks in PyTorch order) -> ours `[Din, G*H]` (our order).
-fn torch_to_ours_weight(src: &[f32], din: usize, h: usize, cell: TorchCell) -> Vec<f32> {
-    let blocks = cell.torch_block();
+fn torch_to_ours_weight(src: &[f32], din: usize, h: usize, form: TorchForm) -> Vec<f32> {
+    let blocks = form.block;
     let gh = blocks.len() * h;
     let mut out = vec![0.0f32; din * gh];
     for (j, &tj) in blocks.iter().enumerate() {
@@ -269,8 +190,8 @@ fn torch_to_ours_weight(src: &[f32], din: usize, h: usize, cell: TorchCell) -> V
 }
 
 /// Ours `[Din, G*H]` -> PyTorch `[G*H, Din]`; the inverse of [`torch_to_ours_weight`].
-fn ours_to_torch_weight(src: &[f32], din: usize, h: usize, cell: TorchCell) -> Vec<f32> {
-    let blocks = cell.torch_block();
+fn ours_to_torch_weight(src: &[f32], din: usize, h: usize, form: TorchForm) -> Vec<f32> {
+    let blocks = form.block;
     let gh = blocks.len() * h;
     let mut out = vec![0.0f32; din * gh];
     for (j, &tj) in blocks.iter().enumerate() {
@@ -284,9 +205,9 @@ fn ours_to_torch_weight(src: &[f32], din: usize, h: usize, cell: TorchCell) -> V
 }
 
 /// Reorders a `[G*H]` vector's gate blocks: `to_ours` maps PyTorch order to ours, else back.
-fn reorder_bias(src: &[f32], h: usize, cell: TorchCell, to_ours: bool) -> Vec<f32> {
+fn reorder_bias(src: &[f32], h: usize, form: TorchForm, to_ours: bool) -> Vec<f32> {
     let mut out = vec![0.0f32; src.len()];
-    for (j, &tj) in cell.torch_block().iter().enumerate() {
+    for (j, &tj) in form.block.iter().enumerate() {
         let (o, s) = if to_ours { (j, tj) } else { (tj, j) };
         out[o * h..(o + 1) * h].copy_from_slice(&src[s * h..(s + 1) * h]);
     }
@@ -338,7 +259,7 @@ fn describe(m: &TorchModel, side: &str) -> String {
     )
 }
 
-fn check_model(m: &TorchModel) -> Result<(), ConvertError> {
+fn check_model(m: &TorchModel) -> Result<()> {
     let (v, d, h) = (m.vocab_size, m.wordvec_size, m.hidden_size);
     if v == 0 || d == 0 || h == 0 || m.layers == 0 {
         return Err(invalid(
@@ -369,31 +290,33 @@ fn check_model(m: &TorchModel) -> Result<(), ConvertError> {
 /// equal `H`). LSTM and RNN biases are summed (`bias_ih + bias_hh`, in f32); a GRU keeps both.
 ///
 /// # Errors
-/// A [`ConvertError`] naming the tensor, with the expected and the found shape, when a tensor
+/// An [`Error`] naming the tensor, with the expected and the found shape, when a tensor
 /// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight), has the
 /// wrong shape or a data length that does not match its shape; and when `decoder.weight` is
 /// absent although `D != H`.
 ///
 /// ```
-/// use rnnlm::convert::{from_torch, ConvertError, Tensors};
+/// use rnnlm::{convert::{from_torch, Tensors}, Error};
 /// let mut t = Tensors::new();
 /// t.insert("encoder.weight".into(), (vec![3, 2], vec![0.0; 6]));
 /// t.insert("rnn.weight_hh_l0".into(), (vec![5, 2], vec![0.0; 10])); // 5 rows: no cell has that
 /// let err = from_torch(&t).unwrap_err();
-/// assert!(matches!(err, ConvertError::Shape { .. }));
+/// assert!(matches!(err, Error::TensorShape { path: None, .. }));
 /// assert!(err.to_string().starts_with("tensor \"rnn.weight_hh_l0\": expected shape [2, 2]"));
 /// ```
-pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors), ConvertError> {
+pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
     let enc = t
         .get("encoder.weight")
-        .ok_or_else(|| ConvertError::Missing {
+        .ok_or_else(|| Error::TensorMissing {
+            path: None,
             name: "encoder.weight".into(),
             expected: "[V, D]".into(),
         })?;
     let (v, d) = match enc.0[..] {
         [v, d] if v > 0 && d > 0 => (v, d),
         _ => {
-            return Err(ConvertError::Shape {
+            return Err(Error::TensorShape {
+            path: None,
                 name: "encoder.weight".into(),
                 expected: "[V, D] with V, D > 0".into(),
                 found: enc.0.clone(),
@@ -402,28 +325,35 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors), ConvertError> {
     };
     let whh = t
         .get("rnn.weight_hh_l0")
-        .ok_or_else(|| ConvertError::Missing {
+        .ok_or_else(|| Error::TensorMissing {
+            path: None,
             name: "rnn.weight_hh_l0".into(),
             expected: "[G*H, H] (G = 1 rnn, 3 gru, 4 lstm)".into(),
         })?;
-    let (cell, h) = match whh.0[..] {
-        [r, h] if h > 0 && r == h => (TorchCell::Rnn, h),
-        [r, h] if h > 0 && r == 3 * h => (TorchCell::Gru, h),
-        [r, h] if h > 0 && r == 4 * h => (TorchCell::Lstm, h),
-        _ => {
-            let h = whh.0.get(1).copied().unwrap_or(0).max(1);
-            return Err(ConvertError::Shape {
-                name: "rnn.weight_hh_l0".into(),
-                expected: format!(
-                    "{} (rnn), {} (gru) or {} (lstm)",
-                    shape_str(&[h, h]),
-                    shape_str(&[3 * h, h]),
-                    shape_str(&[4 * h, h])
-                ),
-                found: whh.0.clone(),
-            });
-        }
+    // The cell with a PyTorch form whose G*H rows match weight_hh's.
+    let found = match whh.0[..] {
+        [r, h] if h > 0 => Cell::ALL
+            .iter()
+            .copied()
+            .find(|c| c.imp().torch().is_some() && c.gates() * h == r)
+            .map(|c| (c, h)),
+        _ => None,
     };
+    let Some((cell, h)) = found else {
+        let h = whh.0.get(1).copied().unwrap_or(0).max(1);
+        return Err(Error::TensorShape {
+            path: None,
+            name: "rnn.weight_hh_l0".into(),
+            expected: format!(
+                "{} (rnn), {} (gru) or {} (lstm)",
+                shape_str(&[h, h]),
+                shape_str(&[3 * h, h]),
+                shape_str(&[4 * h, h])
+            ),
+            found: whh.0.clone(),
+        });
+    };
+    let form = torch_form(cell)?;
     let has_decoder_weight = t.contains_key("decoder.weight");
     if !has_decoder_weight && d != h {
         return Err(invalid(
@@ -459,24 +389,21 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors), ConvertError> {
         let whh = take(format!("rnn.weight_hh_l{l}"), &[g * h, h])?;
         let bih = take(format!("rnn.bias_ih_l{l}"), &[g * h])?;
         let bhh = take(format!("rnn.bias_hh_l{l}"), &[g * h])?;
-        let p = format!("{}.{l}", cell.name());
+        let name = |role| our_name(cell, l, role).expect("the cell has this tensor");
         ours.insert(
-            format!("{p}.Wx"),
-            (vec![din, g * h], torch_to_ours_weight(wih, din, h, cell)),
+            name(Role::Wx),
+            (vec![din, g * h], torch_to_ours_weight(wih, din, h, form)),
         );
         ours.insert(
-            format!("{p}.Wh"),
-            (vec![h, g * h], torch_to_ours_weight(whh, h, h, cell)),
+            name(Role::Wh),
+            (vec![h, g * h], torch_to_ours_weight(whh, h, h, form)),
         );
-        if cell == TorchCell::Gru {
-            ours.insert(format!("{p}.bx"), (vec![g * h], bih.clone()));
-            ours.insert(format!("{p}.bh"), (vec![g * h], bhh.clone()));
-        } else {
+        if form.summed_bias {
             let sum: Vec<f32> = bih.iter().zip(bhh).map(|(a, b)| a + b).collect();
-            ours.insert(
-                format!("{p}.b"),
-                (vec![g * h], reorder_bias(&sum, h, cell, true)),
-            );
+            ours.insert(name(Role::B), (vec![g * h], reorder_bias(&sum, h, form, true)));
+        } else {
+            ours.insert(name(Role::B), (vec![g * h], reorder_bias(bih, h, form, true)));
+            ours.insert(name(Role::Bh), (vec![g * h], reorder_bias(bhh, h, form, true)));
         }
     }
     if has_decoder_weight {
@@ -511,19 +438,21 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors), ConvertError> {
 /// zero (the sum, which is all the model uses, is preserved exactly).
 ///
 /// # Errors
-/// A [`ConvertError`] when `m` cannot exist (a zero size, no layer, tied with `D != H`) or a
+/// An [`Error`] when `m` cannot exist (a zero size, no layer, tied with `D != H`) or a
 /// tensor of `ours` is missing, unexpected, of the wrong shape or of the wrong data length.
 ///
 /// ```
-/// use rnnlm::convert::{to_torch, ConvertError, Tensors, TorchCell, TorchModel};
-/// let m = TorchModel { cell: TorchCell::Gru, vocab_size: 4, wordvec_size: 2, hidden_size: 2,
+/// use rnnlm::convert::{to_torch, Tensors, TorchModel};
+/// use rnnlm::model::config::Cell;
+/// let m = TorchModel { cell: Cell::Gru, vocab_size: 4, wordvec_size: 2, hidden_size: 2,
 ///                      layers: 1, tied: true };
 /// let err = to_torch(&m, &Tensors::new()).unwrap_err();
 /// assert_eq!(err.to_string(), "tensor \"embed.W\": missing (expected shape [4, 2])");
 /// ```
-pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors, ConvertError> {
+pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors> {
     check_model(m)?;
     let (v, d, h, cell) = (m.vocab_size, m.wordvec_size, m.hidden_size, m.cell);
+    let form = torch_form(cell)?;
     let g = cell.gates();
     let mut known = BTreeSet::new();
     let mut take = |name: String, shape: &[usize]| {
@@ -536,24 +465,24 @@ pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors, ConvertError>
     t.insert("encoder.weight".into(), (vec![v, d], embed.clone()));
     for l in 0..m.layers {
         let din = if l == 0 { d } else { h };
-        let p = format!("{}.{l}", cell.name());
-        let wx = take(format!("{p}.Wx"), &[din, g * h])?;
-        let wh = take(format!("{p}.Wh"), &[h, g * h])?;
+        let name = |role| our_name(cell, l, role).expect("the cell has this tensor");
+        let wx = take(name(Role::Wx), &[din, g * h])?;
+        let wh = take(name(Role::Wh), &[h, g * h])?;
         t.insert(
             format!("rnn.weight_ih_l{l}"),
-            (vec![g * h, din], ours_to_torch_weight(wx, din, h, cell)),
+            (vec![g * h, din], ours_to_torch_weight(wx, din, h, form)),
         );
         t.insert(
             format!("rnn.weight_hh_l{l}"),
-            (vec![g * h, h], ours_to_torch_weight(wh, h, h, cell)),
+            (vec![g * h, h], ours_to_torch_weight(wh, h, h, form)),
         );
-        let (bih, bhh) = if cell == TorchCell::Gru {
-            let bx = take(format!("{p}.bx"), &[g * h])?;
-            let bh = take(format!("{p}.bh"), &[g * h])?;
-            (bx.clone(), bh.clone())
+        let (bih, bhh) = if form.summed_bias {
+            let b = take(name(Role::B), &[g * h])?;
+            (reorder_bias(b, h, form, false), vec![0.0; g * h])
         } else {
-            let b = take(format!("{p}.b"), &[g * h])?;
-            (reorder_bias(b, h, cell, false), vec![0.0; g * h])
+            let bx = take(name(Role::B), &[g * h])?;
+            let bh = take(name(Role::Bh), &[g * h])?;
+            (reorder_bias(bx, h, form, false), reorder_bias(bh, h, form, false))
         };
         t.insert(format!("rnn.bias_ih_l{l}"), (vec![g * h], bih));
         t.insert(format!("rnn.bias_hh_l{l}"), (vec![g * h], bhh));
@@ -571,23 +500,6 @@ pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors, ConvertError>
 }
 
 // ---- files ----
-
-fn torch_cell(c: Cell) -> Option<TorchCell> {
-    match c {
-        Cell::Rnn => Some(TorchCell::Rnn),
-        Cell::Lstm => Some(TorchCell::Lstm),
-        Cell::Gru => Some(TorchCell::Gru),
-        Cell::GruBook => None,
-    }
-}
-
-fn our_cell(c: TorchCell) -> Cell {
-    match c {
-        TorchCell::Rnn => Cell::Rnn,
-        TorchCell::Lstm => Cell::Lstm,
-        TorchCell::Gru => Cell::Gru,
-    }
-}
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
     Error::Checkpoint {
@@ -665,7 +577,7 @@ fn vocab_from(
 /// [`Error::Io`] if a file cannot be read; [`Error::Checkpoint`] naming the file if it is not a
 /// regular file, is not safetensors (checked header first, as [`checkpoint::load`] does), fails
 /// its checksum, holds a tensor that is not F32 or a NaN or infinite value, does not convert
-/// (every [`ConvertError`], e.g. a missing or unexpected tensor or a wrong shape), describes an
+/// (every tensor error, e.g. a missing or unexpected tensor or a wrong shape), describes an
 /// invalid model, or the vocabulary is absent, malformed or of the wrong length.
 ///
 /// ```
@@ -716,13 +628,17 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
         } else {
             ""
         };
-        bad(path, format!("{e}{hint}"))
+        if hint.is_empty() {
+            e.in_file(path)
+        } else {
+            bad(path, format!("{e}{hint}"))
+        }
     })?;
     let cfg = Config {
         vocab_size: m.vocab_size,
         wordvec_size: m.wordvec_size,
         hidden_size: m.hidden_size,
-        cell: our_cell(m.cell),
+        cell: m.cell,
         layers: m.layers,
         tied: m.tied,
     }
@@ -775,12 +691,8 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// ```
 pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
     let cfg = *params.config();
-    let cell = torch_cell(cfg.cell).ok_or_else(|| {
-        Error::invalid(
-            "model",
-            format!("PyTorch has no {} cell (its GRU applies r after the product)", cfg.cell),
-        )
-    })?;
+    let cell = cfg.cell;
+    torch_form(cell)?;
     let m = TorchModel {
         cell,
         vocab_size: cfg.vocab_size,
@@ -794,7 +706,7 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
         .into_iter()
         .map(|(name, shape, data)| (name, (shape, data.to_vec())))
         .collect();
-    let t = to_torch(&m, &ours).map_err(|e| Error::invalid("model", e.to_string()))?;
+    let t = to_torch(&m, &ours)?;
     let mut meta = HashMap::new();
     if let Some(v) = vocab {
         if v.len() != cfg.vocab_size {
@@ -828,7 +740,7 @@ mod tests {
 
     /// A word_language_model state dict with distinct values everywhere.
     fn torch_model(
-        cell: TorchCell,
+        cell: Cell,
         v: usize,
         d: usize,
         h: usize,
@@ -873,12 +785,12 @@ mod tests {
     #[test]
     fn lstm_gates_are_reordered_and_transposed() {
         // H = 2, D = 3: PyTorch weight_ih is [8, 3] with rows i0 i1 f0 f1 g0 g1 o0 o1.
-        let t = torch_model(TorchCell::Lstm, 5, 3, 2, 1, false);
+        let t = torch_model(Cell::Lstm, 5, 3, 2, 1, false);
         let (m, ours) = from_torch(&t).unwrap();
         assert_eq!(
             m,
             TorchModel {
-                cell: TorchCell::Lstm,
+                cell: Cell::Lstm,
                 vocab_size: 5,
                 wordvec_size: 3,
                 hidden_size: 2,
@@ -944,9 +856,9 @@ mod tests {
 
     #[test]
     fn gru_keeps_order_and_both_biases() {
-        let t = torch_model(TorchCell::Gru, 4, 3, 2, 2, false);
+        let t = torch_model(Cell::Gru, 4, 3, 2, 2, false);
         let (m, ours) = from_torch(&t).unwrap();
-        assert_eq!((m.cell, m.layers, m.tied), (TorchCell::Gru, 2, false));
+        assert_eq!((m.cell, m.layers, m.tied), (Cell::Gru, 2, false));
         assert_eq!(ours["gru.0.Wx"].0, [3, 6]);
         assert_eq!(ours["gru.1.Wx"].0, [2, 6]);
         assert_eq!(ours["gru.1.Wh"].0, [2, 6]);
@@ -972,9 +884,9 @@ mod tests {
 
     #[test]
     fn rnn_layers_and_bias_sum() {
-        let t = torch_model(TorchCell::Rnn, 6, 4, 3, 3, false);
+        let t = torch_model(Cell::Rnn, 6, 4, 3, 3, false);
         let (m, ours) = from_torch(&t).unwrap();
-        assert_eq!((m.cell, m.layers, m.hidden_size), (TorchCell::Rnn, 3, 3));
+        assert_eq!((m.cell, m.layers, m.hidden_size), (Cell::Rnn, 3, 3));
         for l in 0..3 {
             let b = &ours[&format!("rnn.{l}.b")];
             let base = 1000.0 * (l + 1) as f32;
@@ -990,7 +902,7 @@ mod tests {
 
     #[test]
     fn tied_when_decoder_absent_or_bitwise_equal() {
-        let t = torch_model(TorchCell::Lstm, 5, 2, 2, 1, true);
+        let t = torch_model(Cell::Lstm, 5, 2, 2, 1, true);
         let (m, ours) = from_torch(&t).unwrap();
         assert!(m.tied);
         assert!(!ours.contains_key("affine.W"));
@@ -1015,7 +927,7 @@ mod tests {
     /// to_torch(from_torch(x)) == x except that bias_ih + bias_hh lands in bias_ih.
     #[test]
     fn round_trips() {
-        for cell in [TorchCell::Rnn, TorchCell::Lstm, TorchCell::Gru] {
+        for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
             for (d, h, layers, tied) in [(3, 2, 1, false), (2, 2, 2, true), (4, 5, 3, false)] {
                 let t = torch_model(cell, 7, d, h, layers, tied);
                 let (m, ours) = from_torch(&t).unwrap();
@@ -1028,12 +940,12 @@ mod tests {
                 for (name, (shape, data)) in &t {
                     let (bshape, bdata) = &back[name];
                     assert_eq!(bshape, shape, "{name}");
-                    if cell != TorchCell::Gru && name.starts_with("rnn.bias_") {
+                    if cell != Cell::Gru && name.starts_with("rnn.bias_") {
                         continue;
                     }
                     assert_eq!(bdata, data, "{cell:?} {name}");
                 }
-                if cell != TorchCell::Gru {
+                if cell != Cell::Gru {
                     for l in 0..layers {
                         let sum = |x: &Tensors| -> Vec<f32> {
                             let (a, b) = (
@@ -1057,7 +969,7 @@ mod tests {
 
     #[test]
     fn torch_errors_name_the_tensor() {
-        let good = torch_model(TorchCell::Lstm, 5, 3, 2, 2, false);
+        let good = torch_model(Cell::Lstm, 5, 3, 2, 2, false);
         let err = |f: &dyn Fn(&mut Tensors)| {
             let mut t = good.clone();
             f(&mut t);
@@ -1066,12 +978,10 @@ mod tests {
         let e = err(&|t| {
             t.remove("rnn.bias_hh_l1");
         });
-        assert_eq!(
-            e,
-            ConvertError::Missing {
-                name: "rnn.bias_hh_l1".into(),
-                expected: "[8]".into()
-            }
+        assert!(
+            matches!(&e, Error::TensorMissing { path: None, name, expected }
+                if name == "rnn.bias_hh_l1" && expected == "[8]"),
+            "{e:?}"
         );
         assert_eq!(
             e.to_string(),
@@ -1081,7 +991,7 @@ mod tests {
         let e = err(&|t| {
             t.remove("rnn.weight_ih_l1");
         });
-        assert!(matches!(e, ConvertError::Missing { ref name, .. } if name == "rnn.weight_ih_l1"));
+        assert!(matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_ih_l1"));
         let e = err(&|t| {
             t.insert("rnn.weight_ih_l1".into(), seq(&[8, 3], 0.0));
         });
@@ -1099,12 +1009,12 @@ mod tests {
         let e = err(&|t| {
             t.insert("decoder.weight".into(), seq(&[5, 3], 0.0));
         });
-        assert!(matches!(e, ConvertError::Shape { ref name, .. } if name == "decoder.weight"));
+        assert!(matches!(e, Error::TensorShape { path: None, ref name, .. } if name == "decoder.weight"));
         let e = err(&|t| {
             t.insert("rnn.weight_ih_l0_reverse".into(), seq(&[8, 3], 0.0));
         });
         assert!(
-            matches!(e, ConvertError::Unexpected { ref name, ref found, .. }
+            matches!(e, Error::TensorUnexpected { path: None, ref name, ref found, .. }
                 if name == "rnn.weight_ih_l0_reverse" && found == &[8, 3]),
             "{e}"
         );
@@ -1112,12 +1022,12 @@ mod tests {
         let e = err(&|t| {
             t.insert("rnn.weight_hr_l0".into(), seq(&[2, 2], 0.0));
         });
-        assert!(matches!(e, ConvertError::Unexpected { .. }), "{e}");
+        assert!(matches!(e, Error::TensorUnexpected { path: None, .. }), "{e}");
         // An extra layer's lone tensor makes the others of that layer missing.
         let e = err(&|t| {
             t.insert("rnn.bias_ih_l2".into(), seq(&[8], 0.0));
         });
-        assert!(matches!(e, ConvertError::Missing { ref name, .. } if name == "rnn.weight_ih_l2"));
+        assert!(matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_ih_l2"));
         let e = err(&|t| {
             t.insert("rnn.weight_hh_l0".into(), seq(&[6, 3], 0.0));
         });
@@ -1129,11 +1039,11 @@ mod tests {
         let e = err(&|t| {
             t.remove("rnn.weight_hh_l0");
         });
-        assert!(matches!(e, ConvertError::Missing { ref name, .. } if name == "rnn.weight_hh_l0"));
+        assert!(matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_hh_l0"));
         let e = err(&|t| {
             t.insert("encoder.weight".into(), seq(&[15], 0.0));
         });
-        assert!(matches!(e, ConvertError::Shape { ref name, .. } if name == "encoder.weight"));
+        assert!(matches!(e, Error::TensorShape { path: None, ref name, .. } if name == "encoder.weight"));
         let e = err(&|t| {
             t.get_mut("rnn.weight_hh_l1").unwrap().1.pop();
         });
@@ -1145,13 +1055,13 @@ mod tests {
         let e = err(&|t| {
             t.remove("decoder.weight");
         });
-        assert!(matches!(e, ConvertError::Invalid { .. }), "{e}");
+        assert!(matches!(e, Error::Invalid { .. }), "{e}");
         assert!(e.to_string().contains("ninp 3 and nhid 2"), "{e}");
     }
 
     #[test]
     fn ours_errors_name_the_tensor() {
-        let t = torch_model(TorchCell::Gru, 5, 3, 2, 2, false);
+        let t = torch_model(Cell::Gru, 5, 3, 2, 2, false);
         let (m, good) = from_torch(&t).unwrap();
         let err = |m: &TorchModel, f: &dyn Fn(&mut Tensors)| {
             let mut o = good.clone();
@@ -1168,7 +1078,7 @@ mod tests {
         let e = err(&m, &|o| {
             o.insert("gru.0.b".into(), seq(&[6], 0.0));
         });
-        assert!(matches!(e, ConvertError::Unexpected { ref name, .. } if name == "gru.0.b"));
+        assert!(matches!(e, Error::TensorUnexpected { path: None, ref name, .. } if name == "gru.0.b"));
         let e = err(&m, &|o| {
             o.insert("gru.0.Wx".into(), seq(&[6, 3], 0.0));
         });
@@ -1178,11 +1088,11 @@ mod tests {
         );
         // The model says lstm: every lstm name is missing.
         let lstm = TorchModel {
-            cell: TorchCell::Lstm,
+            cell: Cell::Lstm,
             ..m.clone()
         };
         let e = err(&lstm, &|_| {});
-        assert!(matches!(e, ConvertError::Missing { ref name, .. } if name == "lstm.0.Wx"));
+        assert!(matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "lstm.0.Wx"));
         // Tied: affine.W has no place.
         let tied = TorchModel {
             tied: true,
@@ -1194,7 +1104,7 @@ mod tests {
         o.insert("gru.0.Wx".into(), seq(&[2, 6], 0.0));
         assert!(matches!(
             to_torch(&tied, &o).unwrap_err(),
-            ConvertError::Unexpected { ref name, .. } if name == "affine.W"
+            Error::TensorUnexpected { path: None, ref name, .. } if name == "affine.W"
         ));
         o.remove("affine.W");
         assert!(to_torch(&tied, &o).is_ok());
@@ -1219,7 +1129,7 @@ mod tests {
             &good,
         )
         .unwrap_err();
-        assert!(matches!(e, ConvertError::Invalid { .. }));
+        assert!(matches!(e, Error::Invalid { .. }));
     }
 
     // ---- the PyTorch fixtures (tests/fixtures/torch, made by make_fixtures.py) ----
@@ -1284,11 +1194,11 @@ mod tests {
                 let ah = vecmat(&hs[l], &p[&name(l, "Wh")]);
                 let hp = &hs[l];
                 let new_h: Vec<f32> = match m.cell {
-                    TorchCell::Rnn => {
+                    Cell::Rnn => {
                         let b = &p[&name(l, "b")].1;
                         (0..h).map(|j| (ax[j] + ah[j] + b[j]).tanh()).collect()
                     }
-                    TorchCell::Lstm => {
+                    Cell::Lstm => {
                         let b = &p[&name(l, "b")].1;
                         let a: Vec<f32> = (0..4 * h).map(|j| ax[j] + ah[j] + b[j]).collect();
                         let c = &mut cs[l];
@@ -1301,7 +1211,7 @@ mod tests {
                             })
                             .collect()
                     }
-                    TorchCell::Gru => {
+                    Cell::Gru => {
                         let (bx, bh) = (&p[&name(l, "bx")].1, &p[&name(l, "bh")].1);
                         (0..h)
                             .map(|j| {
@@ -1315,6 +1225,7 @@ mod tests {
                             })
                             .collect()
                     }
+                    Cell::GruBook => unreachable!("PyTorch has no such cell"),
                 };
                 hs[l] = new_h.clone();
                 x = new_h;
@@ -1359,9 +1270,9 @@ mod tests {
             let (t, meta) = read_safetensors(&dir.join(file));
             let (m, ours) = from_torch(&t).unwrap_or_else(|e| panic!("{file}: {e}"));
             let cell = match e["cell"].as_str().unwrap() {
-                "LSTM" => TorchCell::Lstm,
-                "GRU" => TorchCell::Gru,
-                "RNN_TANH" => TorchCell::Rnn,
+                "LSTM" => Cell::Lstm,
+                "GRU" => Cell::Gru,
+                "RNN_TANH" => Cell::Rnn,
                 other => panic!("{other}"),
             };
             let n = |k: &str| e[k].as_u64().unwrap() as usize;
@@ -1406,7 +1317,7 @@ mod tests {
             let back = to_torch(&m, &ours).unwrap();
             for (name, (shape, data)) in &t {
                 assert_eq!(&back[name].0, shape);
-                if !name.starts_with("rnn.bias_") || cell == TorchCell::Gru {
+                if !name.starts_with("rnn.bias_") || cell == Cell::Gru {
                     assert_eq!(&back[name].1, data, "{file} {name}");
                 }
             }

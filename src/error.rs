@@ -110,6 +110,58 @@ pub enum Error {
         msg: String,
     },
 
+    /// A tensor a model conversion needs is absent (`path`: the file, when there is one).
+    #[error("{}tensor {name:?}: missing (expected shape {expected})", in_file(path))]
+    TensorMissing {
+        /// The file being converted.
+        path: Option<PathBuf>,
+        /// The tensor.
+        name: String,
+        /// The shape it should have, e.g. `[16, 64]` or `[V, D]` when not yet known.
+        expected: String,
+    },
+
+    /// A tensor that has no place in the model being converted.
+    #[error("{}tensor {name:?}: unexpected in {what} (found shape {found:?})", in_file(path))]
+    TensorUnexpected {
+        /// The file being converted.
+        path: Option<PathBuf>,
+        /// The tensor.
+        name: String,
+        /// What was being read (e.g. `a 2-layer lstm word_language_model RNNModel`).
+        what: String,
+        /// Its shape.
+        found: Vec<usize>,
+    },
+
+    /// A tensor with the wrong shape.
+    #[error("{}tensor {name:?}: expected shape {expected}, found {found:?}", in_file(path))]
+    TensorShape {
+        /// The file being converted.
+        path: Option<PathBuf>,
+        /// The tensor.
+        name: String,
+        /// The shape it should have.
+        expected: String,
+        /// The shape it has.
+        found: Vec<usize>,
+    },
+
+    /// A tensor whose data length is not the product of its shape.
+    #[error("{}tensor {name:?}: shape {shape:?} needs {expected} values, found {found}", in_file(path))]
+    TensorData {
+        /// The file being converted.
+        path: Option<PathBuf>,
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The product of the shape.
+        expected: usize,
+        /// The data length.
+        found: usize,
+    },
+
     /// Not enough memory for a buffer: refused before allocating because it needs more than
     /// the system has available (`available` is `Some`, see [`crate::mem::check_memory`]), or
     /// refused by the allocator (`None`).
@@ -145,10 +197,28 @@ impl Error {
     }
 
     /// Shorthand for [`Error::Invalid`].
+    /// The same error, naming `file` if it is about a tensor read from one.
+    pub fn in_file(mut self, file: &std::path::Path) -> Self {
+        if let Error::TensorMissing { path, .. }
+        | Error::TensorUnexpected { path, .. }
+        | Error::TensorShape { path, .. }
+        | Error::TensorData { path, .. } = &mut self
+        {
+            *path = Some(file.to_owned());
+        }
+        self
+    }
+
+    /// An [`Error::Invalid`].
     pub fn invalid(what: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Invalid {
             what: what.into(),
             msg: msg.into(),
         }
     }
+}
+
+/// `"{file}: "` for a tensor error read from a file, else nothing.
+fn in_file(path: &Option<PathBuf>) -> String {
+    path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
 }

@@ -119,32 +119,21 @@ struct ScoreArgs {
     vocab_text: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Cell {
-    /// tanh RNN (the book's SimpleRnnlm).
-    Rnn,
-    /// LSTM in the book's ch06 form (gate order f, g, i, o; one bias).
-    Lstm,
-    /// GRU in PyTorch's form (gate order r, z, n; two biases).
-    Gru,
-}
-
-impl From<Cell> for rnnlm::model::config::Cell {
-    fn from(c: Cell) -> Self {
-        match c {
-            Cell::Rnn => Self::Rnn,
-            Cell::Lstm => Self::Lstm,
-            Cell::Gru => Self::Gru,
-        }
-    }
+/// `--cell`: the library's cells, by their names (one list: `Cell::ALL`).
+fn cell_parser() -> impl clap::builder::TypedValueParser<Value = rnnlm::model::config::Cell> {
+    use clap::builder::TypedValueParser as _;
+    use rnnlm::model::config::Cell;
+    clap::builder::PossibleValuesParser::new(Cell::ALL.iter().map(|c| c.name()))
+        .map(|s| s.parse::<Cell>().expect("a listed cell name"))
 }
 
 /// The model's structure, shared by `train` and `bench`.
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// Recurrent cell.
-    #[arg(long, value_enum, default_value = "rnn")]
-    cell: Cell,
+    /// Recurrent cell: rnn (the book's tanh RNN), lstm (the book's ch06 LSTM), gru (PyTorch's
+    /// GRU), gru-book (the book's appendix C GRU).
+    #[arg(long, default_value = "rnn", value_parser = cell_parser())]
+    cell: rnnlm::model::config::Cell,
     /// Stacked recurrent layers (layer l > 0 reads layer l-1's h).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     layers: u32,
@@ -161,7 +150,7 @@ struct ModelArgs {
 impl ModelArgs {
     fn config(&self, vocab: usize, shape: &Shape) -> Result<rnnlm::Config, Error> {
         rnnlm::Config::new(vocab, shape.wordvec as usize, shape.hidden as usize)?
-            .with_cell(self.cell.into())
+            .with_cell(self.cell)
             .with_layers(self.layers as usize)
             .with_tied(self.tie)
             .validated()
@@ -983,7 +972,7 @@ fn resume_settings(
             ));
         }
     };
-    let cell: rnnlm::model::config::Cell = args.model.cell.into();
+    let cell = args.model.cell;
     let protocol: rnnlm::Protocol = args.protocol.into();
     check("cell", cell.name().into(), model.cell.name().into());
     check(

@@ -6,8 +6,11 @@
 //! garbage, and we never leave a half-written file under a final name.
 
 use std::fs::{self, File};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read};
+#[cfg(feature = "download")]
+use std::io::Write;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "download")]
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -51,11 +54,14 @@ const PTB_DIR_ENV: &str = "RNNLM_PTB_DIR";
 /// Environment variable overriding the download cache folder.
 const CACHE_DIR_ENV: &str = "RNNLM_CACHE_DIR";
 
+#[cfg(feature = "download")]
 /// Time allowed to establish a connection (DNS + TCP + TLS).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for one whole file; `ptb.train.txt` is ~5 MB, so this tolerates ~20 kB/s.
+#[cfg(feature = "download")]
 const FILE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A stalled connection is abandoned after this long without any bytes.
+#[cfg(feature = "download")]
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Streaming buffer size; large enough that syscalls do not dominate hashing.
@@ -241,21 +247,37 @@ pub fn ensure_files(dir: &Path, base_url: &str, files: &[(&str, &str)]) -> Resul
         return Ok(());
     }
 
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let agent = make_agent(base_url);
     let names: Vec<&str> = files.iter().map(|&(name, _)| name).collect();
     let manual_hint = format!(
         "download the PTB files ({}) by hand into {} or set {PTB_DIR_ENV} to a folder holding them",
         names.join(", "),
         dir.display()
     );
-    for (name, expected) in missing {
-        let url = join_url(base_url, name);
-        download_verified(&agent, &url, dir, name, expected, &manual_hint)?;
+    #[cfg(not(feature = "download"))]
+    {
+        let _ = base_url;
+        let absent: Vec<&str> = missing.iter().map(|&(name, _)| name).collect();
+        Err(Error::invalid(
+            "PTB files",
+            format!(
+                "{} missing, and this build has no `download` feature: {manual_hint}",
+                absent.join(", ")
+            ),
+        ))
     }
-    Ok(())
+    #[cfg(feature = "download")]
+    {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let agent = make_agent(base_url);
+        for (name, expected) in missing {
+            let url = join_url(base_url, name);
+            download_verified(&agent, &url, dir, name, expected, &manual_hint)?;
+        }
+        Ok(())
+    }
 }
 
+#[cfg(feature = "download")]
 /// An HTTP agent with our timeouts.
 fn make_agent(base_url: &str) -> ureq::Agent {
     let mut builder = ureq::Agent::config_builder()
@@ -270,6 +292,7 @@ fn make_agent(base_url: &str) -> ureq::Agent {
     builder.build().into()
 }
 
+#[cfg(feature = "download")]
 fn is_loopback_url(url: &str) -> bool {
     let rest = url
         .strip_prefix("http://")
@@ -281,6 +304,7 @@ fn is_loopback_url(url: &str) -> bool {
     })
 }
 
+#[cfg(feature = "download")]
 /// `base_url` + `name`, adding the `/` a user may have left off `base_url`.
 fn join_url(base_url: &str, name: &str) -> String {
     if base_url.ends_with('/') {
@@ -290,12 +314,14 @@ fn join_url(base_url: &str, name: &str) -> String {
     }
 }
 
+#[cfg(feature = "download")]
 /// Removes the temp file on drop unless disarmed, so every early return cleans up.
 struct TempGuard<'a> {
     path: &'a Path,
     armed: bool,
 }
 
+#[cfg(feature = "download")]
 impl Drop for TempGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
@@ -306,6 +332,7 @@ impl Drop for TempGuard<'_> {
     }
 }
 
+#[cfg(feature = "download")]
 /// Downloads `url` to `dir/name` via a temp file, verifying it against `expected`.
 fn download_verified(
     agent: &ureq::Agent,
@@ -378,7 +405,7 @@ fn download_verified(
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "download"))]
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader as StdBufReader};
