@@ -782,3 +782,30 @@ fn write_atomic_writes_through_symlinks_and_refuses_special_files() {
     }
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Checkpoints written by 54e3f95 (before the cell trait) still load, and score as that
+/// version scored them (see tests/fixtures/ckpt_54e3f95/README.md). The tolerance covers the
+/// last-bit differences between instruction sets; on the AVX-512 machine that made them the
+/// figures are the same bits.
+#[test]
+fn checkpoints_of_54e3f95_still_load_and_score_the_same() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ckpt_54e3f95");
+    for (file, mean_loss, first_line) in [
+        ("lstm2.safetensors", 3.2299399375915527f64, -19.5781f64),
+        ("gru1.safetensors", 3.193873882293701, -19.9002),
+    ] {
+        let ck = rnnlm::checkpoint::load(&dir.join(file)).unwrap();
+        let vocab = ck.vocab.clone().expect("a vocabulary");
+        let ids = rnnlm::data::corpus::read_with_vocab(&dir.join("test.txt"), &vocab).unwrap();
+        let p = rnnlm::eval_perplexity(&ck.params, &ids, 10, 35).unwrap();
+        assert!((p.mean_loss - mean_loss).abs() < 1e-5, "{file}: {} vs {mean_loss}", p.mean_loss);
+        let lm = rnnlm::Rnnlm::new(ck.params, vocab).unwrap();
+        let text = std::fs::read_to_string(dir.join("test.txt")).unwrap();
+        let first = text.lines().next().unwrap();
+        let mut tokens = lm.encode("<eos>").unwrap();
+        tokens.extend(lm.encode(&format!("{first} <eos>")).unwrap());
+        let s = lm.score(&tokens).unwrap();
+        assert_eq!(s.tokens, 7, "{file}");
+        assert!((s.log_prob - first_line).abs() < 1e-3, "{file}: {} vs {first_line}", s.log_prob);
+    }
+}
