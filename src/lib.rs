@@ -57,7 +57,6 @@ pub mod train;
 mod cells;
 mod gemm;
 mod heads;
-#[allow(unsafe_op_in_unsafe_fn)] // TEMPORARY: being fixed, see the kernels commit
 mod kernels;
 mod layers;
 mod mem;

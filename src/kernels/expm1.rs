@@ -23,16 +23,19 @@ const C6: f32 = 0.001_394_644_1;
 /// `S`'s ISA must be supported by the running CPU.
 #[inline(always)]
 pub(super) unsafe fn reduce<S: Simd>(x: S::V) -> (S::V, S::V) {
-    let n = S::round(S::mul(x, S::splat(std::f32::consts::LOG2_E)));
-    let r = S::mul_add(n, S::splat(-LN2_HI), x);
-    let r = S::mul_add(n, S::splat(-LN2_LO), r);
-    let mut p = S::splat(C6);
-    p = S::mul_add(p, r, S::splat(C5));
-    p = S::mul_add(p, r, S::splat(C4));
-    p = S::mul_add(p, r, S::splat(C3));
-    p = S::mul_add(p, r, S::splat(C2));
-    // expm1(r) = r + r^2 p keeps full relative accuracy for tiny r (tanh near 0 needs it).
-    (n, S::mul_add(p, S::mul(r, r), r))
+    // SAFETY: the caller guarantees `S`'s ISA is supported by this CPU (the `Simd` contract).
+    unsafe {
+        let n = S::round(S::mul(x, S::splat(std::f32::consts::LOG2_E)));
+        let r = S::mul_add(n, S::splat(-LN2_HI), x);
+        let r = S::mul_add(n, S::splat(-LN2_LO), r);
+        let mut p = S::splat(C6);
+        p = S::mul_add(p, r, S::splat(C5));
+        p = S::mul_add(p, r, S::splat(C4));
+        p = S::mul_add(p, r, S::splat(C3));
+        p = S::mul_add(p, r, S::splat(C2));
+        // expm1(r) = r + r^2 p keeps full relative accuracy for tiny r (tanh near 0 needs it).
+        (n, S::mul_add(p, S::mul(r, r), r))
+    }
 }
 
 #[cfg(test)]

@@ -73,11 +73,13 @@ impl Simd for Scalar {
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> f32 {
-        *p
+        // SAFETY: the caller guarantees `p` is valid for one f32 (the `Simd` contract).
+        unsafe { *p }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: f32) {
-        *p = v
+        // SAFETY: the caller guarantees `p` is valid for one f32 (the `Simd` contract).
+        unsafe { *p = v }
     }
     #[inline(always)]
     unsafe fn load_tail(_p: *const f32, _n: usize, pad: f32) -> f32 {
@@ -206,73 +208,94 @@ impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Lanes {
-        p.cast::<Lanes>().read_unaligned()
+        // SAFETY: the caller guarantees `p` is valid for 8 f32s (the `Simd` contract).
+        unsafe { p.cast::<Lanes>().read_unaligned() }
     }
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: Lanes) {
-        p.cast::<Lanes>().write_unaligned(v)
+        // SAFETY: the caller guarantees `p` is valid for 8 f32s (the `Simd` contract).
+        unsafe { p.cast::<Lanes>().write_unaligned(v) }
     }
     #[inline(always)]
     unsafe fn load_tail(p: *const f32, n: usize, pad: f32) -> Lanes {
-        let mut buf = [pad; 8];
-        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
-        buf
+        // SAFETY: the caller guarantees `p` is valid for `n < 8` f32s (the `Simd` contract).
+        unsafe {
+            let mut buf = [pad; 8];
+            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+            buf
+        }
     }
     #[inline(always)]
     unsafe fn store_tail(p: *mut f32, n: usize, v: Lanes) {
-        std::ptr::copy_nonoverlapping(v.as_ptr(), p, n);
+        // SAFETY: the caller guarantees `p` is valid for `n < 8` f32s (the `Simd` contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(v.as_ptr(), p, n);
+        }
     }
     #[inline(always)]
     unsafe fn add(a: Lanes, b: Lanes) -> Lanes {
-        lanewise(|i| Scalar::add(a[i], b[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::add(a[i], b[i])) }
     }
     #[inline(always)]
     unsafe fn sub(a: Lanes, b: Lanes) -> Lanes {
-        lanewise(|i| Scalar::sub(a[i], b[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::sub(a[i], b[i])) }
     }
     #[inline(always)]
     unsafe fn mul(a: Lanes, b: Lanes) -> Lanes {
-        lanewise(|i| Scalar::mul(a[i], b[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::mul(a[i], b[i])) }
     }
     #[inline(always)]
     unsafe fn div(a: Lanes, b: Lanes) -> Lanes {
-        lanewise(|i| Scalar::div(a[i], b[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::div(a[i], b[i])) }
     }
     #[inline(always)]
     unsafe fn mul_add(a: Lanes, b: Lanes, c: Lanes) -> Lanes {
-        lanewise(|i| Scalar::mul_add(a[i], b[i], c[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::mul_add(a[i], b[i], c[i])) }
     }
     #[inline(always)]
     unsafe fn max(a: Lanes, b: Lanes) -> Lanes {
-        lanewise(|i| Scalar::max(a[i], b[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::max(a[i], b[i])) }
     }
     #[inline(always)]
     unsafe fn abs(a: Lanes) -> Lanes {
-        lanewise(|i| Scalar::abs(a[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::abs(a[i])) }
     }
     #[inline(always)]
     unsafe fn copysign(mag: Lanes, sign: Lanes) -> Lanes {
-        lanewise(|i| Scalar::copysign(mag[i], sign[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::copysign(mag[i], sign[i])) }
     }
     #[inline(always)]
     unsafe fn clamp(x: Lanes, lo: f32, hi: f32) -> Lanes {
-        lanewise(|i| Scalar::clamp(x[i], lo, hi))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::clamp(x[i], lo, hi)) }
     }
     #[inline(always)]
     unsafe fn round(x: Lanes) -> Lanes {
-        lanewise(|i| Scalar::round(x[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::round(x[i])) }
     }
     #[inline(always)]
     unsafe fn pow2(n: Lanes) -> Lanes {
-        lanewise(|i| Scalar::pow2(n[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::pow2(n[i])) }
     }
     #[inline(always)]
     unsafe fn ldexp(t: Lanes, n: Lanes) -> Lanes {
-        lanewise(|i| Scalar::ldexp(t[i], n[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::ldexp(t[i], n[i])) }
     }
     #[inline(always)]
     unsafe fn zero_where_lt(x: Lanes, thr: f32, v: Lanes) -> Lanes {
-        lanewise(|i| Scalar::zero_where_lt(x[i], thr, v[i]))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe { lanewise(|i| Scalar::zero_where_lt(x[i], thr, v[i])) }
     }
     #[inline(always)]
     unsafe fn reduce_add(v: Lanes) -> f32 {
@@ -282,8 +305,11 @@ impl Simd for Portable {
     }
     #[inline(always)]
     unsafe fn reduce_max(v: Lanes) -> f32 {
-        v.into_iter()
-            .fold(f32::NEG_INFINITY, |a, b| Scalar::max(a, b))
+        // SAFETY: `Scalar`'s methods need no CPU feature and access no memory.
+        unsafe {
+            v.into_iter()
+                .fold(f32::NEG_INFINITY, |a, b| Scalar::max(a, b))
+        }
     }
 }
 
@@ -310,89 +336,119 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn splat(x: f32) -> __m512 {
-            _mm512_set1_ps(x)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_set1_ps(x) }
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m512 {
-            _mm512_loadu_ps(p)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported and `p` is valid for 16 f32s.
+            unsafe { _mm512_loadu_ps(p) }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m512) {
-            _mm512_storeu_ps(p, v)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported and `p` is valid for 16 f32s.
+            unsafe { _mm512_storeu_ps(p, v) }
         }
         #[inline(always)]
         unsafe fn load_tail(p: *const f32, n: usize, pad: f32) -> __m512 {
-            // Masked-off lanes are not accessed (no fault), so only n values must be valid.
-            _mm512_mask_loadu_ps(_mm512_set1_ps(pad), tail_mask(n), p)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported, `p` is valid for `n` f32s.
+            unsafe {
+                // Masked-off lanes are not accessed (no fault), so only n values must be valid.
+                _mm512_mask_loadu_ps(_mm512_set1_ps(pad), tail_mask(n), p)
+            }
         }
         #[inline(always)]
         unsafe fn store_tail(p: *mut f32, n: usize, v: __m512) {
-            _mm512_mask_storeu_ps(p, tail_mask(n), v)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported, `p` is valid for `n` f32s.
+            unsafe { _mm512_mask_storeu_ps(p, tail_mask(n), v) }
         }
         #[inline(always)]
         unsafe fn add(a: __m512, b: __m512) -> __m512 {
-            _mm512_add_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_add_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn sub(a: __m512, b: __m512) -> __m512 {
-            _mm512_sub_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_sub_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn mul(a: __m512, b: __m512) -> __m512 {
-            _mm512_mul_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_mul_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn div(a: __m512, b: __m512) -> __m512 {
-            _mm512_div_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_div_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn mul_add(a: __m512, b: __m512, c: __m512) -> __m512 {
-            _mm512_fmadd_ps(a, b, c)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_fmadd_ps(a, b, c) }
         }
         #[inline(always)]
         unsafe fn max(a: __m512, b: __m512) -> __m512 {
-            _mm512_max_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_max_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn abs(a: __m512) -> __m512 {
-            _mm512_abs_ps(a)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_abs_ps(a) }
         }
         #[inline(always)]
         unsafe fn copysign(mag: __m512, sign: __m512) -> __m512 {
-            // AVX-512F has no float and/or (that is DQ), so go through the integer domain.
-            let s = _mm512_and_si512(_mm512_castps_si512(sign), _mm512_set1_epi32(i32::MIN));
-            _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(mag), s))
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe {
+                // AVX-512F has no float and/or (that is DQ), so go through the integer domain.
+                let s = _mm512_and_si512(_mm512_castps_si512(sign), _mm512_set1_epi32(i32::MIN));
+                _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(mag), s))
+            }
         }
         #[inline(always)]
         unsafe fn clamp(x: __m512, lo: f32, hi: f32) -> __m512 {
-            // vminps/vmaxps return the second operand when either is NaN: keep x second.
-            _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), x))
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe {
+                // vminps/vmaxps return the second operand when either is NaN: keep x second.
+                _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), x))
+            }
         }
         #[inline(always)]
         unsafe fn round(x: __m512) -> __m512 {
-            _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x) }
         }
         #[inline(always)]
         unsafe fn pow2(n: __m512) -> __m512 {
-            _mm512_scalef_ps(_mm512_set1_ps(1.0), n)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_scalef_ps(_mm512_set1_ps(1.0), n) }
         }
         #[inline(always)]
         unsafe fn ldexp(t: __m512, n: __m512) -> __m512 {
-            // vscalefps handles every exponent (overflow to inf) in one exact step.
-            _mm512_scalef_ps(t, n)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe {
+                // vscalefps handles every exponent (overflow to inf) in one exact step.
+                _mm512_scalef_ps(t, n)
+            }
         }
         #[inline(always)]
         unsafe fn zero_where_lt(x: __m512, thr: f32, v: __m512) -> __m512 {
-            let lt = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(thr));
-            _mm512_mask_mov_ps(v, lt, _mm512_setzero_ps())
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe {
+                let lt = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(thr));
+                _mm512_mask_mov_ps(v, lt, _mm512_setzero_ps())
+            }
         }
         #[inline(always)]
         unsafe fn reduce_add(v: __m512) -> f32 {
-            _mm512_reduce_add_ps(v)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_reduce_add_ps(v) }
         }
         #[inline(always)]
         unsafe fn reduce_max(v: __m512) -> f32 {
-            _mm512_reduce_max_ps(v)
+            // SAFETY: the `Simd` contract: AVX-512F/FMA are supported by the running CPU.
+            unsafe { _mm512_reduce_max_ps(v) }
         }
     }
 
@@ -401,10 +457,13 @@ mod x86 {
 
     #[inline(always)]
     unsafe fn exponent_bits(n: __m256i) -> __m256 {
-        _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
-            n,
-            _mm256_set1_epi32(127),
-        )))
+        // SAFETY: the caller guarantees AVX2 is supported by the running CPU.
+        unsafe {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                n,
+                _mm256_set1_epi32(127),
+            )))
+        }
     }
 
     impl Simd for Avx2Fma {
@@ -413,97 +472,131 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn splat(x: f32) -> __m256 {
-            _mm256_set1_ps(x)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_set1_ps(x) }
         }
         #[inline(always)]
         unsafe fn load(p: *const f32) -> __m256 {
-            _mm256_loadu_ps(p)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported and `p` is valid for 8 f32s.
+            unsafe { _mm256_loadu_ps(p) }
         }
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m256) {
-            _mm256_storeu_ps(p, v)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported and `p` is valid for 8 f32s.
+            unsafe { _mm256_storeu_ps(p, v) }
         }
         #[inline(always)]
         unsafe fn load_tail(p: *const f32, n: usize, pad: f32) -> __m256 {
-            let mut buf = [pad; 8];
-            std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
-            _mm256_loadu_ps(buf.as_ptr())
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported and `p` is valid for `n` f32s.
+            unsafe {
+                let mut buf = [pad; 8];
+                std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), n);
+                _mm256_loadu_ps(buf.as_ptr())
+            }
         }
         #[inline(always)]
         unsafe fn store_tail(p: *mut f32, n: usize, v: __m256) {
-            let mut buf = [0.0f32; 8];
-            _mm256_storeu_ps(buf.as_mut_ptr(), v);
-            std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported and `p` is valid for `n` f32s.
+            unsafe {
+                let mut buf = [0.0f32; 8];
+                _mm256_storeu_ps(buf.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
+            }
         }
         #[inline(always)]
         unsafe fn add(a: __m256, b: __m256) -> __m256 {
-            _mm256_add_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_add_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn sub(a: __m256, b: __m256) -> __m256 {
-            _mm256_sub_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_sub_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-            _mm256_mul_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_mul_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn div(a: __m256, b: __m256) -> __m256 {
-            _mm256_div_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_div_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn mul_add(a: __m256, b: __m256, c: __m256) -> __m256 {
-            _mm256_fmadd_ps(a, b, c)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_fmadd_ps(a, b, c) }
         }
         #[inline(always)]
         unsafe fn max(a: __m256, b: __m256) -> __m256 {
-            _mm256_max_ps(a, b)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_max_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn abs(a: __m256) -> __m256 {
-            _mm256_andnot_ps(_mm256_set1_ps(-0.0), a)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_andnot_ps(_mm256_set1_ps(-0.0), a) }
         }
         #[inline(always)]
         unsafe fn copysign(mag: __m256, sign: __m256) -> __m256 {
-            _mm256_or_ps(mag, _mm256_and_ps(sign, _mm256_set1_ps(-0.0)))
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_or_ps(mag, _mm256_and_ps(sign, _mm256_set1_ps(-0.0))) }
         }
         #[inline(always)]
         unsafe fn clamp(x: __m256, lo: f32, hi: f32) -> __m256 {
-            // vminps/vmaxps return the second operand when either is NaN: keep x second.
-            _mm256_max_ps(_mm256_set1_ps(lo), _mm256_min_ps(_mm256_set1_ps(hi), x))
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe {
+                // vminps/vmaxps return the second operand when either is NaN: keep x second.
+                _mm256_max_ps(_mm256_set1_ps(lo), _mm256_min_ps(_mm256_set1_ps(hi), x))
+            }
         }
         #[inline(always)]
         unsafe fn round(x: __m256) -> __m256 {
-            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x) }
         }
         #[inline(always)]
         unsafe fn pow2(n: __m256) -> __m256 {
-            exponent_bits(_mm256_cvtps_epi32(n))
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe { exponent_bits(_mm256_cvtps_epi32(n)) }
         }
         #[inline(always)]
         unsafe fn ldexp(t: __m256, n: __m256) -> __m256 {
-            // Two normal factors 2^(n - n/2) and 2^(n/2) so that n = 128 is representable.
-            let n = _mm256_cvtps_epi32(n);
-            let half = _mm256_srai_epi32::<1>(n);
-            let s1 = exponent_bits(_mm256_sub_epi32(n, half));
-            _mm256_mul_ps(_mm256_mul_ps(t, s1), exponent_bits(half))
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe {
+                // Two normal factors 2^(n - n/2) and 2^(n/2) so that n = 128 is representable.
+                let n = _mm256_cvtps_epi32(n);
+                let half = _mm256_srai_epi32::<1>(n);
+                let s1 = exponent_bits(_mm256_sub_epi32(n, half));
+                _mm256_mul_ps(_mm256_mul_ps(t, s1), exponent_bits(half))
+            }
         }
         #[inline(always)]
         unsafe fn zero_where_lt(x: __m256, thr: f32, v: __m256) -> __m256 {
-            let lt = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(thr));
-            _mm256_andnot_ps(lt, v)
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe {
+                let lt = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(thr));
+                _mm256_andnot_ps(lt, v)
+            }
         }
         #[inline(always)]
         unsafe fn reduce_add(v: __m256) -> f32 {
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps::<1>(s, s)))
+            }
         }
         #[inline(always)]
         unsafe fn reduce_max(v: __m256) -> f32 {
-            let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-            let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-            _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps::<1>(s, s)))
+            // SAFETY: the `Simd` contract: AVX2/FMA are supported by the running CPU.
+            unsafe {
+                let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+                _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps::<1>(s, s)))
+            }
         }
     }
 }

@@ -21,10 +21,13 @@ const EXP_HI: f32 = 89.0;
 /// `S`'s ISA must be supported by the running CPU.
 #[inline(always)]
 pub(super) unsafe fn exp_v<S: Simd>(x: S::V) -> S::V {
-    let (n, em) = reduce::<S>(S::clamp(x, EXP_LO, EXP_HI));
-    // 1 + em rounds once, and scaling by 2^n is exact for normal results: exp(0) == 1.
-    let e = S::ldexp(S::add(S::splat(1.0), em), n);
-    S::zero_where_lt(x, EXP_LO, e)
+    // SAFETY: the caller guarantees `S`'s ISA is supported by this CPU (the `Simd` contract).
+    unsafe {
+        let (n, em) = reduce::<S>(S::clamp(x, EXP_LO, EXP_HI));
+        // 1 + em rounds once, and scaling by 2^n is exact for normal results: exp(0) == 1.
+        let e = S::ldexp(S::add(S::splat(1.0), em), n);
+        S::zero_where_lt(x, EXP_LO, e)
+    }
 }
 
 /// Scalar reference of the approximation every path uses: `exp(x)`, relative error ~8.4e-8

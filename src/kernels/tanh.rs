@@ -20,12 +20,15 @@ const SATURATE: f32 = 10.0;
 /// `S`'s ISA must be supported by the running CPU.
 #[inline(always)]
 pub(super) unsafe fn tanh_v<S: Simd>(x: S::V) -> S::V {
-    let a = S::clamp(S::abs(x), 0.0, SATURATE);
-    let (n, em) = reduce::<S>(S::add(a, a));
-    // expm1(2a) = 2^n (1 + em) - 1 = 2^n em + (2^n - 1); exact em when n = 0 (small |x|).
-    let s = S::pow2(n);
-    let y = S::mul_add(em, s, S::sub(s, S::splat(1.0)));
-    S::copysign(S::div(y, S::add(y, S::splat(2.0))), x)
+    // SAFETY: the caller guarantees `S`'s ISA is supported by this CPU (the `Simd` contract).
+    unsafe {
+        let a = S::clamp(S::abs(x), 0.0, SATURATE);
+        let (n, em) = reduce::<S>(S::add(a, a));
+        // expm1(2a) = 2^n (1 + em) - 1 = 2^n em + (2^n - 1); exact em when n = 0 (small |x|).
+        let s = S::pow2(n);
+        let y = S::mul_add(em, s, S::sub(s, S::splat(1.0)));
+        S::copysign(S::div(y, S::add(y, S::splat(2.0))), x)
+    }
 }
 
 /// Scalar reference of the approximation every path uses: `tanh(x)` via
@@ -100,8 +103,11 @@ unsafe fn bias_tanh_body<S: Simd>(x: &mut [f32], bias: &[f32]) {
 /// `S`'s ISA must be supported by the running CPU.
 #[inline(always)]
 unsafe fn tanh_backward_v<S: Simd>(d: S::V, h: S::V) -> S::V {
-    let one = S::splat(1.0);
-    S::mul(d, S::mul(S::sub(one, h), S::add(one, h)))
+    // SAFETY: the caller guarantees `S`'s ISA is supported by this CPU (the `Simd` contract).
+    unsafe {
+        let one = S::splat(1.0);
+        S::mul(d, S::mul(S::sub(one, h), S::add(one, h)))
+    }
 }
 
 /// # Safety
