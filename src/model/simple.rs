@@ -486,7 +486,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     embedding::backward(de, acts.xs, acts.demb, d);
 }
 
-/// Zeroes a buffer, in parallel chunks.
+/// Zeroes a buffer, in parallel chunks (measured faster than one thread even at the book's
+/// ch05 size, 100k floats).
 fn zero(x: &mut [f32]) {
     x.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
 }
