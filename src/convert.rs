@@ -56,11 +56,11 @@ use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 
+use crate::cells::{Role, TorchForm};
 use crate::checkpoint;
 use crate::data::corpus::read_dictionary;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::cells::{Role, TorchForm};
 use crate::model::config::{Cell, Config};
 use crate::model::params::Params;
 use crate::outputs;
@@ -121,13 +121,9 @@ fn invalid(what: &str, msg: impl Into<String>) -> Error {
 }
 
 /// Returns the tensor `name`, checking its data length and (when given) its shape.
-fn get<'a>(
-    t: &'a Tensors,
-    name: &str,
-    expected: &[usize],
-) -> Result<&'a (Vec<usize>, Vec<f32>)> {
+fn get<'a>(t: &'a Tensors, name: &str, expected: &[usize]) -> Result<&'a (Vec<usize>, Vec<f32>)> {
     let entry = t.get(name).ok_or_else(|| Error::TensorMissing {
-            path: None,
+        path: None,
         name: name.to_string(),
         expected: shape_str(expected),
     })?;
@@ -316,7 +312,7 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         [v, d] if v > 0 && d > 0 => (v, d),
         _ => {
             return Err(Error::TensorShape {
-            path: None,
+                path: None,
                 name: "encoder.weight".into(),
                 expected: "[V, D] with V, D > 0".into(),
                 found: enc.0.clone(),
@@ -400,10 +396,19 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         );
         if form.summed_bias {
             let sum: Vec<f32> = bih.iter().zip(bhh).map(|(a, b)| a + b).collect();
-            ours.insert(name(Role::B), (vec![g * h], reorder_bias(&sum, h, form, true)));
+            ours.insert(
+                name(Role::B),
+                (vec![g * h], reorder_bias(&sum, h, form, true)),
+            );
         } else {
-            ours.insert(name(Role::B), (vec![g * h], reorder_bias(bih, h, form, true)));
-            ours.insert(name(Role::Bh), (vec![g * h], reorder_bias(bhh, h, form, true)));
+            ours.insert(
+                name(Role::B),
+                (vec![g * h], reorder_bias(bih, h, form, true)),
+            );
+            ours.insert(
+                name(Role::Bh),
+                (vec![g * h], reorder_bias(bhh, h, form, true)),
+            );
         }
     }
     if has_decoder_weight {
@@ -482,7 +487,10 @@ pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors> {
         } else {
             let bx = take(name(Role::B), &[g * h])?;
             let bh = take(name(Role::Bh), &[g * h])?;
-            (reorder_bias(bx, h, form, false), reorder_bias(bh, h, form, false))
+            (
+                reorder_bias(bx, h, form, false),
+                reorder_bias(bh, h, form, false),
+            )
         };
         t.insert(format!("rnn.bias_ih_l{l}"), (vec![g * h], bih));
         t.insert(format!("rnn.bias_hh_l{l}"), (vec![g * h], bhh));
@@ -739,14 +747,7 @@ mod tests {
     }
 
     /// A word_language_model state dict with distinct values everywhere.
-    fn torch_model(
-        cell: Cell,
-        v: usize,
-        d: usize,
-        h: usize,
-        layers: usize,
-        tied: bool,
-    ) -> Tensors {
+    fn torch_model(cell: Cell, v: usize, d: usize, h: usize, layers: usize, tied: bool) -> Tensors {
         let g = cell.gates();
         let mut t = Tensors::new();
         t.insert("encoder.weight".into(), seq(&[v, d], 0.0));
@@ -991,7 +992,9 @@ mod tests {
         let e = err(&|t| {
             t.remove("rnn.weight_ih_l1");
         });
-        assert!(matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_ih_l1"));
+        assert!(
+            matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_ih_l1")
+        );
         let e = err(&|t| {
             t.insert("rnn.weight_ih_l1".into(), seq(&[8, 3], 0.0));
         });
@@ -1009,7 +1012,9 @@ mod tests {
         let e = err(&|t| {
             t.insert("decoder.weight".into(), seq(&[5, 3], 0.0));
         });
-        assert!(matches!(e, Error::TensorShape { path: None, ref name, .. } if name == "decoder.weight"));
+        assert!(
+            matches!(e, Error::TensorShape { path: None, ref name, .. } if name == "decoder.weight")
+        );
         let e = err(&|t| {
             t.insert("rnn.weight_ih_l0_reverse".into(), seq(&[8, 3], 0.0));
         });
@@ -1022,12 +1027,17 @@ mod tests {
         let e = err(&|t| {
             t.insert("rnn.weight_hr_l0".into(), seq(&[2, 2], 0.0));
         });
-        assert!(matches!(e, Error::TensorUnexpected { path: None, .. }), "{e}");
+        assert!(
+            matches!(e, Error::TensorUnexpected { path: None, .. }),
+            "{e}"
+        );
         // An extra layer's lone tensor makes the others of that layer missing.
         let e = err(&|t| {
             t.insert("rnn.bias_ih_l2".into(), seq(&[8], 0.0));
         });
-        assert!(matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_ih_l2"));
+        assert!(
+            matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_ih_l2")
+        );
         let e = err(&|t| {
             t.insert("rnn.weight_hh_l0".into(), seq(&[6, 3], 0.0));
         });
@@ -1039,11 +1049,15 @@ mod tests {
         let e = err(&|t| {
             t.remove("rnn.weight_hh_l0");
         });
-        assert!(matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_hh_l0"));
+        assert!(
+            matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "rnn.weight_hh_l0")
+        );
         let e = err(&|t| {
             t.insert("encoder.weight".into(), seq(&[15], 0.0));
         });
-        assert!(matches!(e, Error::TensorShape { path: None, ref name, .. } if name == "encoder.weight"));
+        assert!(
+            matches!(e, Error::TensorShape { path: None, ref name, .. } if name == "encoder.weight")
+        );
         let e = err(&|t| {
             t.get_mut("rnn.weight_hh_l1").unwrap().1.pop();
         });
@@ -1078,7 +1092,9 @@ mod tests {
         let e = err(&m, &|o| {
             o.insert("gru.0.b".into(), seq(&[6], 0.0));
         });
-        assert!(matches!(e, Error::TensorUnexpected { path: None, ref name, .. } if name == "gru.0.b"));
+        assert!(
+            matches!(e, Error::TensorUnexpected { path: None, ref name, .. } if name == "gru.0.b")
+        );
         let e = err(&m, &|o| {
             o.insert("gru.0.Wx".into(), seq(&[6, 3], 0.0));
         });
@@ -1092,7 +1108,9 @@ mod tests {
             ..m.clone()
         };
         let e = err(&lstm, &|_| {});
-        assert!(matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "lstm.0.Wx"));
+        assert!(
+            matches!(e, Error::TensorMissing { path: None, ref name, .. } if name == "lstm.0.Wx")
+        );
         // Tied: affine.W has no place.
         let tied = TorchModel {
             tied: true,

@@ -111,7 +111,10 @@ pub enum Error {
     },
 
     /// A tensor a model conversion needs is absent (`path`: the file, when there is one).
-    #[error("{}tensor {name:?}: missing (expected shape {expected})", in_file(path))]
+    #[error(
+        "{}tensor {name:?}: missing (expected shape {expected})",
+        in_file(path)
+    )]
     TensorMissing {
         /// The file being converted.
         path: Option<PathBuf>,
@@ -122,7 +125,10 @@ pub enum Error {
     },
 
     /// A tensor that has no place in the model being converted.
-    #[error("{}tensor {name:?}: unexpected in {what} (found shape {found:?})", in_file(path))]
+    #[error(
+        "{}tensor {name:?}: unexpected in {what} (found shape {found:?})",
+        in_file(path)
+    )]
     TensorUnexpected {
         /// The file being converted.
         path: Option<PathBuf>,
@@ -135,7 +141,10 @@ pub enum Error {
     },
 
     /// A tensor with the wrong shape.
-    #[error("{}tensor {name:?}: expected shape {expected}, found {found:?}", in_file(path))]
+    #[error(
+        "{}tensor {name:?}: expected shape {expected}, found {found:?}",
+        in_file(path)
+    )]
     TensorShape {
         /// The file being converted.
         path: Option<PathBuf>,
@@ -148,7 +157,10 @@ pub enum Error {
     },
 
     /// A tensor whose data length is not the product of its shape.
-    #[error("{}tensor {name:?}: shape {shape:?} needs {expected} values, found {found}", in_file(path))]
+    #[error(
+        "{}tensor {name:?}: shape {shape:?} needs {expected} values, found {found}",
+        in_file(path)
+    )]
     TensorData {
         /// The file being converted.
         path: Option<PathBuf>,
@@ -220,5 +232,7 @@ impl Error {
 
 /// `"{file}: "` for a tensor error read from a file, else nothing.
 fn in_file(path: &Option<PathBuf>) -> String {
-    path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
+    path.as_ref()
+        .map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
 }

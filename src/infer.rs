@@ -12,10 +12,10 @@ use std::path::Path;
 
 use rand::{Rng, RngExt};
 
+use crate::cells::{self, Dims, LayerRows, StepWeights};
 use crate::checkpoint;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::cells::{self, Dims, LayerRows, StepWeights};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
 use crate::heads::full::FullSoftmax;
 use crate::heads::{Draw, Head, SampleScratch};
@@ -620,7 +620,8 @@ impl Rnnlm {
         }
         self.advance(state, n, tokens);
         let top = (cfg.layers - 1) * n * h;
-        self.head().logits(&state.states[top..top + n * h], n, logits);
+        self.head()
+            .logits(&state.states[top..top + n * h], n, logits);
         Ok(())
     }
 
@@ -631,7 +632,11 @@ impl Rnnlm {
     /// instruction sequence whatever `m` is, so a row's results do not depend on its company.
     fn advance(&self, state: &mut State, m: usize, tokens: &[u32]) {
         let cfg = *self.config();
-        let (d, h, nb) = (cfg.wordvec_size, cfg.hidden_size, state.batch * cfg.hidden_size);
+        let (d, h, nb) = (
+            cfg.wordvec_size,
+            cfg.hidden_size,
+            state.batch * cfg.hidden_size,
+        );
         let cell = cfg.cell.imp();
         let bufs = cell.buffers(false);
         let gw = cell.gates() * h;
@@ -651,8 +656,16 @@ impl Rnnlm {
         for (l, (wx_packed, wh_packed)) in self.layers.iter().enumerate() {
             let (pl, dl) = (p.layer(l), cfg.layer_input(l));
             let (below, here) = hall.split_at_mut(l * nb);
-            let input: &[f32] = if l == 0 { x } else { &below[(l - 1) * nb..(l - 1) * nb + m * h] };
-            let c = if call.is_empty() { &mut [][..] } else { &mut call[l * nb..l * nb + m * h] };
+            let input: &[f32] = if l == 0 {
+                x
+            } else {
+                &below[(l - 1) * nb..(l - 1) * nb + m * h]
+            };
+            let c = if call.is_empty() {
+                &mut [][..]
+            } else {
+                &mut call[l * nb..l * nb + m * h]
+            };
             let mut rows = LayerRows {
                 gates: &mut gates[..m * h * bufs.gates],
                 hs: &mut hs[..m * h],
@@ -662,7 +675,11 @@ impl Rnnlm {
                 state: [&mut here[..m * h], c],
             };
             // The same steps as the training forward, with T = 1.
-            let target: &mut [f32] = if cell.in_place() { &mut *rows.hs } else { &mut *rows.gates };
+            let target: &mut [f32] = if cell.in_place() {
+                &mut *rows.hs
+            } else {
+                &mut *rows.gates
+            };
             gemm::gemm_packed(
                 MatMut::new(target, m, proj),
                 MatRef::new(input, m, dl),
@@ -800,7 +817,12 @@ impl Rnnlm {
             for (t, &(target, _)) in targets.iter_mut().zip(pending.iter()) {
                 *t = target;
             }
-            head.log_probs(&hbuf[..rows * h], &targets[..rows], &mut lps[..rows], &mut scratch);
+            head.log_probs(
+                &hbuf[..rows * h],
+                &targets[..rows],
+                &mut lps[..rows],
+                &mut scratch,
+            );
             for (&lp, &(_, stream)) in lps.iter().zip(pending.iter()) {
                 log_prob[stream] += lp as f64;
             }

@@ -112,7 +112,11 @@ fn check_time_loops(threads: usize, cfg: Config) {
     for _ in 0..3 {
         let a0 = allocs();
         model.forward(&xs, &ts).unwrap();
-        assert_eq!(allocs(), a0, "{threads} threads: forward (time loops) allocated");
+        assert_eq!(
+            allocs(),
+            a0,
+            "{threads} threads: forward (time loops) allocated"
+        );
         let (before, g0) = (allocs(), rnnlm::internal::sgemm_calls());
         model.backward().unwrap();
         let gemms = rnnlm::internal::sgemm_calls() - g0;

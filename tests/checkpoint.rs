@@ -798,7 +798,11 @@ fn checkpoints_of_54e3f95_still_load_and_score_the_same() {
         let vocab = ck.vocab.clone().expect("a vocabulary");
         let ids = rnnlm::data::corpus::read_with_vocab(&dir.join("test.txt"), &vocab).unwrap();
         let p = rnnlm::eval_perplexity(&ck.params, &ids, 10, 35).unwrap();
-        assert!((p.mean_loss - mean_loss).abs() < 1e-5, "{file}: {} vs {mean_loss}", p.mean_loss);
+        assert!(
+            (p.mean_loss - mean_loss).abs() < 1e-5,
+            "{file}: {} vs {mean_loss}",
+            p.mean_loss
+        );
         let lm = rnnlm::Rnnlm::new(ck.params, vocab).unwrap();
         let text = std::fs::read_to_string(dir.join("test.txt")).unwrap();
         let first = text.lines().next().unwrap();
@@ -806,6 +810,10 @@ fn checkpoints_of_54e3f95_still_load_and_score_the_same() {
         tokens.extend(lm.encode(&format!("{first} <eos>")).unwrap());
         let s = lm.score(&tokens).unwrap();
         assert_eq!(s.tokens, 7, "{file}");
-        assert!((s.log_prob - first_line).abs() < 1e-3, "{file}: {} vs {first_line}", s.log_prob);
+        assert!(
+            (s.log_prob - first_line).abs() < 1e-3,
+            "{file}: {} vs {first_line}",
+            s.log_prob
+        );
     }
 }

@@ -11,8 +11,8 @@ use rand::SeedableRng;
 use rnnlm::bench::{run, BenchSpec, Mode};
 use rnnlm::data::corpus::{for_each_token, read_building_vocab, read_dictionary, read_with_vocab};
 use rnnlm::data::lines::MAX_LINE_BYTES;
-use rnnlm::{available_bytes, format_bytes};
 use rnnlm::model::config::Cell;
+use rnnlm::{available_bytes, format_bytes};
 use rnnlm::{
     checkpoint, eval_full, eval_perplexity, Config, Error, Params, SimpleRnnlm, Vocab,
     VocabOptions, Workspace,

@@ -17,10 +17,26 @@ use crate::kernels::gates;
 pub(crate) struct Gru;
 
 const TENSORS: &[TensorSpec] = &[
-    TensorSpec { name: "Wx", role: Role::Wx, rows: Rows::Input },
-    TensorSpec { name: "bx", role: Role::B, rows: Rows::Vector },
-    TensorSpec { name: "Wh", role: Role::Wh, rows: Rows::Hidden },
-    TensorSpec { name: "bh", role: Role::Bh, rows: Rows::Vector },
+    TensorSpec {
+        name: "Wx",
+        role: Role::Wx,
+        rows: Rows::Input,
+    },
+    TensorSpec {
+        name: "bx",
+        role: Role::B,
+        rows: Rows::Vector,
+    },
+    TensorSpec {
+        name: "Wh",
+        role: Role::Wh,
+        rows: Rows::Hidden,
+    },
+    TensorSpec {
+        name: "bh",
+        role: Role::Bh,
+        rows: Rows::Vector,
+    },
 ];
 
 impl CellImpl for Gru {
@@ -33,7 +49,10 @@ impl CellImpl for Gru {
     }
 
     fn torch(&self) -> Option<TorchForm> {
-        Some(TorchForm { block: &[0, 1, 2], summed_bias: false })
+        Some(TorchForm {
+            block: &[0, 1, 2],
+            summed_bias: false,
+        })
     }
 
     fn buffers(&self, _train: bool) -> Buffers {
@@ -116,8 +135,22 @@ impl CellImpl for Gru {
         let (dl, h, gh) = (g.dl, g.h, 3 * g.h);
         let (rx, rh) = grads.split_at_mut((dl + 1) * gh);
         let dax = MatRef::new(g.gates, g.nt, gh);
-        add_outer(MatMut::new(rx, dl + 1, gh), &[(g.x, dl)], true, dax, scratch, par);
+        add_outer(
+            MatMut::new(rx, dl + 1, gh),
+            &[(g.x, dl)],
+            true,
+            dax,
+            scratch,
+            par,
+        );
         let dah = MatRef::new(g.aux, g.nt, gh);
-        add_outer(MatMut::new(rh, h + 1, gh), &[(g.hprev, h)], true, dah, scratch, par);
+        add_outer(
+            MatMut::new(rh, h + 1, gh),
+            &[(g.hprev, h)],
+            true,
+            dah,
+            scratch,
+            par,
+        );
     }
 }

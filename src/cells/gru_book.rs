@@ -12,9 +12,9 @@
 //! Storage order `Wx, b, Wh`, so that `[dWx; db]` is one product (`[x | 1]^T dA`); the
 //! checkpoint names are the book's (`Wx`, `Wh`, `b`). PyTorch has no such cell.
 
+use super::MAX_GRAD_PRODUCTS;
 use super::{add_outer, at_step, cols_at_step, cols_at_step_mut, Buffers, CellImpl, Dims};
 use super::{GradInputs, LayerRows, Role, Rows, StepWeights, TensorSpec, TorchForm};
-use super::MAX_GRAD_PRODUCTS;
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
 use crate::kernels::gates::sigmoid_approx;
 use crate::kernels::tanh;
@@ -23,9 +23,21 @@ use crate::kernels::tanh;
 pub(crate) struct GruBook;
 
 const TENSORS: &[TensorSpec] = &[
-    TensorSpec { name: "Wx", role: Role::Wx, rows: Rows::Input },
-    TensorSpec { name: "b", role: Role::B, rows: Rows::Vector },
-    TensorSpec { name: "Wh", role: Role::Wh, rows: Rows::Hidden },
+    TensorSpec {
+        name: "Wx",
+        role: Role::Wx,
+        rows: Rows::Input,
+    },
+    TensorSpec {
+        name: "b",
+        role: Role::B,
+        rows: Rows::Vector,
+    },
+    TensorSpec {
+        name: "Wh",
+        role: Role::Wh,
+        rows: Rows::Hidden,
+    },
 ];
 
 impl CellImpl for GruBook {
@@ -183,7 +195,14 @@ impl CellImpl for GruBook {
         let (rx, wh) = grads.split_at_mut((dl + 1) * gh);
         // [dWx; db] += [x | 1]^T dA
         let da = MatRef::new(g.gates, nt, gh);
-        add_outer(MatMut::new(rx, dl + 1, gh), &[(g.x, dl)], true, da, scratch, par);
+        add_outer(
+            MatMut::new(rx, dl + 1, gh),
+            &[(g.x, dl)],
+            true,
+            da,
+            scratch,
+            par,
+        );
         // [dWhz | dWhr] += hprev^T [dz | dr]
         let dzr = MatRef::rows_strided(g.gates, nt, 2 * h, gh);
         let c = MatMut::with_row_stride(&mut wh[..], h, 2 * h, gh);

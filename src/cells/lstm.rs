@@ -26,7 +26,10 @@ impl CellImpl for Lstm {
 
     fn torch(&self) -> Option<TorchForm> {
         // PyTorch's order is i, f, g, o.
-        Some(TorchForm { block: &[1, 2, 0, 3], summed_bias: true })
+        Some(TorchForm {
+            block: &[1, 2, 0, 3],
+            summed_bias: true,
+        })
     }
 
     fn buffers(&self, _train: bool) -> Buffers {

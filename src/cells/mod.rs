@@ -78,9 +78,21 @@ impl TensorSpec {
 /// The book's layout of a layer with one bias: `Wx`, `Wh`, `b` (the tanh RNN, the LSTM), so
 /// that `[dWx; dWh; db]` is one product.
 pub(crate) const WX_WH_B: &[TensorSpec] = &[
-    TensorSpec { name: "Wx", role: Role::Wx, rows: Rows::Input },
-    TensorSpec { name: "Wh", role: Role::Wh, rows: Rows::Hidden },
-    TensorSpec { name: "b", role: Role::B, rows: Rows::Vector },
+    TensorSpec {
+        name: "Wx",
+        role: Role::Wx,
+        rows: Rows::Input,
+    },
+    TensorSpec {
+        name: "Wh",
+        role: Role::Wh,
+        rows: Rows::Hidden,
+    },
+    TensorSpec {
+        name: "b",
+        role: Role::B,
+        rows: Rows::Vector,
+    },
 ];
 
 /// How PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU` stores the same cell.
@@ -275,7 +287,12 @@ pub(crate) trait CellImpl: Sync {
 
 /// The forward time loop over one block: `h_{-1}` from `state[0]`, the cell's steps, `h_{T-1}`
 /// back into `state[0]`.
-pub(crate) fn forward_rows(cell: &dyn CellImpl, rows: &mut LayerRows<'_>, w: &StepWeights<'_>, d: Dims) {
+pub(crate) fn forward_rows(
+    cell: &dyn CellImpl,
+    rows: &mut LayerRows<'_>,
+    w: &StepWeights<'_>,
+    d: Dims,
+) {
     let Dims { m, t, h } = d;
     let ld = t * h;
     for i in 0..m {
@@ -325,7 +342,13 @@ pub(crate) fn at_step_mut(buf: &mut [f32], s: usize, w: usize, d: Dims) -> MatMu
 }
 
 /// Columns `c0..c0+cols` of rows `[m, w]` of a `[m,T,w]` buffer at step `s`.
-pub(crate) fn cols_at_step(buf: &[f32], s: usize, (c0, cols): (usize, usize), w: usize, d: Dims) -> MatRef<'_> {
+pub(crate) fn cols_at_step(
+    buf: &[f32],
+    s: usize,
+    (c0, cols): (usize, usize),
+    w: usize,
+    d: Dims,
+) -> MatRef<'_> {
     MatRef::rows_strided(&buf[s * w + c0..], d.m, cols, d.t * w)
 }
 

@@ -4,7 +4,7 @@
 //! recurrent product, then bias+tanh in place), and its backward differentiates in place in
 //! `gates`, which then holds `dL/da` for the weight gradient.
 
-use super::{at_step, at_step_mut, add_outer, Buffers, CellImpl, Dims, GradInputs, LayerRows};
+use super::{add_outer, at_step, at_step_mut, Buffers, CellImpl, Dims, GradInputs, LayerRows};
 use super::{StepWeights, TensorSpec, TorchForm, MAX_GRAD_PRODUCTS};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
 use crate::kernels::tanh;
@@ -24,7 +24,10 @@ impl CellImpl for Rnn {
     }
 
     fn torch(&self) -> Option<TorchForm> {
-        Some(TorchForm { block: &[0], summed_bias: true })
+        Some(TorchForm {
+            block: &[0],
+            summed_bias: true,
+        })
     }
 
     fn buffers(&self, train: bool) -> Buffers {
@@ -183,7 +186,11 @@ mod tests {
                 state: [&mut state, &mut []],
                 ..LayerRows::default()
             };
-            let w = StepWeights { packed: &packed, b, bh: &[] };
+            let w = StepWeights {
+                packed: &packed,
+                b,
+                bh: &[],
+            };
             forward_rows(&Rnn, &mut rows, &w, Dims { m: n, t, h });
             let l = hs
                 .iter()
@@ -211,8 +218,19 @@ mod tests {
             hprev: &mut hp2,
             ..LayerRows::default()
         };
-        let w = StepWeights { packed: &packed_t, b: &b, bh: &[] };
-        backward_rows(&Rnn, &mut rows, &mut [], &mut scratch, &w, Dims { m: n, t, h });
+        let w = StepWeights {
+            packed: &packed_t,
+            b: &b,
+            bh: &[],
+        };
+        backward_rows(
+            &Rnn,
+            &mut rows,
+            &mut [],
+            &mut scratch,
+            &w,
+            Dims { m: n, t, h },
+        );
         // dWh = hprev^T dt, db = colsum dt (what the model's GEMMs compute), in f64.
         let mut dwh = vec![0.0f64; h * h];
         let mut db = vec![0.0f64; h];
@@ -241,6 +259,4 @@ mod tests {
             check("db", i, num, db[i]);
         }
     }
-
-
 }

@@ -6,9 +6,9 @@
 //! garbage, and we never leave a half-written file under a final name.
 
 use std::fs::{self, File};
-use std::io::{BufReader, Read};
 #[cfg(feature = "download")]
 use std::io::Write;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 #[cfg(feature = "download")]
 use std::time::Duration;

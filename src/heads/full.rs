@@ -68,14 +68,25 @@ impl<'a> FullSoftmax<'a> {
 }
 
 impl Head for FullSoftmax<'_> {
-    fn forward_rows(&self, x: &[f32], ts: &[i32], logits: &mut [f32], losses: &mut [f32], loss: Loss) {
+    fn forward_rows(
+        &self,
+        x: &[f32],
+        ts: &[i32],
+        logits: &mut [f32],
+        losses: &mut [f32],
+        loss: Loss,
+    ) {
         let (h, v) = (self.h, self.v);
         let r = ts.len();
         // Logits = x W [r,H] x [H,V], then the softmax pass (which adds the bias), a few rows
         // at a time: each slice of logits is still in L2 when the softmax reads and rewrites
         // it, so it crosses the memory bus once instead of three times. Worth it while packed
         // W stays cheap to re-read from L3.
-        let sub = if h * v * 4 <= FUSE_MAX_W_BYTES { FUSE_ROWS } else { r };
+        let sub = if h * v * 4 <= FUSE_MAX_W_BYTES {
+            FUSE_ROWS
+        } else {
+            r
+        };
         for s0 in (0..r).step_by(sub.max(1)) {
             let rows = sub.min(r - s0);
             let l = &mut logits[s0 * v..(s0 + rows) * v];
@@ -144,7 +155,8 @@ impl Head for FullSoftmax<'_> {
         self.logits(hv, 1, &mut s.logits);
         let logits = &s.logits;
         s.cand.clear();
-        s.cand.extend((0..v as u32).filter(|&j| draw.allowed[j as usize]));
+        s.cand
+            .extend((0..v as u32).filter(|&j| draw.allowed[j as usize]));
         let k = draw.top_k.min(s.cand.len());
         if k < s.cand.len() {
             // Most likely first; ties to the lower id, so the selection is deterministic.
@@ -184,4 +196,3 @@ impl Head for FullSoftmax<'_> {
         pick
     }
 }
-

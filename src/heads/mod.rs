@@ -33,7 +33,14 @@ pub(crate) struct Draw<'a> {
 pub(crate) trait Head: Sync {
     /// Forward over a block of positions: `x [r,H]` in, `logits [r,·]` as scratch (the full
     /// softmax: its gradient on exit in training), per-position losses out (0 where masked).
-    fn forward_rows(&self, x: &[f32], ts: &[i32], logits: &mut [f32], losses: &mut [f32], loss: Loss);
+    fn forward_rows(
+        &self,
+        x: &[f32],
+        ts: &[i32],
+        logits: &mut [f32],
+        losses: &mut [f32],
+        loss: Loss,
+    );
 
     /// `dx [r,H] = dL/dx` for a block of positions, from what the training forward left in
     /// `logits`.
@@ -41,7 +48,14 @@ pub(crate) trait Head: Sync {
 
     /// Adds the head's weight gradients (`[dW; db]`, `[H+1, V]` for the full softmax) over all
     /// `nt` positions into `dw`.
-    fn weight_grads(&self, x: &[f32], logits: &[f32], dw: &mut [f32], scratch: &mut [f32], par: Par);
+    fn weight_grads(
+        &self,
+        x: &[f32],
+        logits: &[f32],
+        dw: &mut [f32],
+        scratch: &mut [f32],
+        par: Par,
+    );
 
     /// `out[i] = ln p(targets[i] | hs[i])` for `hs [rows,H]`, exact and normalised; `scratch`
     /// holds [`Head::scratch_len`] floats.
@@ -61,4 +75,3 @@ pub(crate) struct SampleScratch {
     pub cand: Vec<u32>,
     pub weights: Vec<f64>,
 }
-

@@ -93,10 +93,17 @@ impl std::fmt::Display for Cell {
 impl std::str::FromStr for Cell {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Cell::ALL.iter().copied().find(|c| c.name() == s).ok_or_else(|| {
-            let names: Vec<&str> = Cell::ALL.iter().map(|c| c.name()).collect();
-            Error::invalid("cell", format!("{s:?} (expected one of {})", names.join(", ")))
-        })
+        Cell::ALL
+            .iter()
+            .copied()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Cell::ALL.iter().map(|c| c.name()).collect();
+                Error::invalid(
+                    "cell",
+                    format!("{s:?} (expected one of {})", names.join(", ")),
+                )
+            })
     }
 }
 

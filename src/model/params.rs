@@ -108,7 +108,12 @@ impl Offsets {
     /// The layer's tensors by role, in the cell's storage order.
     fn split_layer<'a>(&self, l: usize, mut s: &'a [f32]) -> LayerRefs<'a> {
         let (dl, h, gh) = (self.cfg.layer_input(l), self.cfg.hidden_size, self.gh());
-        let mut out = LayerRefs { wx: &[], wh: &[], b: &[], bh: &[] };
+        let mut out = LayerRefs {
+            wx: &[],
+            wh: &[],
+            b: &[],
+            bh: &[],
+        };
         for t in self.cfg.cell.imp().tensors() {
             let (x, rest) = s.split_at(t.row_count(dl, h) * gh);
             s = rest;
@@ -123,7 +128,12 @@ impl Offsets {
     }
     fn split_layer_mut<'a>(&self, l: usize, mut s: &'a mut [f32]) -> LayerMuts<'a> {
         let (dl, h, gh) = (self.cfg.layer_input(l), self.cfg.hidden_size, self.gh());
-        let mut out = LayerMuts { wx: &mut [], wh: &mut [], b: &mut [], bh: &mut [] };
+        let mut out = LayerMuts {
+            wx: &mut [],
+            wh: &mut [],
+            b: &mut [],
+            bh: &mut [],
+        };
         for t in self.cfg.cell.imp().tensors() {
             let (x, rest) = std::mem::take(&mut s).split_at_mut(t.row_count(dl, h) * gh);
             s = rest;
@@ -513,8 +523,8 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::SeedableRng;
     use crate::model::config::Cell;
+    use rand::SeedableRng;
 
     #[test]
     fn layout_and_init_scales() {

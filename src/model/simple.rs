@@ -49,7 +49,6 @@ pub fn forward(params: &Params, ws: &mut Workspace, xs: &[u32], ts: &[i32]) -> R
     Ok(on_worker(|| forward_loaded(params, ws)))
 }
 
-
 /// Multiply-adds per batch below which a pass runs as one block on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1_000_000;
 
@@ -171,7 +170,8 @@ impl<'a> Block<'a> {
             let (a, b) = split(std::mem::take(d1), pos * h);
             (*d0, *d1) = (a, b);
         }
-        let mut layers0: [LayerRows<'a>; MAX_LAYERS] = std::array::from_fn(|_| LayerRows::default());
+        let mut layers0: [LayerRows<'a>; MAX_LAYERS] =
+            std::array::from_fn(|_| LayerRows::default());
         let mut layers1 = self.layers;
         for (a, b) in layers0.iter_mut().zip(layers1.iter_mut()).take(sh.layers) {
             (*a, *b) = std::mem::take(b).split_rows(rows, t, h, &sh.bufs);
@@ -217,7 +217,10 @@ fn for_each_block<F: Fn(Block<'_>) + Sync>(b: Block<'_>, rb: usize, sh: &Shape, 
     }
     let at = b.m.div_ceil(rb) / 2 * rb;
     let (x, y) = b.split(at, sh);
-    rayon::join(|| for_each_block(x, rb, sh, f), || for_each_block(y, rb, sh, f));
+    rayon::join(
+        || for_each_block(x, rb, sh, f),
+        || for_each_block(y, rb, sh, f),
+    );
 }
 
 /// The output weights as a `[H,V]` view: `affine.W`, or `embed.W` transposed when tied.
@@ -280,7 +283,18 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     // The projection `x Wx` lands in `hs` for a cell whose pre-activation is `hs`.
     let proj = if cell.in_place() { h } else { gh };
     for_each_block(Block::whole(acts, n, &sh), rb, &sh, &|b: Block<'_>| {
-        let Block { r0, m, xs, ts, emb, logits, losses, mut drops, mut layers, .. } = b;
+        let Block {
+            r0,
+            m,
+            xs,
+            ts,
+            emb,
+            logits,
+            losses,
+            mut drops,
+            mut layers,
+            ..
+        } = b;
         let (r, p0) = (m * t, r0 * t);
         embedding::forward(emb, xs, embed_w, d);
         if p_drop > 0.0 {
@@ -371,8 +385,16 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
             top_layer.hs
         };
         cells::transposed_into(packs.gemm_scratch, &[(output_in, h)], true, nt, par);
-        let top: &mut [f32] = if cell.in_place() { top_layer.gates } else { acts.dh };
-        let dw = if cfg.tied { &mut *packs.tied_grad } else { grads.affine_rows_mut() };
+        let top: &mut [f32] = if cell.in_place() {
+            top_layer.gates
+        } else {
+            acts.dh
+        };
+        let dw = if cfg.tied {
+            &mut *packs.tied_grad
+        } else {
+            grads.affine_rows_mut()
+        };
         let g = StripGrads {
             dy: acts.logits,
             xt: packs.gemm_scratch,
@@ -394,12 +416,25 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     };
     let (lpacks, dx_parts) = (&packs.layers[..nl], &*packs.dx_parts);
     for_each_block(Block::whole(acts, n, &sh), rb, &sh, &|b: Block<'_>| {
-        let Block { r0, m, logits, dh, demb, scratch, mut layers, .. } = b;
+        let Block {
+            r0,
+            m,
+            logits,
+            dh,
+            demb,
+            scratch,
+            mut layers,
+            ..
+        } = b;
         let (r, p0) = (m * t, r0 * t);
         let dims = Dims { m, t, h };
         // The gradient w.r.t. the top layer's output: the tanh RNN differentiates in place in
         // its own `gates`; the other cells read it from `dh`.
-        let top: &mut [f32] = if cell.in_place() { &mut *layers[nl - 1].gates } else { &mut *dh };
+        let top: &mut [f32] = if cell.in_place() {
+            &mut *layers[nl - 1].gates
+        } else {
+            &mut *dh
+        };
         if strip > 0 {
             output_grad::add_parts(top, dx_parts, (nt, h), p0);
         } else {
@@ -458,7 +493,11 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
             h,
             v,
         };
-        let dw = if cfg.tied { &mut *packs.tied_grad } else { grads.affine_rows_mut() };
+        let dw = if cfg.tied {
+            &mut *packs.tied_grad
+        } else {
+            grads.affine_rows_mut()
+        };
         head.weight_grads(output(nl - 1), acts.logits, dw, packs.gemm_scratch, par);
     }
     for l in 0..nl {
@@ -558,7 +597,6 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
     on_worker(|| backward_checked(params, ws, grads));
     Ok(())
 }
-
 
 fn check_batch(params: &Params, ws: &Workspace, xs: &[u32], ts: &[i32]) -> Result<()> {
     if params.config() != &ws.cfg {

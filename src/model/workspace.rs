@@ -214,7 +214,8 @@ impl Workspace {
             drops: &mut self.drops,
         };
         let mut c = Carver(&mut self.packs);
-        let mut layers: [LayerPacks<'_>; MAX_LAYERS] = std::array::from_fn(|_| LayerPacks::default());
+        let mut layers: [LayerPacks<'_>; MAX_LAYERS] =
+            std::array::from_fn(|_| LayerPacks::default());
         for (lp, la) in p.layers.iter().zip(layers.iter_mut()) {
             *la = LayerPacks {
                 wx: c.take(lp.wx_packed),
@@ -672,7 +673,15 @@ impl Plan {
             tied_grad: when(train && cfg.tied, mul(h + 1, v)?),
             packs_len: 0,
         };
-        for len in [plan.emb, plan.state, plan.logits, plan.losses, plan.dh, plan.demb, plan.scratch] {
+        for len in [
+            plan.emb,
+            plan.state,
+            plan.logits,
+            plan.losses,
+            plan.dh,
+            plan.demb,
+            plan.scratch,
+        ] {
             start = add(start, len)?;
         }
         plan.acts_len = start;
@@ -682,7 +691,12 @@ impl Plan {
                 packs = add(packs, len)?;
             }
         }
-        for len in [plan.w_packed, plan.wt_packed, plan.gemm_scratch, plan.tied_grad] {
+        for len in [
+            plan.w_packed,
+            plan.wt_packed,
+            plan.gemm_scratch,
+            plan.tied_grad,
+        ] {
             packs = add(packs, len)?;
         }
         plan.packs_len = packs;
