@@ -174,6 +174,18 @@ pub enum Error {
         found: usize,
     },
 
+    /// An output that could not be written where it was asked for (a full disk, a folder gone
+    /// or made read-only during the run). `kept` says where it was written instead, or that
+    /// it was lost.
+    #[error("{source}; {kept}")]
+    NotSaved {
+        /// Why it could not be written where asked.
+        #[source]
+        source: Box<Error>,
+        /// Where it went instead, or that it is lost.
+        kept: String,
+    },
+
     /// Not enough memory for a buffer: refused before allocating because it needs more than
     /// the system has available (`available` is `Some`, see [`crate::mem::check_memory`]), or
     /// refused by the allocator (`None`).

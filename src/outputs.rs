@@ -353,7 +353,7 @@ pub(crate) fn not_regular(t: &fs::FileType) -> Option<String> {
 }
 
 /// The folder holding `path` (`.` for a bare file name).
-fn folder_of(path: &Path) -> PathBuf {
+pub fn folder_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -377,6 +377,115 @@ fn probe(dir: &Path) -> io::Result<()> {
     let p = dir.join(format!(".rnnlm-probe-{}", unique_suffix()));
     OpenOptions::new().write(true).create_new(true).open(&p)?;
     fs::remove_file(&p)
+}
+
+/// An exclusive claim on an output for the life of a run, so that two runs given the same
+/// `--save` cannot both report success while the last one silently wins.
+///
+/// The claim is `TARGET.lock` next to [`write_target`]`(path)` (so two paths that reach one
+/// file through symlinks conflict too), held with the operating system's advisory lock
+/// ([`File::try_lock`]): the kernel drops it when the process ends, however it ends, so a
+/// crashed run never leaves a stale claim. The file holds the owner's process id, for the
+/// message. Dropping the lock removes the file.
+///
+/// ```
+/// use rnnlm::outputs::OutputLock;
+/// let dir = std::env::temp_dir().join(format!("rnnlm-doc-lock-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let model = dir.join("m.safetensors");
+/// let held = OutputLock::acquire(&model, "--save").unwrap();
+/// let err = OutputLock::acquire(&model, "--save").unwrap_err().to_string();
+/// assert!(err.contains("another run"), "{err}");
+/// drop(held);
+/// assert!(!dir.join("m.safetensors.lock").exists());
+/// OutputLock::acquire(&model, "--save").unwrap(); // free again
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct OutputLock {
+    path: PathBuf,
+    // Held open: closing it releases the lock.
+    _file: File,
+}
+
+impl OutputLock {
+    /// Claims `path` (an output named by `flag`, e.g. `--save`).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `flag`, the file and the other run's process id if another
+    /// run holds it; [`Error::Io`] if the lock file cannot be created.
+    pub fn acquire(path: &Path, flag: &str) -> Result<Self> {
+        let target = write_target(path)?;
+        let mut name = target.as_os_str().to_owned();
+        name.push(".lock");
+        let lock = PathBuf::from(name);
+        loop {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&lock)
+                .map_err(|e| Error::io(&lock, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
+                    let mut owner = String::new();
+                    let _ = io::Read::read_to_string(&mut file, &mut owner);
+                    let owner = match owner.trim() {
+                        "" => String::new(),
+                        pid => format!(" (process {pid})"),
+                    };
+                    return Err(Error::invalid(
+                        flag,
+                        format!(
+                            "{} is being written by another run{owner}, which holds {}; give                              this run another path, or wait for that one to finish",
+                            path.display(),
+                            lock.display()
+                        ),
+                    ));
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock, e)),
+            }
+            // A run that just finished removes its lock file while holding it: if the name
+            // no longer leads to the file we locked, a third run may lock a new file of that
+            // name, so start again on whatever the name now holds.
+            if !same_file(&file, &lock) {
+                continue;
+            }
+            file.set_len(0).map_err(|e| Error::io(&lock, e))?;
+            write!(file, "{}", std::process::id()).map_err(|e| Error::io(&lock, e))?;
+            return Ok(OutputLock {
+                path: lock,
+                _file: file,
+            });
+        }
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        // Removed while still locked (the file closes after this), so the next run either
+        // finds no file or one it can lock; see `acquire`. Best effort: a leftover file is
+        // harmless, as a lock nobody holds.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `path` still names the open `file`.
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Elsewhere a file that is open cannot be removed, so the name still names it.
+#[cfg(not(unix))]
+fn same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
 }
 
 #[cfg(test)]

@@ -358,11 +358,12 @@ fn train_input_errors() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Ctrl-C saves a resumable run; `--resume` finishes it with the same results as a run that
-/// was never interrupted.
+/// Ctrl-C (SIGINT), SIGTERM (`timeout`, `kill`, a scheduler's preemption) and SIGHUP each save
+/// a resumable run and exit with 128 + the signal's number; `--resume` finishes it with the
+/// same results as a run that was never interrupted, and removes the spent resume file.
 #[cfg(unix)]
 #[test]
-fn ctrl_c_then_resume_matches_an_uninterrupted_run() {
+fn a_signal_then_resume_matches_an_uninterrupted_run() {
     use std::io::{BufRead, BufReader};
     let dir = tmpdir("resume");
     for (name, lines, salt) in [("train", 3000, 0), ("valid", 200, 1), ("test", 200, 2)] {
@@ -411,48 +412,60 @@ fn ctrl_c_then_resume_matches_an_uninterrupted_run() {
     );
     let (_, whole) = ok_json(&whole);
 
-    let cut = dir.join("cut");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(args(&cut))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // Interrupt once training is under way (a few progress lines in).
-    for line in lines.by_ref() {
-        if line.unwrap().contains("| iter 31 /") {
-            break;
+    for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
+        let cut = dir.join(format!("cut-{signal}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+            .args(args(&cut))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // Interrupt once training is under way (a few progress lines in).
+        for line in lines.by_ref() {
+            if line.unwrap().contains("| iter 31 /") {
+                break;
+            }
         }
-    }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "{rest:?}");
-    assert!(rest.last().unwrap().contains("--resume"), "{rest:?}");
-    let resume = dir.join("cut.resume");
-    assert!(resume.exists() && !cut.exists());
+        let pid = child.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+        let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "SIG{signal}: {rest:?}");
+        let last = rest.last().unwrap();
+        assert!(
+            last.contains(&format!("interrupted by SIG{signal}")) && last.contains("--resume"),
+            "{rest:?}"
+        );
+        let resume = dir.join(format!("cut-{signal}.resume"));
+        assert!(resume.exists() && !cut.exists());
 
-    let mut again = args(&cut);
-    again.extend(["--resume".to_string(), s(&resume).to_string()]);
-    let out = rnnlm(&again.iter().map(String::as_str).collect::<Vec<_>>());
-    let (_, resumed) = ok_json(&out);
-    for key in ["valid_perplexity", "test_perplexity", "steps", "tokens"] {
-        assert_eq!(resumed[key], whole[key], "{key}");
+        let mut again = args(&cut);
+        again.extend(["--resume".to_string(), s(&resume).to_string()]);
+        let out = rnnlm(&again.iter().map(String::as_str).collect::<Vec<_>>());
+        let (_, resumed) = ok_json(&out);
+        for key in ["valid_perplexity", "test_perplexity", "steps", "tokens"] {
+            assert_eq!(resumed[key], whole[key], "SIG{signal} {key}");
+        }
+        let (a, b) = (
+            rnnlm::checkpoint::load(&cut).unwrap(),
+            rnnlm::checkpoint::load(&dir.join("whole")).unwrap(),
+        );
+        assert!(
+            a.params == b.params,
+            "SIG{signal}: the saved models have identical weights"
+        );
+        assert_eq!(a.vocab, b.vocab);
+        // The finished run's resume point is spent: left behind, it would only invite
+        // resuming a run that is already done.
+        assert!(
+            !resume.exists(),
+            "SIG{signal}: the spent {resume:?} is left behind"
+        );
     }
-    let (a, b) = (
-        rnnlm::checkpoint::load(&cut).unwrap(),
-        rnnlm::checkpoint::load(&dir.join("whole")).unwrap(),
-    );
-    assert!(
-        a.params == b.params,
-        "the saved models have identical weights"
-    );
-    assert_eq!(a.vocab, b.vocab);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -948,5 +961,148 @@ fn resume_checks_the_data_and_the_flags() {
         "{stderr}"
     );
     assert!(stdout.contains(" lr 0.01 clip 0.5 "), "{stdout}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Starts `rnnlm` with `args` (stdout piped, stderr captured) and waits for its first
+/// progress line, so that training is under way; returns the child and the rest of its output.
+#[cfg(unix)]
+fn started(
+    args: &[String],
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("| iter ") {
+            break;
+        }
+    }
+    (child, lines)
+}
+
+/// A long run's flags, saving to `save` (~1 s, so a test can act while it trains).
+#[cfg(unix)]
+fn long_run(dir: &Path, save: &Path) -> Vec<String> {
+    let mut args = small_run(dir, save);
+    for (flag, value) in [("--epochs", "60"), ("--eval-interval", "5")] {
+        let at = args.iter().position(|a| a == flag);
+        match at {
+            Some(i) => args[i + 1] = value.into(),
+            None => args.extend([flag.to_string(), value.to_string()]),
+        }
+    }
+    args.extend(["--threads".into(), "1".into()]);
+    args
+}
+
+/// Two trainers given the same --save: before, both reported success and the last one
+/// silently won. Now the second is refused at once, naming the first; the first finishes.
+#[cfg(unix)]
+#[test]
+fn a_second_trainer_on_the_same_save_is_refused() {
+    let dir = tmpdir("lock");
+    let m = dir.join("m.safetensors");
+    let args = long_run(&dir, &m);
+    let (mut first, rest) = started(&args);
+    let second = rnnlm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = refused(&second, &["--save", "another run", "m.safetensors.lock"]);
+    assert!(err.contains(&format!("process {}", first.id())), "{err}");
+    // Through a symlink it is the same file, so the same claim.
+    let link = dir.join("link.safetensors");
+    std::os::unix::fs::symlink(&m, &link).unwrap();
+    let via_link = run(&args, &["--save", s(&link)]);
+    refused(&via_link, &["another run"]);
+    drop(rest);
+    let status = first.wait().unwrap();
+    assert!(status.success(), "the first run finishes");
+    rnnlm::checkpoint::load(&m).unwrap();
+    assert!(
+        !dir.join("m.safetensors.lock").exists(),
+        "the claim is released"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The --save folder disappears during the run (as with a full disk or a volume gone, the
+/// final save fails): before, the run ended with a bare OS error and the model, the log and
+/// the plot were all lost. Now the log and the plot are written, the model goes next to them,
+/// and the one-line error says where.
+#[cfg(unix)]
+#[test]
+fn a_failed_final_save_keeps_the_model_and_says_where() {
+    let dir = tmpdir("lostsave");
+    let (saves, logs) = (dir.join("saves"), dir.join("logs"));
+    std::fs::create_dir_all(&saves).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut args = long_run(&dir, &saves.join("m.safetensors"));
+    args.extend(["--log".into(), s(&logs.join("m.csv")).into()]);
+    args.extend(["--plot".into(), s(&logs.join("m.svg")).into()]);
+    args.push("--json".into());
+    let (child, rest) = started(&args);
+    std::fs::rename(&saves, dir.join("gone")).unwrap();
+    let rest: Vec<String> = rest.map(|l| l.unwrap()).collect();
+    let out = child.wait_with_output().unwrap();
+    let err = one_line_error(&out);
+    let kept = logs.join("m.safetensors");
+    assert!(
+        err.contains(&saves.join("m.safetensors").display().to_string())
+            && err.contains(&format!(
+                "the model was saved to {} instead",
+                kept.display()
+            )),
+        "{err}"
+    );
+    rnnlm::checkpoint::load(&kept).unwrap();
+    assert!(logs.join("m.csv").exists() && logs.join("m.svg").exists());
+    // The results are printed, and the JSON names where the model is.
+    let json: serde_json::Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert!(json["test_perplexity"].as_f64().unwrap().is_finite());
+    assert_eq!(json["model"], s(&kept));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `nohup rnnlm train ...` asks the run to outlive its terminal: the SIGHUP it ignores stays
+/// ignored (a SIGHUP otherwise stops the run with a resume point, as SIGINT does).
+#[cfg(unix)]
+#[test]
+fn a_sighup_under_nohup_is_ignored() {
+    use std::io::{BufRead, BufReader};
+    let dir = tmpdir("nohup");
+    let m = dir.join("m.safetensors");
+    let mut child = Command::new("nohup")
+        .arg(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(long_run(&dir, &m))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("| iter ") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    assert!(
+        rest.last().unwrap().starts_with("valid perplexity"),
+        "{rest:?}"
+    );
+    assert!(m.exists() && !dir.join("m.safetensors.resume").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }

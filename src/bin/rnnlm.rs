@@ -1,7 +1,8 @@
 //! `rnnlm`: command-line front end.
 //!
-//! Errors print one line on stderr and exit with status 2 (usage and input errors); Ctrl-C
-//! during `train` saves a resume point and exits with 130.
+//! Errors print one line on stderr and exit with status 2 (usage and input errors); Ctrl-C,
+//! SIGTERM or SIGHUP during `train` saves a resume point and exits with 128 + the signal's
+//! number (130, 143, 129).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -574,8 +575,81 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Set by the Ctrl-C handler; the trainer stops between batches.
-static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// The signals that stop `train` between batches with a resume point.
+///
+/// SIGINT is Ctrl-C; SIGTERM is what `timeout`, `kill`, container runtimes and batch
+/// schedulers (a Slurm preemption) send; SIGHUP is a closed terminal. A SIGHUP that was
+/// ignored when the process started (`nohup rnnlm train ...`) stays ignored: the user asked for
+/// the run to outlive the terminal.
+mod signals {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// Installs the handlers; returns the flag they set and the number of the last signal
+    /// that came (0 before any). A failure to install one only loses the graceful stop on it.
+    pub fn install() -> (&'static AtomicBool, Arc<AtomicUsize>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let which = Arc::new(AtomicUsize::new(0));
+        for sig in handled() {
+            let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
+            let _ = signal_hook::flag::register_usize(sig, Arc::clone(&which), sig as usize);
+        }
+        // The trainer polls a `&'static` flag; the handlers keep their own `Arc`s for the
+        // life of the process anyway.
+        (&**Box::leak(Box::new(stop)), which)
+    }
+
+    /// The exit status after stopping on the signal: `128 + its number`, as a shell reports
+    /// a process the signal killed (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP), so
+    /// scripts and schedulers see the same code as before the handler existed.
+    pub fn status(which: &AtomicUsize) -> i32 {
+        match which.load(Ordering::Relaxed) {
+            0 => 130,
+            sig => 128 + sig as i32,
+        }
+    }
+
+    /// The name of the signal that came, for the message that says why training stopped.
+    pub fn name(which: &AtomicUsize) -> &'static str {
+        match which.load(Ordering::Relaxed) as i32 {
+            signal_hook::consts::SIGINT => "SIGINT (Ctrl-C)",
+            signal_hook::consts::SIGTERM => "SIGTERM",
+            #[cfg(unix)]
+            signal_hook::consts::SIGHUP => "SIGHUP",
+            _ => "a signal",
+        }
+    }
+
+    #[cfg(unix)]
+    fn handled() -> Vec<i32> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut sigs = vec![SIGINT, SIGTERM];
+        if !ignored_at_start(SIGHUP) {
+            sigs.push(SIGHUP);
+        }
+        sigs
+    }
+
+    #[cfg(not(unix))]
+    fn handled() -> Vec<i32> {
+        vec![signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+    }
+
+    /// Whether `sig` is ignored (`SIG_IGN`) in this process, as `nohup` leaves SIGHUP. Read
+    /// from `/proc/self/status` (its `SigIgn` mask: bit `sig - 1`), which needs no unsafe
+    /// `sigaction` query; elsewhere the signal counts as not ignored.
+    #[cfg(unix)]
+    fn ignored_at_start(sig: i32) -> bool {
+        let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+            return false;
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| (1..=64).contains(&sig) && mask >> (sig - 1) & 1 == 1)
+    }
+}
 
 /// `path` with `suffix` appended to its file name (`m.safetensors` -> `m.safetensors.resume`).
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -655,6 +729,8 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     outputs.push((resume_flag, &resume_out));
     inputs.truncate(3);
     check_distinct(&inputs, &outputs)?;
+    // Held to the end of the run: a second trainer with the same --save is refused here.
+    let lock = rnnlm::outputs::OutputLock::acquire(&args.save, "--save")?;
 
     let (mut trainer, vocab) = match &args.resume {
         Some(path) => {
@@ -742,10 +818,8 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         cfg.epochs
     );
 
-    // A failure to install the handler only loses graceful Ctrl-C; training still works.
-    let _ = ctrlc::set_handler(|| STOP.store(true, std::sync::atomic::Ordering::Relaxed));
-
-    trainer.stop_on(&STOP);
+    let (stop, signal) = signals::install();
+    trainer.stop_on(stop);
     let iters = (train_ids.len() - 1) / (cfg.batch_size * cfg.time_size);
     let terminal = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new((iters * cfg.epochs) as u64);
@@ -820,22 +894,66 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         Err(e) => return Err(e),
     };
 
+    // Where an output goes when its own folder refuses it at the end of the run: the folders
+    // of the log and the plot, then the temporary folder.
+    let elsewhere: Vec<PathBuf> = [args.log.as_deref(), args.plot.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(rnnlm::outputs::folder_of)
+        .chain([std::env::temp_dir()])
+        .collect();
     if report.interrupted {
-        trainer.save_resume(&resume_out, Some(&vocab))?;
+        let (at, failed) = keep(&resume_out, &elsewhere, "the resume point", |p| {
+            trainer.save_resume(p, Some(&vocab))
+        })?;
+        if let Some(e) = failed {
+            note("warning", format_args!("{e}"));
+        }
         outln!(
-            "interrupted: run saved to {} (continue with the same command and --resume {})",
-            resume_out.display(),
-            resume_out.display()
+            "interrupted by {}: run saved to {} (continue with the same command and --resume {})",
+            signals::name(&signal),
+            at.display(),
+            at.display()
         );
         stdout::flush();
-        std::process::exit(130);
+        drop(lock);
+        std::process::exit(signals::status(&signal));
     }
+    // The log and the plot first, each on its own, then the model: a failure of one loses
+    // none of the others.
+    let mut failures = write_curves(args, &report.log);
     outln!(
         "saving the model with the best validation perplexity to {}",
         args.save.display()
     );
-    checkpoint::save(&args.save, trainer.best_params(), Some(&vocab))?;
-    write_curves(args, &report.log)?;
+    let model_at = match keep(&args.save, &elsewhere, "the model", |p| {
+        checkpoint::save(p, trainer.best_params(), Some(&vocab))
+    }) {
+        Ok((at, failed)) => {
+            failures.extend(failed);
+            Some(at)
+        }
+        Err(e) => {
+            failures.push(e);
+            None
+        }
+    };
+    // The run is done and its model saved: the resume point it came from is spent (one the
+    // user keeps under another name is theirs).
+    let spent = args.resume.as_deref().is_some_and(
+        |r| matches!((r.canonicalize(), resume_out.canonicalize()), (Ok(a), Ok(b)) if a == b),
+    );
+    if failures.is_empty() && spent {
+        match std::fs::remove_file(&resume_out) {
+            Ok(()) => {
+                outln!("removed the finished run's {}", resume_out.display());
+            }
+            Err(e) => note(
+                "warning",
+                format_args!("could not remove the spent {}: {e}", resume_out.display()),
+            ),
+        };
+    }
     let valid_ppl = report.best_valid.map(|v| v.perplexity);
     let test_ppl = report.test.map(|v| v.perplexity);
     outln!(
@@ -858,11 +976,78 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
             "threads": pool.current_num_threads(),
             "vocab_size": vocab.len(),
             "unk_mapped": {"train": train_unk, "valid": valid_unk, "test": test_unk},
-            "model": args.save,
+            "model": model_at,
         });
         outln!("{out}");
     }
-    Ok(())
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        _ => Err(Error::invalid(
+            "outputs",
+            failures
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        )),
+    }
+}
+
+/// Writes an output with `write` at `path`, or, if that fails at the end of a run (a full
+/// disk, a folder removed or made read-only since the checks at the start), at the same file
+/// name in each folder of `elsewhere` in turn (with `.PID` appended if that name is taken), so
+/// the work of a long run is not lost. Returns where it went, with the error that sent it
+/// elsewhere ([`Error::NotSaved`], saying where); an error saying it is lost if no folder
+/// took it.
+fn keep(
+    path: &Path,
+    elsewhere: &[PathBuf],
+    what: &str,
+    write: impl Fn(&Path) -> Result<(), Error>,
+) -> Result<(PathBuf, Option<Error>), Error> {
+    let first = match write(path) {
+        Ok(()) => return Ok((path.to_owned(), None)),
+        Err(e) => e,
+    };
+    let name = path.file_name().unwrap_or(path.as_os_str());
+    let mut seen = vec![rnnlm::outputs::folder_of(path)];
+    let mut tried = Vec::new();
+    for dir in elsewhere {
+        if seen.contains(dir) {
+            continue;
+        }
+        seen.push(dir.clone());
+        let mut at = dir.join(name);
+        if at.exists() {
+            at = with_suffix(&at, &format!(".{}", std::process::id()));
+        }
+        match write(&at) {
+            Ok(()) => {
+                return Ok((
+                    at.clone(),
+                    Some(Error::NotSaved {
+                        source: Box::new(first),
+                        kept: format!("{what} was saved to {} instead", at.display()),
+                    }),
+                ))
+            }
+            Err(e) => tried.push(e.to_string()),
+        }
+    }
+    let also = tried
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::NotSaved {
+        source: Box::new(first),
+        kept: if also.is_empty() {
+            format!("{what} is lost")
+        } else {
+            format!("{what} is lost (also refused: {also})")
+        },
+    })
 }
 
 /// After a diverged run: saves what can be kept, and returns the error's hint saying what was.
@@ -878,7 +1063,7 @@ fn save_diverged(
     vocab: &rnnlm::Vocab,
     save: &Path,
     resume: &Path,
-    curves: impl FnOnce() -> Result<(), Error>,
+    curves: impl FnOnce() -> Vec<Error>,
 ) -> String {
     let finite = trainer
         .model()
@@ -917,9 +1102,7 @@ fn save_diverged(
             trainer.save_resume(resume, Some(vocab)),
         );
     }
-    if let Err(e) = curves() {
-        failed.push(e.to_string());
-    }
+    failed.extend(curves().iter().map(Error::to_string));
     let mut hint = match (finite, kept) {
         (true, _) => String::new(),
         (false, Some(_)) => {
@@ -938,15 +1121,17 @@ fn save_diverged(
     hint + "try a lower --lr or a --clip"
 }
 
-/// `--log` and `--plot`, when given.
-fn write_curves(args: &TrainArgs, log: &[rnnlm::report::EvalPoint]) -> Result<(), Error> {
+/// Writes `--log` and `--plot`, when given, each whatever becomes of the other; returns the
+/// errors.
+fn write_curves(args: &TrainArgs, log: &[rnnlm::report::EvalPoint]) -> Vec<Error> {
+    let mut failed = Vec::new();
     if let Some(path) = &args.log {
-        rnnlm::report::write_csv(path, log)?;
+        failed.extend(rnnlm::report::write_csv(path, log).err());
     }
     if let Some(path) = &args.plot {
-        rnnlm::report::write_svg(path, log, "SimpleRnnlm perplexity")?;
+        failed.extend(rnnlm::report::write_svg(path, log, "SimpleRnnlm perplexity").err());
     }
-    Ok(())
+    failed
 }
 
 /// With `--resume`: the training flags the user typed must match the saved run, which keeps
