@@ -1518,7 +1518,7 @@ mod tests {
         let mut curves = false;
         let hint = save_diverged(&trainer, &vocab, &save, &resume, || {
             curves = true;
-            Ok(())
+            Vec::new()
         });
         assert_eq!(
             hint,
