@@ -174,6 +174,20 @@ pub enum Error {
         found: usize,
     },
 
+    /// The model's output at a position is no probability: its logits are not finite (weights
+    /// whose products overflow), or the target's probability is 0. Raised by scoring,
+    /// evaluation and generation instead of a NaN or infinite result.
+    #[error("{}position {position}: {what}", sequence.map(|s| format!("sequence {s}, ")).unwrap_or_default())]
+    NotFinite {
+        /// The sequence (of [`crate::Rnnlm::score_batch`]), when there are several.
+        sequence: Option<usize>,
+        /// The position: of the predicted token in its sequence or corpus (0-based), or of the
+        /// word being generated.
+        position: usize,
+        /// What is wrong.
+        what: String,
+    },
+
     /// An output that could not be written where it was asked for (a full disk, a folder gone
     /// or made read-only during the run). `kept` says where it was written instead, or that
     /// it was lost.

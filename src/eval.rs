@@ -49,7 +49,9 @@ impl Protocol {
 /// Evaluates with any protocol (`n` rows or streams, `t` steps per chunk).
 ///
 /// # Errors
-/// As [`eval_perplexity`] / [`eval_full`] / [`eval_torch`].
+/// As [`eval_perplexity`] / [`eval_full`] / [`eval_torch`]; each of them gives
+/// [`Error::NotFinite`], naming the corpus position of the target, where the model's logits are
+/// not finite or give the target probability 0, rather than a NaN or infinite perplexity.
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -102,6 +104,18 @@ pub struct Perplexity {
     pub tokens: usize,
 }
 
+impl Perplexity {
+    /// What a model without a finite perplexity is logged with (NaN everywhere).
+    pub(crate) fn not_finite() -> Self {
+        Perplexity {
+            perplexity: f64::NAN,
+            mean_loss: f64::NAN,
+            batches: 0,
+            tokens: 0,
+        }
+    }
+}
+
 /// The book's `eval_perplexity`: batches of `n` rows (10) by `t` steps (35), row `i` of batch
 /// `k` starting at `k*T + i*jump` with `jump = (len-1)/N`, the tail that does not fill a batch
 /// dropped, the hidden state starting at zero and carried across batches; perplexity is the
@@ -135,9 +149,12 @@ pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> R
     let mut ws = Workspace::new(*params.config(), n, t, false)?;
     let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
     let mut total = 0.0f64;
+    let (len, jump) = (corpus.len(), (corpus.len() - 1) / n);
     for k in 0..iters {
         eval_batch(corpus, n, t, k, &mut xs, &mut ts);
         total += forward(params, &mut ws, &xs, &ts)? as f64;
+        // Row i, step s of batch k predicts corpus[(k*T + i*jump + s + 1) % len].
+        check_losses(ws.position_losses(), t, |i, s| (k * t + i * jump + s + 1) % len)?;
     }
     let mean_loss = total / iters as f64;
     Ok(Perplexity {
@@ -301,7 +318,24 @@ fn stream_losses(
             }
         }
         forward(params, &mut ws, &xs, &ts)?;
+        check_losses(ws.position_losses(), t, |i, s| range(i).start + k * t + s + 1)?;
         total += ws.position_losses().iter().map(|&l| l as f64).sum::<f64>();
     }
     Ok((total, batches))
+}
+
+/// [`Error::NotFinite`] naming the corpus position of the first target whose loss is not a
+/// number to report (`target_at(row, step)` gives it), rather than a NaN or infinite
+/// perplexity. One comparison per position.
+fn check_losses(losses: &[f32], t: usize, target_at: impl Fn(usize, usize) -> usize) -> Result<()> {
+    for (j, &loss) in losses.iter().enumerate() {
+        if let Some(what) = crate::heads::not_a_log_prob(-loss) {
+            return Err(Error::NotFinite {
+                sequence: None,
+                position: target_at(j / t, j % t),
+                what: what.into(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -712,7 +712,9 @@ impl Rnnlm {
     /// ```
     ///
     /// # Errors
-    /// If `tokens` is empty or holds an id `>= V`.
+    /// If `tokens` is empty or holds an id `>= V`; [`Error::NotFinite`] at the first position
+    /// whose logits are not finite or whose token has probability 0, rather than a NaN or
+    /// infinite score.
     pub fn score(&self, tokens: &[u32]) -> Result<Score> {
         if tokens.is_empty() {
             return Err(Error::invalid(
@@ -726,9 +728,10 @@ impl Rnnlm {
         let mut scratch = vec![0.0f32; head.scratch_len(1)];
         let (mut log_prob, mut lp) = (0.0f64, [0.0f32]);
         let top = (self.config().layers - 1) * self.config().hidden_size;
-        for pair in tokens.windows(2) {
+        for (p, pair) in tokens.windows(2).enumerate() {
             self.advance(&mut state, 1, &pair[..1]);
             head.log_probs(&state.states[top..], &pair[1..], &mut lp, &mut scratch);
+            check_log_prob(lp[0], None, p + 1)?;
             log_prob += lp[0] as f64;
         }
         Ok(Score {
@@ -763,7 +766,8 @@ impl Rnnlm {
     /// ```
     ///
     /// # Errors
-    /// If a sequence is empty or holds an id `>= V` (naming its index).
+    /// If a sequence is empty or holds an id `>= V` (naming its index); [`Error::NotFinite`] as
+    /// [`Rnnlm::score`] gives it for the first such sequence.
     pub fn score_batch(&self, seqs: &[&[u32]]) -> Result<Vec<Score>> {
         use rayon::prelude::*;
         let v = self.config().vocab_size;
@@ -780,12 +784,30 @@ impl Rnnlm {
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         order.sort_by(|&a, &b| seqs[b].len().cmp(&seqs[a].len()).then(a.cmp(&b)));
         let groups: Vec<&[usize]> = order.chunks(SCORE_GROUP).collect();
-        let scored: Vec<Vec<(usize, Score)>> = crate::par::on_worker(|| {
+        let scored: Result<Vec<Vec<(usize, Score)>>> = crate::par::on_worker(|| {
             groups
                 .par_iter()
                 .map(|group| self.score_group(seqs, group))
                 .collect::<Result<_>>()
-        })?;
+        });
+        let scored = match scored {
+            Ok(scored) => scored,
+            // Groups run in parallel and in length order: name the first sequence in input
+            // order that fails, as scoring them one by one would (the same bits).
+            Err(e @ Error::NotFinite { .. }) => {
+                for (k, seq) in seqs.iter().enumerate() {
+                    if let Err(Error::NotFinite { position, what, .. }) = self.score(seq) {
+                        return Err(Error::NotFinite {
+                            sequence: Some(k),
+                            position,
+                            what,
+                        });
+                    }
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let mut out = vec![
             Score {
                 log_prob: 0.0,
@@ -806,15 +828,18 @@ impl Rnnlm {
         let mut state = self.try_zero_state(b)?;
         let mut log_prob = vec![0.0f64; b];
         let mut tokens = vec![0u32; b];
-        // Pending positions: top-layer h, the target, and the stream.
+        // Pending positions: top-layer h, the target, the stream and the target's position.
         let mut hbuf = vec![0.0f32; SCORE_POSITIONS * h];
-        let mut pending: Vec<(u32, usize)> = Vec::with_capacity(SCORE_POSITIONS);
+        let mut pending: Vec<(u32, usize, usize)> = Vec::with_capacity(SCORE_POSITIONS);
         let head = self.head();
         let mut scratch = vec![0.0f32; head.scratch_len(SCORE_SLICE)];
         let (mut targets, mut lps) = (vec![0u32; SCORE_POSITIONS], vec![0.0f32; SCORE_POSITIONS]);
-        let mut flush = |hbuf: &[f32], pending: &mut Vec<(u32, usize)>, log_prob: &mut [f64]| {
+        let mut flush = |hbuf: &[f32],
+                         pending: &mut Vec<(u32, usize, usize)>,
+                         log_prob: &mut [f64]|
+         -> Result<()> {
             let rows = pending.len();
-            for (t, &(target, _)) in targets.iter_mut().zip(pending.iter()) {
+            for (t, &(target, ..)) in targets.iter_mut().zip(pending.iter()) {
                 *t = target;
             }
             head.log_probs(
@@ -823,10 +848,12 @@ impl Rnnlm {
                 &mut lps[..rows],
                 &mut scratch,
             );
-            for (&lp, &(_, stream)) in lps.iter().zip(pending.iter()) {
+            for (&lp, &(_, stream, at)) in lps.iter().zip(pending.iter()) {
+                check_log_prob(lp, Some(group[stream]), at)?;
                 log_prob[stream] += lp as f64;
             }
             pending.clear();
+            Ok(())
         };
         let steps = seqs[group[0]].len() - 1;
         let top = (self.config().layers - 1) * b * h;
@@ -834,7 +861,7 @@ impl Rnnlm {
             // Streams with a prediction at step s: a prefix, since the group is longest first.
             let live = group.iter().take_while(|&&k| seqs[k].len() - 1 > s).count();
             if pending.len() + live > SCORE_POSITIONS {
-                flush(&hbuf, &mut pending, &mut log_prob);
+                flush(&hbuf, &mut pending, &mut log_prob)?;
             }
             for (i, &k) in group[..live].iter().enumerate() {
                 tokens[i] = seqs[k][s];
@@ -844,10 +871,10 @@ impl Rnnlm {
                 let at = pending.len();
                 hbuf[at * h..(at + 1) * h]
                     .copy_from_slice(&state.states[top + i * h..top + (i + 1) * h]);
-                pending.push((seqs[k][s + 1], i));
+                pending.push((seqs[k][s + 1], i, s + 1));
             }
         }
-        flush(&hbuf, &mut pending, &mut log_prob);
+        flush(&hbuf, &mut pending, &mut log_prob)?;
         Ok(group
             .iter()
             .enumerate()
@@ -946,7 +973,8 @@ impl Rnnlm {
     /// # Errors
     /// [`Error::Invalid`] if `start` is empty or holds an id `>= V`, a `skip` id is `>= V`,
     /// `skip` covers the whole vocabulary, the temperature is not finite and > 0, or `top_k`
-    /// is `Some(0)`.
+    /// is `Some(0)`; [`Error::NotFinite`] (naming the word being drawn) if the model's logits
+    /// are not finite, instead of drawing from a meaningless distribution.
     pub fn generate<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
@@ -988,7 +1016,8 @@ impl Rnnlm {
     /// ```
     ///
     /// # Errors
-    /// As [`Rnnlm::generate`], before any id is emitted.
+    /// As [`Rnnlm::generate`]: the argument errors before any id is emitted,
+    /// [`Error::NotFinite`] when it happens.
     pub fn generate_with<R: Rng + ?Sized>(
         &self,
         rng: &mut R,
@@ -1047,13 +1076,32 @@ impl Rnnlm {
                 self.advance(&mut state, 1, &[id]);
             }
             let u = rng.random::<f64>();
-            let pick = head.sample(&state.states[top..], &draw, &mut scratch, u);
+            let pick = head
+                .sample(&state.states[top..], &draw, &mut scratch, u)
+                .ok_or_else(|| Error::NotFinite {
+                    sequence: None,
+                    position: i,
+                    what: crate::heads::LOGITS_NOT_FINITE.into(),
+                })?;
             prev = Some(pick);
             if !emit(pick) {
                 return Ok(i + 1);
             }
         }
         Ok(n)
+    }
+}
+
+/// [`Error::NotFinite`] if `lp`, the log-probability of the token at `position` (of
+/// `sequence`), is no number to report.
+fn check_log_prob(lp: f32, sequence: Option<usize>, position: usize) -> Result<()> {
+    match crate::heads::not_a_log_prob(lp) {
+        None => Ok(()),
+        Some(what) => Err(Error::NotFinite {
+            sequence,
+            position,
+            what: what.into(),
+        }),
     }
 }
 

@@ -933,13 +933,19 @@ impl Trainer {
             let Some(valid) = valid else { continue };
             let e0 = Instant::now();
             self.model.reset_state();
-            let result = evaluate(
+            let evaluated = evaluate(
                 self.model.params(),
                 valid,
                 cfg.protocol,
                 cfg.eval_batch,
                 cfg.eval_time,
-            )?;
+            );
+            // A model without a finite perplexity diverged: logged as NaN, and stopped below.
+            let (result, why) = match evaluated {
+                Ok(r) => (r, None),
+                Err(e @ Error::NotFinite { .. }) => (Perplexity::not_finite(), Some(e)),
+                Err(e) => return Err(e),
+            };
             self.model.reset_state();
             eval_seconds += e0.elapsed().as_secs_f64();
             // A non-finite perplexity is never the best (NaN would otherwise beat "no best").
@@ -985,7 +991,10 @@ impl Trainer {
                 return Err(Error::Diverged {
                     epoch,
                     step: self.progress.steps,
-                    what: format!("the validation perplexity is {}", result.perplexity),
+                    what: match why {
+                        Some(e) => format!("validation text, {e}"),
+                        None => format!("the validation perplexity is {}", result.perplexity),
+                    },
                     hint: "the best model so far is kept; try a lower learning rate or gradient clipping".into(),
                 });
             }
@@ -1001,7 +1010,17 @@ impl Trainer {
                     cfg.protocol,
                     cfg.eval_batch,
                     cfg.eval_time,
-                )?;
+                )
+                .map_err(|e| match e {
+                    // Reported as a divergence, so that the caller saves what it can.
+                    e @ Error::NotFinite { .. } => Error::Diverged {
+                        epoch: cfg.epochs,
+                        step: self.progress.steps,
+                        what: format!("test text, {e}"),
+                        hint: "the best model is kept".into(),
+                    },
+                    e => e,
+                })?;
                 eval_seconds += e0.elapsed().as_secs_f64();
                 Some(r)
             }

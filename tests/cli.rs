@@ -237,7 +237,78 @@ fn eval_refuses_a_non_finite_perplexity() {
         text.to_str().unwrap(),
     ]));
     assert!(
-        err.contains("t.txt") && err.contains("perplexity is inf"),
+        err.contains("t.txt") && err.contains("perplexity overflows"),
+        "{err}"
+    );
+    // score: each log-probability is finite (about -1e38), but the line's perplexity is not.
+    // Before, it printed `"perplexity": null` and exited 0.
+    for json in [false, true] {
+        let mut args = vec!["score", "--model", m.to_str().unwrap(), text.to_str().unwrap()];
+        if json {
+            args.push("--json");
+        }
+        let err = one_line_error(&rnnlm(&args));
+        assert!(
+            err.contains("t.txt:1:") && err.contains("perplexity overflows"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Finite weights whose products overflow: every hidden unit saturates at 1 (a bias of 100)
+/// and the output column of "b" holds 3e38, so its logit is 8 x 3e38 = inf at every position.
+/// Before, `score` printed NaN (JSON `null`) with status 0, `generate` kept drawing id 0 from
+/// the NaN distribution, and `eval` blamed "probability 0". Now all three give one error, in
+/// the same words, naming the first line and word where it happens.
+#[test]
+fn overflowing_logits_are_one_clear_error_everywhere() {
+    let dir = tmpdir("logits-inf");
+    let words = ["<eos>", "a", "b"];
+    let cfg = Config::new(3, 8, 8).unwrap();
+    let mut p = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    p.tensor_mut("rnn.0.b").unwrap().fill(100.0);
+    for row in p.affine_w_mut().unwrap().chunks_exact_mut(3) {
+        row[2] = 3e38;
+    }
+    let v = Vocab::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+    let m = dir.join("m.safetensors");
+    checkpoint::save(&m, &p, Some(&v)).unwrap();
+    let m_s = m.to_str().unwrap();
+    let text = dir.join("t.txt");
+    std::fs::write(&text, "a b a\nb a\n".repeat(60)).unwrap();
+    let t_s = text.to_str().unwrap();
+    let want = "the model's logits are not finite (inf or NaN): its weights overflow";
+
+    // The first prediction (of "a", word 1 of line 1) already has infinite logits.
+    for json in [false, true] {
+        let mut args = vec!["score", "--model", m_s, t_s];
+        if json {
+            args.push("--json");
+        }
+        let out = rnnlm(&args);
+        let err = one_line_error(&out);
+        assert!(
+            err.contains(&format!("t.txt:1: word 1 (\"a\"): {want}")),
+            "{err}"
+        );
+        let printed = String::from_utf8(out.stdout).unwrap();
+        assert!(!printed.contains("NaN") && !printed.contains("null"), "{printed}");
+    }
+    // eval reads the text as one stream: its first target is the second token, "b".
+    for protocol in ["book", "full", "torch"] {
+        let err = one_line_error(&rnnlm(&[
+            "eval", "--model", m_s, "--data", t_s, "--protocol", protocol,
+        ]));
+        assert!(
+            err.contains(&format!("t.txt:1: word 2 (\"b\"): {want}")),
+            "{protocol}: {err}"
+        );
+    }
+    let out = rnnlm(&["generate", "--model", m_s, "--start", "a", "--words", "20"]);
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("m.safetensors") && err.contains(&format!("word 1 of the output: {want}")),
         "{err}"
     );
     std::fs::remove_dir_all(dir).unwrap();

@@ -588,3 +588,45 @@ fn score_batch_is_bit_identical_to_scoring_each_sequence_alone() {
         assert!(err.contains("sequence 1") && err.contains("99"), "{err}");
     }
 }
+
+/// Weights whose products overflow (saturated hidden units times an output column of 3e38)
+/// give infinite logits: `score`, `score_batch` and `generate` return `Error::NotFinite` at the
+/// first such position instead of NaN. `score_batch` names the first failing sequence in input
+/// order, though it runs the longest first.
+#[test]
+fn overflowing_logits_are_not_finite_errors() {
+    let words = ["<eos>", "a", "b"];
+    let cfg = Config::new(3, 8, 8).unwrap();
+    let mut p = Params::init_book(cfg, &mut ChaCha8Rng::seed_from_u64(1));
+    p.tensor_mut("rnn.0.b").unwrap().fill(100.0);
+    for row in p.affine_w_mut().unwrap().chunks_exact_mut(3) {
+        row[2] = 3e38;
+    }
+    let vocab = Vocab::from_words(words.iter().map(|w| w.to_string()).collect()).unwrap();
+    let model = Rnnlm::new(p, vocab).unwrap();
+    let not_finite = |e: Error| match e {
+        Error::NotFinite {
+            sequence,
+            position,
+            what,
+        } => {
+            assert!(what.contains("logits are not finite"), "{what}");
+            (sequence, position)
+        }
+        e => panic!("{e}"),
+    };
+    assert_eq!(not_finite(model.score(&[0, 1, 2]).unwrap_err()), (None, 1));
+    // A one-token sequence predicts nothing, so it scores fine.
+    assert_eq!(model.score(&[0]).unwrap().tokens, 0);
+    let seqs: [&[u32]; 3] = [&[0], &[0, 1], &[0, 1, 1, 1, 2]];
+    let err = model.score_batch(&seqs).unwrap_err();
+    assert_eq!(not_finite(err), (Some(1), 1));
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let err = model
+        .generate(&mut rng, &[0], 5, &Sampling::default())
+        .unwrap_err();
+    assert_eq!(not_finite(err), (None, 0));
+    let err = rnnlm::evaluate(model.params(), &[1, 2, 1, 0, 1, 2], rnnlm::Protocol::Full, 2, 3)
+        .unwrap_err();
+    assert_eq!(not_finite(err), (None, 1));
+}

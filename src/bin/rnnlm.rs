@@ -466,18 +466,26 @@ fn eval(args: &EvalArgs) -> Result<(), Error> {
             line: None,
             msg,
         },
+        Error::NotFinite { position, what, .. } => {
+            let (line, word) = place(&model, &ids, position);
+            Error::Parse {
+                path: args.data.clone(),
+                line: Some(line),
+                msg: format!("{word}: {what}"),
+            }
+        }
         other => other,
     })?;
-    // A non-finite perplexity is no measurement: the model gives some word probability 0 in
-    // f32 (or its weights overflow). Scripts must not take it for a result.
+    // Every loss was finite, but their mean is too large for its exponential: no measurement
+    // either, and scripts must not take an infinite perplexity for a result.
     if !ppl.perplexity.is_finite() {
         return Err(Error::Parse {
             path: args.data.clone(),
             line: None,
             msg: format!(
-                "the perplexity is {} (mean loss {}): the model gives some word probability 0 \
-                 in f32 — a diverged model?",
-                ppl.perplexity, ppl.mean_loss
+                "the perplexity overflows (mean loss {} nats per token): the model gives the \
+                 words probabilities near 0 — a diverged model?",
+                ppl.mean_loss
             ),
         });
     }
@@ -506,6 +514,28 @@ fn eval(args: &EvalArgs) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// The 1-based line of the token at `position` of a corpus read with `<eos>` after each line,
+/// and which of the line's tokens it is (`word 3 ("cat")`, or `the line end`).
+fn place(model: &rnnlm::Rnnlm, ids: &[u32], position: usize) -> (usize, String) {
+    let eos = model.vocab().id(rnnlm::data::corpus::EOS);
+    let before = &ids[..position.min(ids.len())];
+    let line = 1 + before.iter().filter(|&&id| Some(id) == eos).count();
+    let start = before
+        .iter()
+        .rposition(|&id| Some(id) == eos)
+        .map_or(0, |p| p + 1);
+    (line, token_name(model, ids.get(position).copied(), position - start + 1))
+}
+
+/// `word K ("w")` for the `k`-th token of a line, or `the line end` for its `<eos>`.
+fn token_name(model: &rnnlm::Rnnlm, id: Option<u32>, k: usize) -> String {
+    match id.and_then(|id| model.vocab().word(id)) {
+        Some(rnnlm::data::corpus::EOS) => "the line end".into(),
+        Some(w) => format!("word {k} ({w:?})"),
+        None => format!("word {k}"),
+    }
 }
 
 fn seconds(what: &str, s: f64) -> Result<std::time::Duration, Error> {
@@ -1302,10 +1332,26 @@ fn generate(args: &GenerateArgs) -> Result<(), Error> {
         line_open = true;
         stdout::write(format_args!("{sep}{word}"))
     };
-    if args.start.split_whitespace().all(&mut put) {
-        model.generate_with(&mut rng, &start, args.words, &sampling, |id| {
-            put(model.vocab().word(id).unwrap_or("<invalid>"))
-        })?;
+    // The start words as the model reads them: a word outside the vocabulary is <unk>.
+    for w in args.start.split_whitespace() {
+        if model.vocab().id(w).is_none() {
+            note(
+                "note",
+                format_args!("{w:?} is not in the model's vocabulary: the model reads <unk>"),
+            );
+        }
+    }
+    let word = |id: u32| model.vocab().word(id).unwrap_or("<invalid>");
+    if start.iter().all(|&id| put(word(id))) {
+        model
+            .generate_with(&mut rng, &start, args.words, &sampling, |id| put(word(id)))
+            .map_err(|e| match e {
+                Error::NotFinite { position, what, .. } => Error::Checkpoint {
+                    path: args.model.clone(),
+                    msg: format!("word {} of the output: {what}", position + 1),
+                },
+                e => e,
+            })?;
         if line_open {
             stdout::write(format_args!("\n"));
         }
@@ -1379,7 +1425,40 @@ fn score(args: &ScoreArgs) -> Result<(), Error> {
             break;
         }
         let seqs: Vec<&[u32]> = batch.iter().map(|(_, ids)| ids.as_slice()).collect();
-        for ((number, _), s) in batch.iter().zip(model.score_batch(&seqs)?) {
+        let scores = model.score_batch(&seqs).map_err(|e| match e {
+            // Sequence k is input line batch[k].0: <eos>, its words, <eos>.
+            Error::NotFinite {
+                sequence: Some(k),
+                position,
+                what,
+            } => Error::Parse {
+                path: name.clone(),
+                line: Some(batch[k].0),
+                msg: format!(
+                    "{}: {what}",
+                    token_name(&model, seqs[k].get(position).copied(), position)
+                ),
+            },
+            e => e,
+        })?;
+        // Each log-probability is finite, but a line's mean can still be too large for its
+        // exponential: an error, not an infinite perplexity (`null` in JSON).
+        if let Some(((number, _), s)) = batch
+            .iter()
+            .zip(&scores)
+            .find(|(_, s)| !s.perplexity().is_finite())
+        {
+            return Err(Error::Parse {
+                path: name.clone(),
+                line: Some(*number),
+                msg: format!(
+                    "the perplexity overflows (log-probability {} over {} tokens): the model \
+                     gives the words probabilities near 0 — a diverged model?",
+                    s.log_prob, s.tokens
+                ),
+            });
+        }
+        for ((number, _), s) in batch.iter().zip(scores) {
             let open = if args.json {
                 let o = serde_json::json!({
                     "line": number, "log_prob": s.log_prob, "tokens": s.tokens, "perplexity": s.perplexity(),

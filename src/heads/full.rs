@@ -149,11 +149,16 @@ impl Head for FullSoftmax<'_> {
         rows.min(FUSE_ROWS) * self.v
     }
 
-    fn sample(&self, hv: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> u32 {
+    fn sample(&self, hv: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> Option<u32> {
         let v = self.v;
         s.logits.resize(v, 0.0);
         self.logits(hv, 1, &mut s.logits);
         let logits = &s.logits;
+        // A NaN or infinite logit anywhere (even outside the top k or a skipped id) means the
+        // model is broken: no draw, rather than one from a meaningless distribution.
+        if !logits.iter().all(|l| l.is_finite()) {
+            return None;
+        }
         s.cand.clear();
         s.cand
             .extend((0..v as u32).filter(|&j| draw.allowed[j as usize]));
@@ -193,6 +198,6 @@ impl Head for FullSoftmax<'_> {
                 break;
             }
         }
-        pick
+        Some(pick)
     }
 }

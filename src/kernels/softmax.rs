@@ -446,6 +446,40 @@ mod tests {
         }
     }
 
+    /// `heads::not_a_log_prob` relies on this: a NaN or infinite logit anywhere in the row,
+    /// target or not, at any lane or in the tail, makes the loss NaN; finite logits that put
+    /// the target ~3.4e38 below the maximum make it +inf (probability 0), never NaN.
+    #[test]
+    fn non_finite_logits_give_nan_and_probability_zero_gives_inf() {
+        for isa in Isa::available() {
+            for n in [1usize, 2, 17, 33, 100] {
+                for at in [0, n / 2, n - 1] {
+                    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -f32::NAN] {
+                        let mut row = vec![0.5f32; n];
+                        row[at] = bad;
+                        for target in [0, n - 1] {
+                            let loss = xent_row_with(isa, &row, target);
+                            // A lone -inf elsewhere is a probability-0 word, which is fine.
+                            if bad == f32::NEG_INFINITY && target != at {
+                                assert!(loss.is_finite(), "{isa:?} n={n} at={at}");
+                            } else if bad == f32::NEG_INFINITY && n > 1 {
+                                assert_eq!(loss, f32::INFINITY, "{isa:?} n={n} at={at}");
+                            } else {
+                                assert!(loss.is_nan(), "{isa:?} n={n} at={at} {bad} -> {loss}");
+                            }
+                        }
+                    }
+                }
+                if n > 1 {
+                    let mut row = vec![0.0f32; n];
+                    row[n - 1] = 3e38;
+                    row[0] = -3e38;
+                    assert_eq!(xent_row_with(isa, &row, 0), f32::INFINITY, "{isa:?} n={n}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn nan_logit_gives_nan_loss() {
         for isa in Isa::available() {
