@@ -250,6 +250,86 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     })
 }
 
+/// A rough time for one training epoch, from the products' FLOPs and this machine's measured
+/// product rate: printed before training starts, so that a model far too large for its
+/// machine (`--hidden 30000`) says what it will cost before it spends it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochEstimate {
+    /// Estimated seconds per epoch (the products only: a lower bound, close for wide models).
+    pub seconds: f64,
+    /// FLOPs of one training batch's products, in GFLOP.
+    pub gflop_per_batch: f64,
+    /// The product rate measured in the current rayon pool, in GFLOP/s.
+    pub gflops: f64,
+}
+
+/// [`EpochEstimate`] for `batches` batches of `n x t` tokens of `cfg`: `3 x`
+/// [`Params::forward_flops_per_token`] per token, at the rate of a timed product of the
+/// batch's shape (capped at 1024 x 1024 x 2048, ~4 GFLOP, so the measurement takes
+/// milliseconds whatever the model; products of a wide model run at that rate or better).
+///
+/// ```
+/// let cfg = rnnlm::Config::new(100, 16, 16).unwrap();
+/// let e = rnnlm::bench::epoch_estimate(&cfg, 4, 5, 10).unwrap();
+/// assert!(e.seconds > 0.0 && e.gflops > 0.0);
+/// assert_eq!(e.gflop_per_batch, 3.0 * 20.0 * rnnlm::Params::forward_flops_per_token(&cfg) as f64 / 1e9);
+/// ```
+///
+/// # Errors
+/// [`Error::Memory`] if the measurement's buffers do not fit (a few tens of MB).
+pub fn epoch_estimate(cfg: &Config, n: usize, t: usize, batches: usize) -> Result<EpochEstimate> {
+    use crate::gemm::{matmul_packed, scratch_len, Accum, MatMut, MatRef};
+    let (m, k, cols) = (
+        (n * t).clamp(1, 1024),
+        cfg.hidden_size.clamp(1, 1024),
+        (cfg.cell.gates() * cfg.hidden_size).clamp(1, 2048),
+    );
+    let buf = |len: usize, what: &str| {
+        crate::kernels::zeroed::try_zeroed::<f32>(len).ok_or_else(|| Error::Memory {
+            what: format!("the epoch estimate's {what}"),
+            needed: 4 * len as u64,
+            available: None,
+        })
+    };
+    // Any finite values: the rate does not depend on them.
+    let (mut a, mut b) = (buf(m * k, "A")?, buf(k * cols, "B")?);
+    for (i, x) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+        *x = (i % 7) as f32 * 0.1;
+    }
+    let mut c = buf(m * cols, "C")?;
+    let mut scratch = buf(scratch_len(m, k, cols, true), "scratch")?;
+    let mut once = || {
+        let t0 = Instant::now();
+        matmul_packed(
+            MatMut::new(&mut c, m, cols),
+            MatRef::new(&a, m, k),
+            MatRef::new(&b, k, cols),
+            Accum::Replace,
+            &mut scratch,
+        );
+        t0.elapsed().as_secs_f64()
+    };
+    once(); // warm the caches and the pool
+    let (mut best, mut spent) = (f64::INFINITY, 0.0);
+    // The fastest of a few runs (at least 3, about 30 ms in all): the machine's rate, not a
+    // moment when another process had the cores.
+    for rep in 0.. {
+        let s = once();
+        best = best.min(s);
+        spent += s;
+        if rep >= 2 && spent > 0.03 {
+            break;
+        }
+    }
+    let gflops = 2.0 * (m * k * cols) as f64 / best.max(1e-9) / 1e9;
+    let gflop_per_batch = 3.0 * (n * t) as f64 * Params::forward_flops_per_token(cfg) as f64 / 1e9;
+    Ok(EpochEstimate {
+        seconds: gflop_per_batch * batches as f64 / gflops,
+        gflop_per_batch,
+        gflops,
+    })
+}
+
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), if the platform tells.
 ///
 /// ```

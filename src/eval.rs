@@ -154,7 +154,9 @@ pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> R
         eval_batch(corpus, n, t, k, &mut xs, &mut ts);
         total += forward(params, &mut ws, &xs, &ts)? as f64;
         // Row i, step s of batch k predicts corpus[(k*T + i*jump + s + 1) % len].
-        check_losses(ws.position_losses(), t, |i, s| (k * t + i * jump + s + 1) % len)?;
+        check_losses(ws.position_losses(), t, |i, s| {
+            (k * t + i * jump + s + 1) % len
+        })?;
     }
     let mean_loss = total / iters as f64;
     Ok(Perplexity {
@@ -318,7 +320,9 @@ fn stream_losses(
             }
         }
         forward(params, &mut ws, &xs, &ts)?;
-        check_losses(ws.position_losses(), t, |i, s| range(i).start + k * t + s + 1)?;
+        check_losses(ws.position_losses(), t, |i, s| {
+            range(i).start + k * t + s + 1
+        })?;
         total += ws.position_losses().iter().map(|&l| l as f64).sum::<f64>();
     }
     Ok((total, batches))

@@ -243,7 +243,12 @@ fn eval_refuses_a_non_finite_perplexity() {
     // score: each log-probability is finite (about -1e38), but the line's perplexity is not.
     // Before, it printed `"perplexity": null` and exited 0.
     for json in [false, true] {
-        let mut args = vec!["score", "--model", m.to_str().unwrap(), text.to_str().unwrap()];
+        let mut args = vec![
+            "score",
+            "--model",
+            m.to_str().unwrap(),
+            text.to_str().unwrap(),
+        ];
         if json {
             args.push("--json");
         }
@@ -293,12 +298,21 @@ fn overflowing_logits_are_one_clear_error_everywhere() {
             "{err}"
         );
         let printed = String::from_utf8(out.stdout).unwrap();
-        assert!(!printed.contains("NaN") && !printed.contains("null"), "{printed}");
+        assert!(
+            !printed.contains("NaN") && !printed.contains("null"),
+            "{printed}"
+        );
     }
     // eval reads the text as one stream: its first target is the second token, "b".
     for protocol in ["book", "full", "torch"] {
         let err = one_line_error(&rnnlm(&[
-            "eval", "--model", m_s, "--data", t_s, "--protocol", protocol,
+            "eval",
+            "--model",
+            m_s,
+            "--data",
+            t_s,
+            "--protocol",
+            protocol,
         ]));
         assert!(
             err.contains(&format!("t.txt:1: word 2 (\"b\"): {want}")),
@@ -310,6 +324,35 @@ fn overflowing_logits_are_one_clear_error_everywhere() {
     assert!(
         err.contains("m.safetensors") && err.contains(&format!("word 1 of the output: {want}")),
         "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `generate --start` prints the start words as the model reads them: before, an unknown word
+/// was echoed as typed though the model saw `<unk>`. A note on stderr says so.
+#[test]
+fn generate_shows_unknown_start_words_as_unk() {
+    let dir = tmpdir("gen-unk");
+    let m = model(&dir, &["<eos>", "a", "b", "<unk>"]);
+    let out = rnnlm(&[
+        "generate",
+        "--model",
+        m.to_str().unwrap(),
+        "--start",
+        "a xyzzy b",
+        "--words",
+        "3",
+        "--skip",
+        "<eos>",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("a <unk> b "), "{text}");
+    assert!(!text.contains("xyzzy"), "{text}");
+    let note = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        note.contains("\"xyzzy\" is not in the model's vocabulary: the model reads <unk>"),
+        "{note}"
     );
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -1106,3 +1106,34 @@ fn a_sighup_under_nohup_is_ignored() {
     assert!(m.exists() && !dir.join("m.safetensors.resume").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A negative number for a numeric flag reaches its range check: before, clap answered
+/// "unexpected argument '-1'", as if the value were a flag.
+#[test]
+fn negative_numbers_get_the_range_message() {
+    let dir = tmpdir("negative");
+    let base = small_run(&dir, &dir.join("m.safetensors"));
+    for (flag, want) in [
+        ("--lr", "invalid --lr: -1 is not a positive number"),
+        ("--clip", "invalid --clip: -1 is not a gradient-norm limit"),
+        (
+            "--dropout",
+            "invalid dropout: -1 (must be at least 0 and below 1)",
+        ),
+    ] {
+        refused(&run(&base, &[flag, "-1"]), &[want]);
+    }
+    let m = trained(&dir);
+    let err = one_line_error(&rnnlm(&[
+        "generate",
+        "--model",
+        s(&m),
+        "--temperature",
+        "-1",
+    ]));
+    assert!(
+        err.contains("invalid temperature: -1 (must be finite and > 0)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

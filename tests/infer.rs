@@ -626,7 +626,13 @@ fn overflowing_logits_are_not_finite_errors() {
         .generate(&mut rng, &[0], 5, &Sampling::default())
         .unwrap_err();
     assert_eq!(not_finite(err), (None, 0));
-    let err = rnnlm::evaluate(model.params(), &[1, 2, 1, 0, 1, 2], rnnlm::Protocol::Full, 2, 3)
-        .unwrap_err();
+    let err = rnnlm::evaluate(
+        model.params(),
+        &[1, 2, 1, 0, 1, 2],
+        rnnlm::Protocol::Full,
+        2,
+        3,
+    )
+    .unwrap_err();
     assert_eq!(not_finite(err), (None, 1));
 }

@@ -85,7 +85,9 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 100)]
     words: usize,
     /// Softmax temperature (lower is more conservative).
-    #[arg(long, default_value_t = 1.0)]
+    // allow_negative_numbers: `--temperature -1` reaches the range check and its message, instead
+    // of clap's "unexpected argument '-1'".
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     temperature: f32,
     /// Sample only among the k most likely words.
     #[arg(long)]
@@ -140,7 +142,9 @@ struct ModelArgs {
     layers: u32,
     /// Inverted dropout probability during training, after the embedding, between layers
     /// and before the output layer (0 = off).
-    #[arg(long, default_value_t = 0.0)]
+    // allow_negative_numbers: `--dropout -1` reaches the range check and its message, instead
+    // of clap's "unexpected argument '-1'".
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     dropout: f32,
     /// Tie the output weights to the embedding (embed.W transposed); needs --wordvec equal
     /// to --hidden.
@@ -181,11 +185,15 @@ struct TrainArgs {
     shape: Shape,
     /// SGD learning rate. With --resume, a value other than the saved run's replaces it from
     /// there on (a note says so), e.g. to go on more gently after an interruption.
-    #[arg(long, default_value_t = 5.0)]
+    // allow_negative_numbers: `--lr -1` reaches the range check and its message, instead
+    // of clap's "unexpected argument '-1'".
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     lr: f32,
     /// Global gradient-norm clip: a positive number, or 0 for no clipping. With --resume, a
     /// value other than the saved run's replaces it from there on (a note says so).
-    #[arg(long, default_value_t = 0.25)]
+    // allow_negative_numbers: `--clip -1` reaches the range check and its message, instead
+    // of clap's "unexpected argument '-1'".
+    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
     clip: f32,
     /// Epochs.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
@@ -526,7 +534,10 @@ fn place(model: &rnnlm::Rnnlm, ids: &[u32], position: usize) -> (usize, String) 
         .iter()
         .rposition(|&id| Some(id) == eos)
         .map_or(0, |p| p + 1);
-    (line, token_name(model, ids.get(position).copied(), position - start + 1))
+    (
+        line,
+        token_name(model, ids.get(position).copied(), position - start + 1),
+    )
 }
 
 /// `word K ("w")` for the `k`-th token of a line, or `the line end` for its `<eos>`.
@@ -678,6 +689,26 @@ mod signals {
             .find_map(|l| l.strip_prefix("SigIgn:"))
             .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
             .is_some_and(|mask| (1..=64).contains(&sig) && mask >> (sig - 1) & 1 == 1)
+    }
+}
+
+/// `seconds` for a person: `0.4 s`, `42 s`, `3 min 20 s`, `5 h 7 min`, `3.2 days`.
+fn duration(seconds: f64) -> String {
+    let s = seconds.max(0.0);
+    if s < 10.0 {
+        format!("{s:.1} s")
+    } else if s < 60.0 {
+        format!("{s:.0} s")
+    } else if s < 3600.0 {
+        format!("{} min {} s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else if s < 86400.0 {
+        format!(
+            "{} h {} min",
+            (s / 3600.0) as u64,
+            (s % 3600.0 / 60.0) as u64
+        )
+    } else {
+        format!("{:.1} days", s / 86400.0)
     }
 }
 
@@ -851,6 +882,22 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     let (stop, signal) = signals::install();
     trainer.stop_on(stop);
     let iters = (train_ids.len() - 1) / (cfg.batch_size * cfg.time_size);
+    // What the run will cost, before it is spent: a model far too big for the machine shows it
+    // here, not hours later at the first progress line.
+    if let Ok(e) = pool
+        .install(|| rnnlm::bench::epoch_estimate(&model_cfg, cfg.batch_size, cfg.time_size, iters))
+    {
+        outln!(
+            "estimated at least {} per epoch, {} for {} epoch{} ({:.2} GFLOP of products a batch, at the {:.0} GFLOP/s this machine's products reach on {} threads)",
+            duration(e.seconds),
+            duration(e.seconds * cfg.epochs as f64),
+            cfg.epochs,
+            if cfg.epochs == 1 { "" } else { "s" },
+            e.gflop_per_batch,
+            e.gflops,
+            pool.current_num_threads()
+        );
+    }
     let terminal = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new((iters * cfg.epochs) as u64);
     if terminal {

@@ -67,8 +67,13 @@ pub(crate) trait Head: Sync {
 
     /// Draws the next id after top-layer state `h [H]`, with `u` uniform in `[0, 1)`; `None`
     /// if the logits are not all finite (there is no distribution to draw from).
-    fn sample(&self, h: &[f32], draw: &Draw<'_>, scratch: &mut SampleScratch, u: f64)
-        -> Option<u32>;
+    fn sample(
+        &self,
+        h: &[f32],
+        draw: &Draw<'_>,
+        scratch: &mut SampleScratch,
+        u: f64,
+    ) -> Option<u32>;
 }
 
 /// What the model's logits say when they are not finite: the one wording that `score`,

@@ -185,6 +185,28 @@ impl Params {
         out
     }
 
+    /// Floating-point operations of the products in a forward pass, per token: two for every
+    /// element of every weight matrix a token multiplies through (`Wx`, `Wh`, the output
+    /// matrix, `embed.W` again when tied), since each is used once per token. The embedding
+    /// lookup and the element-wise work are not counted. Training (forward, then `dX` and `dW`)
+    /// is three times this.
+    ///
+    /// ```
+    /// use rnnlm::{Config, Params};
+    /// let cfg = Config::new(10, 4, 6).unwrap(); // Wx [4,6], Wh [6,6], affine.W [6,10]
+    /// assert_eq!(Params::forward_flops_per_token(&cfg), 2 * (24 + 36 + 60));
+    /// let tied = Config::new(10, 6, 6).unwrap().with_tied(true); // embed.W [10,6] as output
+    /// assert_eq!(Params::forward_flops_per_token(&tied), 2 * (36 + 36 + 60));
+    /// ```
+    pub fn forward_flops_per_token(cfg: &Config) -> u64 {
+        let products: u64 = Self::layout(cfg)
+            .iter()
+            .filter(|(name, shape)| shape.len() == 2 && (name != "embed.W" || cfg.tied))
+            .map(|(_, shape)| (shape[0] * shape[1]) as u64)
+            .sum();
+        2 * products
+    }
+
     /// Number of f32 values of `cfg`'s parameters.
     ///
     /// ```
