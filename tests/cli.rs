@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ok_json, one_line_error, rnnlm, tmpdir};
+use common::{ok_json, one_line_error, rnnlm, rnnlm_piped, tmpdir};
 use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
@@ -173,7 +173,6 @@ fn convert_checks_its_output_first() {
 #[test]
 fn score_refuses_a_huge_line_naming_the_input_and_line() {
     use std::io::Write;
-    use std::process::{Command, Stdio};
     let dir = tmpdir("score-huge");
     let m = model(&dir, &["<eos>", "a", "b"]);
     let m_s = m.to_str().unwrap();
@@ -193,13 +192,7 @@ fn score_refuses_a_huge_line_naming_the_input_and_line() {
     let scored = String::from_utf8(out.stdout).unwrap();
     assert_eq!(scored.lines().count(), 2, "the header and line 1: {scored}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(["score", "--model", m_s])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = rnnlm_piped(&["score", "--model", m_s]);
     let mut stdin = child.stdin.take().unwrap();
     // The command stops reading at the limit: the rest may meet a closed pipe.
     let writer = std::thread::spawn(move || {
@@ -354,5 +347,80 @@ fn generate_shows_unknown_start_words_as_unk() {
         note.contains("\"xyzzy\" is not in the model's vocabulary: the model reads <unk>"),
         "{note}"
     );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// score on a pipe answers each line once it has arrived: a client that writes one line and
+/// waits for its answer gets it, rather than both waiting forever (the command for a full chunk
+/// of lines or the end of its input, the client for the answer). The answers are those of the
+/// same lines read from a file.
+#[test]
+fn score_on_a_pipe_answers_a_line_before_the_next_arrives() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Child;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tmpdir("score-interactive");
+    let m = model(&dir, &["<eos>", "a", "b"]);
+    let m_s = m.to_str().unwrap();
+    let lines = ["a b a", "b b"];
+
+    let mut child = rnnlm_piped(&["score", "--model", m_s]);
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Lines of stdout through a channel, so that a missing answer fails the test after a
+    // generous wait instead of hanging it.
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |child: &mut Child| match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(line) => line,
+        Err(e) => {
+            let _ = child.kill();
+            panic!("no output line within 30 s ({e}): score is waiting for more input");
+        }
+    };
+    let mut answers = vec![next(&mut child)];
+    assert!(
+        answers[0].starts_with("# log_prob"),
+        "the header: {answers:?}"
+    );
+    for line in lines {
+        // ChildStdin is unbuffered: the line is in the pipe once written.
+        writeln!(stdin, "{line}").unwrap();
+        answers.push(next(&mut child));
+    }
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    reader.join().unwrap();
+    assert_eq!(rx.try_iter().count(), 0, "nothing after the answers");
+
+    let text = dir.join("t.txt");
+    std::fs::write(&text, lines.join("\n")).unwrap();
+    let out = rnnlm(&["score", "--model", m_s, text.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_file: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(answers, from_file);
     std::fs::remove_dir_all(dir).unwrap();
 }

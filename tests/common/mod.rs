@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// A fresh, empty scratch folder for one test (removed by the test when it passes).
 pub fn tmpdir(tag: &str) -> PathBuf {
@@ -18,6 +18,18 @@ pub fn rnnlm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rnnlm"))
         .args(args)
         .output()
+        .unwrap()
+}
+
+/// Starts the `rnnlm` binary built for these tests with its standard input, output and error
+/// piped.
+pub fn rnnlm_piped(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rnnlm"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap()
 }
 
