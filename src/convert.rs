@@ -288,8 +288,9 @@ fn check_model(m: &TorchModel) -> Result<()> {
 /// # Errors
 /// An [`Error`] naming the tensor, with the expected and the found shape, when a tensor
 /// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight), has the
-/// wrong shape or a data length that does not match its shape; and when `decoder.weight` is
-/// absent although `D != H`.
+/// wrong shape or a data length that does not match its shape; [`Error::TensorSum`] naming
+/// both biases when their f32 sum overflows; and when `decoder.weight` is absent although
+/// `D != H`.
 ///
 /// ```
 /// use rnnlm::{convert::{from_torch, Tensors}, Error};
@@ -383,8 +384,9 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         let din = if l == 0 { d } else { h };
         let wih = take(format!("rnn.weight_ih_l{l}"), &[g * h, din])?;
         let whh = take(format!("rnn.weight_hh_l{l}"), &[g * h, h])?;
-        let bih = take(format!("rnn.bias_ih_l{l}"), &[g * h])?;
-        let bhh = take(format!("rnn.bias_hh_l{l}"), &[g * h])?;
+        let (bih_name, bhh_name) = (format!("rnn.bias_ih_l{l}"), format!("rnn.bias_hh_l{l}"));
+        let bih = take(bih_name.clone(), &[g * h])?;
+        let bhh = take(bhh_name.clone(), &[g * h])?;
         let name = |role| our_name(cell, l, role).expect("the cell has this tensor");
         ours.insert(
             name(Role::Wx),
@@ -396,6 +398,22 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         );
         if form.summed_bias {
             let sum: Vec<f32> = bih.iter().zip(bhh).map(|(a, b)| a + b).collect();
+            // Finite addends whose f32 sum is not (non-finite ones are the caller's to refuse,
+            // as load_torch does).
+            let overflow = sum
+                .iter()
+                .zip(bih.iter().zip(bhh))
+                .position(|(s, (a, b))| !s.is_finite() && a.is_finite() && b.is_finite());
+            if let Some(index) = overflow {
+                return Err(Error::TensorSum {
+                    path: None,
+                    a: bih_name,
+                    b: bhh_name,
+                    index,
+                    x: bih[index],
+                    y: bhh[index],
+                });
+            }
             ours.insert(
                 name(Role::B),
                 (vec![g * h], reorder_bias(&sum, h, form, true)),
@@ -584,9 +602,10 @@ fn vocab_from(
 /// # Errors
 /// [`Error::Io`] if a file cannot be read; [`Error::Checkpoint`] naming the file if it is not a
 /// regular file, is not safetensors (checked header first, as [`checkpoint::load`] does), fails
-/// its checksum, holds a tensor that is not F32 or a NaN or infinite value, does not convert
-/// (every tensor error, e.g. a missing or unexpected tensor or a wrong shape), describes an
-/// invalid model, or the vocabulary is absent, malformed or of the wrong length.
+/// its checksum, holds a tensor that is not F32 or a NaN or infinite value, looks like an
+/// rnnlm checkpoint, describes an invalid model, or the vocabulary is absent, malformed or of
+/// the wrong length; every tensor error of [`from_torch`] (a missing or unexpected tensor, a
+/// wrong shape, an overflowing bias sum) naming the file.
 ///
 /// ```
 /// use rnnlm::convert::load_torch;
@@ -1030,6 +1049,16 @@ mod tests {
         assert!(
             matches!(e, Error::TensorUnexpected { path: None, .. }),
             "{e}"
+        );
+        // Summed biases that overflow f32 name both PyTorch tensors.
+        let e = err(&|t| {
+            t.get_mut("rnn.bias_ih_l1").unwrap().1[7] = f32::MAX;
+            t.get_mut("rnn.bias_hh_l1").unwrap().1[7] = f32::MAX;
+        });
+        assert_eq!(
+            e.to_string(),
+            "tensors \"rnn.bias_ih_l1\" + \"rnn.bias_hh_l1\": their sum (the converted model's \
+             one bias) overflows f32 at index 7: 3.4028235e38 + 3.4028235e38"
         );
         // An extra layer's lone tensor makes the others of that layer missing.
         let e = err(&|t| {

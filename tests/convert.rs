@@ -525,3 +525,60 @@ fn load_torch_reads_through_the_checkpoint_reader() {
     assert!(e.contains("checksum mismatch"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs `rnnlm convert DIRECTION torch IN OUT`, which must fail with one line and write no
+/// OUT; returns the line.
+fn convert_fails(direction: &str, input: &Path, out: &Path) -> String {
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let err = one_line_error(&rnnlm(&["convert", direction, "torch", i, o]));
+    assert!(!out.exists(), "{err}");
+    err
+}
+
+/// An RNN's or LSTM's two biases become one, their f32 sum: biases whose sum overflows are
+/// refused naming the file and both PyTorch tensors, with the index and the addends (they used
+/// to be refused only when the checkpoint was written, under our name `lstm.0.b` and without
+/// the file). A GRU keeps both, so the same values convert.
+#[test]
+fn a_bias_sum_that_overflows_names_the_file_and_both_pytorch_biases() {
+    let dir = tmpdir("convert-overflow");
+    let out = dir.join("out.safetensors");
+    let big = 3e38f32.to_le_bytes(); // finite; 3e38 + 3e38 is not
+    for (fixture, layer) in [("lstm1.safetensors", 0), ("rnn2.safetensors", 1)] {
+        let crafted = dir.join(format!("overflow-{fixture}"));
+        let mut raw = read_raw(&self::dir().join(fixture));
+        for b in ["bias_ih", "bias_hh"] {
+            let t = raw.0.get_mut(&format!("rnn.{b}_l{layer}")).unwrap();
+            t.2[4 * 5..4 * 6].copy_from_slice(&big);
+        }
+        write_raw(&crafted, &raw);
+        let (bih, bhh) = (
+            format!("rnn.bias_ih_l{layer}"),
+            format!("rnn.bias_hh_l{layer}"),
+        );
+        let e = load_torch(&crafted, None).unwrap_err();
+        assert!(
+            matches!(&e, rnnlm::Error::TensorSum { path: Some(p), a, b, index: 5, .. }
+                if p == &crafted && a == &bih && b == &bhh),
+            "{fixture}: {e:?}"
+        );
+        let err = convert_fails("--from", &crafted, &out);
+        for must in [
+            crafted.file_name().unwrap().to_str().unwrap(),
+            &format!("\"{bih}\" + \"{bhh}\""),
+            "overflows f32 at index 5: 3e38 + 3e38",
+        ] {
+            assert!(err.contains(must), "{fixture}: {err:?} lacks {must:?}");
+        }
+        assert!(!err.contains(".b\""), "{fixture}: our tensor name: {err}");
+    }
+    let gru = dir.join("overflow-gru2.safetensors");
+    let mut raw = read_raw(&self::dir().join("gru2.safetensors"));
+    for b in ["rnn.bias_ih_l0", "rnn.bias_hh_l0"] {
+        raw.0.get_mut(b).unwrap().2[..4].copy_from_slice(&big);
+    }
+    write_raw(&gru, &raw);
+    let (params, _) = load_torch(&gru, None).unwrap();
+    assert!(params.as_slice().contains(&3e38));
+    std::fs::remove_dir_all(dir).unwrap();
+}
