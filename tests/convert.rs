@@ -582,3 +582,80 @@ fn a_bias_sum_that_overflows_names_the_file_and_both_pytorch_biases() {
     assert!(params.as_slice().contains(&3e38));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A tensor with no place in the model is named, whether it sits next to the proper ones
+/// (`_l00` beside `_l0`, a layer far past the last) or stands in for one (`_l00` instead of
+/// `_l0`, which used to be reported only as `_l0` missing); a tensor that is only missing is
+/// still reported as missing.
+#[test]
+fn a_stray_tensor_is_named_not_reported_as_another_missing() {
+    let dir = tmpdir("convert-stray");
+    let out = dir.join("out.safetensors");
+    let fixture = read_raw(&self::dir().join("lstm1.safetensors"));
+    let craft = |name: &str, f: &dyn Fn(&mut Raw)| {
+        let path = dir.join(name);
+        let mut raw = fixture.clone();
+        f(&mut raw);
+        write_raw(&path, &raw);
+        let e = load_torch(&path, None).unwrap_err();
+        (path, e)
+    };
+    // (file, the stray, whether it replaces rnn.weight_ih_l0 rather than sits beside it)
+    for (file, stray, replaces) in [
+        ("beside.safetensors", "rnn.weight_ih_l00", false),
+        ("renamed.safetensors", "rnn.weight_ih_l00", true),
+        ("far.safetensors", "rnn.weight_ih_l4294967296", false),
+    ] {
+        let (path, e) = craft(file, &|r| {
+            let t = if replaces {
+                r.0.remove("rnn.weight_ih_l0").unwrap()
+            } else {
+                r.0["rnn.weight_ih_l0"].clone()
+            };
+            r.0.insert(stray.into(), t);
+        });
+        assert!(
+            matches!(&e, rnnlm::Error::TensorUnexpected { path: Some(p), name, found, .. }
+                if p == &path && name == stray && found == &[64, 16]),
+            "{file}: {e:?}"
+        );
+        let err = convert_fails("--from", &path, &out);
+        let want =
+            format!("{file}: tensor \"{stray}\": unexpected in the tensors of a 1-layer lstm");
+        assert!(err.contains(&want), "{err}");
+        if replaces {
+            assert!(
+                err.contains("where \"rnn.weight_ih_l0\" is missing"),
+                "{err}"
+            );
+        } else {
+            assert!(!err.contains("missing"), "{err}");
+        }
+    }
+    // Only missing: missing, as before.
+    let (path, e) = craft("missing.safetensors", &|r| {
+        r.0.remove("rnn.bias_hh_l0");
+    });
+    assert!(
+        matches!(&e, rnnlm::Error::TensorMissing { path: Some(p), name, .. }
+            if p == &path && name == "rnn.bias_hh_l0"),
+        "{e:?}"
+    );
+    let err = convert_fails("--from", &path, &out);
+    assert!(
+        err.contains(
+            "missing.safetensors: tensor \"rnn.bias_hh_l0\": missing (expected shape [64])"
+        ),
+        "{err}"
+    );
+    // A lone tensor of the next layer makes that layer's others missing.
+    let (_, e) = craft("lone.safetensors", &|r| {
+        let t = r.0["rnn.bias_ih_l0"].clone();
+        r.0.insert("rnn.bias_ih_l1".into(), t);
+    });
+    assert!(
+        matches!(&e, rnnlm::Error::TensorMissing { name, .. } if name == "rnn.weight_ih_l1"),
+        "{e:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
