@@ -617,7 +617,9 @@ fn vocab_from(
             ),
         ));
     }
-    Vocab::from_words(words).map_err(|e| bad(path, format!("{source}: {e}")))
+    let vocab = Vocab::from_words(words).map_err(|e| bad(path, format!("{source}: {e}")))?;
+    vocab.require_eos(path, &source)?;
+    Ok(vocab)
 }
 
 /// Reads a word_language_model `RNNModel` `state_dict()` saved with
@@ -626,7 +628,8 @@ fn vocab_from(
 /// The vocabulary is the file's `vocab` metadata entry (a JSON array of the words in id order)
 /// when it has one, else word_language_model's `Dictionary` ([`read_dictionary`]) of the text at
 /// `vocab_text` (the training text the model was trained on). When both are present they must
-/// agree. Its length must be `V`.
+/// agree. Its length must be `V`, and it must have `<eos>` (word_language_model's `Dictionary`
+/// always does: it ends every line), which ends every sentence rnnlm reads or scores.
 ///
 /// # Errors
 /// [`Error::Io`] if a file cannot be read; [`Error::Checkpoint`] naming the file if it is not a
@@ -634,7 +637,8 @@ fn vocab_from(
 /// its checksum, holds a tensor that is not F32 or a NaN or infinite value, looks like an
 /// rnnlm checkpoint, describes an invalid model, or the vocabulary is absent, malformed or of
 /// the wrong length; every tensor error of [`from_torch`] (a missing or unexpected tensor, a
-/// wrong shape, an overflowing bias sum) naming the file.
+/// wrong shape, an overflowing bias sum) naming the file; [`Error::NoEos`] naming the file and
+/// the vocabulary's source if the vocabulary has no `<eos>`.
 ///
 /// ```
 /// use rnnlm::convert::load_torch;
@@ -730,8 +734,9 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// partial file.
 ///
 /// # Errors
-/// If the vocabulary's length is not `V`, a weight is NaN or infinite (naming the tensor and
-/// the flat index, as [`checkpoint::to_bytes_with`]), or on I/O failure.
+/// If the vocabulary's length is not `V` or it has no `<eos>` ([`Error::NoEos`] naming
+/// `path`: [`load_torch`] would refuse the file), a weight is NaN or infinite (naming the
+/// tensor and the flat index, as [`checkpoint::to_bytes_with`]), or on I/O failure.
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -772,6 +777,7 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
                 found: vec![v.len()],
             });
         }
+        v.require_eos(path, "the vocabulary to write")?;
         meta.insert(
             "vocab".to_owned(),
             serde_json::to_string(v.words()).expect("strings always serialise"),

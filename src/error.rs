@@ -196,6 +196,21 @@ pub enum Error {
         y: f32,
     },
 
+    /// A vocabulary without `<eos>`. Text is read one sentence a line, each ended by `<eos>`,
+    /// so such a vocabulary can neither read, score nor train on text (see
+    /// [`Vocab::require_eos`](crate::Vocab::require_eos)).
+    #[error(
+        "{}: {what} has no <eos> (the end of every sentence), so sentences cannot be delimited",
+        path.display()
+    )]
+    NoEos {
+        /// Where the vocabulary came from (a checkpoint, a converted file), or the text that
+        /// was to be read with it.
+        path: PathBuf,
+        /// The vocabulary, as `path` relates to it, e.g. `its vocabulary`.
+        what: String,
+    },
+
     /// Not enough memory for a buffer: refused before allocating because it needs more than
     /// the system has available (`available` is `Some`, see [`crate::mem::check_memory`]), or
     /// refused by the allocator (`None`).

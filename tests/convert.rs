@@ -659,3 +659,60 @@ fn a_stray_tensor_is_named_not_reported_as_another_missing() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Every line ends with `<eos>`, so a vocabulary without it cannot read or score text:
+/// convert refuses it in both directions (it used to write the file, which score then refused
+/// and eval read with every line end as `<unk>`), naming the file and the vocabulary.
+#[test]
+fn a_vocabulary_without_eos_is_refused_in_both_directions() {
+    let dir = tmpdir("convert-no-eos");
+    let out = dir.join("out.safetensors");
+    let no_eos = |v: &Vocab| -> Vec<String> {
+        v.words()
+            .iter()
+            .map(|w| {
+                if w == "<eos>" {
+                    "EOS".into()
+                } else {
+                    w.clone()
+                }
+            })
+            .collect()
+    };
+    let want = "has no <eos> (the end of every sentence), so sentences cannot be delimited";
+
+    // --from torch: 'vocab' metadata without <eos>.
+    let torch = dir.join("no-eos.safetensors");
+    let (params, vocab) = load("gru2.safetensors");
+    let mut raw = read_raw(&self::dir().join("gru2.safetensors"));
+    raw.1.insert(
+        "vocab".into(),
+        serde_json::to_string(&no_eos(&vocab)).unwrap(),
+    );
+    write_raw(&torch, &raw);
+    let e = load_torch(&torch, None).unwrap_err();
+    assert!(
+        matches!(&e, rnnlm::Error::NoEos { path, what } if path == &torch && what == "its 'vocab' metadata"),
+        "{e:?}"
+    );
+    let err = convert_fails("--from", &torch, &out);
+    assert!(
+        err.contains(&format!("no-eos.safetensors: its 'vocab' metadata {want}")),
+        "{err}"
+    );
+
+    // --to torch: an rnnlm checkpoint whose vocabulary has no <eos>.
+    let ours = dir.join("ours.safetensors");
+    let words = Vocab::from_words(no_eos(&vocab)).unwrap();
+    checkpoint::save(&ours, &params, Some(&words)).unwrap();
+    let err = convert_fails("--to", &ours, &out);
+    assert!(
+        err.contains(&format!("ours.safetensors: its vocabulary {want}")),
+        "{err}"
+    );
+    // And the library's writer, which would make a file load_torch refuses.
+    let e = save_torch(&out, &params, Some(&words)).unwrap_err();
+    assert!(matches!(e, rnnlm::Error::NoEos { .. }), "{e:?}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
