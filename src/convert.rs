@@ -156,9 +156,9 @@ fn check_len(name: &str, (shape, data): &(Vec<usize>, Vec<f32>)) -> Result<()> {
     Ok(())
 }
 
-/// Fails on the first tensor (in name order) that is not in `known`.
-fn no_unexpected(t: &Tensors, known: &BTreeSet<String>, what: &str) -> Result<()> {
-    match t.iter().find(|(name, _)| !known.contains(*name)) {
+/// Fails on the first tensor (in name order) that is not `known`.
+fn no_unexpected(t: &Tensors, known: impl Fn(&str) -> bool, what: &str) -> Result<()> {
+    match t.iter().find(|(name, _)| !known(name)) {
         Some((name, (shape, _))) => Err(Error::TensorUnexpected {
             path: None,
             name: name.clone(),
@@ -221,29 +221,48 @@ fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// The number of recurrent layers named in `t`: one more than the largest `k` of any
-/// `rnn.{weight,bias}_{ih,hh}_l{k}`, or 0.
-fn torch_layers(t: &Tensors) -> usize {
-    let mut layers = 0;
-    for name in t.keys() {
-        for prefix in [
-            "rnn.weight_ih_l",
-            "rnn.weight_hh_l",
-            "rnn.bias_ih_l",
-            "rnn.bias_hh_l",
-        ] {
-            if let Some(k) = name.strip_prefix(prefix) {
-                // Canonical decimal only ("l01" is not layer 1: it stays an unexpected name).
-                let canonical = k == "0" || (!k.starts_with('0') && !k.is_empty());
-                if canonical && k.bytes().all(|b| b.is_ascii_digit()) {
-                    if let Ok(k) = k.parse::<usize>() {
-                        layers = layers.max(k.saturating_add(1));
-                    }
-                }
-            }
-        }
+/// The prefixes of a layer's recurrent tensors, `rnn.{weight,bias}_{ih,hh}_l{k}`, in the order
+/// [`from_torch`] reads them.
+const TORCH_LAYER: [&str; 4] = [
+    "rnn.weight_ih_l",
+    "rnn.weight_hh_l",
+    "rnn.bias_ih_l",
+    "rnn.bias_hh_l",
+];
+
+/// The tensors of a word_language_model `RNNModel` outside its layers (`decoder.weight` is
+/// absent when tied).
+const TORCH_OUTER: [&str; 3] = ["encoder.weight", "decoder.weight", "decoder.bias"];
+
+/// The layer `k` of a recurrent tensor `rnn.{weight,bias}_{ih,hh}_l{k}`, else `None`.
+/// Canonical decimal only: `l01` or `l00` is no layer, it stays an unexpected name.
+fn torch_layer(name: &str) -> Option<usize> {
+    let k = TORCH_LAYER.iter().find_map(|p| name.strip_prefix(p))?;
+    let canonical = k == "0" || (!k.starts_with('0') && !k.is_empty());
+    if canonical && k.bytes().all(|b| b.is_ascii_digit()) {
+        k.parse().ok()
+    } else {
+        None
     }
-    layers
+}
+
+/// The number of recurrent layers in `t`: how many of layers 0, 1, 2, ... in a row have a
+/// tensor `rnn.{weight,bias}_{ih,hh}_l{k}`. A layer with one tensor counts (its others are
+/// then missing); past a layer with none, a tensor such as a stray `_l4294967296` is
+/// unexpected rather than the cause of a missing layer 1.
+fn torch_layers(t: &Tensors) -> usize {
+    let layers: BTreeSet<usize> = t.keys().filter_map(|name| torch_layer(name)).collect();
+    (0..).take_while(|l| layers.contains(l)).count()
+}
+
+/// The first tensor of a `layers`-layer model that `t` lacks, in the order [`from_torch`]
+/// reads them. It stops at the first gap: at most one look-up more than `t` has tensors.
+fn torch_first_missing(t: &Tensors, layers: usize) -> Option<String> {
+    let layer_names = (0..layers).flat_map(|l| TORCH_LAYER.iter().map(move |p| format!("{p}{l}")));
+    std::iter::once("encoder.weight".to_string())
+        .chain(layer_names)
+        .chain(std::iter::once("decoder.bias".to_string()))
+        .find(|name| !t.contains_key(name))
 }
 
 fn describe(m: &TorchModel, side: &str) -> String {
@@ -281,15 +300,18 @@ fn check_model(m: &TorchModel) -> Result<()> {
 /// [module docs](self)).
 ///
 /// The cell comes from `rnn.weight_hh_l0`'s rows: `4H` means LSTM, `3H` GRU and `H` a tanh RNN,
-/// where `H` is its column count; the layer count from the largest `_l{k}` suffix. The model is
+/// where `H` is its column count; the layer count from the `_l{k}` suffixes (layers 0, 1, ...
+/// in a row that have a tensor; one past a layer with none is unexpected). The model is
 /// tied when `decoder.weight` is absent or bitwise equal to `encoder.weight` (then `D` must
 /// equal `H`). LSTM and RNN biases are summed (`bias_ih + bias_hh`, in f32); a GRU keeps both.
 ///
 /// # Errors
 /// An [`Error`] naming the tensor, with the expected and the found shape, when a tensor
-/// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight), has the
-/// wrong shape or a data length that does not match its shape; and when `decoder.weight` is
-/// absent although `D != H`.
+/// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight or a
+/// misnamed `_l00`: reported before any missing tensor, which the message then names), has
+/// the wrong shape or a data length that does not match its shape; [`Error::TensorSum`]
+/// naming both biases when their f32 sum overflows; and when `decoder.weight` is absent
+/// although `D != H`.
 ///
 /// ```
 /// use rnnlm::{convert::{from_torch, Tensors}, Error};
@@ -350,7 +372,8 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         });
     };
     let form = torch_form(cell)?;
-    let has_decoder_weight = t.contains_key("decoder.weight");
+    let decoder = t.get("decoder.weight");
+    let has_decoder_weight = decoder.is_some();
     if !has_decoder_weight && d != h {
         return Err(invalid(
             "tied weights",
@@ -360,21 +383,41 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
             ),
         ));
     }
-    let mut m = TorchModel {
+    // Tied when decoder.weight is absent or bitwise equal to encoder.weight (its shape is
+    // checked below).
+    let tied = decoder.is_none_or(|dec| {
+        d == h
+            && dec.1.len() == enc.1.len()
+            && dec
+                .1
+                .iter()
+                .zip(&enc.1)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    });
+    let m = TorchModel {
         cell,
         vocab_size: v,
         wordvec_size: d,
         hidden_size: h,
         layers: torch_layers(t),
-        tied: !has_decoder_weight,
+        tied,
     };
+    // A tensor with no place in such a model comes first: a misnamed tensor (`_l00` for
+    // `_l0`) is reported by its name, with the one it may stand for, not as the other missing.
+    let mut what = format!(
+        "{} (word_language_model RNNModel)",
+        describe(&m, "the tensors")
+    );
+    if let Some(missing) = torch_first_missing(t, m.layers) {
+        what = format!("{what}, where {missing:?} is missing");
+    }
+    no_unexpected(
+        t,
+        |n| TORCH_OUTER.contains(&n) || torch_layer(n).is_some_and(|k| k < m.layers),
+        &what,
+    )?;
 
-    let mut known = BTreeSet::new();
-    let mut take = |name: String, shape: &[usize]| {
-        let r = get(t, &name, shape).map(|e| &e.1);
-        known.insert(name);
-        r
-    };
+    let take = |name: String, shape: &[usize]| get(t, &name, shape).map(|e| &e.1);
     let g = cell.gates();
     let mut ours = Tensors::new();
     let embed = take("encoder.weight".into(), &[v, d])?;
@@ -383,8 +426,9 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         let din = if l == 0 { d } else { h };
         let wih = take(format!("rnn.weight_ih_l{l}"), &[g * h, din])?;
         let whh = take(format!("rnn.weight_hh_l{l}"), &[g * h, h])?;
-        let bih = take(format!("rnn.bias_ih_l{l}"), &[g * h])?;
-        let bhh = take(format!("rnn.bias_hh_l{l}"), &[g * h])?;
+        let (bih_name, bhh_name) = (format!("rnn.bias_ih_l{l}"), format!("rnn.bias_hh_l{l}"));
+        let bih = take(bih_name.clone(), &[g * h])?;
+        let bhh = take(bhh_name.clone(), &[g * h])?;
         let name = |role| our_name(cell, l, role).expect("the cell has this tensor");
         ours.insert(
             name(Role::Wx),
@@ -396,6 +440,22 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         );
         if form.summed_bias {
             let sum: Vec<f32> = bih.iter().zip(bhh).map(|(a, b)| a + b).collect();
+            // Finite addends whose f32 sum is not (non-finite ones are the caller's to refuse,
+            // as load_torch does).
+            let overflow = sum
+                .iter()
+                .zip(bih.iter().zip(bhh))
+                .position(|(s, (a, b))| !s.is_finite() && a.is_finite() && b.is_finite());
+            if let Some(index) = overflow {
+                return Err(Error::TensorSum {
+                    path: None,
+                    a: bih_name,
+                    b: bhh_name,
+                    index,
+                    x: bih[index],
+                    y: bhh[index],
+                });
+            }
             ours.insert(
                 name(Role::B),
                 (vec![g * h], reorder_bias(&sum, h, form, true)),
@@ -413,25 +473,12 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
     }
     if has_decoder_weight {
         let dec = take("decoder.weight".into(), &[v, h])?;
-        let same = d == h
-            && dec.len() == embed.len()
-            && dec
-                .iter()
-                .zip(embed)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-        if same {
-            m.tied = true;
-        } else {
+        if !tied {
             ours.insert("affine.W".into(), (vec![h, v], transpose(dec, v, h)));
         }
     }
     let bias = take("decoder.bias".into(), &[v])?;
     ours.insert("affine.b".into(), (vec![v], bias.clone()));
-    let what = format!(
-        "{} (word_language_model RNNModel)",
-        describe(&m, "the tensors")
-    );
-    no_unexpected(t, &known, &what)?;
     Ok((m, ours))
 }
 
@@ -503,7 +550,7 @@ pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors> {
     t.insert("decoder.weight".into(), (vec![v, h], dec));
     let bias = take("affine.b".into(), &[v])?;
     t.insert("decoder.bias".into(), (vec![v], bias.clone()));
-    no_unexpected(ours, &known, &describe(m, "our tensors"))?;
+    no_unexpected(ours, |n| known.contains(n), &describe(m, "our tensors"))?;
     Ok(t)
 }
 
@@ -570,7 +617,9 @@ fn vocab_from(
             ),
         ));
     }
-    Vocab::from_words(words).map_err(|e| bad(path, format!("{source}: {e}")))
+    let vocab = Vocab::from_words(words).map_err(|e| bad(path, format!("{source}: {e}")))?;
+    vocab.require_eos(path, &source)?;
+    Ok(vocab)
 }
 
 /// Reads a word_language_model `RNNModel` `state_dict()` saved with
@@ -579,14 +628,17 @@ fn vocab_from(
 /// The vocabulary is the file's `vocab` metadata entry (a JSON array of the words in id order)
 /// when it has one, else word_language_model's `Dictionary` ([`read_dictionary`]) of the text at
 /// `vocab_text` (the training text the model was trained on). When both are present they must
-/// agree. Its length must be `V`.
+/// agree. Its length must be `V`, and it must have `<eos>` (word_language_model's `Dictionary`
+/// always does: it ends every line), which ends every sentence rnnlm reads or scores.
 ///
 /// # Errors
 /// [`Error::Io`] if a file cannot be read; [`Error::Checkpoint`] naming the file if it is not a
 /// regular file, is not safetensors (checked header first, as [`checkpoint::load`] does), fails
-/// its checksum, holds a tensor that is not F32 or a NaN or infinite value, does not convert
-/// (every tensor error, e.g. a missing or unexpected tensor or a wrong shape), describes an
-/// invalid model, or the vocabulary is absent, malformed or of the wrong length.
+/// its checksum, holds a tensor that is not F32 or a NaN or infinite value, looks like an
+/// rnnlm checkpoint, describes an invalid model, or the vocabulary is absent, malformed or of
+/// the wrong length; every tensor error of [`from_torch`] (a missing or unexpected tensor, a
+/// wrong shape, an overflowing bias sum) naming the file; [`Error::NoEos`] naming the file and
+/// the vocabulary's source if the vocabulary has no `<eos>`.
 ///
 /// ```
 /// use rnnlm::convert::load_torch;
@@ -682,8 +734,9 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// partial file.
 ///
 /// # Errors
-/// If the vocabulary's length is not `V`, a weight is NaN or infinite (naming the tensor and
-/// the flat index, as [`checkpoint::to_bytes_with`]), or on I/O failure.
+/// If the vocabulary's length is not `V` or it has no `<eos>` ([`Error::NoEos`] naming
+/// `path`: [`load_torch`] would refuse the file), a weight is NaN or infinite (naming the
+/// tensor and the flat index, as [`checkpoint::to_bytes_with`]), or on I/O failure.
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -724,6 +777,7 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
                 found: vec![v.len()],
             });
         }
+        v.require_eos(path, "the vocabulary to write")?;
         meta.insert(
             "vocab".to_owned(),
             serde_json::to_string(v.words()).expect("strings always serialise"),
@@ -1030,6 +1084,30 @@ mod tests {
         assert!(
             matches!(e, Error::TensorUnexpected { path: None, .. }),
             "{e}"
+        );
+        // A misnamed tensor is named, with the one it may stand for.
+        let e = err(&|t| {
+            let w = t.remove("rnn.weight_hh_l1").unwrap();
+            t.insert("rnn.weight_hh_l01".into(), w);
+        });
+        assert!(
+            matches!(e, Error::TensorUnexpected { path: None, ref name, .. } if name == "rnn.weight_hh_l01"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("where \"rnn.weight_hh_l1\" is missing"),
+            "{e}"
+        );
+        // Summed biases that overflow f32 name both PyTorch tensors.
+        let e = err(&|t| {
+            t.get_mut("rnn.bias_ih_l1").unwrap().1[7] = f32::MAX;
+            t.get_mut("rnn.bias_hh_l1").unwrap().1[7] = f32::MAX;
+        });
+        assert_eq!(
+            e.to_string(),
+            "tensors \"rnn.bias_ih_l1\" + \"rnn.bias_hh_l1\": their sum (the converted model's \
+             one bias) overflows f32 at index 7: 3.4028235e38 + 3.4028235e38"
         );
         // An extra layer's lone tensor makes the others of that layer missing.
         let e = err(&|t| {

@@ -200,6 +200,43 @@ pub enum Error {
         kept: String,
     },
 
+    /// Two tensors a conversion adds into one (an RNN's or LSTM's `bias_ih + bias_hh`, which
+    /// the converted model keeps as its one bias) whose sum overflows f32.
+    #[error(
+        "{}tensors {a:?} + {b:?}: their sum (the converted model's one bias) overflows f32 at \
+         index {index}: {x:e} + {y:e}",
+        in_file(path)
+    )]
+    TensorSum {
+        /// The file being converted.
+        path: Option<PathBuf>,
+        /// The first addend's tensor.
+        a: String,
+        /// The second addend's tensor.
+        b: String,
+        /// The flat index where the sum overflows (the first such).
+        index: usize,
+        /// The first addend's value there.
+        x: f32,
+        /// The second addend's value there.
+        y: f32,
+    },
+
+    /// A vocabulary without `<eos>`. Text is read one sentence a line, each ended by `<eos>`,
+    /// so such a vocabulary can neither read, score nor train on text (see
+    /// [`Vocab::require_eos`](crate::Vocab::require_eos)).
+    #[error(
+        "{}: {what} has no <eos> (the end of every sentence), so sentences cannot be delimited",
+        path.display()
+    )]
+    NoEos {
+        /// Where the vocabulary came from (a checkpoint, a converted file), or the text that
+        /// was to be read with it.
+        path: PathBuf,
+        /// The vocabulary, as `path` relates to it, e.g. `its vocabulary`.
+        what: String,
+    },
+
     /// Not enough memory for a buffer: refused before allocating because it needs more than
     /// the system has available (`available` is `Some`, see [`crate::mem::check_memory`]), or
     /// refused by the allocator (`None`).
@@ -234,13 +271,13 @@ impl Error {
         }
     }
 
-    /// Shorthand for [`Error::Invalid`].
     /// The same error, naming `file` if it is about a tensor read from one.
     pub fn in_file(mut self, file: &std::path::Path) -> Self {
         if let Error::TensorMissing { path, .. }
         | Error::TensorUnexpected { path, .. }
         | Error::TensorShape { path, .. }
-        | Error::TensorData { path, .. } = &mut self
+        | Error::TensorData { path, .. }
+        | Error::TensorSum { path, .. } = &mut self
         {
             *path = Some(file.to_owned());
         }

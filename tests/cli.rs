@@ -424,3 +424,34 @@ fn score_on_a_pipe_answers_a_line_before_the_next_arrives() {
     assert_eq!(answers, from_file);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A vocabulary without `<eos>` cannot delimit sentences: eval refuses it with score's
+/// message, naming the model (it used to read every line end as `<unk>` and print a
+/// perplexity), and the library's reader refuses it naming the text.
+#[test]
+fn eval_and_score_refuse_a_vocabulary_without_eos_alike() {
+    let dir = tmpdir("no-eos");
+    let m = model(&dir, &["a", "b", "<unk>"]);
+    let m_s = m.to_str().unwrap();
+    let text = dir.join("t.txt");
+    std::fs::write(&text, "a b a b\n".repeat(100)).unwrap();
+    let t_s = text.to_str().unwrap();
+    let eval = one_line_error(&rnnlm(&["eval", "--model", m_s, "--data", t_s]));
+    let score = one_line_error(&rnnlm(&["score", "--model", m_s, t_s]));
+    assert_eq!(eval, score);
+    assert!(
+        eval.contains(
+            "m.safetensors: its vocabulary has no <eos> (the end of every sentence), so \
+             sentences cannot be delimited"
+        ),
+        "{eval}"
+    );
+    let vocab = checkpoint::load(&m).unwrap().vocab.unwrap();
+    let e = rnnlm::data::corpus::read_counting_unk(&text, &vocab).unwrap_err();
+    assert!(
+        matches!(&e, rnnlm::Error::NoEos { path, .. } if path == &text),
+        "{e:?}"
+    );
+    assert!(e.to_string().starts_with(&format!("{t_s}: ")), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

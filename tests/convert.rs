@@ -525,3 +525,194 @@ fn load_torch_reads_through_the_checkpoint_reader() {
     assert!(e.contains("checksum mismatch"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs `rnnlm convert DIRECTION torch IN OUT`, which must fail with one line and write no
+/// OUT; returns the line.
+fn convert_fails(direction: &str, input: &Path, out: &Path) -> String {
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let err = one_line_error(&rnnlm(&["convert", direction, "torch", i, o]));
+    assert!(!out.exists(), "{err}");
+    err
+}
+
+/// An RNN's or LSTM's two biases become one, their f32 sum: biases whose sum overflows are
+/// refused naming the file and both PyTorch tensors, with the index and the addends (they used
+/// to be refused only when the checkpoint was written, under our name `lstm.0.b` and without
+/// the file). A GRU keeps both, so the same values convert.
+#[test]
+fn a_bias_sum_that_overflows_names_the_file_and_both_pytorch_biases() {
+    let dir = tmpdir("convert-overflow");
+    let out = dir.join("out.safetensors");
+    let big = 3e38f32.to_le_bytes(); // finite; 3e38 + 3e38 is not
+    for (fixture, layer) in [("lstm1.safetensors", 0), ("rnn2.safetensors", 1)] {
+        let crafted = dir.join(format!("overflow-{fixture}"));
+        let mut raw = read_raw(&self::dir().join(fixture));
+        for b in ["bias_ih", "bias_hh"] {
+            let t = raw.0.get_mut(&format!("rnn.{b}_l{layer}")).unwrap();
+            t.2[4 * 5..4 * 6].copy_from_slice(&big);
+        }
+        write_raw(&crafted, &raw);
+        let (bih, bhh) = (
+            format!("rnn.bias_ih_l{layer}"),
+            format!("rnn.bias_hh_l{layer}"),
+        );
+        let e = load_torch(&crafted, None).unwrap_err();
+        assert!(
+            matches!(&e, rnnlm::Error::TensorSum { path: Some(p), a, b, index: 5, .. }
+                if p == &crafted && a == &bih && b == &bhh),
+            "{fixture}: {e:?}"
+        );
+        let err = convert_fails("--from", &crafted, &out);
+        for must in [
+            crafted.file_name().unwrap().to_str().unwrap(),
+            &format!("\"{bih}\" + \"{bhh}\""),
+            "overflows f32 at index 5: 3e38 + 3e38",
+        ] {
+            assert!(err.contains(must), "{fixture}: {err:?} lacks {must:?}");
+        }
+        assert!(!err.contains(".b\""), "{fixture}: our tensor name: {err}");
+    }
+    let gru = dir.join("overflow-gru2.safetensors");
+    let mut raw = read_raw(&self::dir().join("gru2.safetensors"));
+    for b in ["rnn.bias_ih_l0", "rnn.bias_hh_l0"] {
+        raw.0.get_mut(b).unwrap().2[..4].copy_from_slice(&big);
+    }
+    write_raw(&gru, &raw);
+    let (params, _) = load_torch(&gru, None).unwrap();
+    assert!(params.as_slice().contains(&3e38));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A tensor with no place in the model is named, whether it sits next to the proper ones
+/// (`_l00` beside `_l0`, a layer far past the last) or stands in for one (`_l00` instead of
+/// `_l0`, which used to be reported only as `_l0` missing); a tensor that is only missing is
+/// still reported as missing.
+#[test]
+fn a_stray_tensor_is_named_not_reported_as_another_missing() {
+    let dir = tmpdir("convert-stray");
+    let out = dir.join("out.safetensors");
+    let fixture = read_raw(&self::dir().join("lstm1.safetensors"));
+    let craft = |name: &str, f: &dyn Fn(&mut Raw)| {
+        let path = dir.join(name);
+        let mut raw = fixture.clone();
+        f(&mut raw);
+        write_raw(&path, &raw);
+        let e = load_torch(&path, None).unwrap_err();
+        (path, e)
+    };
+    // (file, the stray, whether it replaces rnn.weight_ih_l0 rather than sits beside it)
+    for (file, stray, replaces) in [
+        ("beside.safetensors", "rnn.weight_ih_l00", false),
+        ("renamed.safetensors", "rnn.weight_ih_l00", true),
+        ("far.safetensors", "rnn.weight_ih_l4294967296", false),
+    ] {
+        let (path, e) = craft(file, &|r| {
+            let t = if replaces {
+                r.0.remove("rnn.weight_ih_l0").unwrap()
+            } else {
+                r.0["rnn.weight_ih_l0"].clone()
+            };
+            r.0.insert(stray.into(), t);
+        });
+        assert!(
+            matches!(&e, rnnlm::Error::TensorUnexpected { path: Some(p), name, found, .. }
+                if p == &path && name == stray && found == &[64, 16]),
+            "{file}: {e:?}"
+        );
+        let err = convert_fails("--from", &path, &out);
+        let want =
+            format!("{file}: tensor \"{stray}\": unexpected in the tensors of a 1-layer lstm");
+        assert!(err.contains(&want), "{err}");
+        if replaces {
+            assert!(
+                err.contains("where \"rnn.weight_ih_l0\" is missing"),
+                "{err}"
+            );
+        } else {
+            assert!(!err.contains("missing"), "{err}");
+        }
+    }
+    // Only missing: missing, as before.
+    let (path, e) = craft("missing.safetensors", &|r| {
+        r.0.remove("rnn.bias_hh_l0");
+    });
+    assert!(
+        matches!(&e, rnnlm::Error::TensorMissing { path: Some(p), name, .. }
+            if p == &path && name == "rnn.bias_hh_l0"),
+        "{e:?}"
+    );
+    let err = convert_fails("--from", &path, &out);
+    assert!(
+        err.contains(
+            "missing.safetensors: tensor \"rnn.bias_hh_l0\": missing (expected shape [64])"
+        ),
+        "{err}"
+    );
+    // A lone tensor of the next layer makes that layer's others missing.
+    let (_, e) = craft("lone.safetensors", &|r| {
+        let t = r.0["rnn.bias_ih_l0"].clone();
+        r.0.insert("rnn.bias_ih_l1".into(), t);
+    });
+    assert!(
+        matches!(&e, rnnlm::Error::TensorMissing { name, .. } if name == "rnn.weight_ih_l1"),
+        "{e:?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Every line ends with `<eos>`, so a vocabulary without it cannot read or score text:
+/// convert refuses it in both directions (it used to write the file, which score then refused
+/// and eval read with every line end as `<unk>`), naming the file and the vocabulary.
+#[test]
+fn a_vocabulary_without_eos_is_refused_in_both_directions() {
+    let dir = tmpdir("convert-no-eos");
+    let out = dir.join("out.safetensors");
+    let no_eos = |v: &Vocab| -> Vec<String> {
+        v.words()
+            .iter()
+            .map(|w| {
+                if w == "<eos>" {
+                    "EOS".into()
+                } else {
+                    w.clone()
+                }
+            })
+            .collect()
+    };
+    let want = "has no <eos> (the end of every sentence), so sentences cannot be delimited";
+
+    // --from torch: 'vocab' metadata without <eos>.
+    let torch = dir.join("no-eos.safetensors");
+    let (params, vocab) = load("gru2.safetensors");
+    let mut raw = read_raw(&self::dir().join("gru2.safetensors"));
+    raw.1.insert(
+        "vocab".into(),
+        serde_json::to_string(&no_eos(&vocab)).unwrap(),
+    );
+    write_raw(&torch, &raw);
+    let e = load_torch(&torch, None).unwrap_err();
+    assert!(
+        matches!(&e, rnnlm::Error::NoEos { path, what } if path == &torch && what == "its 'vocab' metadata"),
+        "{e:?}"
+    );
+    let err = convert_fails("--from", &torch, &out);
+    assert!(
+        err.contains(&format!("no-eos.safetensors: its 'vocab' metadata {want}")),
+        "{err}"
+    );
+
+    // --to torch: an rnnlm checkpoint whose vocabulary has no <eos>.
+    let ours = dir.join("ours.safetensors");
+    let words = Vocab::from_words(no_eos(&vocab)).unwrap();
+    checkpoint::save(&ours, &params, Some(&words)).unwrap();
+    let err = convert_fails("--to", &ours, &out);
+    assert!(
+        err.contains(&format!("ours.safetensors: its vocabulary {want}")),
+        "{err}"
+    );
+    // And the library's writer, which would make a file load_torch refuses.
+    let e = save_torch(&out, &params, Some(&words)).unwrap_err();
+    assert!(matches!(e, rnnlm::Error::NoEos { .. }), "{e:?}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -470,6 +470,7 @@ fn note(kind: &str, msg: std::fmt::Arguments) {
 
 fn eval(args: &EvalArgs) -> Result<(), Error> {
     let model = rnnlm::Rnnlm::load_with(&args.model, args.vocab_text.as_deref())?;
+    model_eos(model.vocab(), &args.model)?;
     let (ids, unk) = read_counting_unk(&args.data, model.vocab())?;
     let (n, t) = (args.batch as usize, args.time as usize);
     let protocol = rnnlm::Protocol::from(args.protocol);
@@ -805,6 +806,7 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
                 path: path.clone(),
                 msg: "has no vocabulary".into(),
             })?;
+            model_eos(&vocab, path)?;
             resume_settings(args, given, &mut trainer, &vocab, &train_path)?;
             if trainer.data_fingerprint().is_none() {
                 note(
@@ -1412,18 +1414,18 @@ fn generate(args: &GenerateArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// The `<eos>` id of the vocabulary of the model at `path`, or the one error (naming the model)
+/// of every command that reads sentences with it.
+fn model_eos(vocab: &rnnlm::Vocab, path: &Path) -> Result<u32, Error> {
+    vocab.require_eos(path, "its vocabulary")
+}
+
 fn score(args: &ScoreArgs) -> Result<(), Error> {
     let model = Arc::new(rnnlm::Rnnlm::load_with(
         &args.model,
         args.vocab_text.as_deref(),
     )?);
-    let eos = model
-        .vocab()
-        .id(rnnlm::data::corpus::EOS)
-        .ok_or_else(|| Error::Checkpoint {
-            path: args.model.clone(),
-            msg: "vocabulary has no <eos>, so sentences cannot be delimited".into(),
-        })?;
+    let eos = model_eos(model.vocab(), &args.model)?;
     let (name, input) = match &args.input {
         Some(p) if p.as_os_str() != "-" => (
             p.clone(),
@@ -1724,6 +1726,9 @@ fn convert(args: &ConvertArgs) -> Result<(), Error> {
         }
         (None, Some(Format::Torch)) => {
             let ckpt = checkpoint::load(input)?;
+            if let Some(v) = &ckpt.vocab {
+                model_eos(v, input)?;
+            }
             save_torch(output, &ckpt.params, ckpt.vocab.as_ref())?;
             outln!(
                 "wrote PyTorch word_language_model state_dict {} ({}; {})",

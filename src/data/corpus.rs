@@ -84,10 +84,12 @@ pub fn read_building_vocab(path: &Path, vocab: &mut Vocab) -> Result<Vec<u32>> {
 }
 
 /// Reads `path` into ids of a fixed vocabulary. A word outside it maps to `<unk>` when the
-/// vocabulary has one; otherwise it is an error naming the word, file and line.
+/// vocabulary has one; otherwise it is an error naming the word, file and line. The vocabulary
+/// must have [`EOS`], which ends every line (a line end is never mapped to `<unk>`).
 ///
 /// # Errors
-/// As [`for_each_token`], plus [`Error::UnknownWord`].
+/// As [`for_each_token`], plus [`Error::UnknownWord`], and [`Error::NoEos`] naming `path`
+/// (before reading it) if the vocabulary has no `<eos>`.
 ///
 /// ```
 /// use rnnlm::{data::corpus::read_with_vocab, Error, Vocab};
@@ -98,6 +100,9 @@ pub fn read_building_vocab(path: &Path, vocab: &mut Vocab) -> Result<Vec<u32>> {
 /// assert_eq!(read_with_vocab(&path, &with_unk).unwrap(), [1, 2, 0, 1, 3, 0]); // dog -> <unk>
 /// let err = read_with_vocab(&path, &words(&["<eos>", "the", "cat"])).unwrap_err();
 /// assert!(matches!(err, Error::UnknownWord { line: 2, ref word, .. } if word == "dog"));
+/// // Without <eos> the line ends have no id: refused, even with <unk>.
+/// let err = read_with_vocab(&path, &words(&["the", "cat", "<unk>"])).unwrap_err();
+/// assert!(matches!(err, Error::NoEos { .. }), "{err}");
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn read_with_vocab(path: &Path, vocab: &Vocab) -> Result<Vec<u32>> {
@@ -122,6 +127,7 @@ pub fn read_with_vocab(path: &Path, vocab: &Vocab) -> Result<Vec<u32>> {
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn read_counting_unk(path: &Path, vocab: &Vocab) -> Result<(Vec<u32>, usize)> {
+    vocab.require_eos(path, "the vocabulary it is read with")?;
     let unk = vocab.unk_id();
     let mut ids = Vec::new();
     let mut mapped = 0;

@@ -1,6 +1,7 @@
 //! Word <-> id maps.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 
@@ -118,6 +119,32 @@ impl Vocab {
     /// ```
     pub fn unk_id(&self) -> Option<u32> {
         self.id(UNK)
+    }
+
+    /// The id of [`EOS`](super::corpus::EOS), which ends every sentence: text is read one
+    /// sentence a line, `<eos>` after each, and scored from `<eos>`.
+    ///
+    /// # Errors
+    /// [`Error::NoEos`] naming `path`, where the vocabulary came from (or the text it was to
+    /// read), and the vocabulary as `what` (e.g. `its vocabulary`). Every reader and command
+    /// that needs `<eos>` refuses a vocabulary without it through here, with the one wording.
+    ///
+    /// ```
+    /// let v = rnnlm::Vocab::from_words(vec!["a".into(), "<eos>".into()]).unwrap();
+    /// assert_eq!(v.require_eos("m.safetensors".as_ref(), "its vocabulary").unwrap(), 1);
+    /// let v = rnnlm::Vocab::from_words(vec!["a".into(), "<unk>".into()]).unwrap();
+    /// let err = v.require_eos("m.safetensors".as_ref(), "its vocabulary").unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "m.safetensors: its vocabulary has no <eos> (the end of every sentence), so \
+    ///      sentences cannot be delimited"
+    /// );
+    /// ```
+    pub fn require_eos(&self, path: &Path, what: &str) -> Result<u32> {
+        self.id(super::corpus::EOS).ok_or_else(|| Error::NoEos {
+            path: path.to_owned(),
+            what: what.to_owned(),
+        })
     }
 
     /// Number of words.
