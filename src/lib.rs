@@ -85,7 +85,7 @@ pub use eval::{eval_full, eval_perplexity, eval_torch, evaluate, Perplexity, Pro
 pub use infer::{Rnnlm, Sampling, Score, State};
 pub use mem::{available_bytes, check_memory, format_bytes};
 pub use model::config::Config;
-pub use model::params::Params;
+pub use model::params::{Init, Params};
 pub use model::simple::SimpleRnnlm;
 pub use model::workspace::Workspace;
 pub use optim::Sgd;

@@ -53,6 +53,9 @@ pub struct TrainConfig {
     /// layers and before the output layer. Its masks are keyed by `seed` and the step.
     #[serde(default)]
     pub dropout: f32,
+    /// How [`Trainer::new`] draws the weights from `seed` (older resume files: the book's).
+    #[serde(default)]
+    pub init: crate::model::params::Init,
 }
 
 impl Default for TrainConfig {
@@ -70,6 +73,7 @@ impl Default for TrainConfig {
             eval_batch: 10,
             eval_time: 35,
             dropout: 0.0,
+            init: crate::model::params::Init::Book,
         }
     }
 }
@@ -383,7 +387,7 @@ impl ResumeMeta {
 }
 
 impl Trainer {
-    /// A trainer for a new model with the book's initialisation drawn from `cfg.seed`.
+    /// A trainer for a new model, its weights drawn from `cfg.seed` as `cfg.init` says.
     ///
     /// # Errors
     /// If either configuration is invalid.
@@ -397,9 +401,19 @@ impl Trainer {
     /// assert!(Trainer::new(model, TrainConfig { lr: -1.0, ..TrainConfig::default() }).is_err());
     /// ```
     pub fn new(model: Config, cfg: TrainConfig) -> Result<Self> {
+        use crate::model::params::Init;
         cfg.validate()?;
-        let model = SimpleRnnlm::new(model, cfg.batch_size, cfg.time_size, cfg.seed)?;
-        Ok(Self::with_model(model, cfg))
+        match cfg.init {
+            Init::Book => {
+                let model = SimpleRnnlm::new(model, cfg.batch_size, cfg.time_size, cfg.seed)?;
+                Ok(Self::with_model(model, cfg))
+            }
+            init => {
+                let mut rng =
+                    <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(cfg.seed);
+                Self::from_params(Params::try_init(model, init, &mut rng)?, cfg)
+            }
+        }
     }
 
     /// A trainer continuing from existing parameters.

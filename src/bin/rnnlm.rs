@@ -206,6 +206,9 @@ struct TrainArgs {
     /// Seed of the weight initialisation.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How the weights are drawn from --seed.
+    #[arg(long, value_enum, default_value = "book")]
+    init: Init,
     /// Report training perplexity every this many batches.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     eval_interval: u32,
@@ -328,6 +331,25 @@ enum Protocol {
     /// PyTorch word_language_model's evaluate(): N contiguous streams (the tail dropped), each
     /// scoring its own next tokens in chunks of T, exp of the mean per-token loss.
     Torch,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Init {
+    /// The book's: embed.W ~ N(0,1)/100, Wx ~ N(0,1)/sqrt(D), Wh and affine.W ~ N(0,1)/sqrt(H),
+    /// biases zero.
+    Book,
+    /// PyTorch word_language_model's: embed.W and affine.W ~ U(-0.1, 0.1), affine.b = 0, the
+    /// recurrent layers' weights and biases ~ U(-1/sqrt(H), 1/sqrt(H)).
+    Torch,
+}
+
+impl From<Init> for rnnlm::Init {
+    fn from(i: Init) -> Self {
+        match i {
+            Init::Book => rnnlm::Init::Book,
+            Init::Torch => rnnlm::Init::Torch,
+        }
+    }
 }
 
 impl From<Protocol> for rnnlm::Protocol {
@@ -837,6 +859,7 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
                 eval_batch: args.eval_batch as usize,
                 eval_time: args.eval_time as usize,
                 dropout: args.model.dropout,
+                init: args.init.into(),
                 ..TrainConfig::default()
             };
             let model_cfg = args.model.config(vocab.len(), &args.shape)?;
@@ -1277,6 +1300,11 @@ fn resume_settings(
     );
     check("epochs", args.epochs.to_string(), cfg.epochs.to_string());
     check("seed", args.seed.to_string(), cfg.seed.to_string());
+    check(
+        "init",
+        format!("{:?}", rnnlm::Init::from(args.init)).to_lowercase(),
+        format!("{:?}", cfg.init).to_lowercase(),
+    );
     check(
         "eval_interval",
         args.eval_interval.to_string(),

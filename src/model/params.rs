@@ -1,6 +1,6 @@
 //! Parameters (and gradients, which have the same layout) in one flat buffer.
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
 use super::config::Config;
@@ -62,6 +62,26 @@ pub struct LayerMuts<'a> {
     pub b: &'a mut [f32],
     /// `[3H]` for a GRU, else empty
     pub bh: &'a mut [f32],
+}
+
+/// How new weights are drawn (`rnnlm train --init`).
+///
+/// ```
+/// assert_eq!(serde_json::to_string(&rnnlm::Init::Torch).unwrap(), r#""torch""#);
+/// assert_eq!(rnnlm::Init::default(), rnnlm::Init::Book);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// The book's: `embed.W ~ N(0,1)/100`, `Wx ~ N(0,1)/sqrt(D_l)`, `Wh` and `affine.W ~
+    /// N(0,1)/sqrt(H)`, biases zero (see [`Params::init_book`]).
+    #[default]
+    Book,
+    /// PyTorch word_language_model's `RNNModel`: `embed.W` and `affine.W ~ U(-0.1, 0.1)`,
+    /// `affine.b = 0` (its `init_weights`), and every weight and bias of the recurrent layers
+    /// `~ U(-1/sqrt(H), 1/sqrt(H))` (`nn.LSTM`/`nn.GRU`'s `reset_parameters`; a summed
+    /// `b_ih + b_hh` is the sum of two such draws). Tied, `embed.W` is the output matrix.
+    Torch,
 }
 
 /// Where each part of the flat buffer starts (computed arithmetically: views are taken on
@@ -333,6 +353,61 @@ impl Params {
         let mut p = Self::zeros(cfg);
         p.fill_book(rng);
         p
+    }
+
+    /// New parameters initialised as `init` says, drawn from `rng`; the memory is checked
+    /// first.
+    ///
+    /// # Errors
+    /// As [`Params::try_zeros`].
+    ///
+    /// ```
+    /// use rand::SeedableRng;
+    /// use rnnlm::{Config, Init, Params};
+    /// let cfg = Config::new(10, 4, 16).unwrap().with_cell(rnnlm::Cell::Gru);
+    /// let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    /// let book = Params::try_init(cfg, Init::Book, &mut rng()).unwrap();
+    /// assert_eq!(book, Params::init_book(cfg, &mut rng()));
+    /// let torch = Params::try_init(cfg, Init::Torch, &mut rng()).unwrap();
+    /// assert!(torch.embed_w().iter().all(|x| x.abs() <= 0.1));
+    /// assert!(torch.layer(0).wh.iter().all(|x| x.abs() <= 0.25)); // 1/sqrt(16)
+    /// assert!(torch.affine_b().iter().all(|&b| b == 0.0));
+    /// ```
+    pub fn try_init<R: Rng + ?Sized>(cfg: Config, init: Init, rng: &mut R) -> Result<Self> {
+        let mut p = Self::try_zeros(cfg)?;
+        match init {
+            Init::Book => p.fill_book(rng),
+            Init::Torch => p.fill_torch(rng),
+        }
+        Ok(p)
+    }
+
+    /// PyTorch word_language_model's initialisation (see [`Init::Torch`]), in storage order.
+    fn fill_torch<R: Rng + ?Sized>(&mut self, rng: &mut R) {
+        let cfg = self.cfg;
+        let mut uniform = |dst: &mut [f32], k: f64, draws: usize| {
+            for x in dst {
+                // A bias PyTorch keeps as two (`b_ih + b_hh`) and we as their sum is the sum
+                // of two draws, so its distribution is PyTorch's.
+                let sum: f64 = (0..draws)
+                    .map(|_| (2.0 * rng.random::<f64>() - 1.0) * k)
+                    .sum();
+                *x = sum as f32;
+            }
+        };
+        uniform(self.embed_w_mut(), 0.1, 1);
+        let k = 1.0 / (cfg.hidden_size as f64).sqrt();
+        let summed = cfg.cell.imp().torch().is_some_and(|t| t.summed_bias);
+        for l in 0..cfg.layers {
+            let m = self.layer_mut(l);
+            uniform(m.wx, k, 1);
+            uniform(m.wh, k, 1);
+            uniform(m.b, k, if summed { 2 } else { 1 });
+            uniform(m.bh, k, 1);
+        }
+        if let Some(w) = self.affine_w_mut() {
+            uniform(w, 0.1, 1);
+        }
     }
 
     /// Draws the book's initialisation into zeroed parameters (see [`Params::init_book`]).
