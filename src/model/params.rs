@@ -698,4 +698,49 @@ mod tests {
             }
         }
     }
+
+    /// `Init::Torch` draws PyTorch's distributions: U(-k, k) has variance k²/3, a bias PyTorch
+    /// keeps as `b_ih + b_hh` (LSTM, tanh RNN) twice that, a GRU's `bx` and `bh` once each;
+    /// the embedding and output matrix U(-0.1, 0.1), the output bias zero.
+    #[test]
+    fn torch_init_has_pytorchs_variances() {
+        use crate::model::config::Cell;
+        use rand::SeedableRng;
+        let var = |x: &[f32]| {
+            let n = x.len() as f64;
+            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+            x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n
+        };
+        let close = |got: f64, want: f64, what: &str| {
+            assert!(
+                (got / want - 1.0).abs() < 0.05,
+                "{what}: variance {got}, want {want}"
+            );
+        };
+        let h = 64;
+        let k2 = 1.0 / h as f64;
+        for (cell, bias_draws) in [(Cell::Lstm, 2.0), (Cell::Rnn, 2.0), (Cell::Gru, 1.0)] {
+            let cfg = Config::new(2000, h, h).unwrap().with_cell(cell);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+            let p = Params::try_init(cfg, Init::Torch, &mut rng).unwrap();
+            close(var(p.embed_w()), 0.01 / 3.0, "embed.W");
+            close(var(p.affine_w().unwrap()), 0.01 / 3.0, "affine.W");
+            assert!(p.affine_b().iter().all(|&b| b == 0.0));
+            let l = p.layer(0);
+            close(var(l.wx), k2 / 3.0, "Wx");
+            close(var(l.wh), k2 / 3.0, "Wh");
+            // Biases are short (G*H values): a looser check.
+            let b = var(l.b) / (bias_draws * k2 / 3.0);
+            assert!((b - 1.0).abs() < 0.2, "{cell:?} b: {b}");
+            let bound = (bias_draws * k2.sqrt()) as f32 * 1.0001;
+            assert!(
+                l.b.iter().all(|x| x.abs() <= bound),
+                "{cell:?} b within {bound}"
+            );
+            if cell == Cell::Gru {
+                let bh = var(l.bh) / (k2 / 3.0);
+                assert!((bh - 1.0).abs() < 0.2, "bh: {bh}");
+            }
+        }
+    }
 }
