@@ -364,7 +364,6 @@ fn train_input_errors() {
 #[cfg(unix)]
 #[test]
 fn a_signal_then_resume_matches_an_uninterrupted_run() {
-    use std::io::{BufRead, BufReader};
     let dir = tmpdir("resume");
     for (name, lines, salt) in [("train", 3000, 0), ("valid", 200, 1), ("test", 200, 2)] {
         std::fs::write(dir.join(format!("{name}.txt")), text(lines, salt)).unwrap();
@@ -414,24 +413,11 @@ fn a_signal_then_resume_matches_an_uninterrupted_run() {
 
     for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
         let cut = dir.join(format!("cut-{signal}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-            .args(args(&cut))
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rnnlm"));
+        cmd.args(args(&cut));
         // Interrupt once training is under way (a few progress lines in).
-        for line in lines.by_ref() {
-            if line.unwrap().contains("| iter 31 /") {
-                break;
-            }
-        }
-        let pid = child.id().to_string();
-        assert!(Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap()
-            .success());
+        let (mut child, lines) = started_cmd(cmd, "| iter 31 /");
+        send(&child, signal);
         let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(code), "SIG{signal}: {rest:?}");
@@ -964,8 +950,28 @@ fn resume_checks_the_data_and_the_flags() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// Starts `rnnlm` with `args` (stdout piped, stderr captured) and waits for its first
-/// progress line, so that training is under way; returns the child and the rest of its output.
+/// Spawns `cmd` with stdout piped and waits for a line containing `marker` (a progress line:
+/// training is under way); returns the child and the rest of its output.
+#[cfg(unix)]
+fn started_cmd(
+    mut cmd: Command,
+    marker: &str,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains(marker) {
+            break;
+        }
+    }
+    (child, lines)
+}
+
+/// [`started_cmd`] for `rnnlm` with `args` (stderr captured), until its first progress line.
 #[cfg(unix)]
 fn started(
     args: &[String],
@@ -973,20 +979,19 @@ fn started(
     std::process::Child,
     std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rnnlm"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("| iter ") {
-            break;
-        }
-    }
-    (child, lines)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rnnlm"));
+    cmd.args(args).stderr(Stdio::piped());
+    started_cmd(cmd, "| iter ")
+}
+
+/// Sends `SIG{signal}` to `child` with `kill`.
+#[cfg(unix)]
+fn send(child: &std::process::Child, signal: &str) {
+    assert!(Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
 }
 
 /// A long run's flags, saving to `save` (~1 s, so a test can act while it trains).
@@ -1075,28 +1080,14 @@ fn a_failed_final_save_keeps_the_model_and_says_where() {
 #[cfg(unix)]
 #[test]
 fn a_sighup_under_nohup_is_ignored() {
-    use std::io::{BufRead, BufReader};
     let dir = tmpdir("nohup");
     let m = dir.join("m.safetensors");
-    let mut child = Command::new("nohup")
-        .arg(env!("CARGO_BIN_EXE_rnnlm"))
+    let mut cmd = Command::new("nohup");
+    cmd.arg(env!("CARGO_BIN_EXE_rnnlm"))
         .args(long_run(&dir, &m))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("| iter ") {
-            break;
-        }
-    }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+        .stderr(Stdio::null());
+    let (mut child, lines) = started_cmd(cmd, "| iter ");
+    send(&child, "HUP");
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
     assert!(
