@@ -918,14 +918,15 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         .install(|| rnnlm::bench::epoch_estimate(&model_cfg, cfg.batch_size, cfg.time_size, iters))
     {
         outln!(
-            "estimated at least {} per epoch, {} for {} epoch{} ({:.2} GFLOP of products a batch, at the {:.0} GFLOP/s this machine's products reach on {} threads)",
+            "estimated at least {} per epoch, {} for {} epoch{} ({:.2} GFLOP of products a batch, at the {:.0} GFLOP/s this machine's products reach on {} thread{})",
             duration(e.seconds),
             duration(e.seconds * cfg.epochs as f64),
             cfg.epochs,
             if cfg.epochs == 1 { "" } else { "s" },
             e.gflop_per_batch,
             e.gflops,
-            pool.current_num_threads()
+            pool.current_num_threads(),
+            if pool.current_num_threads() == 1 { "" } else { "s" }
         );
     }
     let terminal = std::io::stderr().is_terminal();
