@@ -918,7 +918,7 @@ fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         .install(|| rnnlm::bench::epoch_estimate(&model_cfg, cfg.batch_size, cfg.time_size, iters))
     {
         outln!(
-            "estimated at least {} per epoch, {} for {} epoch{} ({:.2} GFLOP of products a batch, at the {:.0} GFLOP/s this machine's products reach on {} thread{})",
+            "estimated roughly {} per epoch, {} for {} epoch{} ({:.2} GFLOP of products a batch, at the {:.0} GFLOP/s this machine's products reach on {} thread{})",
             duration(e.seconds),
             duration(e.seconds * cfg.epochs as f64),
             cfg.epochs,
