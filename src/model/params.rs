@@ -364,7 +364,7 @@ impl Params {
     /// ```
     /// use rand::SeedableRng;
     /// use rnnlm::{Config, Init, Params};
-    /// let cfg = Config::new(10, 4, 16).unwrap().with_cell(rnnlm::Cell::Gru);
+    /// let cfg = Config::new(10, 4, 16).unwrap().with_cell(rnnlm::model::config::Cell::Gru);
     /// let rng = || rand_chacha::ChaCha8Rng::seed_from_u64(3);
     /// let book = Params::try_init(cfg, Init::Book, &mut rng()).unwrap();
     /// assert_eq!(book, Params::init_book(cfg, &mut rng()));
