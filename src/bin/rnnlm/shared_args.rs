@@ -1,0 +1,85 @@
+//! Flags shared by several subcommands: the model's structure (`ModelArgs`, `--cell`), its
+//! sizes (`Shape`), and the evaluation protocol (`Protocol`).
+
+use clap::ValueEnum;
+use rnnlm::Error;
+
+/// `--cell`: the library's cells, by their names (one list: `Cell::ALL`).
+fn cell_parser() -> impl clap::builder::TypedValueParser<Value = rnnlm::model::config::Cell> {
+    use clap::builder::TypedValueParser as _;
+    use rnnlm::model::config::Cell;
+    clap::builder::PossibleValuesParser::new(Cell::ALL.iter().map(|c| c.name()))
+        .map(|s| s.parse::<Cell>().expect("a listed cell name"))
+}
+
+/// The model's structure, shared by `train` and `bench`.
+#[derive(clap::Args)]
+pub(crate) struct ModelArgs {
+    /// Recurrent cell: rnn (the book's tanh RNN), lstm (the book's ch06 LSTM), gru (PyTorch's
+    /// GRU), gru-book (the book's appendix C GRU).
+    #[arg(long, default_value = "rnn", value_parser = cell_parser())]
+    pub(crate) cell: rnnlm::model::config::Cell,
+    /// Stacked recurrent layers (layer l > 0 reads layer l-1's h).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) layers: u32,
+    /// Inverted dropout probability during training, after the embedding, between layers
+    /// and before the output layer (0 = off).
+    // allow_negative_numbers: `--dropout -1` reaches the range check and its message, instead
+    // of clap's "unexpected argument '-1'".
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub(crate) dropout: f32,
+    /// Tie the output weights to the embedding (embed.W transposed); needs --wordvec equal
+    /// to --hidden.
+    #[arg(long)]
+    pub(crate) tie: bool,
+}
+
+impl ModelArgs {
+    pub(crate) fn config(&self, vocab: usize, shape: &Shape) -> Result<rnnlm::Config, Error> {
+        rnnlm::Config::new(vocab, shape.wordvec as usize, shape.hidden as usize)?
+            .with_cell(self.cell)
+            .with_layers(self.layers as usize)
+            .with_tied(self.tie)
+            .validated()
+    }
+}
+
+/// Model and batch sizes shared by `train` and `bench`.
+#[derive(clap::Args)]
+pub(crate) struct Shape {
+    /// Word-vector size D.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) wordvec: u32,
+    /// Hidden size H.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) hidden: u32,
+    /// Batch rows N.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) batch: u32,
+    /// Time steps per batch T (the truncated-BPTT length).
+    #[arg(long, default_value_t = 35, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) time: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Protocol {
+    /// The book's eval_perplexity: N rows from offsets k*T + i*jump, the partial last batch
+    /// dropped, state carried, exp of the mean per-batch loss.
+    Book,
+    /// Every token scored once (N contiguous streams, the final partial chunk included),
+    /// exp of the mean per-token loss.
+    Full,
+    /// PyTorch word_language_model's evaluate(): N contiguous streams (the tail dropped), each
+    /// scoring its own next tokens in chunks of T, exp of the mean per-token loss.
+    Torch,
+}
+
+impl From<Protocol> for rnnlm::Protocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Book => rnnlm::Protocol::Book,
+            Protocol::Full => rnnlm::Protocol::Full,
+            Protocol::Torch => rnnlm::Protocol::Torch,
+        }
+    }
+}
