@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::model::config::{Cell, Config};
+use crate::model::config::{Cell, Config, Softmax};
 use crate::model::params::Params;
 use crate::outputs::{not_regular, write_atomic};
 
@@ -51,7 +51,14 @@ struct ConfigMeta {
     /// Absent in files of version 0.1 (untied).
     #[serde(default)]
     tied: bool,
+    /// Absent for the full softmax (every file before the class head).
+    #[serde(default, skip_serializing_if = "Softmax::is_full")]
+    softmax: Softmax,
 }
+
+/// The metadata key of a class head's partition: a JSON array of the first id of each class
+/// (see [`Params::class_starts`]), which with the vocabulary's order is the word-to-class map.
+pub const CLASSES_KEY: &str = "classes";
 
 fn one() -> usize {
     1
@@ -183,8 +190,12 @@ pub fn to_bytes_with(
         hidden_size: cfg.hidden_size,
         layers: cfg.layers,
         tied: cfg.tied,
+        softmax: cfg.softmax,
     };
     meta.insert("config".to_owned(), json(&config));
+    if !cfg.softmax.is_full() {
+        meta.insert(CLASSES_KEY.to_owned(), json(params.class_starts()));
+    }
     if let Some(v) = vocab {
         if v.len() != cfg.vocab_size {
             return Err(Error::Shape {
@@ -196,10 +207,10 @@ pub fn to_bytes_with(
         meta.insert("vocab".to_owned(), json(v.words()));
     }
     for (k, v) in extra_meta {
-        if *k == CHECKSUM_KEY {
+        if *k == CHECKSUM_KEY || *k == CLASSES_KEY {
             return Err(Error::invalid(
                 "checkpoint",
-                format!("metadata entry {CHECKSUM_KEY:?} is the writer's own; pick another name"),
+                format!("metadata entry {k:?} is the writer's own; pick another name"),
             ));
         }
         meta.insert((*k).to_owned(), v.clone());
@@ -742,7 +753,21 @@ fn parse_verified(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         check_finite(file, &data[start..]).map_err(|m| bad(path, m))?;
     }
     let v = cfg.vocab_size;
-    let params = Params::from_vec(cfg, data);
+    let mut params = Params::from_vec(cfg, data);
+    if !cfg.softmax.is_full() {
+        let text = meta.get(CLASSES_KEY).ok_or_else(|| {
+            bad(
+                path,
+                format!("a class head needs the {CLASSES_KEY:?} metadata entry (the first id of each class)"),
+            )
+        })?;
+        let starts: Vec<u32> = serde_json::from_str(text).map_err(|e| {
+            bad(path, format!("metadata {CLASSES_KEY:?} is not a JSON array of ids ({e})"))
+        })?;
+        params
+            .set_class_starts(&starts)
+            .map_err(|e| bad(path, format!("metadata {CLASSES_KEY:?}: {e}")))?;
+    }
 
     let vocab = match meta.get("vocab") {
         None => None,
@@ -813,6 +838,7 @@ fn config_from_meta(text: &str, path: &Path) -> Result<Config> {
         cell,
         layers: c.layers,
         tied: c.tied,
+        softmax: c.softmax,
     }
     .validated()
     .map_err(|e| bad(path, format!("metadata config: {e}")))
@@ -873,6 +899,7 @@ fn infer_config<'a>(
         cell,
         layers,
         tied: !names.iter().any(|n| n == "affine.W"),
+        softmax: Softmax::Full,
     }
     .validated()
     .map_err(|e| bad(path, e.to_string()))

@@ -701,6 +701,7 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
         cell: m.cell,
         layers: m.layers,
         tied: m.tied,
+        softmax: crate::model::config::Softmax::Full,
     }
     .validated()
     .map_err(|e| bad(path, e.to_string()))?;

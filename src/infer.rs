@@ -17,8 +17,9 @@ use crate::checkpoint;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
+use crate::heads::class::ClassSoftmax;
 use crate::heads::full::FullSoftmax;
-use crate::heads::{Draw, Head, SampleScratch};
+use crate::heads::{AnyHead, Draw, Head, SampleScratch, Scratch};
 use crate::layers::embedding;
 use crate::mem::{check_memory, try_zeros};
 use crate::model::config::Config;
@@ -313,7 +314,7 @@ impl Rnnlm {
             * ((0..cfg.layers)
                 .map(|l| gemm::packed_len(cfg.layer_input(l), gh) + fwd)
                 .sum::<usize>()
-                + gemm::packed_len(h, v));
+                + gemm::packed_len(h, cfg.softmax.outputs(v)));
         let what = format!(
             "the packed weights of the model ({})",
             Params::describe(&cfg)
@@ -332,10 +333,12 @@ impl Rnnlm {
                 Ok((pack(MatRef::new(p.wx, dl, gh))?, wh))
             })
             .collect::<Result<_>>()?;
-        let w_packed = match params.affine_w() {
-            Some(w) => pack(MatRef::new(w, h, v))?,
+        let w_packed = match (params.class_w(), params.affine_w()) {
+            // A class head packs its first softmax, over the classes.
+            (Some(w), _) => pack(MatRef::new(w, h, cfg.softmax.outputs(v)))?,
+            (None, Some(w)) => pack(MatRef::new(w, h, v))?,
             // Tied: the output weights are embed.W [V,H] read transposed.
-            None => pack(MatRef::new(params.embed_w(), v, h).t())?,
+            (None, None) => pack(MatRef::new(params.embed_w(), v, h).t())?,
         };
         Ok(Self {
             params,
@@ -549,16 +552,36 @@ impl Rnnlm {
     }
 
     /// The output layer over the packed weights.
-    fn head(&self) -> FullSoftmax<'_> {
-        let (v, h) = (self.config().vocab_size, self.config().hidden_size);
-        FullSoftmax {
-            w: Packed::new(&self.w_packed, h, v),
-            wt: &[],
-            wt_block: gemm::KC,
-            bias: self.params.affine_b(),
+    fn head(&self) -> AnyHead<'_> {
+        let cfg = self.config();
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        let p = &self.params;
+        if cfg.softmax.is_full() {
+            return AnyHead::Full(FullSoftmax {
+                w: Packed::new(&self.w_packed, h, v),
+                wt: &[],
+                wt_block: gemm::KC,
+                bias: p.affine_b(),
+                h,
+                v,
+            });
+        }
+        let c = cfg.softmax.outputs(v);
+        AnyHead::Class(ClassSoftmax {
+            classes: FullSoftmax {
+                w: Packed::new(&self.w_packed, h, c),
+                wt: &[],
+                wt_block: gemm::KC,
+                bias: p.class_b(),
+                h,
+                v: c,
+            },
+            words: p.affine_w().unwrap_or(p.embed_w()),
+            word_b: p.affine_b(),
+            starts: p.class_starts(),
             h,
             v,
-        }
+        })
     }
 
     /// One time step for `state.batch()` independent streams: `tokens [batch]` in, `logits
@@ -620,8 +643,10 @@ impl Rnnlm {
         }
         self.advance(state, n, tokens);
         let top = (cfg.layers - 1) * n * h;
+        // The full softmax needs no scratch (nothing is allocated); a class head's grows here.
+        let mut scratch = Scratch::default();
         self.head()
-            .logits(&state.states[top..top + n * h], n, logits);
+            .log_prob_rows(&state.states[top..top + n * h], n, logits, &mut scratch);
         Ok(())
     }
 
@@ -725,7 +750,7 @@ impl Rnnlm {
         check_ids("token", tokens, self.config().vocab_size)?;
         let mut state = self.try_zero_state(1)?;
         let head = self.head();
-        let mut scratch = vec![0.0f32; head.scratch_len(1)];
+        let mut scratch = Scratch::default();
         let (mut log_prob, mut lp) = (0.0f64, [0.0f32]);
         let top = (self.config().layers - 1) * self.config().hidden_size;
         for (p, pair) in tokens.windows(2).enumerate() {
@@ -832,7 +857,7 @@ impl Rnnlm {
         let mut hbuf = vec![0.0f32; SCORE_POSITIONS * h];
         let mut pending: Vec<(u32, usize, usize)> = Vec::with_capacity(SCORE_POSITIONS);
         let head = self.head();
-        let mut scratch = vec![0.0f32; head.scratch_len(SCORE_SLICE)];
+        let mut scratch = Scratch::default();
         let (mut targets, mut lps) = (vec![0u32; SCORE_POSITIONS], vec![0.0f32; SCORE_POSITIONS]);
         let mut flush = |hbuf: &[f32],
                          pending: &mut Vec<(u32, usize, usize)>,

@@ -10,7 +10,7 @@
 use rnnlm::internal::{embedding, softmax_loss};
 use rnnlm::model::config::Cell;
 use rnnlm::model::simple::{backward, forward};
-use rnnlm::{Config, Params, Workspace};
+use rnnlm::{Config, Params, Softmax, Workspace};
 
 /// Deterministic uniform numbers in [-scale, scale).
 struct Lcg(u64);
@@ -123,9 +123,20 @@ fn softmax_loss_gradient_with_ignored_positions() {
 /// The whole model's backward against central differences of its loss, every tensor sampled,
 /// from a nonzero carried state (h, and c for an LSTM), with dropout masks held fixed.
 fn check_model(cfg: Config, dropout: f32) {
+    check_model_classes(cfg, dropout, None)
+}
+
+/// [`check_model`] with a class head's partition of the ids.
+fn check_model_classes(cfg: Config, dropout: f32, starts: Option<&[u32]>) {
     let (n, t) = (2, 3);
     let mut rng = Lcg(4);
-    let mut params = Params::from_vec(cfg, rng.vec(Params::len_of(&cfg), 0.5));
+    let with_starts = |mut p: Params| {
+        if let Some(s) = starts {
+            p.set_class_starts(s).unwrap();
+        }
+        p
+    };
+    let mut params = with_starts(Params::from_vec(cfg, rng.vec(Params::len_of(&cfg), 0.5)));
     let xs = [0u32, 3, 6, 3, 1, 5];
     let ts = [3i32, 6, -1, 1, 5, 2];
 
@@ -133,7 +144,7 @@ fn check_model(cfg: Config, dropout: f32) {
     ws.set_dropout(dropout, 11).unwrap();
     let state0 = rng.vec(ws.state().len(), 0.5);
     let mut loss = |p: &[f32]| -> f64 {
-        let p = Params::from_vec(cfg, p.to_vec());
+        let p = with_starts(Params::from_vec(cfg, p.to_vec()));
         ws.set_state(&state0).unwrap();
         ws.set_dropout_step(0); // the same masks every time
         forward(&p, &mut ws, &xs, &ts).unwrap();
@@ -193,6 +204,26 @@ fn stacked_tied_and_dropout_models_match_finite_differences() {
         check_model(cfg, 0.4);
         check_model(cfg.with_layers(3).with_tied(false), 0.3);
     }
+}
+
+#[test]
+fn class_heads_match_finite_differences() {
+    // Classes of 1, 2 and 4 words over V = 7 (the targets 3, 6, 1, 5, 2 fall in all three),
+    // every cell, tied and untied, stacked and with dropout.
+    let starts = [0u32, 1, 3];
+    for &cell in Cell::ALL {
+        let cfg = Config::new(7, 5, 5)
+            .unwrap()
+            .with_cell(cell)
+            .with_softmax(Softmax::Class { classes: 3 });
+        check_model_classes(cfg, 0.0, Some(&starts));
+        check_model_classes(cfg.with_tied(true).with_layers(2), 0.3, Some(&starts));
+    }
+    // One class (a plain softmax, computed the class head's way) and one word per class.
+    let one = Config::new(7, 4, 5).unwrap().with_softmax(Softmax::Class { classes: 1 });
+    check_model_classes(one, 0.0, Some(&[0]));
+    let each = Config::new(7, 4, 5).unwrap().with_softmax(Softmax::Class { classes: 7 });
+    check_model_classes(each, 0.0, Some(&[0, 1, 2, 3, 4, 5, 6]));
 }
 
 #[test]

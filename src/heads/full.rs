@@ -4,7 +4,7 @@
 //! `(softmax - onehot) / count` over the logits in place. `W [H,V]` is `affine.W`, or
 //! `embed.W` transposed when tied.
 
-use super::{Draw, Head, Loss, SampleScratch};
+use super::{sample_logits, Draw, Head, Loss, SampleScratch, Scratch};
 use crate::cells::add_outer;
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
 use crate::kernels::softmax;
@@ -67,8 +67,10 @@ impl<'a> FullSoftmax<'a> {
     }
 }
 
-impl Head for FullSoftmax<'_> {
-    fn forward_rows(
+impl FullSoftmax<'_> {
+    /// Forward over a block of positions: `x [r,H]` in, `logits [r,V]` as scratch (in training
+    /// the gradient on exit), per-position losses out (0 where masked).
+    pub(crate) fn forward_rows(
         &self,
         x: &[f32],
         ts: &[i32],
@@ -106,7 +108,9 @@ impl Head for FullSoftmax<'_> {
         }
     }
 
-    fn backward_rows(&self, dy: &[f32], dx: &mut [f32]) {
+    /// `dx [r,H] = dL/dx` for a block of positions, from what the training forward left in
+    /// `logits` (`dY`).
+    pub(crate) fn backward_rows(&self, dy: &[f32], dx: &mut [f32]) {
         // dx = dY W^T   [r,V] x [V,H], accumulated over the K blocks of V.
         let (h, v) = (self.h, self.v);
         let r = dx.len() / h;
@@ -124,7 +128,8 @@ impl Head for FullSoftmax<'_> {
         }
     }
 
-    fn weight_grads(&self, x: &[f32], dy: &[f32], dw: &mut [f32], scratch: &mut [f32], par: Par) {
+    /// Adds `[dW; db]` (`[H+1, V]`) over all `nt` positions into `dw`.
+    pub(crate) fn weight_grads(&self, x: &[f32], dy: &[f32], dw: &mut [f32], scratch: &mut [f32], par: Par) {
         // [dW; db] += [x | 1]^T dY
         let (h, v) = (self.h, self.v);
         let nt = x.len() / h;
@@ -132,7 +137,8 @@ impl Head for FullSoftmax<'_> {
         add_outer(c, &[(x, h)], true, MatRef::new(dy, nt, v), scratch, par);
     }
 
-    fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], scratch: &mut [f32]) {
+    /// `out[i] = ln p(targets[i] | hs[i])` with `scratch` of [`FullSoftmax::scratch_len`].
+    pub(crate) fn log_probs_into(&self, hs: &[f32], targets: &[u32], out: &mut [f32], scratch: &mut [f32]) {
         // Slices of FUSE_ROWS positions: their logits stay in L2 between the product and the
         // cross-entropies.
         let (h, v) = (self.h, self.v);
@@ -145,59 +151,32 @@ impl Head for FullSoftmax<'_> {
         }
     }
 
-    fn scratch_len(&self, rows: usize) -> usize {
+    /// Floats of scratch [`FullSoftmax::log_probs_into`] needs for `rows` positions.
+    pub(crate) fn scratch_len(&self, rows: usize) -> usize {
         rows.min(FUSE_ROWS) * self.v
     }
 
+}
+
+impl Head for FullSoftmax<'_> {
+    fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], scratch: &mut Scratch) {
+        let need = self.scratch_len(targets.len());
+        if scratch.f.len() < need {
+            scratch.f.resize(need, 0.0);
+        }
+        self.log_probs_into(hs, targets, out, &mut scratch.f);
+    }
+
+    fn log_prob_rows(&self, hs: &[f32], rows: usize, out: &mut [f32], _: &mut Scratch) {
+        self.logits(hs, rows, out);
+    }
+
     fn sample(&self, hv: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> Option<u32> {
-        let v = self.v;
-        s.logits.resize(v, 0.0);
-        self.logits(hv, 1, &mut s.logits);
-        let logits = &s.logits;
-        // A NaN or infinite logit anywhere (even outside the top k or a skipped id) means the
-        // model is broken: no draw, rather than one from a meaningless distribution.
-        if !logits.iter().all(|l| l.is_finite()) {
-            return None;
-        }
-        s.cand.clear();
-        s.cand
-            .extend((0..v as u32).filter(|&j| draw.allowed[j as usize]));
-        let k = draw.top_k.min(s.cand.len());
-        if k < s.cand.len() {
-            // Most likely first; ties to the lower id, so the selection is deterministic.
-            let by_logit = |a: &u32, b: &u32| {
-                logits[*b as usize]
-                    .total_cmp(&logits[*a as usize])
-                    .then(a.cmp(b))
-            };
-            s.cand.select_nth_unstable_by(k - 1, by_logit);
-            s.cand.truncate(k);
-            s.cand.sort_unstable();
-        }
-        let max = s
-            .cand
-            .iter()
-            .map(|&j| logits[j as usize])
-            .fold(f32::NEG_INFINITY, f32::max);
-        let inv_t = 1.0 / draw.temperature;
-        s.weights.clear();
-        s.weights.extend(
-            s.cand
-                .iter()
-                .map(|&j| ((logits[j as usize] as f64 - max as f64) * inv_t).exp()),
-        );
-        let total: f64 = s.weights.iter().sum();
-        let u = u * total;
-        let mut acc = 0.0;
-        // Fallback for rounding at the top end: the last candidate with a nonzero weight.
-        let mut pick = s.cand[s.weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)];
-        for (&j, &w) in s.cand.iter().zip(&s.weights) {
-            acc += w;
-            if u < acc {
-                pick = j;
-                break;
-            }
-        }
-        Some(pick)
+        let mut logits = std::mem::take(&mut s.logits);
+        logits.resize(self.v, 0.0);
+        self.logits(hv, 1, &mut logits);
+        let pick = sample_logits(&logits, draw, s, u);
+        s.logits = logits;
+        pick
     }
 }

@@ -1,14 +1,19 @@
 //! Output layers ("heads"): from the top layer's `h` to the loss, its gradient, exact
 //! log-probabilities for scoring, and samples for generation.
 //!
-//! [`Head`] is the seam: training calls [`Head::forward_rows`] / [`Head::backward_rows`] per
-//! block of rows and [`Head::weight_grads`] once per batch; inference calls
-//! [`Head::log_probs`] and [`Head::sample`]. Today's one implementation is the full softmax
-//! ([`full::FullSoftmax`]); tying works through it (its weight view is `embed.W` transposed).
+//! [`Head`] is the seam of inference ([`Head::log_probs`], [`Head::log_prob_rows`],
+//! [`Head::sample`]); [`AnyHead`] dispatches over the heads. Training calls each head's own
+//! passes from `model::simple`. The heads:
+//! - [`full::FullSoftmax`]: the softmax over the vocabulary (tied: its weight view is
+//!   `embed.W` transposed);
+//! - [`class::ClassSoftmax`]: Mikolov's classes; its first softmax is a `FullSoftmax` over the
+//!   classes.
 
+pub(crate) mod class;
 pub(crate) mod full;
 
-use crate::gemm::Par;
+pub use class::class_starts_from_counts;
+
 
 /// How a forward treats its rows.
 #[derive(Clone, Copy, Debug)]
@@ -29,41 +34,17 @@ pub(crate) struct Draw<'a> {
     pub allowed: &'a [bool],
 }
 
-/// An output layer.
+/// An output layer, as inference uses it (training calls each head's own passes).
 pub(crate) trait Head: Sync {
-    /// Forward over a block of positions: `x [r,H]` in, `logits [r,·]` as scratch (the full
-    /// softmax: its gradient on exit in training), per-position losses out (0 where masked).
-    fn forward_rows(
-        &self,
-        x: &[f32],
-        ts: &[i32],
-        logits: &mut [f32],
-        losses: &mut [f32],
-        loss: Loss,
-    );
+    /// `out[i] = ln p(targets[i] | hs[i])` for `hs [rows,H]`, exact and normalised, with the
+    /// training forward's kernels. A position whose logits are not finite gets NaN, one whose
+    /// target has probability 0 gets -inf: see [`not_a_log_prob`]. `scratch` grows as needed
+    /// (reuse it: after the first call nothing is allocated).
+    fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], scratch: &mut Scratch);
 
-    /// `dx [r,H] = dL/dx` for a block of positions, from what the training forward left in
-    /// `logits`.
-    fn backward_rows(&self, logits: &[f32], dx: &mut [f32]);
-
-    /// Adds the head's weight gradients (`[dW; db]`, `[H+1, V]` for the full softmax) over all
-    /// `nt` positions into `dw`.
-    fn weight_grads(
-        &self,
-        x: &[f32],
-        logits: &[f32],
-        dw: &mut [f32],
-        scratch: &mut [f32],
-        par: Par,
-    );
-
-    /// `out[i] = ln p(targets[i] | hs[i])` for `hs [rows,H]`, exact and normalised; `scratch`
-    /// holds [`Head::scratch_len`] floats. A position whose logits are not finite gets NaN, one
-    /// whose target has probability 0 gets -inf: see [`not_a_log_prob`].
-    fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], scratch: &mut [f32]);
-
-    /// Floats of scratch [`Head::log_probs`] needs for `rows` positions.
-    fn scratch_len(&self, rows: usize) -> usize;
+    /// `out [rows, V]`: for the full softmax the logits (`h W + b`), for a factorised head the
+    /// log-probabilities of every word, which are logits of the same distribution.
+    fn log_prob_rows(&self, hs: &[f32], rows: usize, out: &mut [f32], scratch: &mut Scratch);
 
     /// Draws the next id after top-layer state `h [H]`, with `u` uniform in `[0, 1)`; `None`
     /// if the logits are not all finite (there is no distribution to draw from).
@@ -74,6 +55,52 @@ pub(crate) trait Head: Sync {
         scratch: &mut SampleScratch,
         u: f64,
     ) -> Option<u32>;
+}
+
+/// The output layer of a model: one type for inference over every head.
+#[derive(Clone, Copy)]
+pub(crate) enum AnyHead<'a> {
+    Full(full::FullSoftmax<'a>),
+    Class(class::ClassSoftmax<'a>),
+}
+
+impl Head for AnyHead<'_> {
+    fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], scratch: &mut Scratch) {
+        match self {
+            AnyHead::Full(f) => f.log_probs(hs, targets, out, scratch),
+            AnyHead::Class(c) => c.log_probs(hs, targets, out, scratch),
+        }
+    }
+
+    fn log_prob_rows(&self, hs: &[f32], rows: usize, out: &mut [f32], scratch: &mut Scratch) {
+        match self {
+            AnyHead::Full(f) => f.log_prob_rows(hs, rows, out, scratch),
+            AnyHead::Class(c) => c.log_prob_rows(hs, rows, out, scratch),
+        }
+    }
+
+    fn sample(&self, h: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> Option<u32> {
+        match self {
+            AnyHead::Full(f) => f.sample(h, draw, s, u),
+            AnyHead::Class(c) => c.sample(h, draw, s, u),
+        }
+    }
+}
+
+/// Reusable buffers of [`Head::log_probs`] and [`Head::log_prob_rows`].
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The (first) softmax's logits.
+    pub f: Vec<f32>,
+    pub idx: Vec<u32>,
+    pub rowof: Vec<u32>,
+    pub offsets: Vec<u32>,
+    pub tg: Vec<u32>,
+    pub m: Vec<f32>,
+    pub sum: Vec<f64>,
+    pub tl: Vec<f32>,
+    pub xg: Vec<f32>,
+    pub slab: Vec<f32>,
 }
 
 /// What the model's logits say when they are not finite: the one wording that `score`,
@@ -106,4 +133,57 @@ pub(crate) struct SampleScratch {
     pub logits: Vec<f32>,
     pub cand: Vec<u32>,
     pub weights: Vec<f64>,
+    pub head: Scratch,
+}
+
+/// Draws an id from the distribution `softmax(logits / temperature)` restricted to the
+/// allowed ids and the `top_k` most likely, with `u` uniform in `[0, 1)`; `None` if a logit is
+/// not finite. Every head samples through this from its logits (or log-probabilities).
+pub(crate) fn sample_logits(logits: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> Option<u32> {
+    let v = logits.len();
+    // A NaN or infinite logit anywhere (even outside the top k or a skipped id) means the
+    // model is broken: no draw, rather than one from a meaningless distribution.
+    if !logits.iter().all(|l| l.is_finite()) {
+        return None;
+    }
+    s.cand.clear();
+    s.cand
+        .extend((0..v as u32).filter(|&j| draw.allowed[j as usize]));
+    let k = draw.top_k.min(s.cand.len());
+    if k < s.cand.len() {
+        // Most likely first; ties to the lower id, so the selection is deterministic.
+        let by_logit = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
+        s.cand.select_nth_unstable_by(k - 1, by_logit);
+        s.cand.truncate(k);
+        s.cand.sort_unstable();
+    }
+    let max = s
+        .cand
+        .iter()
+        .map(|&j| logits[j as usize])
+        .fold(f32::NEG_INFINITY, f32::max);
+    let inv_t = 1.0 / draw.temperature;
+    s.weights.clear();
+    s.weights.extend(
+        s.cand
+            .iter()
+            .map(|&j| ((logits[j as usize] as f64 - max as f64) * inv_t).exp()),
+    );
+    let total: f64 = s.weights.iter().sum();
+    let u = u * total;
+    let mut acc = 0.0;
+    // Fallback for rounding at the top end: the last candidate with a nonzero weight.
+    let mut pick = s.cand[s.weights.iter().rposition(|&w| w > 0.0).unwrap_or(0)];
+    for (&j, &w) in s.cand.iter().zip(&s.weights) {
+        acc += w;
+        if u < acc {
+            pick = j;
+            break;
+        }
+    }
+    Some(pick)
 }

@@ -88,6 +88,24 @@ pub fn softmax_row_with(isa: Isa, row: &mut [f32]) {
     }
 }
 
+/// `(m, s)` of one row: `m = max(row)` and `s = Σ_j exp(row[j] - m)`, without touching it:
+/// the pieces of a log-sum-exp over a row split into blocks (`ln s + m` for the whole row).
+/// An empty row gives `(-inf, 0)`.
+pub fn max_sumexp_row(row: &[f32]) -> (f32, f32) {
+    if row.is_empty() {
+        return (f32::NEG_INFINITY, 0.0);
+    }
+    max_sumexp_dispatch(isa(), row)
+}
+
+/// `row[j] = c * exp(row[j] - m)`: the softmax's gradient over one block of a row whose
+/// maximum is `m`, with `c = scale / Σ exp(row - m)` over the whole row.
+pub fn scaled_exp_row(row: &mut [f32], m: f32, c: f32) {
+    if !row.is_empty() {
+        scaled_exp_dispatch(isa(), row, m, c)
+    }
+}
+
 fn check_target(len: usize, target: usize) {
     assert!(
         target < len,
@@ -100,6 +118,33 @@ dispatch!(fn softmax_xent_grad_dispatch = softmax_xent_grad_body(
     row: &mut [f32], target: usize, scale: f32) -> f32);
 dispatch!(fn xent_dispatch = xent_body(row: &[f32], target: usize) -> f32);
 dispatch!(fn softmax_dispatch = softmax_body(row: &mut [f32]));
+dispatch!(fn max_sumexp_dispatch = max_sumexp_body(row: &[f32]) -> (f32, f32));
+dispatch!(fn scaled_exp_dispatch = scaled_exp_body(row: &mut [f32], m: f32, c: f32));
+
+/// # Safety
+/// `S`'s ISA must be supported by the running CPU.
+#[inline(always)]
+unsafe fn max_sumexp_body<S: Simd>(row: &[f32]) -> (f32, f32) {
+    // SAFETY: ISA supported per the contract; with STORE = false the pointer is only read.
+    unsafe {
+        let m = row_max::<S>(row);
+        (
+            m,
+            exp_shifted_sum::<S, false>(row.as_ptr() as *mut f32, row.len(), m),
+        )
+    }
+}
+
+/// # Safety
+/// `S`'s ISA must be supported by the running CPU.
+#[inline(always)]
+unsafe fn scaled_exp_body<S: Simd>(row: &mut [f32], m: f32, c: f32) {
+    // SAFETY: ISA supported per the contract; pointer and length come from the same slice.
+    unsafe {
+        exp_shifted_sum::<S, true>(row.as_mut_ptr(), row.len(), m);
+        scale_in_place::<S>(row, c);
+    }
+}
 
 /// # Safety
 /// `S`'s ISA must be supported by the running CPU.

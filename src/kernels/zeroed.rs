@@ -14,6 +14,8 @@ unsafe impl Zeroable for f32 {}
 unsafe impl Zeroable for u32 {}
 // SAFETY: all-zero bits are 0.
 unsafe impl Zeroable for i32 {}
+// SAFETY: all-zero bits are 0.0.
+unsafe impl Zeroable for f64 {}
 
 /// `len` zeros from the allocator's zeroed memory (`calloc`: large buffers are not written
 /// here), or `None` if the size overflows or the allocator refuses.

@@ -144,6 +144,67 @@ pub struct Config {
     /// Output weights are `embed.W` transposed (no `affine.W`).
     #[serde(default)]
     pub tied: bool,
+    /// The output layer (the full softmax unless a checkpoint says otherwise).
+    #[serde(default, skip_serializing_if = "Softmax::is_full")]
+    pub softmax: Softmax,
+}
+
+/// The output layer ("head") of a model.
+///
+/// - `Full`: one softmax over all `V` words (the book's `TimeAffine -> TimeSoftmaxWithLoss`):
+///   `affine.W [H,V]`, `affine.b [V]`.
+/// - `Class { classes: C }`: Mikolov's class factorisation `p(w|h) = p(c(w)|h) p(w|c(w),h)`
+///   (Mikolov et al. 2011, "Extensions of recurrent neural network language model"): a softmax
+///   over the `C` classes (`class.W [H,C]`, `class.b [C]`), then one over the words of the
+///   target's class only (the columns of `affine.W`/`affine.b`, or of `embed.W` transposed when
+///   tied, that belong to it). Classes are contiguous ranges of ids, so ids must be in
+///   frequency order for the classes to mean anything (the crate builds vocabularies that way
+///   for this head); the ranges themselves live with the weights
+///   ([`crate::Params::class_starts`]).
+///
+/// ```
+/// use rnnlm::{model::config::Softmax, Config};
+/// let cfg = Config::new(10_000, 100, 100).unwrap().with_softmax(Softmax::Class { classes: 100 });
+/// assert!(cfg.validated().is_ok());
+/// assert_eq!(cfg.softmax.outputs(cfg.vocab_size), 100); // the first softmax's width
+/// assert!(Config::new(10, 4, 4).unwrap().with_softmax(Softmax::Class { classes: 11 })
+///     .validate().is_err()); // more classes than words
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Softmax {
+    /// The full softmax over the vocabulary.
+    #[default]
+    Full,
+    /// Mikolov's class-based softmax with `classes` classes.
+    Class {
+        /// `C`, at least 1 and at most `V`.
+        classes: usize,
+    },
+}
+
+impl Softmax {
+    /// Whether this is the full softmax.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Softmax::Full)
+    }
+
+    /// Width of the first (or only) softmax for a vocabulary of `v` words: `V` for the full
+    /// softmax, `C` for the class head.
+    pub fn outputs(&self, v: usize) -> usize {
+        match *self {
+            Softmax::Full => v,
+            Softmax::Class { classes } => classes,
+        }
+    }
+
+    /// The name used on the command line (`full`, `class`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Softmax::Full => "full",
+            Softmax::Class { .. } => "class",
+        }
+    }
 }
 
 fn one() -> usize {
@@ -167,6 +228,7 @@ impl Config {
             cell: Cell::Rnn,
             layers: 1,
             tied: false,
+            softmax: Softmax::Full,
         }
         .validated()
     }
@@ -184,6 +246,11 @@ impl Config {
     /// The same model with tied (or untied) output weights (check with [`Config::validated`]).
     pub fn with_tied(self, tied: bool) -> Self {
         Self { tied, ..self }
+    }
+
+    /// The same model with another output layer (check with [`Config::validated`]).
+    pub fn with_softmax(self, softmax: Softmax) -> Self {
+        Self { softmax, ..self }
     }
 
     /// `self` if it is valid.
@@ -236,6 +303,17 @@ impl Config {
                 "layers",
                 format!("{} (must be 1 to {MAX_LAYERS})", self.layers),
             ));
+        }
+        if let Softmax::Class { classes } = self.softmax {
+            if classes == 0 || classes > self.vocab_size {
+                return Err(Error::invalid(
+                    "classes",
+                    format!(
+                        "{classes} (must be 1 to the vocabulary size, {})",
+                        self.vocab_size
+                    ),
+                ));
+            }
         }
         if self.tied && self.wordvec_size != self.hidden_size {
             return Err(Error::invalid(

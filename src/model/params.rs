@@ -3,7 +3,9 @@
 use rand::{Rng, RngExt};
 use rand_distr::{Distribution, StandardNormal};
 
-use super::config::Config;
+use std::sync::Arc;
+
+use super::config::{Config, Softmax};
 use crate::cells::Role;
 use crate::error::{Error, Result};
 use crate::mem::{check_memory, try_zeros};
@@ -18,7 +20,11 @@ use crate::mem::{check_memory, try_zeros};
 ///   - rnn, lstm: `Wx [D_l,GH]`, `Wh [H,GH]`, `b [GH]`, together one `[D_l+H+1, GH]` matrix;
 ///   - gru: `Wx [D_l,3H]`, `bx [3H]`, then `Wh [H,3H]`, `bh [3H]`: two matrices
 ///     `[D_l+1, 3H]` and `[H+1, 3H]`;
+/// - class head only: `class.W [H,C]` and `class.b [C]`, together `[H+1, C]`;
 /// - `affine.W [H,V]` (untied only) and `affine.b [V]`, together `[H+1, V]`.
+///
+/// A class head's partition of the ids into classes is part of the parameters too
+/// ([`Params::class_starts`]).
 ///
 /// Checkpoint names are given by [`Params::layout`].
 ///
@@ -35,6 +41,8 @@ use crate::mem::{check_memory, try_zeros};
 pub struct Params {
     cfg: Config,
     data: Vec<f32>,
+    /// The first id of each class (class head only, else empty); see [`Params::class_starts`].
+    starts: Arc<[u32]>,
 }
 
 /// Borrowed tensors of one recurrent layer. For a GRU `b` is `bx` and `bh` is the hidden bias;
@@ -112,8 +120,17 @@ impl Offsets {
             first + self.layer_len(0) + (l - 1) * self.layer_len(1)
         }
     }
-    fn output_start(&self) -> usize {
+    fn class_len(&self) -> usize {
+        match self.cfg.softmax {
+            Softmax::Full => 0,
+            Softmax::Class { classes } => (self.cfg.hidden_size + 1) * classes,
+        }
+    }
+    fn class_start(&self) -> usize {
         self.layer_start(self.cfg.layers)
+    }
+    fn output_start(&self) -> usize {
+        self.class_start() + self.class_len()
     }
     fn affine_w_len(&self) -> usize {
         if self.cfg.tied {
@@ -198,11 +215,34 @@ impl Params {
                 out.push((format!("{c}.{l}.{}", t.name), t.shape(dl, gh, h)));
             }
         }
-        if !cfg.tied {
-            out.push(("affine.W".to_string(), vec![h, v]));
+        if let Softmax::Class { classes } = cfg.softmax {
+            out.push(("class.W".to_string(), vec![h, classes]));
+            out.push(("class.b".to_string(), vec![classes]));
         }
-        out.push(("affine.b".to_string(), vec![v]));
+        // A class head stores its word vectors as rows, `[V,H]` (like `embed.W`, which takes
+        // their place when tied), so each class's words are one block of rows.
+        let (w, b) = if cfg.softmax.is_full() {
+            (("affine.W", vec![h, v]), "affine.b")
+        } else {
+            (("words.W", vec![v, h]), "words.b")
+        };
+        if !cfg.tied {
+            out.push((w.0.to_string(), w.1));
+        }
+        out.push((b.to_string(), vec![v]));
         out
+    }
+
+    /// The default partition of `cfg`'s ids into classes: `C` contiguous ranges of nearly
+    /// equal size (class `k` starts at `k * V / C`). Training replaces it with Mikolov's
+    /// frequency-based classes (see [`crate::heads::class_starts_from_counts`]).
+    fn default_starts(cfg: &Config) -> Arc<[u32]> {
+        match cfg.softmax {
+            Softmax::Full => Arc::from(Vec::new()),
+            Softmax::Class { classes } => (0..classes)
+                .map(|k| (k as u64 * cfg.vocab_size as u64 / classes as u64) as u32)
+                .collect(),
+        }
     }
 
     /// Floating-point operations of the products in a forward pass, per token: two for every
@@ -219,12 +259,25 @@ impl Params {
     /// assert_eq!(Params::forward_flops_per_token(&tied), 2 * (36 + 36 + 60));
     /// ```
     pub fn forward_flops_per_token(cfg: &Config) -> u64 {
+        let class_head = !cfg.softmax.is_full();
         let products: u64 = Self::layout(cfg)
             .iter()
-            .filter(|(name, shape)| shape.len() == 2 && (name != "embed.W" || cfg.tied))
+            .filter(|(name, shape)| {
+                shape.len() == 2
+                    && (name != "embed.W" || (cfg.tied && !class_head))
+                    && (name != "affine.W" || !class_head)
+            })
             .map(|(_, shape)| (shape[0] * shape[1]) as u64)
             .sum();
-        2 * products
+        // A class head multiplies a token through the words of its class only: count a class
+        // of average size, V / C words.
+        let words = match cfg.softmax {
+            Softmax::Full => 0,
+            Softmax::Class { classes } => {
+                (cfg.vocab_size.div_ceil(classes) * cfg.hidden_size) as u64
+            }
+        };
+        2 * (products + words)
     }
 
     /// Number of f32 values of `cfg`'s parameters.
@@ -252,6 +305,7 @@ impl Params {
         Self {
             cfg,
             data: vec![0.0; Self::len_of(&cfg)],
+            starts: Self::default_starts(&cfg),
         }
     }
 
@@ -313,6 +367,7 @@ impl Params {
         Ok(Self {
             cfg,
             data: try_zeros(Self::len_of(&cfg), &what)?,
+            starts: Self::default_starts(&cfg),
         })
     }
 
@@ -408,6 +463,9 @@ impl Params {
         if let Some(w) = self.affine_w_mut() {
             uniform(w, 0.1, 1);
         }
+        if let Some(w) = self.class_w_mut() {
+            uniform(w, 0.1, 1);
+        }
     }
 
     /// Draws the book's initialisation into zeroed parameters (see [`Params::init_book`]).
@@ -431,6 +489,10 @@ impl Params {
         if let Some(w) = p.affine_w_mut() {
             fill(w, h.sqrt());
         }
+        // After affine.W, so a class head leaves every other draw where the full softmax has it.
+        if let Some(w) = p.class_w_mut() {
+            fill(w, h.sqrt());
+        }
     }
 
     /// Builds parameters from a flat buffer in storage order.
@@ -450,7 +512,8 @@ impl Params {
             Self::len_of(&cfg),
             "parameter buffer length does not match the config"
         );
-        Self { cfg, data }
+        let starts = Self::default_starts(&cfg);
+        Self { cfg, data, starts }
     }
 
     /// The configuration these parameters belong to.
@@ -560,6 +623,73 @@ impl Params {
         let o = self.off();
         let s = o.layer_start(l);
         &mut self.data[s..s + o.layer_len(l)]
+    }
+
+    /// The first id of each class of a class head, in order (`starts[0] = 0`; class `k` holds
+    /// the ids `starts[k]..starts[k + 1]`, the last one up to `V`); empty for the full softmax.
+    ///
+    /// ```
+    /// use rnnlm::{model::config::Softmax, Config, Params};
+    /// let cfg = Config::new(10, 4, 4).unwrap().with_softmax(Softmax::Class { classes: 3 });
+    /// let mut p = Params::zeros(cfg);
+    /// assert_eq!(p.class_starts(), [0, 3, 6]); // the default: nearly equal ranges
+    /// p.set_class_starts(&[0, 1, 4]).unwrap();
+    /// assert_eq!(p.class_range(2), 4..10);
+    /// assert!(p.set_class_starts(&[0, 4, 4]).is_err()); // an empty class
+    /// ```
+    pub fn class_starts(&self) -> &[u32] {
+        &self.starts
+    }
+
+    /// The ids of class `k` (see [`Params::class_starts`]).
+    ///
+    /// **Panics** if `k` is not a class.
+    pub fn class_range(&self, k: usize) -> std::ops::Range<usize> {
+        let end = self
+            .starts
+            .get(k + 1)
+            .map_or(self.cfg.vocab_size, |&e| e as usize);
+        self.starts[k] as usize..end
+    }
+
+    /// Sets the partition of the ids into classes (see [`Params::class_starts`]).
+    ///
+    /// # Errors
+    /// If the model has no class head, or `starts` is not `C` strictly increasing ids from 0,
+    /// all below `V` (naming the first bad entry).
+    pub fn set_class_starts(&mut self, starts: &[u32]) -> Result<()> {
+        check_class_starts(&self.cfg, starts)?;
+        self.starts = Arc::from(starts);
+        Ok(())
+    }
+
+    /// `class.W [H,C]` of a class head, else `None`.
+    pub fn class_w(&self) -> Option<&[f32]> {
+        let o = self.off();
+        let (s, h) = (o.class_start(), self.cfg.hidden_size);
+        let len = o.class_len() / (h + 1) * h;
+        (len > 0).then(|| &self.data[s..s + len])
+    }
+
+    /// `class.W [H,C]` mutable, else `None`.
+    pub fn class_w_mut(&mut self) -> Option<&mut [f32]> {
+        let o = self.off();
+        let (s, h) = (o.class_start(), self.cfg.hidden_size);
+        let len = o.class_len() / (h + 1) * h;
+        (len > 0).then(|| &mut self.data[s..s + len])
+    }
+
+    /// `class.b [C]` of a class head, else empty.
+    pub fn class_b(&self) -> &[f32] {
+        let o = self.off();
+        let len = o.class_len() / (self.cfg.hidden_size + 1);
+        &self.data[o.output_start() - len..o.output_start()]
+    }
+
+    /// `class.W` and `class.b` as one `[H+1, C]` matrix (empty without a class head).
+    pub fn class_rows_mut(&mut self) -> &mut [f32] {
+        let o = self.off();
+        &mut self.data[o.class_start()..o.output_start()]
     }
 
     /// `affine.W [H,V]`, or `None` when tied (the output weights are then `embed.W`
@@ -743,4 +873,46 @@ mod tests {
             }
         }
     }
+}
+
+/// Checks a partition of `cfg`'s ids into classes (see [`Params::class_starts`]).
+pub(crate) fn check_class_starts(cfg: &Config, starts: &[u32]) -> Result<()> {
+    let Softmax::Class { classes } = cfg.softmax else {
+        return Err(Error::invalid(
+            "class starts",
+            "the model has no class head",
+        ));
+    };
+    if starts.len() != classes {
+        return Err(Error::invalid(
+            "class starts",
+            format!("{} entries for {classes} classes", starts.len()),
+        ));
+    }
+    if starts.first() != Some(&0) {
+        return Err(Error::invalid("class starts", "class 0 must start at id 0"));
+    }
+    for (k, w) in starts.windows(2).enumerate() {
+        if w[1] <= w[0] {
+            return Err(Error::invalid(
+                "class starts",
+                format!(
+                    "class {} starts at id {}, not after class {k}'s start {}: every class needs at least one word",
+                    k + 1, w[1], w[0]
+                ),
+            ));
+        }
+    }
+    let last = starts[classes - 1] as usize;
+    if last >= cfg.vocab_size {
+        return Err(Error::invalid(
+            "class starts",
+            format!(
+                "class {} starts at id {last}, outside the vocabulary (size {})",
+                classes - 1,
+                cfg.vocab_size
+            ),
+        ));
+    }
+    Ok(())
 }

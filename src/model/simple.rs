@@ -9,12 +9,13 @@ use rayon::prelude::*;
 use super::config::{Config, MAX_LAYERS};
 use super::output_grad::{self, StripGrads};
 use super::params::Params;
-use super::workspace::{Acts, Workspace};
+use super::workspace::{Acts, ClassBufs, Workspace};
 use crate::cells::{self, Buffers, Dims, GradInputs, LayerRows, StepWeights};
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
+use crate::heads::class::{ClassSoftmax, Gather};
 use crate::heads::full::FullSoftmax;
-use crate::heads::{Head, Loss};
+use crate::heads::Loss;
 use crate::kernels::dropout::{self, DropoutKey};
 use crate::layers::{embedding, softmax_loss};
 use crate::mem::check_memory;
@@ -223,13 +224,142 @@ fn for_each_block<F: Fn(Block<'_>) + Sync>(b: Block<'_>, rb: usize, sh: &Shape, 
     );
 }
 
-/// The output weights as a `[H,V]` view: `affine.W`, or `embed.W` transposed when tied.
+/// The (first) softmax's weights as a `[H,V]` view: `affine.W`, or `embed.W` transposed when
+/// tied; for a class head `class.W [H,C]`.
 fn output_weights(params: &Params) -> MatRef<'_> {
     let c = params.config();
-    match params.affine_w() {
-        Some(w) => MatRef::new(w, c.hidden_size, c.vocab_size),
-        None => MatRef::new(params.embed_w(), c.vocab_size, c.hidden_size).t(),
+    match (params.class_w(), params.affine_w()) {
+        (Some(w), _) => MatRef::new(w, c.hidden_size, c.softmax.outputs(c.vocab_size)),
+        (None, Some(w)) => MatRef::new(w, c.hidden_size, c.vocab_size),
+        (None, None) => MatRef::new(params.embed_w(), c.vocab_size, c.hidden_size).t(),
     }
+}
+
+/// The (first) softmax over the packed weights `w` (and, in training, `wt`).
+fn first_softmax<'a>(params: &'a Params, w: &'a [f32], wt: &'a [f32], wt_block: usize) -> FullSoftmax<'a> {
+    let c = params.config();
+    let (h, outs) = (c.hidden_size, c.softmax.outputs(c.vocab_size));
+    FullSoftmax {
+        w: Packed::new(w, h, outs),
+        wt,
+        wt_block,
+        bias: if c.softmax.is_full() {
+            params.affine_b()
+        } else {
+            params.class_b()
+        },
+        h,
+        v: outs,
+    }
+}
+
+/// The class head around its first softmax.
+fn class_softmax<'a>(params: &'a Params, classes: FullSoftmax<'a>) -> ClassSoftmax<'a> {
+    let c = params.config();
+    ClassSoftmax {
+        classes,
+        words: params.affine_w().unwrap_or(params.embed_w()),
+        word_b: params.affine_b(),
+        starts: params.class_starts(),
+        h: c.hidden_size,
+        v: c.vocab_size,
+    }
+}
+
+/// Rows of the class head's first softmax per parallel task.
+const CLASS_ROWS: usize = 64;
+
+/// The class head's forward over all `N*T` positions (`x [N*T,H]` the top layer's output):
+/// the softmax over the classes in parallel row chunks, then the words' softmax over the
+/// positions gathered by class. Writes per-position losses.
+fn class_forward(
+    head: &ClassSoftmax<'_>,
+    x: &[f32],
+    ts: &[i32],
+    logits: &mut [f32],
+    losses: &mut [f32],
+    loss: Loss,
+    cb: &mut ClassBufs,
+) {
+    let (h, c) = (head.h, head.classes.v);
+    let total = head.gather(
+        ts,
+        &mut Gather {
+            ts1: &mut cb.ts1,
+            order: &mut cb.order,
+            slot: &mut cb.slot,
+            offsets: &mut cb.offsets,
+            tg: &mut cb.tg,
+        },
+    );
+    cb.count = total;
+    logits
+        .par_chunks_mut(CLASS_ROWS * c)
+        .zip(x.par_chunks(CLASS_ROWS * h))
+        .zip(cb.ts1.par_chunks(CLASS_ROWS))
+        .zip(losses.par_chunks_mut(CLASS_ROWS))
+        .for_each(|(((l, x), t), lo)| head.classes.forward_rows(x, t, l, lo, loss));
+    cb.xg[..total * h]
+        .par_chunks_mut(CLASS_ROWS * h)
+        .zip(cb.order[..total].par_chunks(CLASS_ROWS))
+        .for_each(|(rows, order)| {
+            for (row, &p) in rows.chunks_exact_mut(h).zip(order) {
+                let p = p as usize;
+                row.copy_from_slice(&x[p * h..(p + 1) * h]);
+            }
+        });
+    head.words_forward(
+        &cb.xg[..total * h],
+        &cb.offsets,
+        &cb.tg[..total],
+        (&mut cb.m[..total], &mut cb.s[..total], &mut cb.loss[..total]),
+        &mut cb.slabs,
+    );
+    for (l, &k) in losses.iter_mut().zip(&cb.slot) {
+        if k != u32::MAX {
+            *l += cb.loss[k as usize];
+        }
+    }
+}
+
+/// The class head's backward: `top [N*T,H] = dL/dx` (overwritten), the word rows' gradients
+/// added into `dw [V,H]` and `db [V]` (the first softmax's weight gradient is the caller's).
+fn class_backward(
+    head: &ClassSoftmax<'_>,
+    logits: &[f32],
+    top: &mut [f32],
+    cb: &mut ClassBufs,
+    (dw, db): (&mut [f32], &mut [f32]),
+) {
+    let (h, c) = (head.h, head.classes.v);
+    let total = cb.count;
+    top.par_chunks_mut(CLASS_ROWS * h)
+        .zip(logits.par_chunks(CLASS_ROWS * c))
+        .for_each(|(d, l)| head.classes.backward_rows(l, d));
+    let scale = if total == 0 { 0.0 } else { 1.0 / total as f32 };
+    head.words_backward(
+        &cb.xg[..total * h],
+        &cb.offsets,
+        &cb.tg[..total],
+        (&cb.m[..total], &cb.s[..total]),
+        scale,
+        &mut cb.dxg[..total * h],
+        (dw, db),
+        &mut cb.slabs,
+    );
+    let dxg = &cb.dxg;
+    top.par_chunks_mut(CLASS_ROWS * h)
+        .zip(cb.slot.par_chunks(CLASS_ROWS))
+        .for_each(|(rows, slots)| {
+            for (row, &k) in rows.chunks_exact_mut(h).zip(slots) {
+                if k != u32::MAX {
+                    let k = k as usize;
+                    for (d, &g) in row.iter_mut().zip(&dxg[k * h..(k + 1) * h]) {
+                        *d += g;
+                    }
+                }
+            }
+        });
 }
 
 fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
@@ -270,14 +400,8 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         cell.pack_recurrent(p.wh, h, lp.wh, &mut []);
     }
     gemm::pack_rows(packs.w, &output_weights(params), 0, h, par);
-    let head = FullSoftmax {
-        w: Packed::new(packs.w, h, v),
-        wt: &[],
-        wt_block: gemm::KC,
-        bias: params.affine_b(),
-        h,
-        v,
-    };
+    let head = first_softmax(params, packs.w, &[], gemm::KC);
+    let full = cfg.softmax.is_full();
     let lpacks = &packs.layers[..nl];
     let embed_w = params.embed_w();
     // The projection `x Wx` lands in `hs` for a cell whose pre-activation is `hs`.
@@ -326,8 +450,22 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
                 &*rows.hs
             };
         }
-        head.forward_rows(x, ts, logits, losses, loss);
+        if full {
+            head.forward_rows(x, ts, logits, losses, loss);
+        }
     });
+    if !full {
+        // The class head runs over the whole batch at once (its products gather positions
+        // by class across rows).
+        let (acts, packs) = ws.split_mut();
+        let x: &[f32] = if p_drop > 0.0 {
+            &acts.drops[(nl - 1) * n * t * h..nl * n * t * h]
+        } else {
+            acts.layers[nl - 1].hs
+        };
+        let head = class_softmax(params, first_softmax(params, packs.w, &[], gemm::KC));
+        class_forward(&head, x, acts.ts, acts.logits, acts.losses, loss, acts.class);
+    }
     ws.ready_for_backward = ws.train;
     softmax_loss::mean(ws.position_losses(), count)
 }
@@ -406,14 +544,25 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         };
         output_grad::backward(g, (nt, h, v), strip);
     }
-    let head = FullSoftmax {
-        w: Packed::new(packs.w, h, v),
-        wt: packs.wt,
-        wt_block,
-        bias: params.affine_b(),
-        h,
-        v,
-    };
+    let full = cfg.softmax.is_full();
+    if !full {
+        // The class head's dX for the whole batch first (as the strips' path does): its
+        // products run over the positions gathered by class.
+        let top_layer = &mut acts.layers[nl - 1];
+        let top: &mut [f32] = if cell.in_place() {
+            top_layer.gates
+        } else {
+            acts.dh
+        };
+        let head = class_softmax(params, first_softmax(params, packs.w, packs.wt, wt_block));
+        let words = if cfg.tied {
+            grads.embed_and_affine_b_mut()
+        } else {
+            grads.affine_rows_mut().split_at_mut(v * h)
+        };
+        class_backward(&head, acts.logits, top, acts.class, words);
+    }
+    let head = first_softmax(params, packs.w, packs.wt, wt_block);
     let (lpacks, dx_parts) = (&packs.layers[..nl], &*packs.dx_parts);
     for_each_block(Block::whole(acts, n, &sh), rb, &sh, &|b: Block<'_>| {
         let Block {
@@ -437,7 +586,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         };
         if strip > 0 {
             output_grad::add_parts(top, dx_parts, (nt, h), p0);
-        } else {
+        } else if full {
             head.backward_rows(logits, top);
         }
         if dropped {
@@ -485,15 +634,10 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         }
     };
     if strip == 0 {
-        let head = FullSoftmax {
-            w: Packed::new(packs.w, h, v),
-            wt: packs.wt,
-            wt_block,
-            bias: params.affine_b(),
-            h,
-            v,
-        };
-        let dw = if cfg.tied {
+        let head = first_softmax(params, packs.w, packs.wt, wt_block);
+        let dw = if !full {
+            grads.class_rows_mut()
+        } else if cfg.tied {
             &mut *packs.tied_grad
         } else {
             grads.affine_rows_mut()
@@ -514,7 +658,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         cell.weight_grads(&g, grads.layer_rows_mut(l), packs.gemm_scratch, par);
     }
     let (de, db) = grads.embed_and_affine_b_mut();
-    if cfg.tied {
+    if cfg.tied && full {
         // The output layer's dW [H,V] is embed.W's gradient transposed; its bias row is
         // affine.b's. The embedding's scatter-add then accumulates on top.
         for (b, &g) in db.iter_mut().zip(&packs.tied_grad[h * v..]) {

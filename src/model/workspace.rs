@@ -1,6 +1,6 @@
 //! Activation buffers sized once from the configuration and the batch shape `(N, T)`.
 
-use super::config::{Config, MAX_LAYERS};
+use super::config::{Config, Softmax, MAX_LAYERS};
 use super::output_grad;
 use crate::cells::add_outer_scratch;
 use crate::error::{Error, Result};
@@ -57,6 +57,97 @@ pub struct Workspace {
     pub(crate) dropout_step: u64,
     /// Whether `logits` holds the gradient of a training forward not yet consumed.
     pub(crate) ready_for_backward: bool,
+    /// A class head's buffers (empty for the full softmax).
+    pub(crate) class: ClassBufs,
+}
+
+/// The buffers of a class head's second softmax over one batch (see `heads::class`): the
+/// positions gathered by class, their rows, and each slot's running maximum, sum and loss.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ClassBufs {
+    /// `[N*T]` class targets.
+    pub ts1: Vec<i32>,
+    /// `[N*T]` position of each slot.
+    pub order: Vec<u32>,
+    /// `[N*T]` slot of each position.
+    pub slot: Vec<u32>,
+    /// `[C+1]` the slots of each class.
+    pub offsets: Vec<u32>,
+    /// `[N*T]` target within its class, by slot.
+    pub tg: Vec<u32>,
+    /// `[N*T, H]` the top layer's output, by slot.
+    pub xg: Vec<f32>,
+    /// `[N*T]` per slot: maximum logit, sum of exponentials, loss.
+    pub m: Vec<f32>,
+    pub s: Vec<f64>,
+    pub loss: Vec<f32>,
+    /// `[N*T, H]` (training) the gradient w.r.t. `xg`.
+    pub dxg: Vec<f32>,
+    /// One scratch slab per parallel group.
+    pub slabs: Vec<f32>,
+    /// Positions that count (set by the forward).
+    pub count: usize,
+}
+
+impl ClassBufs {
+    /// Values (4-byte units; `s` counts twice) of the buffers for `cfg`, `nt` positions.
+    fn len(cfg: &Config, nt: usize, train: bool) -> Option<usize> {
+        let Softmax::Class { classes } = cfg.softmax else {
+            return Some(0);
+        };
+        let h = cfg.hidden_size;
+        let nth = nt.checked_mul(h)?;
+        let slabs = crate::heads::class::GROUPS.checked_mul(crate::heads::class::slab_len(h))?;
+        [
+            nt.checked_mul(5)?,
+            classes + 1,
+            nth,
+            nt.checked_mul(4)?,
+            if train { nth } else { 0 },
+            slabs,
+        ]
+        .iter()
+        .try_fold(0usize, |a, &b| a.checked_add(b))
+    }
+
+    fn new(cfg: &Config, nt: usize, train: bool, what: &str) -> Result<Self> {
+        let Softmax::Class { classes } = cfg.softmax else {
+            return Ok(Self::default());
+        };
+        let h = cfg.hidden_size;
+        let zeros_u = |n: usize| try_zeros::<u32>(n, what);
+        Ok(Self {
+            ts1: try_zeros(nt, what)?,
+            order: zeros_u(nt)?,
+            slot: zeros_u(nt)?,
+            offsets: zeros_u(classes + 1)?,
+            tg: zeros_u(nt)?,
+            xg: try_zeros(nt * h, what)?,
+            m: try_zeros(nt, what)?,
+            s: try_zeros(nt, what)?,
+            loss: try_zeros(nt, what)?,
+            dxg: if train { try_zeros(nt * h, what)? } else { Vec::new() },
+            slabs: try_zeros(
+                crate::heads::class::GROUPS * crate::heads::class::slab_len(h),
+                what,
+            )?,
+            count: 0,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        4 * (self.ts1.len()
+            + self.order.len()
+            + self.slot.len()
+            + self.offsets.len()
+            + self.tg.len()
+            + self.xg.len()
+            + self.m.len()
+            + 2 * self.s.len()
+            + self.loss.len()
+            + self.dxg.len()
+            + self.slabs.len())
+    }
 }
 
 /// Whole-batch mutable views of one layer's activation buffers (see [`crate::cells::Buffers`]).
@@ -98,6 +189,8 @@ pub(crate) struct Acts<'a> {
     pub scratch: &'a mut [f32],
     /// `[L,N,T,H]` (training with dropout)
     pub drops: &'a mut [f32],
+    /// A class head's buffers.
+    pub class: &'a mut ClassBufs,
 }
 
 /// One layer's packed weights.
@@ -165,6 +258,7 @@ impl Workspace {
         let plan = Plan::new(&cfg, n, t, train)?;
         let what = plan.describe();
         check_memory(&what, plan.bytes()?)?;
+        let class = ClassBufs::new(&cfg, plan.nt, train, &what)?;
         Ok(Self {
             cfg,
             n,
@@ -183,6 +277,7 @@ impl Workspace {
             dropout_seed: 0,
             dropout_step: 0,
             ready_for_backward: false,
+            class,
         })
     }
 
@@ -212,6 +307,7 @@ impl Workspace {
             demb: c.take(p.demb),
             scratch: c.take(p.scratch),
             drops: &mut self.drops,
+            class: &mut self.class,
         };
         let mut c = Carver(&mut self.packs);
         let mut layers: [LayerPacks<'_>; MAX_LAYERS] =
@@ -335,7 +431,8 @@ impl Workspace {
     /// ```
     pub fn set_output_strips(&mut self, on: bool) -> Result<bool> {
         let (nt, h, v) = (self.n * self.t, self.cfg.hidden_size, self.cfg.vocab_size);
-        let strip = if on && self.train {
+        // The strips are a path of the full softmax's backward only.
+        let strip = if on && self.train && self.cfg.softmax.is_full() {
             output_grad::strip_width(nt, h)
         } else {
             0
@@ -523,6 +620,7 @@ impl Workspace {
             + self.drops.len()
             + self.dx_parts.len()
             + self.dy_packed.len())
+            + self.class.bytes()
     }
 }
 
@@ -576,6 +674,8 @@ struct Plan {
     gemm_scratch: usize,
     tied_grad: usize,
     packs_len: usize,
+    /// A class head's buffers, in 4-byte values.
+    class_len: usize,
 }
 
 impl Plan {
@@ -588,6 +688,8 @@ impl Plan {
             ));
         }
         let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
+        // The (first) softmax's width: V, or C for a class head.
+        let outs = cfg.softmax.outputs(v);
         let cell = cfg.cell.imp();
         let gh = cell.gates() * h;
         let overflow = || {
@@ -642,7 +744,7 @@ impl Plan {
         // A = [activations | 1]^T built row-major at the front of the scratch; see
         // cells::add_outer.
         let gemm_scratch = if train {
-            let mut most = add_outer_scratch(h + 1, v, nt).ok_or_else(overflow)?;
+            let mut most = add_outer_scratch(h + 1, outs, nt).ok_or_else(overflow)?;
             for l in 0..cfg.layers {
                 for (k, cols) in cell.grad_products(cfg.layer_input(l), h) {
                     most = most.max(add_outer_scratch(k, cols, nt).ok_or_else(overflow)?);
@@ -661,16 +763,17 @@ impl Plan {
             layers,
             emb: mul(nt, d)?,
             state: mul(mul(bufs.states * cfg.layers, n)?, h)?,
-            logits: mul(nt, v)?,
+            logits: mul(nt, outs)?,
             losses: nt,
             dh: when(train && !cell.in_place(), nth),
             demb: when(train, mul(nt, d)?),
             scratch: when(train, mul(mul(bufs.scratch, n)?, h)?),
             acts_len: 0,
-            w_packed: packed(h, v)?,
-            wt_packed: when(train, packed(v, h)?),
+            w_packed: packed(h, outs)?,
+            wt_packed: when(train, packed(outs, h)?),
             gemm_scratch,
-            tied_grad: when(train && cfg.tied, mul(h + 1, v)?),
+            tied_grad: when(train && cfg.tied && cfg.softmax.is_full(), mul(h + 1, v)?),
+            class_len: ClassBufs::len(cfg, nt, train).ok_or_else(overflow)?,
             packs_len: 0,
         };
         for len in [
@@ -727,6 +830,7 @@ impl Plan {
         (2 * self.nt)
             .checked_add(self.acts_len)
             .and_then(|x| x.checked_add(self.packs_len))
+            .and_then(|x| x.checked_add(self.class_len))
             .and_then(|x| x.checked_mul(4))
             .ok_or_else(|| {
                 Error::invalid(

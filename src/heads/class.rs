@@ -1,0 +1,673 @@
+//! Mikolov's class-based softmax: `p(w|h) = p(c(w)|h) · p(w|c(w),h)`.
+//!
+//! The first softmax runs over the `C` classes ([`FullSoftmax`] with `class.W [H,C]`,
+//! `class.b [C]`), the second over the words of the target's class only: the rows
+//! `starts[c]..starts[c+1]` of the word matrix `[V,H]` (`words.W`, or `embed.W` when tied) and
+//! of `words.b [V]`. Both are exact, normalised softmaxes, so `Σ_w p(w|h) = 1`.
+//!
+//! Training gathers the positions of one batch by their target's class (a counting sort, in
+//! position order within a class), so each class's word logits are one product over all of
+//! its rows. A class's words are taken in column blocks of at most [`COLS`] and its rows in
+//! chunks of at most [`ROWS`]; the softmax over the blocks is an online log-sum-exp, so the
+//! buffers do not depend on the class sizes. The training forward keeps only the per-row
+//! maximum and sum; the backward recomputes the logits block by block for `dX` and `dW`.
+//! Classes run in parallel in [`GROUPS`] groups that balance the work; neither the grouping
+//! nor the thread count changes any result, as every class is computed by the same
+//! instruction sequence wherever it runs.
+
+use rayon::prelude::*;
+
+use super::full::FullSoftmax;
+use super::{sample_logits, Draw, Head, SampleScratch, Scratch};
+use crate::error::{Error, Result};
+use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
+use crate::kernels::softmax;
+use crate::layers::softmax_loss::IGNORE;
+
+/// Most rows of one class computed together.
+pub(crate) const ROWS: usize = 64;
+
+/// Widest column block of one class's word logits.
+pub(crate) const COLS: usize = 1024;
+
+/// Groups of classes run in parallel, each with its own scratch slab (a constant: results do
+/// not depend on it, memory does).
+pub(crate) const GROUPS: usize = 4;
+
+/// The class head over borrowed weights.
+#[derive(Clone, Copy)]
+pub(crate) struct ClassSoftmax<'a> {
+    /// The softmax over the classes.
+    pub classes: FullSoftmax<'a>,
+    /// The word matrix `[V,H]` (row `w` is word `w`'s output vector).
+    pub words: &'a [f32],
+    /// The word biases `[V]`.
+    pub word_b: &'a [f32],
+    /// The first id of each class.
+    pub starts: &'a [u32],
+    pub h: usize,
+    pub v: usize,
+}
+
+/// Floats of one group's scratch slab for hidden size `h`: a chunk of logits, `W^T` and `W`
+/// of one column block packed, a chunk of rows packed, and a chunk of the gradient transposed.
+pub(crate) fn slab_len(h: usize) -> usize {
+    ROWS * COLS
+        + gemm::packed_len(h, COLS)
+        + gemm::packed_len(COLS, h)
+        + gemm::packed_len(ROWS, h)
+        + COLS * ROWS
+}
+
+/// The slab's parts.
+struct Slab<'s> {
+    logits: &'s mut [f32],
+    wt: &'s mut [f32],
+    w: &'s mut [f32],
+    x: &'s mut [f32],
+    gt: &'s mut [f32],
+}
+
+impl<'s> Slab<'s> {
+    fn carve(s: &'s mut [f32], h: usize) -> Self {
+        let (logits, s) = s.split_at_mut(ROWS * COLS);
+        let (wt, s) = s.split_at_mut(gemm::packed_len(h, COLS));
+        let (w, s) = s.split_at_mut(gemm::packed_len(COLS, h));
+        let (x, gt) = s.split_at_mut(gemm::packed_len(ROWS, h));
+        Slab {
+            logits,
+            wt,
+            w,
+            x,
+            gt,
+        }
+    }
+}
+
+/// Merges the `(m, s)` of one block into a row's running maximum `m` and sum `s` (of
+/// `exp(logit - m)`). The first block sets them exactly, so a class of one block gives the
+/// same loss as [`softmax::xent_row`] over its logits.
+fn merge(m: &mut f32, s: &mut f64, first: bool, bm: f32, bs: f32) {
+    if first {
+        (*m, *s) = (bm, bs as f64);
+    } else if bm > *m {
+        *s = *s * ((*m - bm) as f64).exp() + bs as f64;
+        *m = bm;
+    } else {
+        *s += bs as f64 * ((bm - *m) as f64).exp();
+    }
+}
+
+/// `-ln p` of a target whose logit is `tl` in a row of maximum `m` and sum `s`: the formula of
+/// [`softmax::xent_row`].
+fn xent(m: f32, s: f64, tl: f32) -> f32 {
+    (s.ln() - (tl as f64 - m as f64)) as f32
+}
+
+/// One class's operands: its word rows, biases, and its rows' inputs and targets.
+struct ClassRows<'a> {
+    /// `[m, H]`
+    w: &'a [f32],
+    /// `[m]`
+    b: &'a [f32],
+    /// `[n, H]`
+    x: &'a [f32],
+    /// `[n]`, within the class
+    t: &'a [u32],
+}
+
+impl ClassRows<'_> {
+    fn words(&self) -> usize {
+        self.b.len()
+    }
+
+    fn rows(&self) -> usize {
+        self.t.len()
+    }
+
+    /// Logits of rows `r0..r0+rows` over the block `j0..j0+w`, bias added, into the slab.
+    fn block_logits(
+        &self,
+        logits: &mut [f32],
+        wt: Packed<'_>,
+        h: usize,
+        (r0, rows): (usize, usize),
+        (j0, w): (usize, usize),
+    ) {
+        let l = &mut logits[..rows * w];
+        gemm::gemm_packed(
+            MatMut::new(l, rows, w),
+            MatRef::new(&self.x[r0 * h..(r0 + rows) * h], rows, h),
+            wt,
+            Accum::Replace,
+        );
+        for row in l.chunks_exact_mut(w) {
+            for (x, &b) in row.iter_mut().zip(&self.b[j0..j0 + w]) {
+                *x += b;
+            }
+        }
+    }
+
+    /// Per row: the maximum `m`, the sum `s` of `exp(logit - m)` and the target's logit `tl`.
+    fn lse(&self, slab: &mut Slab<'_>, h: usize, m: &mut [f32], s: &mut [f64], tl: &mut [f32]) {
+        let n = self.rows();
+        for (bi, (j0, w)) in gemm::balanced_blocks(self.words(), COLS).enumerate() {
+            let Slab { logits, wt, .. } = slab;
+            let _ = gemm::pack(wt, MatRef::strided(&self.w[j0 * h..], h, w, 1, h));
+            let wt = Packed::new(&wt[..gemm::packed_len(h, w)], h, w);
+            for r0 in (0..n).step_by(ROWS) {
+                let rows = ROWS.min(n - r0);
+                self.block_logits(logits, wt, h, (r0, rows), (j0, w));
+                for (r, row) in logits[..rows * w].chunks_exact(w).enumerate() {
+                    let (bm, bs) = softmax::max_sumexp_row(row);
+                    let i = r0 + r;
+                    merge(&mut m[i], &mut s[i], bi == 0, bm, bs);
+                    let t = self.t[i] as usize;
+                    if (j0..j0 + w).contains(&t) {
+                        tl[i] = row[t - j0];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The backward pass of [`ClassRows::lse`]'s loss scaled by `scale`: `dx [n,H]`
+    /// overwritten, `dw [m,H]` and `db [m]` added to.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        slab: &mut Slab<'_>,
+        h: usize,
+        (m, s): (&[f32], &[f64]),
+        scale: f32,
+        dx: &mut [f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) {
+        let n = self.rows();
+        for (bi, (j0, w)) in gemm::balanced_blocks(self.words(), COLS).enumerate() {
+            let Slab {
+                logits,
+                wt,
+                w: wp,
+                x: xp,
+                gt,
+            } = slab;
+            let _ = gemm::pack(wt, MatRef::strided(&self.w[j0 * h..], h, w, 1, h));
+            let wt = Packed::new(&wt[..gemm::packed_len(h, w)], h, w);
+            let _ = gemm::pack(wp, MatRef::new(&self.w[j0 * h..(j0 + w) * h], w, h));
+            let wp = Packed::new(&wp[..gemm::packed_len(w, h)], w, h);
+            for r0 in (0..n).step_by(ROWS) {
+                let rows = ROWS.min(n - r0);
+                self.block_logits(logits, wt, h, (r0, rows), (j0, w));
+                let g = &mut logits[..rows * w];
+                for (r, row) in g.chunks_exact_mut(w).enumerate() {
+                    let i = r0 + r;
+                    softmax::scaled_exp_row(row, m[i], (scale as f64 / s[i]) as f32);
+                    let t = self.t[i] as usize;
+                    if (j0..j0 + w).contains(&t) {
+                        row[t - j0] -= scale;
+                    }
+                }
+                // dX rows (+)= G W_block   [rows, w] x [w, H]
+                gemm::gemm_packed(
+                    MatMut::new(&mut dx[r0 * h..(r0 + rows) * h], rows, h),
+                    MatRef::new(g, rows, w),
+                    wp,
+                    Accum::add_if(bi > 0),
+                );
+                // dW_block += G^T X   [w, rows] x [rows, H]
+                for (r, row) in g.chunks_exact(w).enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        gt[j * rows + r] = v;
+                    }
+                }
+                let _ = gemm::pack(xp, MatRef::new(&self.x[r0 * h..(r0 + rows) * h], rows, h));
+                gemm::gemm_packed(
+                    MatMut::new(&mut dw[j0 * h..(j0 + w) * h], w, h),
+                    MatRef::new(&gt[..w * rows], w, rows),
+                    Packed::new(&xp[..gemm::packed_len(rows, h)], rows, h),
+                    Accum::Add,
+                );
+                for row in g.chunks_exact(w) {
+                    for (d, &v) in db[j0..j0 + w].iter_mut().zip(row) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The buffers of the class head's second softmax over one batch, in gathered order (by
+/// class, then position).
+pub(crate) struct Gather<'a> {
+    /// Class targets per position ([`IGNORE`] where masked).
+    pub ts1: &'a mut [i32],
+    /// Gathered slot `k` holds position `order[k]`.
+    pub order: &'a mut [u32],
+    /// The slot of each position (`u32::MAX` where masked).
+    pub slot: &'a mut [u32],
+    /// Slots of class `c`: `offsets[c]..offsets[c+1]` (`[C+1]`).
+    pub offsets: &'a mut [u32],
+    /// Targets within their class, by slot.
+    pub tg: &'a mut [u32],
+}
+
+impl ClassSoftmax<'_> {
+    /// The class of word `w`.
+    pub(crate) fn class_of(&self, w: usize) -> usize {
+        self.starts.partition_point(|&s| s as usize <= w) - 1
+    }
+
+    fn class_range(&self, c: usize) -> (usize, usize) {
+        let end = self.starts.get(c + 1).map_or(self.v, |&e| e as usize);
+        (self.starts[c] as usize, end)
+    }
+
+    fn classes(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Sorts the positions of `ts` by their target's class (a counting sort: position order
+    /// within a class) and fills `g`; returns the number of unmasked positions.
+    pub(crate) fn gather(&self, ts: &[i32], g: &mut Gather<'_>) -> usize {
+        let c = self.classes();
+        g.offsets.fill(0);
+        for (t1, &t) in g.ts1.iter_mut().zip(ts) {
+            *t1 = if t == IGNORE {
+                IGNORE
+            } else {
+                let k = self.class_of(t as usize);
+                g.offsets[k + 1] += 1;
+                k as i32
+            };
+        }
+        for k in 0..c {
+            g.offsets[k + 1] += g.offsets[k];
+        }
+        let total = g.offsets[c] as usize;
+        // Next free slot per class: offsets[k] advances as slots fill, then is restored.
+        for (p, (&t1, &t)) in g.ts1.iter().zip(ts).enumerate() {
+            if t1 == IGNORE {
+                g.slot[p] = u32::MAX;
+                continue;
+            }
+            let k = t1 as usize;
+            let at = g.offsets[k] as usize;
+            g.offsets[k] += 1;
+            g.order[at] = p as u32;
+            g.slot[p] = at as u32;
+            g.tg[at] = (t as usize - self.starts[k] as usize) as u32;
+        }
+        // Shift back: offsets[k] now holds the end of class k, i.e. the start of k + 1.
+        for k in (1..=c).rev() {
+            g.offsets[k] = g.offsets[k - 1];
+        }
+        g.offsets[0] = 0;
+        total
+    }
+
+    /// Class boundaries `b[0..=GROUPS]` of the parallel groups, balancing rows x words.
+    fn groups(&self, offsets: &[u32]) -> [usize; GROUPS + 1] {
+        let c = self.classes();
+        let work = |k: usize| {
+            let (s, e) = self.class_range(k);
+            (offsets[k + 1] - offsets[k]) as u64 * (e - s) as u64
+        };
+        let total: u64 = (0..c).map(work).sum();
+        let mut b = [c; GROUPS + 1];
+        b[0] = 0;
+        let (mut k, mut acc) = (0, 0u64);
+        for (g, bound) in b.iter_mut().enumerate().take(GROUPS).skip(1) {
+            while k < c && acc * (GROUPS as u64) < total * g as u64 {
+                acc += work(k);
+                k += 1;
+            }
+            *bound = k;
+        }
+        b
+    }
+
+    /// The first word of each class bound (`V` for the end).
+    fn word_bounds(&self, b: &[usize; GROUPS + 1]) -> [usize; GROUPS + 1] {
+        b.map(|c| self.starts.get(c).map_or(self.v, |&s| s as usize))
+    }
+
+    /// The second softmax's forward over the gathered rows `xg [slots, H]` (slot order): per
+    /// slot the maximum `m`, the sum `s` and the loss `-ln p(w | c(w), h)`.
+    pub(crate) fn words_forward(
+        &self,
+        xg: &[f32],
+        offsets: &[u32],
+        tg: &[u32],
+        (m, s, loss): (&mut [f32], &mut [f64], &mut [f32]),
+        slabs: &mut [f32],
+    ) {
+        let h = self.h;
+        let cb = self.groups(offsets);
+        let sb = cb.map(|c| offsets[c] as usize);
+        let ones: [usize; GROUPS + 1] = std::array::from_fn(|g| g);
+        let mut ms = split_groups(m, &sb, 1).into_iter();
+        let mut ss = split_groups(s, &sb, 1).into_iter();
+        let mut ls = split_groups(loss, &sb, 1).into_iter();
+        let mut slab = split_groups(slabs, &ones, slab_len(h)).into_iter();
+        let parts: [_; GROUPS] = std::array::from_fn(|g| {
+            (
+                g,
+                ms.next().unwrap(),
+                ss.next().unwrap(),
+                ls.next().unwrap(),
+                slab.next().unwrap(),
+            )
+        });
+        parts.into_par_iter().for_each(|(g, m, s, loss, slab)| {
+            let mut slab = Slab::carve(slab, h);
+            for c in cb[g]..cb[g + 1] {
+                let (k0, k1) = (offsets[c] as usize, offsets[c + 1] as usize);
+                if k0 == k1 {
+                    continue;
+                }
+                let (ws, we) = self.class_range(c);
+                let rows = ClassRows {
+                    w: &self.words[ws * h..we * h],
+                    b: &self.word_b[ws..we],
+                    x: &xg[k0 * h..k1 * h],
+                    t: &tg[k0..k1],
+                };
+                let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
+                // The target logits go to `loss` first, then become the losses.
+                rows.lse(&mut slab, h, &mut m[l0..l1], &mut s[l0..l1], &mut loss[l0..l1]);
+                for i in l0..l1 {
+                    loss[i] = xent(m[i], s[i], loss[i]);
+                }
+            }
+        });
+    }
+
+    /// The second softmax's backward (recomputing the logits) scaled by `scale`: `dxg [slots,
+    /// H]` overwritten, and the word rows of `dw [V,H]` and `db [V]` added to.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn words_backward(
+        &self,
+        xg: &[f32],
+        offsets: &[u32],
+        tg: &[u32],
+        (m, s): (&[f32], &[f64]),
+        scale: f32,
+        dxg: &mut [f32],
+        (dw, db): (&mut [f32], &mut [f32]),
+        slabs: &mut [f32],
+    ) {
+        let h = self.h;
+        let cb = self.groups(offsets);
+        let sb = cb.map(|c| offsets[c] as usize);
+        let wb = self.word_bounds(&cb);
+        let ones: [usize; GROUPS + 1] = std::array::from_fn(|g| g);
+        let mut dxs = split_groups(dxg, &sb, h).into_iter();
+        let mut dws = split_groups(&mut dw[..self.v * h], &wb, h).into_iter();
+        let mut dbs = split_groups(&mut db[..self.v], &wb, 1).into_iter();
+        let mut slab = split_groups(slabs, &ones, slab_len(h)).into_iter();
+        let parts: [_; GROUPS] = std::array::from_fn(|g| {
+            (
+                g,
+                dxs.next().unwrap(),
+                dws.next().unwrap(),
+                dbs.next().unwrap(),
+                slab.next().unwrap(),
+            )
+        });
+        parts.into_par_iter().for_each(|(g, dx, dw, db, slab)| {
+            let mut slab = Slab::carve(slab, h);
+            for c in cb[g]..cb[g + 1] {
+                let (k0, k1) = (offsets[c] as usize, offsets[c + 1] as usize);
+                if k0 == k1 {
+                    continue;
+                }
+                let (ws, we) = self.class_range(c);
+                let rows = ClassRows {
+                    w: &self.words[ws * h..we * h],
+                    b: &self.word_b[ws..we],
+                    x: &xg[k0 * h..k1 * h],
+                    t: &tg[k0..k1],
+                };
+                let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
+                let (v0, v1) = (ws - wb[g], we - wb[g]);
+                rows.backward(
+                    &mut slab,
+                    h,
+                    (&m[k0..k1], &s[k0..k1]),
+                    scale,
+                    &mut dx[l0 * h..l1 * h],
+                    &mut dw[v0 * h..v1 * h],
+                    &mut db[v0..v1],
+                );
+            }
+        });
+    }
+}
+
+/// Splits `buf` into [`GROUPS`] consecutive parts of `(b[g+1] - b[g]) * unit` elements.
+fn split_groups<'a, T>(buf: &'a mut [T], b: &[usize; GROUPS + 1], unit: usize) -> [&'a mut [T]; GROUPS] {
+    let mut rest = buf;
+    std::array::from_fn(|g| {
+        let (x, r) = std::mem::take(&mut rest).split_at_mut((b[g + 1] - b[g]) * unit);
+        rest = r;
+        x
+    })
+}
+
+/// Mikolov's classes from unigram counts (his rnnlm toolkit's default, `-class C`): with the
+/// words in frequency order (`counts` non-increasing), word `i` is put in the current class,
+/// and the class is closed after it once the running share of `Σ sqrt(count)` passes
+/// `(k + 1) / C` for class `k`. Returns the first id of each class; there may be fewer than
+/// `C` classes when a few words hold most of the mass (the toolkit's classes would then be
+/// empty at the end).
+///
+/// # Errors
+/// If `counts` is empty, `classes` is 0, or the counts are not in non-increasing order
+/// (naming the first id out of order: the classes would not be frequency classes).
+///
+/// ```
+/// // Ten words with Zipf counts into 3 classes: the frequent words get small classes.
+/// let counts: Vec<u64> = (1..=10).map(|r| 1000 / r).collect();
+/// let starts = rnnlm::class_starts_from_counts(&counts, 3).unwrap();
+/// assert_eq!(starts, [0, 2, 5]);
+/// assert!(rnnlm::class_starts_from_counts(&[1, 5], 2).is_err()); // not in frequency order
+/// ```
+pub fn class_starts_from_counts(counts: &[u64], classes: usize) -> Result<Vec<u32>> {
+    if counts.is_empty() || classes == 0 {
+        return Err(Error::invalid(
+            "classes",
+            format!(
+                "{classes} classes over {} words: need at least one of each",
+                counts.len()
+            ),
+        ));
+    }
+    if let Some(i) = counts.windows(2).position(|w| w[1] > w[0]) {
+        return Err(Error::invalid(
+            "class counts",
+            format!(
+                "id {} has count {}, more than id {}'s {}: frequency classes need the ids in \
+                 frequency order (most frequent first)",
+                i + 1,
+                counts[i + 1],
+                i,
+                counts[i]
+            ),
+        ));
+    }
+    let total: f64 = counts.iter().map(|&c| c as f64).sum();
+    let total = if total > 0.0 { total } else { 1.0 };
+    let dd: f64 = counts.iter().map(|&c| (c as f64 / total).sqrt()).sum();
+    let dd = if dd > 0.0 { dd } else { 1.0 };
+    let mut starts = vec![0u32];
+    let (mut df, mut a) = (0.0f64, 0usize);
+    for (i, &c) in counts.iter().enumerate() {
+        df += (c as f64 / total).sqrt() / dd;
+        if df > 1.0 {
+            df = 1.0;
+        }
+        if df > (a + 1) as f64 / classes as f64 && a < classes - 1 {
+            a += 1;
+            if i + 1 < counts.len() {
+                starts.push(i as u32 + 1);
+            }
+        }
+    }
+    Ok(starts)
+}
+
+impl ClassSoftmax<'_> {
+    /// Sizes `s` for [`ClassSoftmax::log_probs`] over `rows` positions (allocating only when
+    /// it grows).
+    fn reserve(&self, s: &mut Scratch, rows: usize) {
+        let (h, c) = (self.h, self.classes());
+        let f = self.classes.scratch_len(rows).max(rows * c);
+        s.f.resize(f.max(s.f.len()), 0.0);
+        for v in [&mut s.idx, &mut s.rowof, &mut s.tg] {
+            v.resize(rows.max(v.len()), 0);
+        }
+        s.offsets.resize((c + 1).max(s.offsets.len()), 0);
+        s.m.resize(rows.max(s.m.len()), 0.0);
+        s.tl.resize(rows.max(s.tl.len()), 0.0);
+        s.sum.resize(rows.max(s.sum.len()), 0.0);
+        s.xg.resize((rows * h).max(s.xg.len()), 0.0);
+        s.slab.resize(slab_len(h).max(s.slab.len()), 0.0);
+    }
+
+    /// `out[i] = ln p(targets[i] | hs[i])` for `hs [rows, H]`, with the kernels and blocks of
+    /// the training forward (so the same bits); the rows are gathered by class in `s`, which
+    /// [`ClassSoftmax::reserve`] has sized.
+    fn class_log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], s: &mut Scratch) {
+        let (h, rows, c) = (self.h, targets.len(), self.classes());
+        let Scratch {
+            f,
+            idx,
+            rowof,
+            offsets,
+            tg,
+            m,
+            sum,
+            tl,
+            xg,
+            slab,
+        } = s;
+        // The first softmax, over the classes.
+        for (k, &t) in idx[..rows].iter_mut().zip(targets) {
+            *k = self.class_of(t as usize) as u32;
+        }
+        self.classes.log_probs_into(hs, &idx[..rows], out, f);
+        // The second, over the words of each row's class, with the rows gathered by class.
+        offsets[..=c].fill(0);
+        for &k in &idx[..rows] {
+            offsets[k as usize + 1] += 1;
+        }
+        for k in 0..c {
+            offsets[k + 1] += offsets[k];
+        }
+        for (i, (&k, &t)) in idx[..rows].iter().zip(targets).enumerate() {
+            let at = offsets[k as usize] as usize;
+            offsets[k as usize] += 1;
+            xg[at * h..(at + 1) * h].copy_from_slice(&hs[i * h..(i + 1) * h]);
+            tg[at] = t - self.starts[k as usize];
+            rowof[at] = i as u32;
+        }
+        for k in (1..=c).rev() {
+            offsets[k] = offsets[k - 1];
+        }
+        offsets[0] = 0;
+        let mut slab = Slab::carve(slab, h);
+        for k in 0..c {
+            let (k0, k1) = (offsets[k] as usize, offsets[k + 1] as usize);
+            if k0 == k1 {
+                continue;
+            }
+            let (ws, we) = self.class_range(k);
+            let cr = ClassRows {
+                w: &self.words[ws * h..we * h],
+                b: &self.word_b[ws..we],
+                x: &xg[k0 * h..k1 * h],
+                t: &tg[k0..k1],
+            };
+            cr.lse(&mut slab, h, &mut m[k0..k1], &mut sum[k0..k1], &mut tl[k0..k1]);
+        }
+        for at in 0..rows {
+            out[rowof[at] as usize] -= xent(m[at], sum[at], tl[at]);
+        }
+    }
+
+    /// `out [rows, V]`: every word's log-probability for `hs [rows, H]` (the whole
+    /// distribution, for sampling and [`crate::Rnnlm::step`]), with the blocks of
+    /// [`ClassSoftmax::log_probs`]. `s` is sized by [`ClassSoftmax::reserve`].
+    fn class_log_prob_rows(&self, hs: &[f32], rows: usize, out: &mut [f32], s: &mut Scratch) {
+        let (h, v, c) = (self.h, self.v, self.classes());
+        let f = &mut s.f[..rows * c];
+        self.classes.logits(hs, rows, f);
+        for row in f.chunks_exact_mut(c) {
+            let (m, sum) = softmax::max_sumexp_row(row);
+            let lse = (sum as f64).ln() + m as f64;
+            for x in row.iter_mut() {
+                *x = (*x as f64 - lse) as f32;
+            }
+        }
+        let slab = Slab::carve(&mut s.slab, h);
+        for k in 0..c {
+            let (ws, we) = self.class_range(k);
+            let w = &self.words[ws * h..we * h];
+            let b = &self.word_b[ws..we];
+            for r in 0..rows {
+                s.m[r] = f32::NEG_INFINITY;
+                s.sum[r] = 0.0;
+            }
+            for (bi, (j0, bw)) in gemm::balanced_blocks(we - ws, COLS).enumerate() {
+                let _ = gemm::pack(slab.wt, MatRef::strided(&w[j0 * h..], h, bw, 1, h));
+                let wt = Packed::new(&slab.wt[..gemm::packed_len(h, bw)], h, bw);
+                gemm::gemm_packed(
+                    MatMut::with_row_stride(&mut out[ws + j0..], rows, bw, v),
+                    MatRef::new(&hs[..rows * h], rows, h),
+                    wt,
+                    Accum::Replace,
+                );
+                for r in 0..rows {
+                    let seg = &mut out[r * v + ws + j0..r * v + ws + j0 + bw];
+                    for (x, &bb) in seg.iter_mut().zip(&b[j0..j0 + bw]) {
+                        *x += bb;
+                    }
+                    let (bm, bs) = softmax::max_sumexp_row(seg);
+                    merge(&mut s.m[r], &mut s.sum[r], bi == 0, bm, bs);
+                }
+            }
+            for r in 0..rows {
+                let lse = s.sum[r].ln() + s.m[r] as f64;
+                let lp1 = f[r * c + k] as f64;
+                for x in &mut out[r * v + ws..r * v + we] {
+                    *x = (*x as f64 - lse + lp1) as f32;
+                }
+            }
+        }
+    }
+}
+
+
+impl Head for ClassSoftmax<'_> {
+    fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], s: &mut Scratch) {
+        self.reserve(s, targets.len());
+        self.class_log_probs(hs, targets, out, s);
+    }
+
+    fn log_prob_rows(&self, hs: &[f32], rows: usize, out: &mut [f32], s: &mut Scratch) {
+        self.reserve(s, rows);
+        self.class_log_prob_rows(hs, rows, out, s);
+    }
+
+    fn sample(&self, h: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> Option<u32> {
+        let mut lp = std::mem::take(&mut s.logits);
+        lp.resize(self.v, 0.0);
+        self.log_prob_rows(h, 1, &mut lp, &mut s.head);
+        let pick = sample_logits(&lp, draw, s, u);
+        s.logits = lp;
+        pick
+    }
+}
