@@ -8,7 +8,7 @@
 //! thread go to its local deque and do not allocate once warmed up.
 
 use rnnlm::model::config::Cell;
-use rnnlm::{BookBatches, Config, Sgd, SimpleRnnlm};
+use rnnlm::{BookBatches, Config, Sgd, SimpleRnnlm, Softmax};
 
 mod counting_alloc;
 use counting_alloc::allocs;
@@ -45,6 +45,8 @@ fn training_step_allocates_only_inside_large_gemms() {
                         .unwrap();
                     check_step(threads, cfg, dropout);
                     check_step_with(threads, cfg, dropout, true);
+                    // The class head (its own gather, slabs and word products).
+                    check_step(threads, cfg.with_softmax(Softmax::Class { classes: 40 }), dropout);
                 }
             }
         });

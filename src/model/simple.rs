@@ -389,7 +389,8 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         t,
         h,
         d,
-        v,
+        // The width of the logits buffer: the (first) softmax's.
+        v: cfg.softmax.outputs(v),
         layers: nl,
         bufs: cell.buffers(ws.train),
     };
@@ -494,7 +495,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
         t,
         h,
         d,
-        v,
+        // The width of the logits buffer: the (first) softmax's.
+        v: cfg.softmax.outputs(v),
         layers: nl,
         bufs: cell.buffers(true),
     };
