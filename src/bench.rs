@@ -20,7 +20,7 @@ use crate::optim::Sgd;
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = |mode| BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode,
-///     warmup: Duration::ZERO, windows: 1, window: Duration::from_millis(1), dropout: 0.0, output_strips: false };
+///     warmup: Duration::ZERO, windows: 1, window: Duration::from_millis(1), dropout: 0.0, output_strips: false, zipf: false };
 /// let train = run(&spec(Mode::Train)).unwrap();
 /// let infer = run(&spec(Mode::Infer)).unwrap();
 /// assert!(infer.model_bytes < train.model_bytes); // no gradients, no gradient buffers
@@ -42,7 +42,7 @@ pub enum Mode {
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode: Mode::Infer,
-///     warmup: Duration::from_millis(1), windows: 3, window: Duration::from_millis(2), dropout: 0.0, output_strips: false };
+///     warmup: Duration::from_millis(1), windows: 3, window: Duration::from_millis(2), dropout: 0.0, output_strips: false, zipf: false };
 /// assert_eq!(run(&spec).unwrap().window_tokens_per_sec.len(), 3);
 /// assert!(run(&BenchSpec { windows: 0, ..spec }).is_err());
 /// ```
@@ -67,6 +67,24 @@ pub struct BenchSpec {
     /// Train with the output layer's backward pass by column strips where the shape allows
     /// (see [`crate::Workspace::set_output_strips`]).
     pub output_strips: bool,
+    /// Draw the synthetic ids from a Zipf distribution (`p(id) ∝ 1/(id+1)`: ids in frequency
+    /// order, as real text numbered by frequency is) instead of uniformly. A class head gets
+    /// Mikolov's classes for those frequencies (otherwise its default, equal ranges).
+    pub zipf: bool,
+}
+
+/// `n` ids drawn from `p(id) ∝ 1/(id+1)` over `v` ids, by inverse transform sampling.
+fn zipf_ids<R: rand::Rng>(rng: &mut R, v: usize, n: usize, out: &mut Vec<u32>) {
+    let mut cdf = Vec::with_capacity(v);
+    let mut acc = 0.0f64;
+    for r in 1..=v {
+        acc += 1.0 / r as f64;
+        cdf.push(acc);
+    }
+    out.extend((0..n).map(|_| {
+        let u = rng.random::<f64>() * acc;
+        cdf.partition_point(|&c| c <= u).min(v - 1) as u32
+    }));
 }
 
 /// What a benchmark measured.
@@ -75,7 +93,7 @@ pub struct BenchSpec {
 /// use std::time::Duration;
 /// use rnnlm::bench::{run, BenchSpec, Mode};
 /// let spec = BenchSpec { cfg: rnnlm::Config::new(10, 4, 4).unwrap(), n: 2, t: 3, mode: Mode::Train,
-///     warmup: Duration::ZERO, windows: 3, window: Duration::from_millis(2), dropout: 0.0, output_strips: false };
+///     warmup: Duration::ZERO, windows: 3, window: Duration::from_millis(2), dropout: 0.0, output_strips: false, zipf: false };
 /// let r = run(&spec).unwrap();
 /// let mut rates = r.window_tokens_per_sec.clone();
 /// rates.sort_by(f64::total_cmp);
@@ -109,7 +127,7 @@ pub struct BenchReport {
 /// use rnnlm::{bench::{run, BenchSpec, Mode}, Config, Workspace};
 /// let cfg = Config::new(10, 4, 4).unwrap();
 /// let spec = BenchSpec { cfg, n: 2, t: 3, mode: Mode::Train, warmup: Duration::ZERO,
-///     windows: 1, window: Duration::from_millis(5), dropout: 0.0, output_strips: false };
+///     windows: 1, window: Duration::from_millis(5), dropout: 0.0, output_strips: false, zipf: false };
 /// let r = run(&spec).unwrap();
 /// assert!(r.tokens_per_sec > 0.0 && r.steps >= 1);
 /// let weights = rnnlm::Params::zeros(cfg).as_slice().len(); // held twice: params and grads
@@ -158,8 +176,24 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     )?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut params = Params::try_init_book(cfg, &mut rng)?;
+    if let (true, crate::Softmax::Class { classes }) = (spec.zipf, cfg.softmax) {
+        // Mikolov's classes for Zipf counts; they may be fewer than asked, so ask for more
+        // until the configured number comes out (or give the configuration's default ranges).
+        let counts: Vec<u64> = (1..=cfg.vocab_size as u64).map(|r| (1u64 << 40) / r).collect();
+        if let Some(starts) = (classes..=2 * classes)
+            .map(|c| crate::class_starts_from_counts(&counts, c))
+            .filter_map(Result::ok)
+            .find(|s| s.len() == classes)
+        {
+            params.set_class_starts(&starts)?;
+        }
+    }
     let mut grads = if train {
-        Some(Params::try_zeros(cfg)?)
+        let mut g = Params::try_zeros(cfg)?;
+        if !cfg.softmax.is_full() {
+            g.set_class_starts(params.class_starts())?;
+        }
+        Some(g)
     } else {
         None
     };
@@ -174,7 +208,11 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
             needed: 4 * corpus_len as u64,
             available: None,
         })?;
-    corpus.extend((0..corpus_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)));
+    if spec.zipf {
+        zipf_ids(&mut rng, cfg.vocab_size, corpus_len, &mut corpus);
+    } else {
+        corpus.extend((0..corpus_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)));
+    }
     let mut batches = BookBatches::new(&corpus, n, t)?;
     let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
     // A small learning rate keeps the weights (and so the exp/tanh inputs) realistic.

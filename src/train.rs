@@ -454,6 +454,25 @@ impl Trainer {
         }
     }
 
+    /// Sets the model's class partition (a class head; see [`Params::set_class_starts`])
+    /// before training starts.
+    ///
+    /// # Errors
+    /// As [`Params::set_class_starts`], or if training has already begun.
+    pub fn set_class_starts(&mut self, starts: &[u32]) -> Result<()> {
+        if self.progress.steps > 0 {
+            return Err(Error::invalid(
+                "class starts",
+                "cannot change once training has begun",
+            ));
+        }
+        self.model.set_class_starts(starts)?;
+        if let Some((best, _)) = &mut self.best {
+            best.set_class_starts(starts)?;
+        }
+        Ok(())
+    }
+
     /// Stop (between batches) when `flag` becomes true, e.g. from a Ctrl-C handler.
     ///
     /// ```

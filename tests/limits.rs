@@ -200,6 +200,7 @@ fn parameters_beyond_memory_are_refused_before_any_work() {
             window: std::time::Duration::ZERO,
             dropout: 0.0,
             output_strips: false,
+            zipf: false,
         };
         let e = run(&spec).unwrap_err();
         assert!(matches!(e, Error::Memory { .. }), "{e}");

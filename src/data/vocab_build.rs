@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 ///
 /// ```
 /// use rnnlm::{Vocab, VocabOptions};
-/// assert_eq!(VocabOptions::default(), VocabOptions { max_vocab: None, min_count: 1 });
+/// assert_eq!(VocabOptions::default(), VocabOptions { max_vocab: None, min_count: 1, frequency_order: false });
 /// let path = std::env::temp_dir().join(format!("rnnlm-doc-opts-{}.txt", std::process::id()));
 /// std::fs::write(&path, "a b a\nc a b\nd\n").unwrap();
 /// let all = Vocab::build(&path, &VocabOptions::default()).unwrap();
@@ -31,6 +31,10 @@ pub struct VocabOptions {
     pub max_vocab: Option<usize>,
     /// Words seen fewer times than this are dropped (mapped to `<unk>`); 0 and 1 keep everything.
     pub min_count: usize,
+    /// Number the words by frequency, most frequent first (ties by first appearance), instead
+    /// of by first appearance: what class-based and adaptive softmaxes need. `<unk>` counts
+    /// the occurrences of every dropped word too.
+    pub frequency_order: bool,
 }
 
 impl Default for VocabOptions {
@@ -38,6 +42,7 @@ impl Default for VocabOptions {
         Self {
             max_vocab: None,
             min_count: 1,
+            frequency_order: false,
         }
     }
 }
@@ -63,7 +68,18 @@ impl Vocab {
     /// Ids follow the order of first appearance in the text among the kept words; `<unk>` sits
     /// where it first appears, or last if the text never contains it. With the default options
     /// the ids are exactly those of [`read_building_vocab`](super::corpus::read_building_vocab),
-    /// the book's numbering.
+    /// the book's numbering. With `frequency_order` the kept words are numbered by count
+    /// instead (see [`VocabOptions::frequency_order`]).
+    ///
+    /// ```
+    /// use rnnlm::{Vocab, VocabOptions};
+    /// let path = std::env::temp_dir().join(format!("rnnlm-doc-vocab-f-{}.txt", std::process::id()));
+    /// std::fs::write(&path, "a b a\nc a b\nd\n").unwrap();
+    /// let opts = VocabOptions { frequency_order: true, ..VocabOptions::default() };
+    /// // a: 3, <eos>: 3 (a first), b: 2, then c and d once each, in order of appearance.
+    /// assert_eq!(Vocab::build(&path, &opts).unwrap().words(), ["a", "<eos>", "b", "c", "d"]);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// ```
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be read, [`Error::Parse`] if a line is not UTF-8,
@@ -74,7 +90,7 @@ impl Vocab {
     /// use rnnlm::{Vocab, VocabOptions};
     /// let path = std::env::temp_dir().join(format!("rnnlm-doc-vocab-{}.txt", std::process::id()));
     /// std::fs::write(&path, "a b a\nc a b\nd\n").unwrap();
-    /// let v = Vocab::build(&path, &VocabOptions { max_vocab: None, min_count: 2 }).unwrap();
+    /// let v = Vocab::build(&path, &VocabOptions { min_count: 2, ..VocabOptions::default() }).unwrap();
     /// // a, b and <eos> occur twice or more; c and d are dropped, so <unk> joins.
     /// assert_eq!(v.words(), ["a", "b", "<eos>", "<unk>"]);
     /// let (ids, unk) = rnnlm::data::corpus::read_counting_unk(&path, &v).unwrap();
@@ -162,6 +178,21 @@ impl Vocab {
         if dropped && !unk_in_text {
             words.push(UNK.to_owned());
         }
+        if opts.frequency_order {
+            // <unk> stands for itself and for every dropped word.
+            let kept: std::collections::HashSet<&str> = words.iter().map(String::as_str).collect();
+            let unk: u64 = order
+                .iter()
+                .filter(|w| !kept.contains(w.as_str()) || w.as_str() == UNK)
+                .map(|w| stats[w].count)
+                .sum();
+            let count = |w: &str| if w == UNK { unk } else { stats[w].count };
+            // A stable sort: equal counts keep the order of first appearance (<unk>, when
+            // the text never has it, last among its equals).
+            let mut sorted = words.clone();
+            sorted.sort_by(|a, b| count(b).cmp(&count(a)));
+            words = sorted;
+        }
         Vocab::from_words(words)
     }
 }
@@ -202,6 +233,7 @@ mod tests {
         VocabOptions {
             max_vocab,
             min_count,
+            ..VocabOptions::default()
         }
     }
 

@@ -884,6 +884,15 @@ impl SimpleRnnlm {
         })
     }
 
+    /// Sets a class head's partition of the ids (see [`Params::set_class_starts`]).
+    ///
+    /// # Errors
+    /// As [`Params::set_class_starts`].
+    pub fn set_class_starts(&mut self, starts: &[u32]) -> Result<()> {
+        self.params.set_class_starts(starts)?;
+        self.grads.set_class_starts(starts)
+    }
+
     /// See [`forward`].
     ///
     /// # Errors

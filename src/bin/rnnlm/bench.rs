@@ -46,9 +46,19 @@ pub(crate) struct BenchArgs {
     /// twice. Off by default, as it measured no faster on the CPUs at hand.
     #[arg(long)]
     output_strips: bool,
+    /// Synthetic ids: zipf (p(id) ∝ 1/(id+1), ids in frequency order like real text; a
+    /// class head gets Mikolov's classes for it) or uniform.
+    #[arg(long, value_enum, default_value = "uniform")]
+    ids: Ids,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Ids {
+    Uniform,
+    Zipf,
 }
 
 fn seconds(what: &str, s: f64) -> Result<std::time::Duration, Error> {
@@ -72,6 +82,7 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Error> {
         window: seconds("--window", args.window)?,
         dropout: args.model.dropout,
         output_strips: args.output_strips,
+        zipf: args.ids == Ids::Zipf,
     };
     let pool = thread_pool(args.threads)?;
     // The whole run inside one pool: rayon calls from a worker thread are cheapest.
@@ -89,6 +100,8 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Error> {
             "mode": mode,
             "vocab": args.vocab, "wordvec": args.shape.wordvec, "hidden": args.shape.hidden,
             "cell": cfg.cell.name(), "layers": cfg.layers, "tied": cfg.tied,
+            "softmax": cfg.softmax.name(), "classes": cfg.softmax.outputs(cfg.vocab_size),
+            "ids": if args.ids == Ids::Zipf { "zipf" } else { "uniform" },
             "dropout": args.model.dropout,
             "output_strips": report.output_strips,
             "batch": args.shape.batch, "time": args.shape.time,
@@ -101,10 +114,14 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Error> {
         outln!("{out}");
     } else {
         outln!(
-            "{mode}: {:.0} tokens/s (median of {} windows; V={} D={} H={} N={} T={}; {} threads, {}; params+grads+workspace {:.1} MiB, peak RSS {})",
+            "{mode}: {:.0} tokens/s (median of {} windows; V={}{} D={} H={} N={} T={}; {} threads, {}; params+grads+workspace {:.1} MiB, peak RSS {})",
             report.tokens_per_sec,
             report.window_tokens_per_sec.len(),
             args.vocab,
+            match cfg.softmax {
+                rnnlm::Softmax::Full => String::new(),
+                rnnlm::Softmax::Class { classes } => format!(" class softmax C={classes}"),
+            },
             args.shape.wordvec,
             args.shape.hidden,
             args.shape.batch,

@@ -32,15 +32,54 @@ pub(crate) struct ModelArgs {
     /// to --hidden.
     #[arg(long)]
     pub(crate) tie: bool,
+    /// Output layer: full (a softmax over the whole vocabulary) or class (Mikolov's class
+    /// factorisation p(w|h) = p(class|h) p(w|class,h): a softmax over --classes classes,
+    /// then one over the words of the target's class; words numbered by frequency).
+    #[arg(long, value_enum, default_value = "full")]
+    pub(crate) softmax: SoftmaxKind,
+    /// Classes of --softmax class, built from the training text's word counts as Mikolov's
+    /// toolkit does (default: the square root of the vocabulary size).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) classes: Option<u32>,
+}
+
+/// `--softmax`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SoftmaxKind {
+    Full,
+    Class,
 }
 
 impl ModelArgs {
     pub(crate) fn config(&self, vocab: usize, shape: &Shape) -> Result<rnnlm::Config, Error> {
+        let softmax = match (self.softmax, self.classes) {
+            (SoftmaxKind::Full, None) => rnnlm::Softmax::Full,
+            (SoftmaxKind::Full, Some(_)) => {
+                return Err(Error::invalid("--classes", "needs --softmax class"))
+            }
+            (SoftmaxKind::Class, c) => rnnlm::Softmax::Class {
+                classes: c.map_or_else(|| default_classes(vocab), |c| c as usize),
+            },
+        };
         rnnlm::Config::new(vocab, shape.wordvec as usize, shape.hidden as usize)?
             .with_cell(self.cell)
             .with_layers(self.layers as usize)
             .with_tied(self.tie)
+            .with_softmax(softmax)
             .validated()
+    }
+}
+
+/// The default number of classes for `v` words: the nearest integer to sqrt(V) (Mikolov's
+/// rule of thumb: the two softmaxes are then about equally wide), at least 1.
+pub(crate) fn default_classes(v: usize) -> usize {
+    ((v as f64).sqrt().round() as usize).clamp(1, v.max(1))
+}
+
+impl ModelArgs {
+    /// Whether the output layer needs the words numbered by frequency.
+    pub(crate) fn frequency_order(&self) -> bool {
+        self.softmax != SoftmaxKind::Full
     }
 }
 

@@ -246,6 +246,7 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
             let opts = VocabOptions {
                 max_vocab: args.max_vocab,
                 min_count: args.min_count,
+                frequency_order: args.model.frequency_order(),
             };
             let vocab = rnnlm::Vocab::build(&train_path, &opts)?;
             let cfg = TrainConfig {
@@ -263,8 +264,36 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
                 init: args.init.into(),
                 ..TrainConfig::default()
             };
-            let model_cfg = args.model.config(vocab.len(), &args.shape)?;
-            (Trainer::new(model_cfg, cfg)?, vocab)
+            let mut model_cfg = args.model.config(vocab.len(), &args.shape)?;
+            let trainer = if let rnnlm::Softmax::Class { classes } = model_cfg.softmax {
+                // Mikolov's classes from the training text's counts (read once here and
+                // again below, as every run reads it).
+                let (ids, _) = read_counting_unk(&train_path, &vocab)?;
+                let mut counts = vec![0u64; vocab.len()];
+                for &w in &ids {
+                    counts[w as usize] += 1;
+                }
+                let starts = rnnlm::class_starts_from_counts(&counts, classes)
+                    .map_err(|e| in_file(e, &train_path))?;
+                if starts.len() < classes {
+                    note(
+                        "note",
+                        format_args!(
+                            "{} classes, not {classes}: the most frequent words fill classes of their own",
+                            starts.len()
+                        ),
+                    );
+                }
+                model_cfg.softmax = rnnlm::Softmax::Class {
+                    classes: starts.len(),
+                };
+                let mut trainer = Trainer::new(model_cfg, cfg)?;
+                trainer.set_class_starts(&starts)?;
+                trainer
+            } else {
+                Trainer::new(model_cfg, cfg)?
+            };
+            (trainer, vocab)
         }
     };
     let cfg = trainer.config().clone();
@@ -643,6 +672,14 @@ fn write_curves(args: &TrainArgs, log: &[rnnlm::report::EvalPoint]) -> Vec<Error
     failed
 }
 
+/// The name `--softmax` gives its value (the library's [`rnnlm::Softmax::name`]).
+fn model_softmax_name(k: crate::shared_args::SoftmaxKind) -> &'static str {
+    match k {
+        crate::shared_args::SoftmaxKind::Full => "full",
+        crate::shared_args::SoftmaxKind::Class => "class",
+    }
+}
+
 /// With `--resume`: the training flags the user typed must match the saved run, which keeps
 /// its settings (silently ignoring them would run something else than asked). `--lr` and
 /// `--clip` are the exception: changing them is how a run that diverged is continued, so a
@@ -685,6 +722,18 @@ fn resume_settings(
         model.hidden_size.to_string(),
     );
     check("tie", args.model.tie.to_string(), model.tied.to_string());
+    check(
+        "softmax",
+        model_softmax_name(args.model.softmax).into(),
+        model.softmax.name().into(),
+    );
+    // --classes C gives at most C classes (fewer when a few words fill classes alone), so
+    // only a request below the saved count is another model.
+    if let (Some(c), rnnlm::Softmax::Class { classes }) = (args.model.classes, model.softmax) {
+        if (c as usize) < classes {
+            check("classes", c.to_string(), classes.to_string());
+        }
+    }
     check(
         "dropout",
         args.model.dropout.to_string(),
@@ -732,6 +781,7 @@ fn resume_settings(
         let opts = rnnlm::VocabOptions {
             max_vocab: args.max_vocab,
             min_count: args.min_count,
+            frequency_order: !model.softmax.is_full(),
         };
         let built = rnnlm::Vocab::build(train_path, &opts)?;
         if &built != vocab {
