@@ -755,6 +755,16 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
     let cfg = *params.config();
     let cell = cfg.cell;
     torch_form(cell)?;
+    if !cfg.softmax.is_full() {
+        return Err(Error::invalid(
+            "convert --to torch",
+            format!(
+                "the model's output layer is a {} softmax, which PyTorch's word_language_model \
+                 (a full softmax) has no form for",
+                cfg.softmax.name()
+            ),
+        ));
+    }
     let m = TorchModel {
         cell,
         vocab_size: cfg.vocab_size,

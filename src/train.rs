@@ -902,11 +902,14 @@ impl Trainer {
                 };
                 if what.is_none() {
                     self.model.backward()?;
-                    let grads = self.model.grads_mut().as_mut_slice();
+                    // Only the parts the batch touched (the rest of the gradient is zero):
+                    // the dense norm and update, bit for bit, without sweeping every row.
+                    let (_, grads, ranges) = self.model.params_mut_grads_ranges();
+                    let grads = grads.as_mut_slice();
                     // The same deterministic norm with clipping on or off.
                     let norm = match cfg.max_grad {
-                        Some(max) => self.clip.clip(grads, max),
-                        None => self.clip.norm(grads),
+                        Some(max) => self.clip.clip_ranges(grads, ranges, max),
+                        None => self.clip.norm_ranges(grads, ranges),
                     };
                     let step_norm = cfg.max_grad.map_or(norm, |m| norm.min(m as f64));
                     if !norm.is_finite() {
@@ -933,7 +936,8 @@ impl Trainer {
                         hint: "the weights are those from before that step; try a lower learning rate or gradient clipping".into(),
                     });
                 }
-                sgd.update(self.model.params_mut_and_grads());
+                let (params, grads, ranges) = self.model.params_mut_grads_ranges();
+                sgd.update_ranges((params, grads), ranges);
                 let p = &mut self.progress;
                 p.total_loss += loss as f64;
                 p.count += 1;

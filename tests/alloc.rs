@@ -68,11 +68,15 @@ fn check_step_with(threads: usize, cfg: Config, dropout: f32, strips: bool) {
     let mut batches = BookBatches::new(&corpus, n, t).unwrap();
     let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
     let sgd = Sgd::new(0.1);
+    let mut clip = rnnlm::optim::ClipGrads::new();
+    // The trainer's step: clipping and SGD over the parts the batch touched.
     let mut step = |model: &mut SimpleRnnlm| {
         batches.next_batch(&mut xs, &mut ts);
         model.forward(&xs, &ts).unwrap();
         model.backward().unwrap();
-        sgd.update(model.params_mut_and_grads());
+        let (p, g, r) = model.params_mut_grads_ranges();
+        clip.clip_ranges(g.as_mut_slice(), r, 0.25);
+        sgd.update_ranges((p, g), r);
     };
     for _ in 0..3 {
         step(&mut model); // warm-up: rayon's deques and thread-locals reach their size

@@ -625,6 +625,21 @@ impl Params {
         &mut self.data[s..s + o.layer_len(l)]
     }
 
+    /// Where the parts of the flat buffer lie, for updates that touch only some rows:
+    /// `embed.W`, then everything up to the output matrix (the layers and a class head's
+    /// `class.*`), the output matrix (`affine.W` / `words.W`, empty when tied) and its bias.
+    pub(crate) fn parts(cfg: &Config) -> Parts {
+        let o = Offsets { cfg: *cfg };
+        let (e, os, total) = (o.embed_len(), o.output_start(), o.total());
+        let ow = os + o.affine_w_len();
+        Parts {
+            embed: 0..e,
+            middle: e..os,
+            out_w: os..ow,
+            out_b: ow..total,
+        }
+    }
+
     /// The first id of each class of a class head, in order (`starts[0] = 0`; class `k` holds
     /// the ids `starts[k]..starts[k + 1]`, the last one up to `V`); empty for the full softmax.
     ///
@@ -873,6 +888,15 @@ mod tests {
             }
         }
     }
+}
+
+/// The parts of a flat parameter (or gradient) buffer; see [`Params::parts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Parts {
+    pub embed: std::ops::Range<usize>,
+    pub middle: std::ops::Range<usize>,
+    pub out_w: std::ops::Range<usize>,
+    pub out_b: std::ops::Range<usize>,
 }
 
 /// Checks a partition of `cfg`'s ids into classes (see [`Params::class_starts`]).

@@ -477,7 +477,7 @@ fn site_after_layer(l: usize) -> u32 {
     l as u32 + 1
 }
 
-fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
+fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zero_all: bool) {
     let cfg = ws.cfg;
     let cell = cfg.cell.imp();
     let (v, d, h) = (cfg.vocab_size, cfg.wordvec_size, cfg.hidden_size);
@@ -502,7 +502,9 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params) {
     };
     // Every gradient below accumulates (`+=`), so each tensor may have several sources
     // (tying: the output layer and the embedding both feed embed.W) with no special case.
-    zero(grads.as_mut_slice());
+    if zero_all {
+        zero(grads.as_mut_slice());
+    }
 
     // W^T in K blocks over V (the output strips on the strip path), so each block's panels
     // stay in cache during dY W^T.
@@ -740,8 +742,86 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
         ));
     }
     ws.ready_for_backward = false;
-    on_worker(|| backward_checked(params, ws, grads));
+    on_worker(|| backward_checked(params, ws, grads, true));
     Ok(())
+}
+
+/// The ranges of the flat gradient buffer that the backward of the batch in `ws` writes
+/// (sorted, disjoint, merged): `embed.W`'s rows of the batch's input ids (and, tied to a
+/// class head, of its target classes' words), the layers (and `class.*`), and the output
+/// matrix and bias: all of them for the full softmax, the rows of the target classes for a
+/// class head. `ids` and `rows` are scratch.
+fn touched_ranges(
+    params: &Params,
+    ws: &Workspace,
+    ids: &mut Vec<u32>,
+    rows: &mut Vec<(usize, usize)>,
+    out: &mut Vec<std::ops::Range<usize>>,
+) {
+    let cfg = params.config();
+    let parts = Params::parts(cfg);
+    let (d, h) = (cfg.wordvec_size, cfg.hidden_size);
+    let class = !cfg.softmax.is_full();
+    out.clear();
+    // Appends `r`, merged into the last range where they touch or overlap.
+    fn add(out: &mut Vec<std::ops::Range<usize>>, r: std::ops::Range<usize>) {
+        if r.is_empty() {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.end >= r.start => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    // The word rows of the classes this batch's targets fall in.
+    rows.clear();
+    if class {
+        let o = &ws.class.offsets;
+        for c in 0..o.len() - 1 {
+            if o[c + 1] > o[c] {
+                let r = params.class_range(c);
+                rows.push((r.start, r.end));
+            }
+        }
+    }
+    if cfg.tied && !class {
+        add(out, parts.embed.clone()); // the output layer's gradient reaches every row
+    } else {
+        ids.clear();
+        ids.extend_from_slice(&ws.xs);
+        ids.sort_unstable();
+        ids.dedup();
+        // Input rows, merged in order with the tied class rows.
+        let tied_rows: &[(usize, usize)] = if cfg.tied { rows } else { &[] };
+        let (mut i, mut j) = (0, 0);
+        while i < ids.len() || j < tied_rows.len() {
+            let take_id = j == tied_rows.len()
+                || (i < ids.len() && (ids[i] as usize) < tied_rows[j].0);
+            let (a, b) = if take_id {
+                i += 1;
+                (ids[i - 1] as usize, ids[i - 1] as usize + 1)
+            } else {
+                j += 1;
+                tied_rows[j - 1]
+            };
+            // Overlaps (an input id inside a tied class) merge into the range before.
+            add(out, a * d..b * d);
+        }
+    }
+    add(out, parts.middle.clone());
+    if !class {
+        add(out, parts.out_w.clone());
+        add(out, parts.out_b.clone());
+    } else {
+        if !cfg.tied {
+            for &(a, b) in rows.iter() {
+                add(out, parts.out_w.start + a * h..parts.out_w.start + b * h);
+            }
+        }
+        for &(a, b) in rows.iter() {
+            add(out, parts.out_b.start + a..parts.out_b.start + b);
+        }
+    }
 }
 
 fn check_batch(params: &Params, ws: &Workspace, xs: &[u32], ts: &[i32]) -> Result<()> {
@@ -812,6 +892,11 @@ pub struct SimpleRnnlm {
     params: Params,
     grads: Params,
     ws: Workspace,
+    /// Where the last backward may have written `grads` (zero elsewhere).
+    live: Vec<std::ops::Range<usize>>,
+    /// Scratch of [`touched_ranges`].
+    ids: Vec<u32>,
+    rows: Vec<(usize, usize)>,
 }
 
 impl SimpleRnnlm {
@@ -877,10 +962,20 @@ impl SimpleRnnlm {
         let cfg = *params.config();
         let need = Self::training_bytes(&cfg, n, t)?;
         check_memory(&Self::describe(&cfg, n, t, "gradients"), need)?;
+        let mut grads = Params::try_zeros(cfg)?;
+        if !cfg.softmax.is_full() {
+            grads.set_class_starts(params.class_starts())?;
+        }
+        let classes = cfg.softmax.outputs(cfg.vocab_size);
         Ok(Self {
-            grads: Params::try_zeros(cfg)?,
+            grads,
             ws: Workspace::new(cfg, n, t, true)?,
             params,
+            // Capacity for the worst case, so that no step allocates: one range per input
+            // row and two per class, the layers and the output layer.
+            live: Vec::with_capacity(n * t + 2 * classes + 4),
+            ids: Vec::with_capacity(n * t),
+            rows: Vec::with_capacity(classes),
         })
     }
 
@@ -926,8 +1021,64 @@ impl SimpleRnnlm {
     /// assert!(model.grads().as_slice().iter().any(|&g| g != 0.0));
     /// assert!(model.backward().is_err()); // each backward needs its own forward
     /// ```
+    ///
+    /// The gradient buffer stays zero outside the parts this batch touches
+    /// ([`SimpleRnnlm::grad_ranges`]): only the parts the previous backward wrote are
+    /// cleared first, so a step at a large vocabulary does not sweep every row of `embed.W`
+    /// and the output matrix.
     pub fn backward(&mut self) -> Result<()> {
-        backward(&self.params, &mut self.ws, &mut self.grads)
+        let (params, ws, grads) = (&self.params, &mut self.ws, &mut self.grads);
+        if !ws.train || !ws.ready_for_backward {
+            return Err(Error::invalid(
+                "backward",
+                "needs a training workspace and a forward pass first",
+            ));
+        }
+        if grads.config() != params.config() || params.config() != &ws.cfg {
+            return Err(Error::invalid(
+                "backward",
+                "parameters, gradients and workspace have different configurations",
+            ));
+        }
+        ws.ready_for_backward = false;
+        let g = grads.as_mut_slice();
+        for r in &self.live {
+            if r.len() >= 1 << 16 {
+                zero(&mut g[r.clone()]);
+            } else {
+                g[r.clone()].fill(0.0);
+            }
+        }
+        touched_ranges(params, ws, &mut self.ids, &mut self.rows, &mut self.live);
+        on_worker(|| backward_checked(params, ws, grads, false));
+        Ok(())
+    }
+
+    /// The parts of the flat gradient buffer the last [`SimpleRnnlm::backward`] wrote
+    /// (sorted, disjoint); the gradient is zero elsewhere, so [`crate::Sgd::update_ranges`] and
+    /// [`crate::optim::ClipGrads::clip_ranges`] over them give the dense results.
+    ///
+    /// ```
+    /// # use rnnlm::{Config, SimpleRnnlm};
+    /// let cfg = Config::new(10, 4, 6).unwrap();
+    /// let mut model = SimpleRnnlm::new(cfg, 1, 3, 7).unwrap();
+    /// model.forward(&[1, 2, 1], &[2, 3, 4]).unwrap();
+    /// model.backward().unwrap();
+    /// // embed.W rows 1 and 2 (the inputs), then everything from the layers on.
+    /// assert_eq!(model.grad_ranges(), [4..12, 40..model.params().as_slice().len()]);
+    /// let g = model.grads().as_slice();
+    /// assert!(g[..4].iter().chain(&g[12..40]).all(|&x| x == 0.0));
+    /// ```
+    pub fn grad_ranges(&self) -> &[std::ops::Range<usize>] {
+        &self.live
+    }
+
+    /// Parameters (mutable), gradients and [`SimpleRnnlm::grad_ranges`] together, for an
+    /// optimizer step over the touched parts only.
+    pub fn params_mut_grads_ranges(
+        &mut self,
+    ) -> (&mut Params, &mut Params, &[std::ops::Range<usize>]) {
+        (&mut self.params, &mut self.grads, &self.live)
     }
 
     /// Turns dropout on (`p > 0`) or off for the training forwards (see
@@ -1066,6 +1217,9 @@ impl SimpleRnnlm {
     /// assert!(norm > 1e-3 && (clipped - 1e-3).abs() < 1e-6);
     /// ```
     pub fn grads_mut(&mut self) -> &mut Params {
+        // The caller may write anywhere: the next backward clears everything.
+        self.live.clear();
+        self.live.push(0..self.grads.as_slice().len());
         &mut self.grads
     }
 

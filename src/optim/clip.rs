@@ -87,6 +87,82 @@ impl ClipGrads {
     }
 }
 
+impl ClipGrads {
+    /// [`ClipGrads::norm`] of a buffer that is zero outside `ranges` (sorted, disjoint),
+    /// reading those only: the same chunks, each summed in element order (a zero adds nothing
+    /// to a sum of squares), so the same bits as the dense norm.
+    ///
+    /// ```
+    /// let mut g = vec![0.0f32; 100_000];
+    /// g[5] = 3.0;
+    /// g[70_000] = 4.0;
+    /// let mut clip = rnnlm::optim::ClipGrads::new();
+    /// let dense = clip.norm(&g);
+    /// assert_eq!(clip.norm_ranges(&g, &[0..10, 69_990..70_010]), dense);
+    /// ```
+    pub fn norm_ranges(&mut self, grads: &[f32], ranges: &[std::ops::Range<usize>]) -> f64 {
+        let chunks = grads.len().div_ceil(CHUNK);
+        self.partials.clear();
+        self.partials.resize(chunks, 0.0);
+        let square_sum = |acc: f64, g: &[f32]| g.iter().fold(acc, |a, &x| a + x as f64 * x as f64);
+        let partials = &mut self.partials;
+        crate::par::on_worker(|| {
+            for r in ranges {
+                let (mut at, end) = (r.start, r.end);
+                // The first chunk's piece, folded into what earlier ranges left there.
+                let first_end = end.min((at / CHUNK + 1) * CHUNK);
+                if at < first_end {
+                    let k = at / CHUNK;
+                    partials[k] = square_sum(partials[k], &grads[at..first_end]);
+                    at = first_end;
+                }
+                // Whole chunks: no other range reaches them.
+                let whole_end = end / CHUNK * CHUNK;
+                if at < whole_end {
+                    let k0 = at / CHUNK;
+                    partials[k0..whole_end / CHUNK]
+                        .par_iter_mut()
+                        .zip(grads[at..whole_end].par_chunks(CHUNK))
+                        .for_each(|(p, g)| *p = square_sum(0.0, g));
+                    at = whole_end;
+                }
+                if at < end {
+                    let k = at / CHUNK;
+                    partials[k] = square_sum(partials[k], &grads[at..end]);
+                }
+            }
+        });
+        self.partials.iter().sum::<f64>().sqrt()
+    }
+
+    /// [`ClipGrads::clip`] of a buffer that is zero outside `ranges` (see
+    /// [`ClipGrads::norm_ranges`]): the same norm and scaled values, bit for bit.
+    pub fn clip_ranges(
+        &mut self,
+        grads: &mut [f32],
+        ranges: &[std::ops::Range<usize>],
+        max_norm: f32,
+    ) -> f64 {
+        let norm = self.norm_ranges(grads, ranges);
+        let rate = max_norm as f64 / (norm + 1e-6);
+        if rate < 1.0 {
+            let rate = rate as f32;
+            crate::par::on_worker(|| {
+                for r in ranges {
+                    let g = &mut grads[r.clone()];
+                    if g.len() >= 2 * CHUNK {
+                        g.par_chunks_mut(CHUNK)
+                            .for_each(|g| g.iter_mut().for_each(|x| *x *= rate));
+                    } else {
+                        g.iter_mut().for_each(|x| *x *= rate);
+                    }
+                }
+            });
+        }
+        norm
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +185,25 @@ mod tests {
         }
         let after: f64 = g.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
         assert!((after - 0.25).abs() < 1e-5, "norm after clipping {after}");
+    }
+
+    #[test]
+    fn ranges_give_the_dense_bits() {
+        // Values spread so the order of additions shows in the last bits.
+        let mut g = vec![0.0f32; 5 * CHUNK + 123];
+        let ranges = [3..40, 100..CHUNK + 7, CHUNK + 9..3 * CHUNK + 1, 4 * CHUNK - 2..5 * CHUNK + 100];
+        for r in &ranges {
+            for i in r.clone() {
+                g[i] = ((i * 7919) % 1013) as f32 * 1e-3 + 1e-7 * i as f32;
+            }
+        }
+        let mut c = ClipGrads::new();
+        assert_eq!(c.norm_ranges(&g, &ranges).to_bits(), c.norm(&g).to_bits());
+        let (mut a, mut b) = (g.clone(), g.clone());
+        let na = c.clip(&mut a, 0.5);
+        let nb = c.clip_ranges(&mut b, &ranges, 0.5);
+        assert_eq!(na.to_bits(), nb.to_bits());
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 
     #[test]

@@ -59,4 +59,47 @@ impl Sgd {
                 })
         });
     }
+
+    /// [`Sgd::update`] on the `ranges` of the flat buffers only (sorted, disjoint), as after
+    /// [`crate::SimpleRnnlm::backward`], whose gradient is zero outside
+    /// [`crate::SimpleRnnlm::grad_ranges`]: `p - lr * 0 = p`, so the result is the dense
+    /// update's, bit for bit, without sweeping the untouched rows.
+    ///
+    /// **Panics** if `params` and `grads` have different configurations or a range is out of
+    /// bounds.
+    ///
+    /// ```
+    /// let cfg = rnnlm::Config::new(4, 2, 2).unwrap();
+    /// let mut p = rnnlm::Params::zeros(cfg);
+    /// let mut g = rnnlm::Params::zeros(cfg);
+    /// g.as_mut_slice()[2..4].fill(2.0);
+    /// rnnlm::Sgd::new(0.25).update_ranges((&mut p, &g), &[2..4]);
+    /// assert_eq!(p.as_slice()[..5], [0.0, 0.0, -0.5, -0.5, 0.0]);
+    /// ```
+    pub fn update_ranges(
+        &self,
+        (params, grads): (&mut Params, &Params),
+        ranges: &[std::ops::Range<usize>],
+    ) {
+        assert_eq!(params.config(), grads.config(), "params and grads differ");
+        let lr = self.lr;
+        let (p, g) = (params.as_mut_slice(), grads.as_slice());
+        let step = |p: &mut [f32], g: &[f32]| {
+            for (p, &g) in p.iter_mut().zip(g) {
+                *p -= lr * g;
+            }
+        };
+        crate::par::on_worker(|| {
+            for r in ranges {
+                let (p, g) = (&mut p[r.clone()], &g[r.clone()]);
+                if p.len() >= 2 * CHUNK {
+                    p.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|(p, g)| step(p, g));
+                } else {
+                    step(p, g);
+                }
+            }
+        });
+    }
 }
