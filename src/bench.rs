@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::mem::check_memory;
 use crate::model::config::Config;
 use crate::model::params::Params;
-use crate::model::simple::{backward, forward};
+use crate::model::simple::{forward, SimpleRnnlm};
 use crate::model::workspace::Workspace;
 use crate::optim::Sgd;
 
@@ -188,18 +188,25 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
             params.set_class_starts(&starts)?;
         }
     }
-    let mut grads = if train {
-        let mut g = Params::try_zeros(cfg)?;
-        if !cfg.softmax.is_full() {
-            g.set_class_starts(params.class_starts())?;
-        }
-        Some(g)
+    // Training runs the trainer's step: SimpleRnnlm's backward, then SGD over the parts of
+    // the gradient the batch touched.
+    let params_len = params.as_slice().len();
+    let (params, mut model) = if train {
+        let mut m = SimpleRnnlm::from_params(params, n, t)?;
+        m.set_dropout(spec.dropout, 0)?;
+        (None, Some(m))
     } else {
-        None
+        (Some(params), None)
     };
-    let mut ws = Workspace::new(cfg, n, t, train)?;
-    ws.set_dropout(spec.dropout, 0)?;
-    let output_strips = ws.set_output_strips(spec.output_strips)?;
+    let mut ws = if train {
+        None
+    } else {
+        Some(Workspace::new(cfg, n, t, false)?)
+    };
+    let output_strips = match model.as_mut() {
+        Some(m) => m.set_output_strips(spec.output_strips)?,
+        None => false,
+    };
     let mut corpus: Vec<u32> = Vec::new();
     corpus
         .try_reserve_exact(corpus_len)
@@ -222,7 +229,8 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     // way `rnnlm score` holds it.
     let scorer = if spec.mode == Mode::Score {
         let words = (0..cfg.vocab_size).map(|i| format!("w{i}")).collect();
-        let model = crate::Rnnlm::new(params.clone(), crate::Vocab::from_words(words)?)?;
+        let params = params.clone().expect("scoring holds the parameters");
+        let model = crate::Rnnlm::new(params, crate::Vocab::from_words(words)?)?;
         let mut sentences = Vec::with_capacity(n);
         let mut at = 0;
         for _ in 0..n {
@@ -245,10 +253,18 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
             return Ok(());
         }
         batches.next_batch(&mut xs, &mut ts);
-        forward(&params, &mut ws, &xs, &ts)?;
-        if let Some(grads) = grads.as_mut() {
-            backward(&params, &mut ws, grads)?;
-            sgd.update((&mut params, grads));
+        match model.as_mut() {
+            Some(m) => {
+                m.forward(&xs, &ts)?;
+                m.backward()?;
+                let (p, g, r) = m.params_mut_grads_ranges();
+                sgd.update_ranges((p, g), r);
+            }
+            None => {
+                let ws = ws.as_mut().expect("an evaluation workspace without a model");
+                let params = params.as_ref().expect("inference holds the parameters");
+                forward(params, ws, &xs, &ts)?;
+            }
         }
         Ok(())
     };
@@ -276,8 +292,10 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     } else {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     };
-    let grad_len = grads.as_ref().map_or(0, |g| g.as_slice().len());
-    let model_bytes = 4 * (params.as_slice().len() + grad_len) + ws.bytes();
+    let model_bytes = match &model {
+        Some(m) => 8 * params_len + m.workspace().bytes(),
+        None => 4 * params_len + ws.as_ref().map_or(0, Workspace::bytes),
+    };
     Ok(BenchReport {
         tokens_per_sec: median,
         window_tokens_per_sec: rates,
