@@ -679,6 +679,10 @@ impl Trainer {
                 kept.as_mut_slice()[at..at + t.len()].copy_from_slice(t);
                 at += t.len();
             }
+            // The best weights share the model's class partition (saved once, with the model).
+            if !cfg.softmax.is_full() {
+                kept.set_class_starts(trainer.model.params().class_starts())?;
+            }
             trainer.best = Some((kept, best));
         }
         trainer.progress = meta.progress;
@@ -997,8 +1001,7 @@ impl Trainer {
                     (Some((p, _)), _) | (None, Some(p)) => p,
                     (None, None) => Params::try_zeros(*self.model.config())?,
                 };
-                kept.as_mut_slice()
-                    .copy_from_slice(self.model.params().as_slice());
+                kept.copy_from(self.model.params());
                 self.best = Some((kept, result));
             } else {
                 sgd.lr /= cfg.lr_decay;

@@ -265,3 +265,43 @@ fn classes_follow_mikolovs_toolkit() {
     let starts = class_starts_from_counts(&[1_000_000, 5, 4, 3, 2, 1], 3).unwrap();
     assert_eq!(starts[..2], [0, 1]);
 }
+
+#[test]
+fn the_trainer_keeps_the_classes_with_the_best_model_and_in_resume_files() {
+    use rnnlm::train::{TrainConfig, Trainer};
+    let v = 200;
+    let starts = class_starts_from_counts(&zipf_counts(v), 14).unwrap();
+    let model = Config::new(v, 16, 16)
+        .unwrap()
+        .with_cell(Cell::Gru)
+        .with_softmax(Softmax::Class {
+            classes: starts.len(),
+        });
+    let corpus: Vec<u32> = (0..6000u32).map(|i| (i * 7 + i / 50) % 60).collect();
+    let cfg = TrainConfig {
+        batch_size: 4,
+        time_size: 10,
+        lr: 1.0,
+        epochs: 2,
+        eval_interval: None,
+        eval_batch: 2,
+        eval_time: 10,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(model, cfg.clone()).unwrap();
+    trainer.set_class_starts(&starts).unwrap();
+    let (valid, test) = (&corpus[..800], &corpus[800..1600]);
+    let report = trainer.fit(&corpus, Some(valid), Some(test), |_| {}).unwrap();
+    assert_eq!(trainer.best_params().class_starts(), &starts[..]);
+    let again = rnnlm::evaluate(trainer.best_params(), test, cfg.protocol, 2, 10).unwrap();
+    assert_eq!(report.test.unwrap().perplexity, again.perplexity);
+    assert!(again.perplexity < 30.0, "test perplexity {}", again.perplexity);
+    // A resume point keeps them too.
+    let path = std::env::temp_dir().join(format!("rnnlm-class-resume-{}.safetensors", std::process::id()));
+    trainer.save_resume(&path, None).unwrap();
+    let (back, _) = Trainer::load_resume(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(back.model().params().class_starts(), &starts[..]);
+    assert_eq!(back.best_params().class_starts(), &starts[..]);
+    assert_eq!(back.best_params(), trainer.best_params());
+}

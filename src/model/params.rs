@@ -640,6 +640,16 @@ impl Params {
         }
     }
 
+    /// Copies `other`'s weights and class partition into `self` (no allocation: the
+    /// partition is shared).
+    ///
+    /// **Panics** if the configurations differ.
+    pub fn copy_from(&mut self, other: &Params) {
+        assert_eq!(self.cfg, other.cfg, "copy_from: the configurations differ");
+        self.data.copy_from_slice(&other.data);
+        self.starts = other.starts.clone();
+    }
+
     /// The first id of each class of a class head, in order (`starts[0] = 0`; class `k` holds
     /// the ids `starts[k]..starts[k + 1]`, the last one up to `V`); empty for the full softmax.
     ///
