@@ -179,7 +179,9 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     if let (true, crate::Softmax::Class { classes }) = (spec.zipf, cfg.softmax) {
         // Mikolov's classes for Zipf counts; they may be fewer than asked, so ask for more
         // until the configured number comes out (or give the configuration's default ranges).
-        let counts: Vec<u64> = (1..=cfg.vocab_size as u64).map(|r| (1u64 << 40) / r).collect();
+        let counts: Vec<u64> = (1..=cfg.vocab_size as u64)
+            .map(|r| (1u64 << 40) / r)
+            .collect();
         if let Some(starts) = (classes..=2 * classes)
             .map(|c| crate::class_starts_from_counts(&counts, c))
             .filter_map(Result::ok)
@@ -261,7 +263,9 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
                 sgd.update_ranges((p, g), r);
             }
             None => {
-                let ws = ws.as_mut().expect("an evaluation workspace without a model");
+                let ws = ws
+                    .as_mut()
+                    .expect("an evaluation workspace without a model");
                 let params = params.as_ref().expect("inference holds the parameters");
                 forward(params, ws, &xs, &ts)?;
             }

@@ -762,7 +762,10 @@ fn parse_verified(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             )
         })?;
         let starts: Vec<u32> = serde_json::from_str(text).map_err(|e| {
-            bad(path, format!("metadata {CLASSES_KEY:?} is not a JSON array of ids ({e})"))
+            bad(
+                path,
+                format!("metadata {CLASSES_KEY:?} is not a JSON array of ids ({e})"),
+            )
         })?;
         params
             .set_class_starts(&starts)

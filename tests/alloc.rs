@@ -46,7 +46,11 @@ fn training_step_allocates_only_inside_large_gemms() {
                     check_step(threads, cfg, dropout);
                     check_step_with(threads, cfg, dropout, true);
                     // The class head (its own gather, slabs and word products).
-                    check_step(threads, cfg.with_softmax(Softmax::Class { classes: 40 }), dropout);
+                    check_step(
+                        threads,
+                        cfg.with_softmax(Softmax::Class { classes: 40 }),
+                        dropout,
+                    );
                 }
             }
         });

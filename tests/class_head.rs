@@ -6,8 +6,8 @@ use rand::SeedableRng;
 use rnnlm::model::config::Cell;
 use rnnlm::model::simple::forward;
 use rnnlm::{
-    class_starts_from_counts, BookBatches, Config, Init, Params, Rnnlm, Sgd, SimpleRnnlm,
-    Softmax, Vocab, Workspace,
+    class_starts_from_counts, BookBatches, Config, Init, Params, Rnnlm, Sgd, SimpleRnnlm, Softmax,
+    Vocab, Workspace,
 };
 
 /// Zipf counts of `v` words (rank 1 first).
@@ -97,14 +97,19 @@ fn evaluation_forward_and_score_give_the_same_bits() {
         let v = 900;
         let p = model(cell, v, 30, cell == Cell::Lstm, 5);
         let cfg = *p.config();
-        let seq: Vec<u32> = (0..41u32).map(|i| (i * i * 37 + 11 * i) % v as u32).collect();
+        let seq: Vec<u32> = (0..41u32)
+            .map(|i| (i * i * 37 + 11 * i) % v as u32)
+            .collect();
         let m = Rnnlm::new(p.clone(), vocab(v)).unwrap();
         let mut ws = Workspace::new(cfg, 1, 40, false).unwrap();
         let ts: Vec<i32> = seq[1..].iter().map(|&t| t as i32).collect();
         forward(&p, &mut ws, &seq[..40], &ts).unwrap();
         let total: f64 = ws.position_losses().iter().map(|&l| -(l as f64)).sum();
         let score = m.score(&seq).unwrap();
-        assert_eq!(score.log_prob, total, "{cell}: score and the evaluation forward differ");
+        assert_eq!(
+            score.log_prob, total,
+            "{cell}: score and the evaluation forward differ"
+        );
         let batch = m.score_batch(&[&seq, &seq[..9], &seq[3..]]).unwrap();
         assert_eq!(batch[0], score, "{cell}: score_batch differs from score");
     }
@@ -147,7 +152,12 @@ fn train(threads: usize, cell: Cell, tied: bool, dropout: f32) -> (Vec<u32>, Vec
             model.backward().unwrap();
             sgd.update(model.params_mut_and_grads());
         }
-        let w = model.params().as_slice().iter().map(|x| x.to_bits()).collect();
+        let w = model
+            .params()
+            .as_slice()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
         (losses, w)
     })
 }
@@ -159,8 +169,14 @@ fn training_is_bit_identical_across_thread_counts() {
             let one = train(1, cell, tied, dropout);
             for threads in [2, 3] {
                 let other = train(threads, cell, tied, dropout);
-                assert_eq!(one.0, other.0, "{cell} tied={tied}: losses, {threads} threads");
-                assert!(one.1 == other.1, "{cell} tied={tied}: weights, {threads} threads");
+                assert_eq!(
+                    one.0, other.0,
+                    "{cell} tied={tied}: losses, {threads} threads"
+                );
+                assert!(
+                    one.1 == other.1,
+                    "{cell} tied={tied}: weights, {threads} threads"
+                );
             }
         }
     }
@@ -201,10 +217,21 @@ fn training_learns_a_sequence() {
         let end = starts.get(k + 1).map_or(v, |&e| e as usize);
         (end - starts[k] as usize) as f64
     };
-    let want: f64 = first_ts.iter().map(|&t| (starts.len() as f64).ln() + size(t as usize).ln()).sum::<f64>() / ts.len() as f64;
-    assert!((losses[0] as f64 - want).abs() < 0.1, "first loss {} vs {want}", losses[0]);
+    let want: f64 = first_ts
+        .iter()
+        .map(|&t| (starts.len() as f64).ln() + size(t as usize).ln())
+        .sum::<f64>()
+        / ts.len() as f64;
+    assert!(
+        (losses[0] as f64 - want).abs() < 0.1,
+        "first loss {} vs {want}",
+        losses[0]
+    );
     let last = losses[290..].iter().sum::<f32>() / 10.0;
-    assert!(last < 0.5, "the class head did not learn the sequence: loss {last}");
+    assert!(
+        last < 0.5,
+        "the class head did not learn the sequence: loss {last}"
+    );
 }
 
 #[test]
@@ -291,13 +318,22 @@ fn the_trainer_keeps_the_classes_with_the_best_model_and_in_resume_files() {
     let mut trainer = Trainer::new(model, cfg.clone()).unwrap();
     trainer.set_class_starts(&starts).unwrap();
     let (valid, test) = (&corpus[..800], &corpus[800..1600]);
-    let report = trainer.fit(&corpus, Some(valid), Some(test), |_| {}).unwrap();
+    let report = trainer
+        .fit(&corpus, Some(valid), Some(test), |_| {})
+        .unwrap();
     assert_eq!(trainer.best_params().class_starts(), &starts[..]);
     let again = rnnlm::evaluate(trainer.best_params(), test, cfg.protocol, 2, 10).unwrap();
     assert_eq!(report.test.unwrap().perplexity, again.perplexity);
-    assert!(again.perplexity < 30.0, "test perplexity {}", again.perplexity);
+    assert!(
+        again.perplexity < 30.0,
+        "test perplexity {}",
+        again.perplexity
+    );
     // A resume point keeps them too.
-    let path = std::env::temp_dir().join(format!("rnnlm-class-resume-{}.safetensors", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "rnnlm-class-resume-{}.safetensors",
+        std::process::id()
+    ));
     trainer.save_resume(&path, None).unwrap();
     let (back, _) = Trainer::load_resume(&path).unwrap();
     std::fs::remove_file(&path).unwrap();

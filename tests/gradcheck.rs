@@ -220,9 +220,13 @@ fn class_heads_match_finite_differences() {
         check_model_classes(cfg.with_tied(true).with_layers(2), 0.3, Some(&starts));
     }
     // One class (a plain softmax, computed the class head's way) and one word per class.
-    let one = Config::new(7, 4, 5).unwrap().with_softmax(Softmax::Class { classes: 1 });
+    let one = Config::new(7, 4, 5)
+        .unwrap()
+        .with_softmax(Softmax::Class { classes: 1 });
     check_model_classes(one, 0.0, Some(&[0]));
-    let each = Config::new(7, 4, 5).unwrap().with_softmax(Softmax::Class { classes: 7 });
+    let each = Config::new(7, 4, 5)
+        .unwrap()
+        .with_softmax(Softmax::Class { classes: 7 });
     check_model_classes(each, 0.0, Some(&[0, 1, 2, 3, 4, 5, 6]));
 }
 

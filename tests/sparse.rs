@@ -17,9 +17,15 @@ fn configs() -> Vec<Config> {
     let mut out = Vec::new();
     for cell in [Cell::Rnn, Cell::Lstm, Cell::Gru] {
         for tied in [false, true] {
-            let base = Config::new(v, 24, 24).unwrap().with_cell(cell).with_tied(tied);
+            let base = Config::new(v, 24, 24)
+                .unwrap()
+                .with_cell(cell)
+                .with_tied(tied);
             out.push(base);
-            out.push(base.with_softmax(Softmax::Class { classes: c }).with_layers(2));
+            out.push(
+                base.with_softmax(Softmax::Class { classes: c })
+                    .with_layers(2),
+            );
         }
     }
     out
@@ -82,9 +88,16 @@ fn sparse_steps_give_the_dense_bits() {
             let what = format!("{cfg:?}, step {step}");
             assert_eq!(la.to_bits(), lb.to_bits(), "{what}: loss");
             assert_eq!(na.to_bits(), nb.to_bits(), "{what}: gradient norm");
-            let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
-            assert!(same(a.grads().as_slice(), grads.as_slice()), "{what}: gradients");
-            assert!(same(a.params().as_slice(), params.as_slice()), "{what}: weights");
+            let same =
+                |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same(a.grads().as_slice(), grads.as_slice()),
+                "{what}: gradients"
+            );
+            assert!(
+                same(a.params().as_slice(), params.as_slice()),
+                "{what}: weights"
+            );
             // A word that is no input (and, tied to a class head, in no target class) keeps
             // its embedding row bit for bit; so do the untouched word rows of a class head.
             if cfg.softmax.is_full() && cfg.tied {
@@ -94,13 +107,25 @@ fn sparse_steps_give_the_dense_bits() {
             let in_batch = |w: u32| xs.contains(&w);
             let untouched = (0..cfg.vocab_size as u32)
                 .rev()
-                .find(|&w| !in_batch(w) && !a.grad_ranges().iter().any(|r| r.contains(&(w as usize * d))))
+                .find(|&w| {
+                    !in_batch(w)
+                        && !a
+                            .grad_ranges()
+                            .iter()
+                            .any(|r| r.contains(&(w as usize * d)))
+                })
                 .expect("some word untouched");
             let row = untouched as usize * d..(untouched as usize + 1) * d;
-            assert!(same(&a.params().as_slice()[row.clone()], &before.as_slice()[row]), "{what}");
+            assert!(
+                same(&a.params().as_slice()[row.clone()], &before.as_slice()[row]),
+                "{what}"
+            );
             {
                 let covered: usize = a.grad_ranges().iter().map(|r| r.len()).sum();
-                assert!(covered < a.params().as_slice().len(), "{what}: nothing was sparse");
+                assert!(
+                    covered < a.params().as_slice().len(),
+                    "{what}: nothing was sparse"
+                );
             }
         }
     }

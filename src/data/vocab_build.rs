@@ -189,9 +189,7 @@ impl Vocab {
             let count = |w: &str| if w == UNK { unk } else { stats[w].count };
             // A stable sort: equal counts keep the order of first appearance (<unk>, when
             // the text never has it, last among its equals).
-            let mut sorted = words.clone();
-            sorted.sort_by(|a, b| count(b).cmp(&count(a)));
-            words = sorted;
+            words.sort_by_key(|w| std::cmp::Reverse(count(w)));
         }
         Vocab::from_words(words)
     }

@@ -377,7 +377,13 @@ impl ClassSoftmax<'_> {
                 };
                 let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
                 // The target logits go to `loss` first, then become the losses.
-                rows.lse(&mut slab, h, &mut m[l0..l1], &mut s[l0..l1], &mut loss[l0..l1]);
+                rows.lse(
+                    &mut slab,
+                    h,
+                    &mut m[l0..l1],
+                    &mut s[l0..l1],
+                    &mut loss[l0..l1],
+                );
                 for i in l0..l1 {
                     loss[i] = xent(m[i], s[i], loss[i]);
                 }
@@ -448,7 +454,11 @@ impl ClassSoftmax<'_> {
 }
 
 /// Splits `buf` into [`GROUPS`] consecutive parts of `(b[g+1] - b[g]) * unit` elements.
-fn split_groups<'a, T>(buf: &'a mut [T], b: &[usize; GROUPS + 1], unit: usize) -> [&'a mut [T]; GROUPS] {
+fn split_groups<'a, T>(
+    buf: &'a mut [T],
+    b: &[usize; GROUPS + 1],
+    unit: usize,
+) -> [&'a mut [T]; GROUPS] {
     let mut rest = buf;
     std::array::from_fn(|g| {
         let (x, r) = std::mem::take(&mut rest).split_at_mut((b[g + 1] - b[g]) * unit);
@@ -591,7 +601,13 @@ impl ClassSoftmax<'_> {
                 x: &xg[k0 * h..k1 * h],
                 t: &tg[k0..k1],
             };
-            cr.lse(&mut slab, h, &mut m[k0..k1], &mut sum[k0..k1], &mut tl[k0..k1]);
+            cr.lse(
+                &mut slab,
+                h,
+                &mut m[k0..k1],
+                &mut sum[k0..k1],
+                &mut tl[k0..k1],
+            );
         }
         for at in 0..rows {
             out[rowof[at] as usize] -= xent(m[at], sum[at], tl[at]);
@@ -649,7 +665,6 @@ impl ClassSoftmax<'_> {
         }
     }
 }
-
 
 impl Head for ClassSoftmax<'_> {
     fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], s: &mut Scratch) {

@@ -129,7 +129,14 @@ impl FullSoftmax<'_> {
     }
 
     /// Adds `[dW; db]` (`[H+1, V]`) over all `nt` positions into `dw`.
-    pub(crate) fn weight_grads(&self, x: &[f32], dy: &[f32], dw: &mut [f32], scratch: &mut [f32], par: Par) {
+    pub(crate) fn weight_grads(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        dw: &mut [f32],
+        scratch: &mut [f32],
+        par: Par,
+    ) {
         // [dW; db] += [x | 1]^T dY
         let (h, v) = (self.h, self.v);
         let nt = x.len() / h;
@@ -138,7 +145,13 @@ impl FullSoftmax<'_> {
     }
 
     /// `out[i] = ln p(targets[i] | hs[i])` with `scratch` of [`FullSoftmax::scratch_len`].
-    pub(crate) fn log_probs_into(&self, hs: &[f32], targets: &[u32], out: &mut [f32], scratch: &mut [f32]) {
+    pub(crate) fn log_probs_into(
+        &self,
+        hs: &[f32],
+        targets: &[u32],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
         // Slices of FUSE_ROWS positions: their logits stay in L2 between the product and the
         // cross-entropies.
         let (h, v) = (self.h, self.v);
@@ -155,7 +168,6 @@ impl FullSoftmax<'_> {
     pub(crate) fn scratch_len(&self, rows: usize) -> usize {
         rows.min(FUSE_ROWS) * self.v
     }
-
 }
 
 impl Head for FullSoftmax<'_> {

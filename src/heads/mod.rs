@@ -14,7 +14,6 @@ pub(crate) mod full;
 
 pub use class::class_starts_from_counts;
 
-
 /// How a forward treats its rows.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Loss {
@@ -139,7 +138,12 @@ pub(crate) struct SampleScratch {
 /// Draws an id from the distribution `softmax(logits / temperature)` restricted to the
 /// allowed ids and the `top_k` most likely, with `u` uniform in `[0, 1)`; `None` if a logit is
 /// not finite. Every head samples through this from its logits (or log-probabilities).
-pub(crate) fn sample_logits(logits: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> Option<u32> {
+pub(crate) fn sample_logits(
+    logits: &[f32],
+    draw: &Draw<'_>,
+    s: &mut SampleScratch,
+    u: f64,
+) -> Option<u32> {
     let v = logits.len();
     // A NaN or infinite logit anywhere (even outside the top k or a skipped id) means the
     // model is broken: no draw, rather than one from a meaningless distribution.

@@ -236,7 +236,12 @@ fn output_weights(params: &Params) -> MatRef<'_> {
 }
 
 /// The (first) softmax over the packed weights `w` (and, in training, `wt`).
-fn first_softmax<'a>(params: &'a Params, w: &'a [f32], wt: &'a [f32], wt_block: usize) -> FullSoftmax<'a> {
+fn first_softmax<'a>(
+    params: &'a Params,
+    w: &'a [f32],
+    wt: &'a [f32],
+    wt_block: usize,
+) -> FullSoftmax<'a> {
     let c = params.config();
     let (h, outs) = (c.hidden_size, c.softmax.outputs(c.vocab_size));
     FullSoftmax {
@@ -312,7 +317,11 @@ fn class_forward(
         &cb.xg[..total * h],
         &cb.offsets,
         &cb.tg[..total],
-        (&mut cb.m[..total], &mut cb.s[..total], &mut cb.loss[..total]),
+        (
+            &mut cb.m[..total],
+            &mut cb.s[..total],
+            &mut cb.loss[..total],
+        ),
         &mut cb.slabs,
     );
     for (l, &k) in losses.iter_mut().zip(&cb.slot) {
@@ -465,7 +474,15 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
             acts.layers[nl - 1].hs
         };
         let head = class_softmax(params, first_softmax(params, packs.w, &[], gemm::KC));
-        class_forward(&head, x, acts.ts, acts.logits, acts.losses, loss, acts.class);
+        class_forward(
+            &head,
+            x,
+            acts.ts,
+            acts.logits,
+            acts.losses,
+            loss,
+            acts.class,
+        );
     }
     ws.ready_for_backward = ws.train;
     softmax_loss::mean(ws.position_losses(), count)
@@ -795,8 +812,8 @@ fn touched_ranges(
         let tied_rows: &[(usize, usize)] = if cfg.tied { rows } else { &[] };
         let (mut i, mut j) = (0, 0);
         while i < ids.len() || j < tied_rows.len() {
-            let take_id = j == tied_rows.len()
-                || (i < ids.len() && (ids[i] as usize) < tied_rows[j].0);
+            let take_id =
+                j == tied_rows.len() || (i < ids.len() && (ids[i] as usize) < tied_rows[j].0);
             let (a, b) = if take_id {
                 i += 1;
                 (ids[i - 1] as usize, ids[i - 1] as usize + 1)

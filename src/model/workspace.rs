@@ -126,7 +126,11 @@ impl ClassBufs {
             m: try_zeros(nt, what)?,
             s: try_zeros(nt, what)?,
             loss: try_zeros(nt, what)?,
-            dxg: if train { try_zeros(nt * h, what)? } else { Vec::new() },
+            dxg: if train {
+                try_zeros(nt * h, what)?
+            } else {
+                Vec::new()
+            },
             slabs: try_zeros(
                 crate::heads::class::GROUPS * crate::heads::class::slab_len(h),
                 what,

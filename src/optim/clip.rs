@@ -191,7 +191,12 @@ mod tests {
     fn ranges_give_the_dense_bits() {
         // Values spread so the order of additions shows in the last bits.
         let mut g = vec![0.0f32; 5 * CHUNK + 123];
-        let ranges = [3..40, 100..CHUNK + 7, CHUNK + 9..3 * CHUNK + 1, 4 * CHUNK - 2..5 * CHUNK + 100];
+        let ranges = [
+            3..40,
+            100..CHUNK + 7,
+            CHUNK + 9..3 * CHUNK + 1,
+            4 * CHUNK - 2..5 * CHUNK + 100,
+        ];
         for r in &ranges {
             for i in r.clone() {
                 g[i] = ((i * 7919) % 1013) as f32 * 1e-3 + 1e-7 * i as f32;
