@@ -1128,3 +1128,104 @@ fn negative_numbers_get_the_range_message() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_class_head_trains_and_every_command_uses_it() {
+    let dir = tmpdir("class");
+    let flags = ["--softmax", "class", "--classes", "4", "--cell", "lstm"];
+    let model = trained_with(&dir, "0.5", &flags, "c.safetensors");
+    // The vocabulary is numbered by frequency, and the classes are saved with the model.
+    let ck = rnnlm::checkpoint::load(&model).unwrap();
+    let vocab = ck.vocab.clone().unwrap();
+    let ids = rnnlm::data::corpus::read_with_vocab(&dir.join("train.txt"), &vocab).unwrap();
+    let mut counts = vec![0u64; vocab.len()];
+    for &w in &ids {
+        counts[w as usize] += 1;
+    }
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    let starts = ck.params.class_starts().to_vec();
+    assert_eq!(starts, rnnlm::class_starts_from_counts(&counts, 4).unwrap());
+    assert!(ck.metadata["config"].contains(r#""kind":"class""#));
+
+    // score: the library's numbers, line by line.
+    let lines = "the cat sees a tree\nmy friend ignores the old ball\n";
+    let text = dir.join("lines.txt");
+    std::fs::write(&text, lines).unwrap();
+    let out = rnnlm(&["score", "--model", s(&model), s(&text)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = rnnlm::Rnnlm::load(&model).unwrap();
+    let eos = vocab.id("<eos>").unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let rows = stdout.lines().filter(|l| !l.starts_with('#'));
+    for (line, got) in lines.lines().zip(rows) {
+        let mut seq = vec![eos];
+        seq.extend(
+            line.split_whitespace()
+                .map(|w| vocab.id(w).or(vocab.unk_id()).unwrap()),
+        );
+        seq.push(eos);
+        let want = m.score(&seq).unwrap().log_prob;
+        let lp: f64 = got.split('\t').next().unwrap().parse().unwrap();
+        assert!((lp - want).abs() < 1e-3, "{line}: {lp} vs {want}");
+    }
+    // eval and generate run on it; generate is seeded.
+    let out = rnnlm(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&dir.join("test.txt")),
+        "--json",
+    ]);
+    let (_, json) = ok_json(&out);
+    assert!(json["perplexity"].as_f64().unwrap() < 6.0, "{json}");
+    let gen = |seed: &str| {
+        let out = rnnlm(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--start",
+            "the",
+            "--words",
+            "8",
+            "--seed",
+            seed,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(gen("3"), gen("3"));
+    // PyTorch's word_language_model has no class head: refused by name.
+    let err = one_line_error(&rnnlm(&[
+        "convert",
+        "--to",
+        "torch",
+        s(&model),
+        s(&dir.join("t.safetensors")),
+    ]));
+    assert!(err.contains("class softmax"), "{err}");
+    assert!(!dir.join("t.safetensors").exists());
+    // --classes belongs to --softmax class.
+    let err = one_line_error(&rnnlm(&[
+        "train",
+        "--data-dir",
+        s(&dir),
+        "--classes",
+        "3",
+        "--save",
+        s(&dir.join("x.safetensors")),
+    ]));
+    assert!(
+        err.contains("--classes") && err.contains("--softmax class"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -77,6 +77,14 @@ pub(crate) fn default_classes(v: usize) -> usize {
 }
 
 impl ModelArgs {
+    /// The flag combinations that are wrong whatever the data (checked before reading it).
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.softmax == SoftmaxKind::Full && self.classes.is_some() {
+            return Err(Error::invalid("--classes", "needs --softmax class"));
+        }
+        Ok(())
+    }
+
     /// Whether the output layer needs the words numbered by frequency.
     pub(crate) fn frequency_order(&self) -> bool {
         self.softmax != SoftmaxKind::Full

@@ -180,6 +180,7 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         file(&args.test, "ptb.test.txt", "--test")?,
     );
 
+    args.model.check()?;
     // Everything a run could fail on at its end is checked before its first batch: the
     // settings, every output path, and that no file serves two roles.
     if !(args.clip.is_finite() && args.clip >= 0.0) {
