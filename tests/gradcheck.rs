@@ -245,3 +245,146 @@ fn backward_without_forward_is_an_error() {
     assert!(forward(&params, &mut ws, &[0, 1], &[1, -2]).is_err());
     assert!(forward(&params, &mut ws, &[0, 1, 2], &[1, 2, 3]).is_err());
 }
+
+#[test]
+fn a_class_wider_than_a_column_block_matches_finite_differences() {
+    // Class 1 holds 2,500 words: three column blocks of the online log-sum-exp, with targets
+    // in each block, so the blocks' merge and the per-block gradient are both checked.
+    let cfg = Config::new(2600, 4, 5)
+        .unwrap()
+        .with_softmax(Softmax::Class { classes: 2 });
+    let (n, t) = (2, 3);
+    let mut rng = Lcg(8);
+    let starts = [0u32, 100];
+    let mk = |data: Vec<f32>| {
+        let mut p = Params::from_vec(cfg, data);
+        p.set_class_starts(&starts).unwrap();
+        p
+    };
+    let mut params = mk(rng.vec(Params::len_of(&cfg), 0.5));
+    let xs = [0u32, 3, 150, 1200, 1, 2500];
+    let ts = [150i32, 1200, 2599, 7, 1900, 333];
+    let mut ws = Workspace::new(cfg, n, t, true).unwrap();
+    let mut loss = |p: &[f32]| -> f64 {
+        let p = mk(p.to_vec());
+        ws.reset_state();
+        forward(&p, &mut ws, &xs, &ts).unwrap();
+        ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / 6.0
+    };
+    let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
+    forward(&params, &mut ws2, &xs, &ts).unwrap();
+    let mut grads = Params::zeros(cfg);
+    backward(&params, &mut ws2, &mut grads).unwrap();
+    let mut start = 0;
+    for (name, shape) in Params::layout(&cfg) {
+        let len: usize = shape.iter().product();
+        let mut idx = sample(len);
+        if name == "words.W" || name == "embed.W" {
+            // The rows of the targets and of a word in every block, whole.
+            for w in [150usize, 1200, 2599, 1900, 333, 7, 1030, 2100] {
+                idx.extend((0..4).map(|k| w * 4 + k));
+            }
+        }
+        if name == "words.b" {
+            idx.extend([150, 1200, 2599, 1900, 333, 7, 1030, 2100]);
+        }
+        for i in idx {
+            let j = start + i;
+            let ana = grads.as_slice()[j] as f64;
+            let num = numeric(params.as_mut_slice(), j, &mut loss);
+            check(&format!("{name} (a class of 2,500 words)"), i, num, ana);
+        }
+        start += len;
+    }
+}
+
+#[test]
+fn a_class_with_more_rows_than_a_chunk_matches_finite_differences() {
+    // 90 positions whose targets all fall in one class: two row chunks of the word products.
+    let cfg = Config::new(40, 4, 5)
+        .unwrap()
+        .with_softmax(Softmax::Class { classes: 3 });
+    let (n, t) = (3, 30);
+    let mut rng = Lcg(9);
+    let starts = [0u32, 2, 9];
+    let mk = |data: Vec<f32>| {
+        let mut p = Params::from_vec(cfg, data);
+        p.set_class_starts(&starts).unwrap();
+        p
+    };
+    let mut params = mk(rng.vec(Params::len_of(&cfg), 0.5));
+    let xs: Vec<u32> = (0..90u32).map(|i| (i * 7) % 40).collect();
+    // Class 2 (ids 9..40) for all but a few; one masked.
+    let mut ts: Vec<i32> = (0..90i32).map(|i| 9 + (i * 11) % 31).collect();
+    ts[5] = 1;
+    ts[17] = 4;
+    ts[40] = -1;
+    let count = 89.0;
+    let mut ws = Workspace::new(cfg, n, t, true).unwrap();
+    let mut loss = |p: &[f32]| -> f64 {
+        let p = mk(p.to_vec());
+        ws.reset_state();
+        forward(&p, &mut ws, &xs, &ts).unwrap();
+        ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / count
+    };
+    let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
+    forward(&params, &mut ws2, &xs, &ts).unwrap();
+    let mut grads = Params::zeros(cfg);
+    backward(&params, &mut ws2, &mut grads).unwrap();
+    let mut start = 0;
+    for (name, shape) in Params::layout(&cfg) {
+        let len: usize = shape.iter().product();
+        for i in sample(len) {
+            let j = start + i;
+            let ana = grads.as_slice()[j] as f64;
+            let num = numeric(params.as_mut_slice(), j, &mut loss);
+            check(&format!("{name} (90 rows in one class)"), i, num, ana);
+        }
+        start += len;
+    }
+}
+
+#[test]
+fn classes_in_every_parallel_group_match_finite_differences() {
+    // 90 positions spread over 8 classes, so the parallel groups of classes all have work.
+    let cfg = Config::new(40, 4, 5)
+        .unwrap()
+        .with_softmax(Softmax::Class { classes: 8 });
+    let (n, t) = (3, 30);
+    let mut rng = Lcg(9);
+    let starts = [0u32, 1, 3, 6, 10, 15, 22, 30];
+    let mk = |data: Vec<f32>| {
+        let mut p = Params::from_vec(cfg, data);
+        p.set_class_starts(&starts).unwrap();
+        p
+    };
+    let mut params = mk(rng.vec(Params::len_of(&cfg), 0.5));
+    let xs: Vec<u32> = (0..90u32).map(|i| (i * 7) % 40).collect();
+    let mut ts: Vec<i32> = (0..90i32).map(|i| (i * 13) % 40).collect();
+    ts[5] = 1;
+    ts[17] = 4;
+    ts[40] = -1;
+    let count = 89.0;
+    let mut ws = Workspace::new(cfg, n, t, true).unwrap();
+    let mut loss = |p: &[f32]| -> f64 {
+        let p = mk(p.to_vec());
+        ws.reset_state();
+        forward(&p, &mut ws, &xs, &ts).unwrap();
+        ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / count
+    };
+    let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
+    forward(&params, &mut ws2, &xs, &ts).unwrap();
+    let mut grads = Params::zeros(cfg);
+    backward(&params, &mut ws2, &mut grads).unwrap();
+    let mut start = 0;
+    for (name, shape) in Params::layout(&cfg) {
+        let len: usize = shape.iter().product();
+        for i in sample(len) {
+            let j = start + i;
+            let ana = grads.as_slice()[j] as f64;
+            let num = numeric(params.as_mut_slice(), j, &mut loss);
+            check(&format!("{name} (8 classes, every group)"), i, num, ana);
+        }
+        start += len;
+    }
+}

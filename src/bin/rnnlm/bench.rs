@@ -118,10 +118,7 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Error> {
             report.tokens_per_sec,
             report.window_tokens_per_sec.len(),
             args.vocab,
-            match cfg.softmax {
-                rnnlm::Softmax::Full => String::new(),
-                rnnlm::Softmax::Class { classes } => format!(" class softmax C={classes}"),
-            },
+            crate::shared_args::head_note(&cfg),
             args.shape.wordvec,
             args.shape.hidden,
             args.shape.batch,

@@ -70,6 +70,15 @@ impl ModelArgs {
     }
 }
 
+/// The output layer for summary lines: empty for the full softmax, else e.g.
+/// ` class softmax C=100`.
+pub(crate) fn head_note(cfg: &rnnlm::Config) -> String {
+    match cfg.softmax {
+        rnnlm::Softmax::Full => String::new(),
+        rnnlm::Softmax::Class { classes } => format!(" class softmax C={classes}"),
+    }
+}
+
 /// The default number of classes for `v` words: the nearest integer to sqrt(V) (Mikolov's
 /// rule of thumb: the two softmaxes are then about equally wide), at least 1.
 pub(crate) fn default_classes(v: usize) -> usize {

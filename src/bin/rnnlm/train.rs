@@ -320,7 +320,7 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         );
     }
     outln!(
-        "vocabulary {} words; train {} tokens ({train_unk} mapped to <unk>), valid {} ({valid_unk}), test {} ({test_unk}); {} x {} V={} D={} H={}{} dropout {} N={} T={} lr {}{} clip {} epochs {}",
+        "vocabulary {} words; train {} tokens ({train_unk} mapped to <unk>), valid {} ({valid_unk}), test {} ({test_unk}); {} x {} V={} D={} H={}{}{} dropout {} N={} T={} lr {}{} clip {} epochs {}",
         vocab.len(),
         train_ids.len(),
         valid_ids.len(),
@@ -331,6 +331,7 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         model_cfg.wordvec_size,
         model_cfg.hidden_size,
         if model_cfg.tied { " tied" } else { "" },
+        crate::shared_args::head_note(&model_cfg),
         cfg.dropout,
         cfg.batch_size,
         cfg.time_size,
