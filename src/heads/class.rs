@@ -150,15 +150,30 @@ impl ClassRows<'_> {
 
     /// Per row: the maximum `m`, the sum `s` of `exp(logit - m)` and the target's logit `tl`.
     fn lse(&self, slab: &mut Slab<'_>, h: usize, m: &mut [f32], s: &mut [f64], tl: &mut [f32]) {
+        self.lse_keeping(slab, h, (m, s, tl), None);
+    }
+
+    /// [`ClassRows::lse`]; with `keep = Some((buf, scale))`, a class of one column block whose
+    /// `[n, words]` logits fit in `buf` also leaves there the gradient of its loss scaled by
+    /// `scale` (what [`ClassRows::backward`] would recompute, bit for bit), and returns true.
+    fn lse_keeping(
+        &self,
+        slab: &mut Slab<'_>,
+        h: usize,
+        (m, s, tl): (&mut [f32], &mut [f64], &mut [f32]),
+        keep: Option<(&mut [f32], f32)>,
+    ) -> bool {
         let n = self.rows();
-        for (bi, (j0, w)) in gemm::balanced_blocks(self.words(), COLS).enumerate() {
+        let words = self.words();
+        let mut keep = keep.filter(|(buf, _)| words <= COLS && buf.len() >= n * words);
+        for (bi, (j0, w)) in gemm::balanced_blocks(words, COLS).enumerate() {
             let Slab { logits, wt, .. } = slab;
             let _ = gemm::pack(wt, MatRef::strided(&self.w[j0 * h..], h, w, 1, h));
             let wt = Packed::new(&wt[..gemm::packed_len(h, w)], h, w);
             for r0 in (0..n).step_by(ROWS) {
                 let rows = ROWS.min(n - r0);
                 self.block_logits(logits, wt, h, (r0, rows), (j0, w));
-                for (r, row) in logits[..rows * w].chunks_exact(w).enumerate() {
+                for (r, row) in logits[..rows * w].chunks_exact_mut(w).enumerate() {
                     let (bm, bs) = softmax::max_sumexp_row(row);
                     let i = r0 + r;
                     merge(&mut m[i], &mut s[i], bi == 0, bm, bs);
@@ -166,7 +181,85 @@ impl ClassRows<'_> {
                     if (j0..j0 + w).contains(&t) {
                         tl[i] = row[t - j0];
                     }
+                    if let Some((buf, scale)) = keep.as_mut() {
+                        // One block: m and s are final, so this is the backward's gradient.
+                        self.gradient_row(row, m[i], s[i], *scale, t);
+                        buf[i * w..(i + 1) * w].copy_from_slice(row);
+                    }
                 }
+            }
+        }
+        keep.is_some()
+    }
+
+    /// `row` (the logits of one block starting at word 0) becomes the gradient of the loss
+    /// scaled by `scale`: `scale * (softmax - onehot(t))`.
+    fn gradient_row(&self, row: &mut [f32], m: f32, s: f64, scale: f32, t: usize) {
+        softmax::scaled_exp_row(row, m, (scale as f64 / s) as f32);
+        if t < row.len() {
+            row[t] -= scale;
+        }
+    }
+
+    /// The backward pass from a gradient `g [n, words]` that [`ClassRows::lse_keeping`] kept:
+    /// as [`ClassRows::backward`] without recomputing the logits.
+    fn backward_kept(
+        &self,
+        slab: &mut Slab<'_>,
+        h: usize,
+        g: &[f32],
+        (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let (n, w) = (self.rows(), self.words());
+        let Slab {
+            w: wp, x: xp, gt, ..
+        } = slab;
+        let _ = gemm::pack(wp, MatRef::new(&self.w[..w * h], w, h));
+        let wp = Packed::new(&wp[..gemm::packed_len(w, h)], w, h);
+        for r0 in (0..n).step_by(ROWS) {
+            let rows = ROWS.min(n - r0);
+            let gc = &g[r0 * w..(r0 + rows) * w];
+            self.apply_gradient(gc, (xp, gt), wp, h, (r0, rows), (0, w), true, (dx, dw, db));
+        }
+    }
+
+    /// `dx` rows `r0..` (=|+=) `G W_block`, `dw` block rows += `G^T X`, `db` += column sums
+    /// of `G`, for the gradient `g [rows, w]` of block `j0..j0+w`.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_gradient(
+        &self,
+        g: &[f32],
+        (xp, gt): (&mut [f32], &mut [f32]),
+        wp: Packed<'_>,
+        h: usize,
+        (r0, rows): (usize, usize),
+        (j0, w): (usize, usize),
+        first_block: bool,
+        (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        // dX rows (+)= G W_block   [rows, w] x [w, H]
+        gemm::gemm_packed(
+            MatMut::new(&mut dx[r0 * h..(r0 + rows) * h], rows, h),
+            MatRef::new(g, rows, w),
+            wp,
+            Accum::add_if(!first_block),
+        );
+        // dW_block += G^T X   [w, rows] x [rows, H]
+        for (r, row) in g.chunks_exact(w).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                gt[j * rows + r] = v;
+            }
+        }
+        let _ = gemm::pack(xp, MatRef::new(&self.x[r0 * h..(r0 + rows) * h], rows, h));
+        gemm::gemm_packed(
+            MatMut::new(&mut dw[j0 * h..(j0 + w) * h], w, h),
+            MatRef::new(&gt[..w * rows], w, rows),
+            Packed::new(&xp[..gemm::packed_len(rows, h)], rows, h),
+            Accum::Add,
+        );
+        for row in g.chunks_exact(w) {
+            for (d, &v) in db[j0..j0 + w].iter_mut().zip(row) {
+                *d += v;
             }
         }
     }
@@ -203,37 +296,20 @@ impl ClassRows<'_> {
                 let g = &mut logits[..rows * w];
                 for (r, row) in g.chunks_exact_mut(w).enumerate() {
                     let i = r0 + r;
-                    softmax::scaled_exp_row(row, m[i], (scale as f64 / s[i]) as f32);
-                    let t = self.t[i] as usize;
-                    if (j0..j0 + w).contains(&t) {
-                        row[t - j0] -= scale;
-                    }
+                    let t = (self.t[i] as usize).wrapping_sub(j0);
+                    self.gradient_row(row, m[i], s[i], scale, t);
                 }
-                // dX rows (+)= G W_block   [rows, w] x [w, H]
-                gemm::gemm_packed(
-                    MatMut::new(&mut dx[r0 * h..(r0 + rows) * h], rows, h),
-                    MatRef::new(g, rows, w),
+                let (dxr, dwr, dbr) = (&mut *dx, &mut *dw, &mut *db);
+                self.apply_gradient(
+                    g,
+                    (&mut **xp, &mut **gt),
                     wp,
-                    Accum::add_if(bi > 0),
+                    h,
+                    (r0, rows),
+                    (j0, w),
+                    bi == 0,
+                    (dxr, dwr, dbr),
                 );
-                // dW_block += G^T X   [w, rows] x [rows, H]
-                for (r, row) in g.chunks_exact(w).enumerate() {
-                    for (j, &v) in row.iter().enumerate() {
-                        gt[j * rows + r] = v;
-                    }
-                }
-                let _ = gemm::pack(xp, MatRef::new(&self.x[r0 * h..(r0 + rows) * h], rows, h));
-                gemm::gemm_packed(
-                    MatMut::new(&mut dw[j0 * h..(j0 + w) * h], w, h),
-                    MatRef::new(&gt[..w * rows], w, rows),
-                    Packed::new(&xp[..gemm::packed_len(rows, h)], rows, h),
-                    Accum::Add,
-                );
-                for row in g.chunks_exact(w) {
-                    for (d, &v) in db[j0..j0 + w].iter_mut().zip(row) {
-                        *d += v;
-                    }
-                }
             }
         }
     }
@@ -343,6 +419,7 @@ impl ClassSoftmax<'_> {
         tg: &[u32],
         (m, s, loss): (&mut [f32], &mut [f64], &mut [f32]),
         slabs: &mut [f32],
+        keep: Option<Keep<'_>>,
     ) {
         let h = self.h;
         let cb = self.groups(offsets);
@@ -352,6 +429,24 @@ impl ClassSoftmax<'_> {
         let mut ss = split_groups(s, &sb, 1).into_iter();
         let mut ls = split_groups(loss, &sb, 1).into_iter();
         let mut slab = split_groups(slabs, &ones, slab_len(h)).into_iter();
+        // Each group keeps gradients in its own quarter of the buffer, from its start.
+        let (mut bufs, mut offs, scale) = match keep {
+            Some(Keep {
+                buf,
+                offsets: o,
+                scale,
+            }) => {
+                o.fill(u32::MAX);
+                let part = buf.len() / GROUPS;
+                let eq: [usize; GROUPS + 1] = std::array::from_fn(|g| g * part);
+                (
+                    Some(split_groups(buf, &eq, 1).into_iter()),
+                    Some(split_groups(o, &cb, 1).into_iter()),
+                    scale,
+                )
+            }
+            None => (None, None, 0.0),
+        };
         let parts: [_; GROUPS] = std::array::from_fn(|g| {
             (
                 g,
@@ -359,36 +454,48 @@ impl ClassSoftmax<'_> {
                 ss.next().unwrap(),
                 ls.next().unwrap(),
                 slab.next().unwrap(),
+                bufs.as_mut().map(|b| b.next().unwrap()),
+                offs.as_mut().map(|o| o.next().unwrap()),
             )
         });
-        parts.into_par_iter().for_each(|(g, m, s, loss, slab)| {
-            let mut slab = Slab::carve(slab, h);
-            for c in cb[g]..cb[g + 1] {
-                let (k0, k1) = (offsets[c] as usize, offsets[c + 1] as usize);
-                if k0 == k1 {
-                    continue;
+        parts
+            .into_par_iter()
+            .for_each(|(g, m, s, loss, slab, mut buf, mut goff)| {
+                let mut slab = Slab::carve(slab, h);
+                let base = buf.as_ref().map_or(0, |b| g * b.len());
+                let mut used = 0;
+                for c in cb[g]..cb[g + 1] {
+                    let (k0, k1) = (offsets[c] as usize, offsets[c + 1] as usize);
+                    if k0 == k1 {
+                        continue;
+                    }
+                    let (ws, we) = self.class_range(c);
+                    let rows = ClassRows {
+                        w: &self.words[ws * h..we * h],
+                        b: &self.word_b[ws..we],
+                        x: &xg[k0 * h..k1 * h],
+                        t: &tg[k0..k1],
+                    };
+                    let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
+                    // The target logits go to `loss` first, then become the losses.
+                    let keep = buf.as_deref_mut().map(|b| (&mut b[used..], scale));
+                    let kept = rows.lse_keeping(
+                        &mut slab,
+                        h,
+                        (&mut m[l0..l1], &mut s[l0..l1], &mut loss[l0..l1]),
+                        keep,
+                    );
+                    if kept {
+                        if let Some(o) = goff.as_deref_mut() {
+                            o[c - cb[g]] = (base + used) as u32;
+                        }
+                        used += (k1 - k0) * (we - ws);
+                    }
+                    for i in l0..l1 {
+                        loss[i] = xent(m[i], s[i], loss[i]);
+                    }
                 }
-                let (ws, we) = self.class_range(c);
-                let rows = ClassRows {
-                    w: &self.words[ws * h..we * h],
-                    b: &self.word_b[ws..we],
-                    x: &xg[k0 * h..k1 * h],
-                    t: &tg[k0..k1],
-                };
-                let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
-                // The target logits go to `loss` first, then become the losses.
-                rows.lse(
-                    &mut slab,
-                    h,
-                    &mut m[l0..l1],
-                    &mut s[l0..l1],
-                    &mut loss[l0..l1],
-                );
-                for i in l0..l1 {
-                    loss[i] = xent(m[i], s[i], loss[i]);
-                }
-            }
-        });
+            });
     }
 
     /// The second softmax's backward (recomputing the logits) scaled by `scale`: `dxg [slots,
@@ -404,6 +511,7 @@ impl ClassSoftmax<'_> {
         dxg: &mut [f32],
         (dw, db): (&mut [f32], &mut [f32]),
         slabs: &mut [f32],
+        kept: Option<(&[f32], &[u32])>,
     ) {
         let h = self.h;
         let cb = self.groups(offsets);
@@ -439,6 +547,21 @@ impl ClassSoftmax<'_> {
                 };
                 let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
                 let (v0, v1) = (ws - wb[g], we - wb[g]);
+                if let Some((buf, offs)) = kept.filter(|(_, o)| o[c] != u32::MAX) {
+                    let at = offs[c] as usize;
+                    let g = &buf[at..at + (k1 - k0) * (we - ws)];
+                    rows.backward_kept(
+                        &mut slab,
+                        h,
+                        g,
+                        (
+                            &mut dx[l0 * h..l1 * h],
+                            &mut dw[v0 * h..v1 * h],
+                            &mut db[v0..v1],
+                        ),
+                    );
+                    continue;
+                }
                 rows.backward(
                     &mut slab,
                     h,
@@ -451,6 +574,15 @@ impl ClassSoftmax<'_> {
             }
         });
     }
+}
+
+/// Where a training forward keeps the second softmax's gradients for the backward: `buf`,
+/// and per class the offset of its `[rows, words]` gradient there (`u32::MAX`: not kept, the
+/// backward recomputes it), scaled by `scale`.
+pub(crate) struct Keep<'a> {
+    pub buf: &'a mut [f32],
+    pub offsets: &'a mut [u32],
+    pub scale: f32,
 }
 
 /// Splits `buf` into [`GROUPS`] consecutive parts of `(b[g+1] - b[g]) * unit` elements.

@@ -13,7 +13,7 @@ use super::workspace::{Acts, ClassBufs, Workspace};
 use crate::cells::{self, Buffers, Dims, GradInputs, LayerRows, StepWeights};
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
-use crate::heads::class::{ClassSoftmax, Gather};
+use crate::heads::class::{ClassSoftmax, Gather, Keep};
 use crate::heads::full::FullSoftmax;
 use crate::heads::Loss;
 use crate::kernels::dropout::{self, DropoutKey};
@@ -323,6 +323,14 @@ fn class_forward(
             &mut cb.loss[..total],
         ),
         &mut cb.slabs,
+        match loss {
+            Loss::Train { scale } => Some(Keep {
+                buf: &mut cb.kept,
+                offsets: &mut cb.goff,
+                scale,
+            }),
+            Loss::Eval => None,
+        },
     );
     for (l, &k) in losses.iter_mut().zip(&cb.slot) {
         if k != u32::MAX {
@@ -355,6 +363,7 @@ fn class_backward(
         &mut cb.dxg[..total * h],
         (dw, db),
         &mut cb.slabs,
+        Some((&cb.kept, &cb.goff)),
     );
     let dxg = &cb.dxg;
     top.par_chunks_mut(CLASS_ROWS * h)

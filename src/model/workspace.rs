@@ -85,11 +85,23 @@ pub(crate) struct ClassBufs {
     pub dxg: Vec<f32>,
     /// One scratch slab per parallel group.
     pub slabs: Vec<f32>,
+    /// (Training) the second softmax's gradients the forward keeps for the backward, and
+    /// where each class's starts (`[C]`; see `heads::class::Keep`).
+    pub kept: Vec<f32>,
+    pub goff: Vec<u32>,
     /// Positions that count (set by the forward).
     pub count: usize,
 }
 
 impl ClassBufs {
+    /// Floats kept for the backward: room for every position's class at twice the average
+    /// class size (what Zipf-like text needs), at most 2^24 (64 MB); a step that needs more
+    /// recomputes the classes that do not fit.
+    fn kept_len(cfg: &Config, nt: usize, classes: usize) -> usize {
+        let avg = cfg.vocab_size.div_ceil(classes.max(1));
+        nt.saturating_mul(2 * avg).min(1 << 24)
+    }
+
     /// Values (4-byte units; `s` counts twice) of the buffers for `cfg`, `nt` positions.
     fn len(cfg: &Config, nt: usize, train: bool) -> Option<usize> {
         let Softmax::Class { classes } = cfg.softmax else {
@@ -105,6 +117,11 @@ impl ClassBufs {
             nt.checked_mul(4)?,
             if train { nth } else { 0 },
             slabs,
+            if train {
+                Self::kept_len(cfg, nt, classes) + classes
+            } else {
+                0
+            },
         ]
         .iter()
         .try_fold(0usize, |a, &b| a.checked_add(b))
@@ -135,6 +152,16 @@ impl ClassBufs {
                 crate::heads::class::GROUPS * crate::heads::class::slab_len(h),
                 what,
             )?,
+            kept: if train {
+                try_zeros(Self::kept_len(cfg, nt, classes), what)?
+            } else {
+                Vec::new()
+            },
+            goff: if train {
+                try_zeros(classes, what)?
+            } else {
+                Vec::new()
+            },
             count: 0,
         })
     }
@@ -150,7 +177,9 @@ impl ClassBufs {
             + 2 * self.s.len()
             + self.loss.len()
             + self.dxg.len()
-            + self.slabs.len())
+            + self.slabs.len()
+            + self.kept.len()
+            + self.goff.len())
     }
 }
 
