@@ -193,7 +193,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     // Training runs the trainer's step: SimpleRnnlm's backward, then SGD over the parts of
     // the gradient the batch touched.
     let params_len = params.as_slice().len();
-    let (params, mut model) = if train {
+    let (mut params, mut model) = if train {
         let mut m = SimpleRnnlm::from_params(params, n, t)?;
         m.set_dropout(spec.dropout, 0)?;
         (None, Some(m))
@@ -231,7 +231,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     // way `rnnlm score` holds it.
     let scorer = if spec.mode == Mode::Score {
         let words = (0..cfg.vocab_size).map(|i| format!("w{i}")).collect();
-        let params = params.clone().expect("scoring holds the parameters");
+        let params = params.take().expect("scoring holds the parameters");
         let model = crate::Rnnlm::new(params, crate::Vocab::from_words(words)?)?;
         let mut sentences = Vec::with_capacity(n);
         let mut at = 0;

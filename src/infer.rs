@@ -119,6 +119,8 @@ pub struct State {
     /// shared by the layers: the embedded inputs `[batch, D]`, then gates, `h`, `h_{t-1}`,
     /// the cell's own per-position and per-row buffers.
     scratch: Vec<f32>,
+    /// The output layer's scratch for [`Rnnlm::step`] (grows once, then is reused).
+    head: Scratch,
 }
 
 impl PartialEq for State {
@@ -548,6 +550,7 @@ impl Rnnlm {
             batch,
             states: try_zeros(states, &what)?,
             scratch: try_zeros(scratch, &what)?,
+            head: Scratch::default(),
         })
     }
 
@@ -643,10 +646,10 @@ impl Rnnlm {
         }
         self.advance(state, n, tokens);
         let top = (cfg.layers - 1) * n * h;
-        // The full softmax needs no scratch (nothing is allocated); a class head's grows here.
-        let mut scratch = Scratch::default();
+        // The full softmax needs no scratch; a class head's grows in the state on its first
+        // step and is reused after.
         self.head()
-            .log_prob_rows(&state.states[top..top + n * h], n, logits, &mut scratch);
+            .log_prob_rows(&state.states[top..top + n * h], n, logits, &mut state.head);
         Ok(())
     }
 

@@ -115,7 +115,13 @@ fn evaluation_forward_and_score_give_the_same_bits() {
     }
 }
 
-fn train(threads: usize, cell: Cell, tied: bool, dropout: f32) -> (Vec<u32>, Vec<u32>) {
+fn train(
+    threads: usize,
+    cell: Cell,
+    layers: usize,
+    tied: bool,
+    dropout: f32,
+) -> (Vec<u32>, Vec<u32>) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -126,7 +132,7 @@ fn train(threads: usize, cell: Cell, tied: bool, dropout: f32) -> (Vec<u32>, Vec
         let cfg = Config::new(v, 40, 40)
             .unwrap()
             .with_cell(cell)
-            .with_layers(2)
+            .with_layers(layers)
             .with_tied(tied)
             .with_softmax(Softmax::Class {
                 classes: starts.len(),
@@ -164,19 +170,20 @@ fn train(threads: usize, cell: Cell, tied: bool, dropout: f32) -> (Vec<u32>, Vec
 
 #[test]
 fn training_is_bit_identical_across_thread_counts() {
+    // Every cell, one and two layers, tied or not, with and without dropout.
     for &cell in Cell::ALL {
-        for (tied, dropout) in [(false, 0.0), (true, 0.3)] {
-            let one = train(1, cell, tied, dropout);
+        for (layers, tied, dropout) in [
+            (1, false, 0.0),
+            (2, false, 0.0),
+            (1, true, 0.3),
+            (2, true, 0.3),
+        ] {
+            let one = train(1, cell, layers, tied, dropout);
             for threads in [2, 3] {
-                let other = train(threads, cell, tied, dropout);
-                assert_eq!(
-                    one.0, other.0,
-                    "{cell} tied={tied}: losses, {threads} threads"
-                );
-                assert!(
-                    one.1 == other.1,
-                    "{cell} tied={tied}: weights, {threads} threads"
-                );
+                let other = train(threads, cell, layers, tied, dropout);
+                let what = format!("{cell} x{layers} tied={tied} dropout={dropout}");
+                assert_eq!(one.0, other.0, "{what}: losses, {threads} threads");
+                assert!(one.1 == other.1, "{what}: weights, {threads} threads");
             }
         }
     }

@@ -246,6 +246,51 @@ fn backward_without_forward_is_an_error() {
     assert!(forward(&params, &mut ws, &[0, 1, 2], &[1, 2, 3]).is_err());
 }
 
+/// A class head's backward against central differences on one batch `xs`/`ts` (`[n*t]`)
+/// from the zero state: every tensor sampled, plus the `extra` indices of each tensor.
+fn check_class_batch(
+    what: &str,
+    cfg: Config,
+    starts: &[u32],
+    (n, t): (usize, usize),
+    (xs, ts): (&[u32], &[i32]),
+    extra: &dyn Fn(&str) -> Vec<usize>,
+    seed: u64,
+) {
+    let mut rng = Lcg(seed);
+    let mk = |data: Vec<f32>| {
+        let mut p = Params::from_vec(cfg, data);
+        p.set_class_starts(starts).unwrap();
+        p
+    };
+    let mut params = mk(rng.vec(Params::len_of(&cfg), 0.5));
+    let count = ts.iter().filter(|&&t| t >= 0).count() as f64;
+    let mut ws = Workspace::new(cfg, n, t, true).unwrap();
+    let mut loss = |p: &[f32]| -> f64 {
+        let p = mk(p.to_vec());
+        ws.reset_state();
+        forward(&p, &mut ws, xs, ts).unwrap();
+        ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / count
+    };
+    let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
+    forward(&params, &mut ws2, xs, ts).unwrap();
+    let mut grads = Params::zeros(cfg);
+    backward(&params, &mut ws2, &mut grads).unwrap();
+    let mut start = 0;
+    for (name, shape) in Params::layout(&cfg) {
+        let len: usize = shape.iter().product();
+        let mut idx = sample(len);
+        idx.extend(extra(&name));
+        for i in idx {
+            let j = start + i;
+            let ana = grads.as_slice()[j] as f64;
+            let num = numeric(params.as_mut_slice(), j, &mut loss);
+            check(&format!("{name} ({what})"), i, num, ana);
+        }
+        start += len;
+    }
+}
+
 #[test]
 fn a_class_wider_than_a_column_block_matches_finite_differences() {
     // Class 1 holds 2,500 words: three column blocks of the online log-sum-exp, with targets
@@ -253,95 +298,59 @@ fn a_class_wider_than_a_column_block_matches_finite_differences() {
     let cfg = Config::new(2600, 4, 5)
         .unwrap()
         .with_softmax(Softmax::Class { classes: 2 });
-    let (n, t) = (2, 3);
-    let mut rng = Lcg(8);
-    let starts = [0u32, 100];
-    let mk = |data: Vec<f32>| {
-        let mut p = Params::from_vec(cfg, data);
-        p.set_class_starts(&starts).unwrap();
-        p
+    let words = [150usize, 1200, 2599, 1900, 333, 7, 1030, 2100];
+    // The rows of the targets and of a word in every block, whole.
+    let extra = |name: &str| -> Vec<usize> {
+        match name {
+            "words.W" | "embed.W" => words
+                .iter()
+                .flat_map(|&w| (0..4).map(move |k| w * 4 + k))
+                .collect(),
+            "words.b" => words.to_vec(),
+            _ => Vec::new(),
+        }
     };
-    let mut params = mk(rng.vec(Params::len_of(&cfg), 0.5));
     let xs = [0u32, 3, 150, 1200, 1, 2500];
     let ts = [150i32, 1200, 2599, 7, 1900, 333];
-    let mut ws = Workspace::new(cfg, n, t, true).unwrap();
-    let mut loss = |p: &[f32]| -> f64 {
-        let p = mk(p.to_vec());
-        ws.reset_state();
-        forward(&p, &mut ws, &xs, &ts).unwrap();
-        ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / 6.0
-    };
-    let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
-    forward(&params, &mut ws2, &xs, &ts).unwrap();
-    let mut grads = Params::zeros(cfg);
-    backward(&params, &mut ws2, &mut grads).unwrap();
-    let mut start = 0;
-    for (name, shape) in Params::layout(&cfg) {
-        let len: usize = shape.iter().product();
-        let mut idx = sample(len);
-        if name == "words.W" || name == "embed.W" {
-            // The rows of the targets and of a word in every block, whole.
-            for w in [150usize, 1200, 2599, 1900, 333, 7, 1030, 2100] {
-                idx.extend((0..4).map(|k| w * 4 + k));
-            }
-        }
-        if name == "words.b" {
-            idx.extend([150, 1200, 2599, 1900, 333, 7, 1030, 2100]);
-        }
-        for i in idx {
-            let j = start + i;
-            let ana = grads.as_slice()[j] as f64;
-            let num = numeric(params.as_mut_slice(), j, &mut loss);
-            check(&format!("{name} (a class of 2,500 words)"), i, num, ana);
-        }
-        start += len;
-    }
+    check_class_batch(
+        "a class of 2,500 words",
+        cfg,
+        &[0, 100],
+        (2, 3),
+        (&xs, &ts),
+        &extra,
+        8,
+    );
+}
+
+/// 90 positions (one masked) over 40 words, with targets from `target`.
+fn ninety(target: impl Fn(i32) -> i32) -> (Vec<u32>, Vec<i32>) {
+    let xs: Vec<u32> = (0..90u32).map(|i| (i * 7) % 40).collect();
+    let mut ts: Vec<i32> = (0..90i32).map(target).collect();
+    ts[5] = 1;
+    ts[17] = 4;
+    ts[40] = -1;
+    (xs, ts)
 }
 
 #[test]
 fn a_class_with_more_rows_than_a_chunk_matches_finite_differences() {
-    // 90 positions whose targets all fall in one class: two row chunks of the word products.
+    // 90 positions whose targets all fall in one class (ids 9..40, all but a few): two row
+    // chunks of the word products.
     let cfg = Config::new(40, 4, 5)
         .unwrap()
         .with_softmax(Softmax::Class { classes: 3 });
-    let (n, t) = (3, 30);
-    let mut rng = Lcg(9);
-    let starts = [0u32, 2, 9];
-    let mk = |data: Vec<f32>| {
-        let mut p = Params::from_vec(cfg, data);
-        p.set_class_starts(&starts).unwrap();
-        p
-    };
-    let mut params = mk(rng.vec(Params::len_of(&cfg), 0.5));
-    let xs: Vec<u32> = (0..90u32).map(|i| (i * 7) % 40).collect();
-    // Class 2 (ids 9..40) for all but a few; one masked.
-    let mut ts: Vec<i32> = (0..90i32).map(|i| 9 + (i * 11) % 31).collect();
-    ts[5] = 1;
-    ts[17] = 4;
-    ts[40] = -1;
-    let count = 89.0;
-    let mut ws = Workspace::new(cfg, n, t, true).unwrap();
-    let mut loss = |p: &[f32]| -> f64 {
-        let p = mk(p.to_vec());
-        ws.reset_state();
-        forward(&p, &mut ws, &xs, &ts).unwrap();
-        ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / count
-    };
-    let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
-    forward(&params, &mut ws2, &xs, &ts).unwrap();
-    let mut grads = Params::zeros(cfg);
-    backward(&params, &mut ws2, &mut grads).unwrap();
-    let mut start = 0;
-    for (name, shape) in Params::layout(&cfg) {
-        let len: usize = shape.iter().product();
-        for i in sample(len) {
-            let j = start + i;
-            let ana = grads.as_slice()[j] as f64;
-            let num = numeric(params.as_mut_slice(), j, &mut loss);
-            check(&format!("{name} (90 rows in one class)"), i, num, ana);
-        }
-        start += len;
-    }
+    let (xs, ts) = ninety(|i| 9 + (i * 11) % 31);
+    let none = |_: &str| Vec::new();
+    check_class_batch(
+        "90 rows in one class",
+        cfg,
+        &[0, 2, 9],
+        (3, 30),
+        (&xs, &ts),
+        &none,
+        9,
+    );
 }
 
 #[test]
@@ -350,41 +359,16 @@ fn classes_in_every_parallel_group_match_finite_differences() {
     let cfg = Config::new(40, 4, 5)
         .unwrap()
         .with_softmax(Softmax::Class { classes: 8 });
-    let (n, t) = (3, 30);
-    let mut rng = Lcg(9);
+    let (xs, ts) = ninety(|i| (i * 13) % 40);
     let starts = [0u32, 1, 3, 6, 10, 15, 22, 30];
-    let mk = |data: Vec<f32>| {
-        let mut p = Params::from_vec(cfg, data);
-        p.set_class_starts(&starts).unwrap();
-        p
-    };
-    let mut params = mk(rng.vec(Params::len_of(&cfg), 0.5));
-    let xs: Vec<u32> = (0..90u32).map(|i| (i * 7) % 40).collect();
-    let mut ts: Vec<i32> = (0..90i32).map(|i| (i * 13) % 40).collect();
-    ts[5] = 1;
-    ts[17] = 4;
-    ts[40] = -1;
-    let count = 89.0;
-    let mut ws = Workspace::new(cfg, n, t, true).unwrap();
-    let mut loss = |p: &[f32]| -> f64 {
-        let p = mk(p.to_vec());
-        ws.reset_state();
-        forward(&p, &mut ws, &xs, &ts).unwrap();
-        ws.position_losses().iter().map(|&l| l as f64).sum::<f64>() / count
-    };
-    let mut ws2 = Workspace::new(cfg, n, t, true).unwrap();
-    forward(&params, &mut ws2, &xs, &ts).unwrap();
-    let mut grads = Params::zeros(cfg);
-    backward(&params, &mut ws2, &mut grads).unwrap();
-    let mut start = 0;
-    for (name, shape) in Params::layout(&cfg) {
-        let len: usize = shape.iter().product();
-        for i in sample(len) {
-            let j = start + i;
-            let ana = grads.as_slice()[j] as f64;
-            let num = numeric(params.as_mut_slice(), j, &mut loss);
-            check(&format!("{name} (8 classes, every group)"), i, num, ana);
-        }
-        start += len;
-    }
+    let none = |_: &str| Vec::new();
+    check_class_batch(
+        "8 classes, every group",
+        cfg,
+        &starts,
+        (3, 30),
+        (&xs, &ts),
+        &none,
+        9,
+    );
 }

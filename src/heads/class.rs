@@ -346,7 +346,8 @@ impl ClassSoftmax<'_> {
     }
 
     /// Sorts the positions of `ts` by their target's class (a counting sort: position order
-    /// within a class) and fills `g`; returns the number of unmasked positions.
+    /// within a class) and fills `g`; returns the number of unmasked positions. Training
+    /// and inference gather with this one sort, so their slots agree.
     pub(crate) fn gather(&self, ts: &[i32], g: &mut Gather<'_>) -> usize {
         let c = self.classes();
         g.offsets.fill(0);
@@ -668,7 +669,10 @@ impl ClassSoftmax<'_> {
         let (h, c) = (self.h, self.classes());
         let f = self.classes.scratch_len(rows).max(rows * c);
         s.f.resize(f.max(s.f.len()), 0.0);
-        for v in [&mut s.idx, &mut s.rowof, &mut s.tg] {
+        for v in [&mut s.idx, &mut s.rowof, &mut s.slot, &mut s.tg] {
+            v.resize(rows.max(v.len()), 0);
+        }
+        for v in [&mut s.ts, &mut s.ts1] {
             v.resize(rows.max(v.len()), 0);
         }
         s.offsets.resize((c + 1).max(s.offsets.len()), 0);
@@ -687,6 +691,9 @@ impl ClassSoftmax<'_> {
         let Scratch {
             f,
             idx,
+            ts,
+            ts1,
+            slot,
             rowof,
             offsets,
             tg,
@@ -696,30 +703,28 @@ impl ClassSoftmax<'_> {
             xg,
             slab,
         } = s;
+        // The rows gathered by class, as training gathers them.
+        for (t, &w) in ts[..rows].iter_mut().zip(targets) {
+            *t = w as i32;
+        }
+        let mut g = Gather {
+            ts1: &mut ts1[..rows],
+            order: &mut rowof[..rows],
+            slot: &mut slot[..rows],
+            offsets: &mut offsets[..=c],
+            tg: &mut tg[..rows],
+        };
+        self.gather(&ts[..rows], &mut g);
         // The first softmax, over the classes.
-        for (k, &t) in idx[..rows].iter_mut().zip(targets) {
-            *k = self.class_of(t as usize) as u32;
+        for (k, &t1) in idx[..rows].iter_mut().zip(&ts1[..rows]) {
+            *k = t1 as u32;
         }
         self.classes.log_probs_into(hs, &idx[..rows], out, f);
-        // The second, over the words of each row's class, with the rows gathered by class.
-        offsets[..=c].fill(0);
-        for &k in &idx[..rows] {
-            offsets[k as usize + 1] += 1;
-        }
-        for k in 0..c {
-            offsets[k + 1] += offsets[k];
-        }
-        for (i, (&k, &t)) in idx[..rows].iter().zip(targets).enumerate() {
-            let at = offsets[k as usize] as usize;
-            offsets[k as usize] += 1;
+        // The second, over the words of each row's class.
+        for (at, &i) in rowof[..rows].iter().enumerate() {
+            let i = i as usize;
             xg[at * h..(at + 1) * h].copy_from_slice(&hs[i * h..(i + 1) * h]);
-            tg[at] = t - self.starts[k as usize];
-            rowof[at] = i as u32;
         }
-        for k in (1..=c).rev() {
-            offsets[k] = offsets[k - 1];
-        }
-        offsets[0] = 0;
         let mut slab = Slab::carve(slab, h);
         for k in 0..c {
             let (k0, k1) = (offsets[k] as usize, offsets[k + 1] as usize);

@@ -87,11 +87,15 @@ impl Head for AnyHead<'_> {
 }
 
 /// Reusable buffers of [`Head::log_probs`] and [`Head::log_prob_rows`].
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Scratch {
     /// The (first) softmax's logits.
     pub f: Vec<f32>,
     pub idx: Vec<u32>,
+    /// Targets, their classes and slots (a class head's gather).
+    pub ts: Vec<i32>,
+    pub ts1: Vec<i32>,
+    pub slot: Vec<u32>,
     pub rowof: Vec<u32>,
     pub offsets: Vec<u32>,
     pub tg: Vec<u32>,

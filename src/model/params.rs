@@ -772,6 +772,57 @@ impl Params {
     }
 }
 
+/// The parts of a flat parameter (or gradient) buffer; see [`Params::parts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Parts {
+    pub embed: std::ops::Range<usize>,
+    pub middle: std::ops::Range<usize>,
+    pub out_w: std::ops::Range<usize>,
+    pub out_b: std::ops::Range<usize>,
+}
+
+/// Checks a partition of `cfg`'s ids into classes (see [`Params::class_starts`]).
+pub(crate) fn check_class_starts(cfg: &Config, starts: &[u32]) -> Result<()> {
+    let Softmax::Class { classes } = cfg.softmax else {
+        return Err(Error::invalid(
+            "class starts",
+            "the model has no class head",
+        ));
+    };
+    if starts.len() != classes {
+        return Err(Error::invalid(
+            "class starts",
+            format!("{} entries for {classes} classes", starts.len()),
+        ));
+    }
+    if starts.first() != Some(&0) {
+        return Err(Error::invalid("class starts", "class 0 must start at id 0"));
+    }
+    for (k, w) in starts.windows(2).enumerate() {
+        if w[1] <= w[0] {
+            return Err(Error::invalid(
+                "class starts",
+                format!(
+                    "class {} starts at id {}, not after class {k}'s start {}: every class needs at least one word",
+                    k + 1, w[1], w[0]
+                ),
+            ));
+        }
+    }
+    let last = starts[classes - 1] as usize;
+    if last >= cfg.vocab_size {
+        return Err(Error::invalid(
+            "class starts",
+            format!(
+                "class {} starts at id {last}, outside the vocabulary (size {})",
+                classes - 1,
+                cfg.vocab_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -898,55 +949,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The parts of a flat parameter (or gradient) buffer; see [`Params::parts`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Parts {
-    pub embed: std::ops::Range<usize>,
-    pub middle: std::ops::Range<usize>,
-    pub out_w: std::ops::Range<usize>,
-    pub out_b: std::ops::Range<usize>,
-}
-
-/// Checks a partition of `cfg`'s ids into classes (see [`Params::class_starts`]).
-pub(crate) fn check_class_starts(cfg: &Config, starts: &[u32]) -> Result<()> {
-    let Softmax::Class { classes } = cfg.softmax else {
-        return Err(Error::invalid(
-            "class starts",
-            "the model has no class head",
-        ));
-    };
-    if starts.len() != classes {
-        return Err(Error::invalid(
-            "class starts",
-            format!("{} entries for {classes} classes", starts.len()),
-        ));
-    }
-    if starts.first() != Some(&0) {
-        return Err(Error::invalid("class starts", "class 0 must start at id 0"));
-    }
-    for (k, w) in starts.windows(2).enumerate() {
-        if w[1] <= w[0] {
-            return Err(Error::invalid(
-                "class starts",
-                format!(
-                    "class {} starts at id {}, not after class {k}'s start {}: every class needs at least one word",
-                    k + 1, w[1], w[0]
-                ),
-            ));
-        }
-    }
-    let last = starts[classes - 1] as usize;
-    if last >= cfg.vocab_size {
-        return Err(Error::invalid(
-            "class starts",
-            format!(
-                "class {} starts at id {last}, outside the vocabulary (size {})",
-                classes - 1,
-                cfg.vocab_size
-            ),
-        ));
-    }
-    Ok(())
 }

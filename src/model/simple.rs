@@ -755,6 +755,15 @@ fn add_transposed(out: &mut [f32], a: &[f32], rows: usize, cols: usize) {
 /// assert!(backward(&params, &mut ws, &mut grads).is_err()); // one backward per forward
 /// ```
 pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Result<()> {
+    check_backward(params, ws, grads)?;
+    on_worker(|| backward_checked(params, ws, grads, true));
+    Ok(())
+}
+
+/// What [`backward`] and [`SimpleRnnlm::backward`] need: a training workspace holding the
+/// forward of these parameters, and gradients of the same configuration. Consumes the
+/// forward.
+fn check_backward(params: &Params, ws: &mut Workspace, grads: &Params) -> Result<()> {
     if !ws.train || !ws.ready_for_backward {
         return Err(Error::invalid(
             "backward",
@@ -768,7 +777,6 @@ pub fn backward(params: &Params, ws: &mut Workspace, grads: &mut Params) -> Resu
         ));
     }
     ws.ready_for_backward = false;
-    on_worker(|| backward_checked(params, ws, grads, true));
     Ok(())
 }
 
@@ -1054,19 +1062,7 @@ impl SimpleRnnlm {
     /// and the output matrix.
     pub fn backward(&mut self) -> Result<()> {
         let (params, ws, grads) = (&self.params, &mut self.ws, &mut self.grads);
-        if !ws.train || !ws.ready_for_backward {
-            return Err(Error::invalid(
-                "backward",
-                "needs a training workspace and a forward pass first",
-            ));
-        }
-        if grads.config() != params.config() || params.config() != &ws.cfg {
-            return Err(Error::invalid(
-                "backward",
-                "parameters, gradients and workspace have different configurations",
-            ));
-        }
-        ws.ready_for_backward = false;
+        check_backward(params, ws, grads)?;
         let g = grads.as_mut_slice();
         for r in &self.live {
             if r.len() >= 1 << 16 {

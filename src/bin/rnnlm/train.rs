@@ -223,6 +223,8 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     // Held to the end of the run: a second trainer with the same --save is refused here.
     let lock = rnnlm::outputs::OutputLock::acquire(&args.save, "--save")?;
 
+    // The training ids, when a class head already read them for its counts.
+    let mut read: Option<(Vec<u32>, usize)> = None;
     let (mut trainer, vocab) = match &args.resume {
         Some(path) => {
             let (mut trainer, vocab) = Trainer::load_resume(path)?;
@@ -267,9 +269,9 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
             };
             let mut model_cfg = args.model.config(vocab.len(), &args.shape)?;
             let trainer = if let rnnlm::Softmax::Class { classes } = model_cfg.softmax {
-                // Mikolov's classes from the training text's counts (read once here and
-                // again below, as every run reads it).
-                let (ids, _) = read_counting_unk(&train_path, &vocab)?;
+                // Mikolov's classes from the training text's counts (the ids are kept for
+                // the run below).
+                let (ids, unk) = read_counting_unk(&train_path, &vocab)?;
                 let mut counts = vec![0u64; vocab.len()];
                 for &w in &ids {
                     counts[w as usize] += 1;
@@ -290,6 +292,7 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
                 };
                 let mut trainer = Trainer::new(model_cfg, cfg)?;
                 trainer.set_class_starts(&starts)?;
+                read = Some((ids, unk));
                 trainer
             } else {
                 Trainer::new(model_cfg, cfg)?
@@ -298,7 +301,10 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         }
     };
     let cfg = trainer.config().clone();
-    let (train_ids, train_unk) = read_counting_unk(&train_path, &vocab)?;
+    let (train_ids, train_unk) = match read.take() {
+        Some(read) => read,
+        None => read_counting_unk(&train_path, &vocab)?,
+    };
     rnnlm::BookBatches::new(&train_ids, cfg.batch_size, cfg.time_size)
         .map_err(|e| in_file(e, &train_path))?;
     trainer
