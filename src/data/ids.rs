@@ -150,8 +150,8 @@ fn short(sum: &[u8; 32]) -> String {
     sum[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes `vocab` to `path`, one word per line in id order, atomically (a temporary file in
-/// the same folder, then a rename).
+/// Writes `vocab` to `path`, one word per line in id order, atomically
+/// ([`write_atomic`](crate::outputs::write_atomic)).
 ///
 /// # Errors
 /// [`Error::Io`] naming the file if it cannot be written.
@@ -161,10 +161,7 @@ pub fn write_vocab(path: &Path, vocab: &Vocab) -> Result<()> {
         text.push_str(w);
         text.push('\n');
     }
-    write_atomically(path, |f| {
-        use std::io::Write;
-        f.write_all(text.as_bytes())
-    })
+    crate::outputs::write_atomic(path, text.as_bytes())
 }
 
 /// Reads a vocabulary file written by [`write_vocab`]: one word per line, in id order.
@@ -208,24 +205,7 @@ pub fn read_vocab(path: &Path) -> Result<Vocab> {
     Vocab::from_words(words)
 }
 
-/// Writes a file at `path` through `write`, atomically: into a temporary file beside it, then
-/// renamed over `path`, so a failure (removed here) leaves no partial file and any old file
-/// as it was.
-pub(crate) fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = TempPath::beside(path, "tmp");
-    let mut file = File::create(&tmp.0).map_err(|e| Error::io(&tmp.0, e))?;
-    write(&mut file)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(path, e))?;
-    drop(file);
-    tmp.persist(path)
-}
-
-/// A file removed when dropped, unless [`TempPath::persist`]ed: the temporary outputs of a
-/// write that may fail half-way.
+/// A temporary file, removed when dropped: `rnnlm prepare`'s provisional ids.
 #[derive(Debug)]
 pub(crate) struct TempPath(pub(crate) PathBuf);
 
@@ -236,13 +216,6 @@ impl TempPath {
         let mut name = path.as_os_str().to_owned();
         name.push(format!(".{tag}.{}", std::process::id()));
         Self(PathBuf::from(name))
-    }
-
-    /// Renames the file to `path`.
-    pub(crate) fn persist(self, path: &Path) -> Result<()> {
-        std::fs::rename(&self.0, path).map_err(|e| Error::io(path, e))?;
-        std::mem::forget(self);
-        Ok(())
     }
 }
 
@@ -480,7 +453,8 @@ impl IdsFile {
     }
 }
 
-/// Writes `ids` (each `< vocab.len()`) as an ids file for `vocab`, atomically.
+/// Writes `ids` (each `< vocab.len()`) as an ids file for `vocab`, atomically
+/// ([`write_atomic_streamed`](crate::outputs::write_atomic_streamed)).
 ///
 /// # Errors
 /// [`Error::Invalid`] if an id is outside the vocabulary; [`Error::Io`] if the file cannot be
@@ -497,7 +471,7 @@ pub fn write_ids(path: &Path, vocab: &Vocab, ids: &[u32]) -> Result<()> {
         vocab_size: vocab.len() as u64,
         vocab_checksum: vocab_checksum(vocab),
     };
-    write_atomically(path, |f| {
+    crate::outputs::write_atomic_streamed(path, |f, _| {
         use std::io::Write;
         let mut w = std::io::BufWriter::new(f);
         w.write_all(&header.to_bytes())?;
@@ -690,27 +664,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with(&format!("{p}: byte offset 32: ")), "{e}");
-        std::fs::remove_file(&path).unwrap();
-    }
-
-    #[test]
-    fn a_failed_atomic_write_leaves_nothing() {
-        let path = temp("atomic");
-        std::fs::write(&path, b"old").unwrap();
-        let r = write_atomically(&path, |_| Err(std::io::Error::other("disk full")));
-        assert!(r.is_err());
-        assert_eq!(std::fs::read(&path).unwrap(), b"old");
-        let dir = path.parent().unwrap();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let left = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| {
-                let n = e.file_name().to_string_lossy().to_string();
-                n.starts_with(&name) && n != name
-            })
-            .count();
-        assert_eq!(left, 0);
         std::fs::remove_file(&path).unwrap();
     }
 }

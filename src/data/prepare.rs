@@ -64,8 +64,9 @@ pub struct Prepared {
     pub distinct: usize,
 }
 
-/// Reads the text at `text` once and writes its ids to `ids_out` (atomically: a failure
-/// leaves no partial file), tokenising `parts` byte ranges in parallel on the current rayon
+/// Reads the text at `text` once and writes its ids to `ids_out` (atomically, see
+/// [`write_atomic_streamed`](crate::outputs::write_atomic_streamed): a failure leaves no
+/// partial file), tokenising `parts` byte ranges in parallel on the current rayon
 /// pool. The output does not depend on `parts`.
 ///
 /// ```
@@ -197,25 +198,20 @@ pub fn prepare(
         vocab_size: vocab.len() as u64,
         vocab_checksum: vocab_checksum(vocab),
     };
-    let tmp = TempPath::beside(ids_out, "tmp");
-    let out = File::create(&tmp.0).map_err(|e| Error::io(&tmp.0, e))?;
-    let io = |e| Error::io(ids_out, e);
-    out.set_len(HEADER_BYTES as u64 + 4 * tokens).map_err(io)?;
-    (&out).write_all(&header.to_bytes()).map_err(io)?;
-    let mut at = HEADER_BYTES as u64;
     let mut starts = Vec::with_capacity(parts.len());
+    let mut at = HEADER_BYTES as u64;
     for p in &parts {
         starts.push(at);
         at += 4 * p.tokens;
     }
-    parts
-        .par_iter()
-        .zip(starts)
-        .map(|(p, start)| remap(p, &final_ids, &tmp.0, start).map_err(io))
-        .collect::<Result<Vec<()>>>()?;
-    out.sync_all().map_err(io)?;
-    drop(out);
-    tmp.persist(ids_out)?;
+    crate::outputs::write_atomic_streamed(ids_out, |out, tmp| {
+        out.set_len(at)?;
+        out.write_all(&header.to_bytes())?;
+        parts
+            .par_iter()
+            .zip(starts)
+            .try_for_each(|(p, start)| remap(p, &final_ids, tmp, start))
+    })?;
     Ok(Prepared {
         vocab: vocab.clone(),
         tokens,
@@ -519,7 +515,7 @@ pub fn write_zipf_text(path: &Path, tokens: u64, vocab_size: usize, seed: u64) -
     }
     let zipf = crate::bench::Zipf::new(vocab_size);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    super::ids::write_atomically(path, |f| {
+    crate::outputs::write_atomic_streamed(path, |f, _| {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         let mut line = Vec::with_capacity(512);
         let mut left = tokens;
