@@ -21,6 +21,7 @@ mod stdout;
 
 mod bench;
 mod convert;
+mod corpus_args;
 mod eval;
 mod generate;
 mod places;
