@@ -433,8 +433,8 @@ impl IdsFile {
             (
                 32,
                 format!(
-                    "the same size ({}) but other words or another order (SHA-256 {}…, {what}'s \
-                     {}…)",
+                    "the same size ({}) but other words or another order (SHA-256 {}… in the \
+                     header, {}… for {what})",
                     h.vocab_size,
                     short(&h.vocab_checksum),
                     short(&sum)
