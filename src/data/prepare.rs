@@ -779,6 +779,37 @@ mod tests {
     }
 
     #[test]
+    fn short_words_pack_by_value_and_count_past_u32() {
+        // The same word packs the same from a 16-byte window or on its own; lengths differ.
+        let text = b"abc abcdefghijklmno xyz";
+        assert_eq!(pack(b"abc", &text[..]), pack(b"abc", b"abc"));
+        assert_ne!(pack(b"ab", b"ab"), pack(b"ab\0", b"ab\0"));
+        assert_eq!(pack(&text[4..19], &text[4..]), pack(&text[4..19], &text[4..19]));
+        let mut t = ShortWords::new();
+        let keys: Vec<[u64; 2]> = (0..10_000u32)
+            .map(|i| {
+                let w = format!("w{i}");
+                pack(w.as_bytes(), w.as_bytes())
+            })
+            .collect();
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(t.count(k, i as u32), None);
+        }
+        for (i, &k) in keys.iter().enumerate() {
+            assert_eq!(t.count(k, 0), Some(i as u32), "found again after growing");
+        }
+        // A count past u32::MAX moves its high part aside.
+        let slot = t.slots.iter().position(|s| s[2] as u32 == 7).unwrap();
+        t.slots[slot][2] = 7 | (u32::MAX as u64) << 32;
+        t.count(keys[7], 0);
+        t.count(keys[7], 0);
+        let mut counts = vec![0; keys.len()];
+        t.counts_into(&mut counts);
+        assert_eq!(counts[7], u32::MAX as u64 + 2);
+        assert_eq!(counts[8], 2);
+    }
+
+    #[test]
     fn ranges_cut_at_line_ends() {
         let text = b"aa b\ncc\n\nddd e\nf";
         for parts in 1..8 {
