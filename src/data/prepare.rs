@@ -75,11 +75,11 @@ pub struct Prepared {
 /// let (text, out) = (dir.join(format!("rnnlm-doc-prep-{}.txt", std::process::id())),
 ///                    dir.join(format!("rnnlm-doc-prep-{}.ids", std::process::id())));
 /// std::fs::write(&text, "b a b\nc b\n").unwrap();
-/// let p = prepare(&text, &out, VocabSource::Build { max_vocab: Some(4), min_count: 1 }, 2).unwrap();
-/// // b: 3, <eos>: 2, a: 1 (first of the words seen once), <unk> for c.
-/// assert_eq!(p.vocab.words(), ["b", "<eos>", "a", "<unk>"]);
-/// assert_eq!((p.tokens, p.unk_mapped), (7, 1));
-/// assert_eq!(&IdsFile::open(&out).unwrap().tokens()[..], [0, 2, 0, 1, 3, 0, 1]);
+/// let p = prepare(&text, &out, VocabSource::Build { max_vocab: Some(3), min_count: 1 }, 2).unwrap();
+/// // b: 3, <eos>: 2, <unk>: 2 (a and c; last among its equals).
+/// assert_eq!(p.vocab.words(), ["b", "<eos>", "<unk>"]);
+/// assert_eq!((p.tokens, p.unk_mapped), (7, 2));
+/// assert_eq!(&IdsFile::open(&out).unwrap().tokens()[..], [0, 2, 0, 1, 2, 0, 1]);
 /// # std::fs::remove_file(&text).unwrap();
 /// # std::fs::remove_file(&out).unwrap();
 /// ```
