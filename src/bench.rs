@@ -95,7 +95,9 @@ impl Zipf {
     pub(crate) fn sample<R: rand::Rng>(&self, rng: &mut R) -> u32 {
         let total = *self.cdf.last().expect("v >= 1");
         let u = rng.random::<f64>() * total;
-        self.cdf.partition_point(|&c| c <= u).min(self.cdf.len() - 1) as u32
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1) as u32
     }
 }
 

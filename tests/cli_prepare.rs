@@ -26,23 +26,46 @@ impl Data {
         let (train, valid) = (dir.join("train.txt"), dir.join("valid.txt"));
         for (p, tokens, seed) in [(&train, "12000", "1"), (&valid, "2000", "2")] {
             let out = rnnlm(&[
-                "zipf-text", "--tokens", tokens, "--vocab-size", "200", "--seed", seed, "--out",
+                "zipf-text",
+                "--tokens",
+                tokens,
+                "--vocab-size",
+                "200",
+                "--seed",
+                seed,
+                "--out",
                 s(p),
             ]);
             assert!(out.status.success());
         }
         let prefix = dir.join("train");
         let out = rnnlm(&[
-            "prepare", "--text", s(&train), "--out", s(&prefix), "--max-vocab", "120", "--json",
+            "prepare",
+            "--text",
+            s(&train),
+            "--out",
+            s(&prefix),
+            "--max-vocab",
+            "120",
+            "--json",
         ]);
         let (_, json) = ok_json(&out);
         assert_eq!(json["vocab_size"], 120);
         assert!(json["unk_mapped"].as_u64().unwrap() > 0);
         let out = rnnlm(&[
-            "prepare", "--text", s(&valid), "--vocab", s(&dir.join("train.vocab")), "--out",
+            "prepare",
+            "--text",
+            s(&valid),
+            "--vocab",
+            s(&dir.join("train.vocab")),
+            "--out",
             s(&dir.join("valid")),
         ]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Data { dir, train, valid }
     }
 
@@ -55,9 +78,32 @@ impl Data {
 /// frequency, as `prepare` numbers it), a few batches.
 fn train_args<'a>(save: &'a str, log: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--softmax", "class", "--wordvec", "8", "--hidden", "8", "--batch", "4",
-        "--time", "5", "--epochs", "1", "--eval-interval", "1", "--eval-batch", "2",
-        "--eval-time", "5", "--seed", "3", "--save", save, "--log", log, "--json",
+        "train",
+        "--softmax",
+        "class",
+        "--wordvec",
+        "8",
+        "--hidden",
+        "8",
+        "--batch",
+        "4",
+        "--time",
+        "5",
+        "--epochs",
+        "1",
+        "--eval-interval",
+        "1",
+        "--eval-batch",
+        "2",
+        "--eval-time",
+        "5",
+        "--seed",
+        "3",
+        "--save",
+        save,
+        "--log",
+        log,
+        "--json",
     ]
 }
 
@@ -80,7 +126,16 @@ fn training_and_evaluating_from_ids_equals_from_text() {
     let (save_i, log_i) = (d.path("i.safetensors"), d.path("i.csv"));
     let mut text = train_args(s(&save_t), s(&log_t));
     let (tr, va) = (s(&d.train), s(&d.valid));
-    text.extend(["--train", tr, "--valid", va, "--test", va, "--max-vocab", "120"]);
+    text.extend([
+        "--train",
+        tr,
+        "--valid",
+        va,
+        "--test",
+        va,
+        "--max-vocab",
+        "120",
+    ]);
     let (_, jt) = ok_json(&rnnlm(&text));
     let (train_ids, valid_ids) = (d.path("train.ids"), d.path("valid.ids"));
     let mut ids = train_args(s(&save_i), s(&log_i));
@@ -92,13 +147,23 @@ fn training_and_evaluating_from_ids_equals_from_text() {
     assert_eq!(jt["valid_perplexity"], ji["valid_perplexity"]);
     assert_eq!(jt["test_perplexity"], ji["test_perplexity"]);
     assert!(ji["unk_mapped"]["train"].is_null());
-    assert_eq!(std::fs::read(&save_t).unwrap(), std::fs::read(&save_i).unwrap());
+    assert_eq!(
+        std::fs::read(&save_t).unwrap(),
+        std::fs::read(&save_i).unwrap()
+    );
 
     // eval --data-ids scores what eval --data scores, for every protocol.
     for protocol in ["book", "full", "torch"] {
         let eval = |flag: &str, data: &Path| {
             let out = rnnlm(&[
-                "eval", "--model", s(&save_t), flag, s(data), "--protocol", protocol, "--json",
+                "eval",
+                "--model",
+                s(&save_t),
+                flag,
+                s(data),
+                "--protocol",
+                protocol,
+                "--json",
             ]);
             ok_json(&out).1
         };
@@ -128,7 +193,10 @@ fn bad_ids_files_are_one_line_naming_the_file_and_offset() {
         let mut v = Vec::new();
         // Truncated mid-id: the header announces more ids than the file holds.
         let cut = good.len() - 6;
-        v.push((good[..cut].to_vec(), format!("byte offset {cut}: the file ends after")));
+        v.push((
+            good[..cut].to_vec(),
+            format!("byte offset {cut}: the file ends after"),
+        ));
         let mut b = good.clone();
         b[0] = b'X';
         v.push((b, "byte offset 0: bad magic".to_string()));
@@ -139,25 +207,43 @@ fn bad_ids_files_are_one_line_naming_the_file_and_offset() {
         let mut b = good.clone();
         let at = HEADER_BYTES + 4 * 7;
         b[at..at + 4].copy_from_slice(&500u32.to_le_bytes());
-        v.push((b, format!("byte offset {at}: token 7 has id 500, expected < 120")));
+        v.push((
+            b,
+            format!("byte offset {at}: token 7 has id 500, expected < 120"),
+        ));
         v
     };
     for (bytes, want) in cases {
         std::fs::write(&bad, &bytes).unwrap();
         let e = eval(&bad);
-        assert!(e.starts_with(&format!("rnnlm: error: {}: {want}", bad.display())), "{e}");
+        assert!(
+            e.starts_with(&format!("rnnlm: error: {}: {want}", bad.display())),
+            "{e}"
+        );
     }
     // Ids written for another vocabulary than the model's.
     let other = d.dir.join("other");
     let out = rnnlm(&[
-        "prepare", "--text", s(&d.valid), "--out", s(&other), "--max-vocab", "120",
+        "prepare",
+        "--text",
+        s(&d.valid),
+        "--out",
+        s(&other),
+        "--max-vocab",
+        "120",
     ]);
     assert!(out.status.success());
     let other_ids = d.path("other.ids");
     let e = eval(&other_ids);
-    let want = format!("rnnlm: error: {}: byte offset 32: the vocabulary", other_ids.display());
+    let want = format!(
+        "rnnlm: error: {}: byte offset 32: the vocabulary",
+        other_ids.display()
+    );
     assert!(e.starts_with(&want), "{e}");
-    assert!(e.contains(&format!("the vocabulary of {}", save.display())), "{e}");
+    assert!(
+        e.contains(&format!("the vocabulary of {}", save.display())),
+        "{e}"
+    );
     // The same in training: a validation set for another vocabulary.
     let mut args = train_args(s(&save), s(&log));
     args.extend(["--train-ids", s(&train_ids), "--valid-ids", s(&other_ids)]);
@@ -168,7 +254,9 @@ fn bad_ids_files_are_one_line_naming_the_file_and_offset() {
     let resume = d.path("r.safetensors.resume");
     {
         use rnnlm::train::{TrainConfig, Trainer};
-        let words = (0..120).map(|i| format!("x{i}")).chain(["<eos>".to_string()]);
+        let words = (0..120)
+            .map(|i| format!("x{i}"))
+            .chain(["<eos>".to_string()]);
         let vocab = rnnlm::Vocab::from_words(words.collect()).unwrap();
         let cfg = TrainConfig {
             batch_size: 4,
@@ -183,14 +271,27 @@ fn bad_ids_files_are_one_line_naming_the_file_and_offset() {
     }
     let (r_save, r_log) = (d.path("r.safetensors"), d.path("r.csv"));
     let out = rnnlm(&[
-        "train", "--resume", s(&resume), "--save", s(&r_save), "--log", s(&r_log),
-        "--train-ids", s(&d.path("train.ids")), "--valid-ids", s(&valid_ids), "--test-ids",
+        "train",
+        "--resume",
+        s(&resume),
+        "--save",
+        s(&r_save),
+        "--log",
+        s(&r_log),
+        "--train-ids",
+        s(&d.path("train.ids")),
+        "--valid-ids",
+        s(&valid_ids),
+        "--test-ids",
         s(&valid_ids),
     ]);
     let e = one_line_error(&out);
     let want = format!("{}: byte offset 24: ", d.path("train.ids").display());
     assert!(e.contains(&want), "{e}");
-    assert!(e.contains(&format!("the vocabulary of {}", resume.display())), "{e}");
+    assert!(
+        e.contains(&format!("the vocabulary of {}", resume.display())),
+        "{e}"
+    );
     std::fs::remove_dir_all(&d.dir).unwrap();
 }
 
@@ -200,20 +301,38 @@ fn prepare_checks_its_flags_and_is_deterministic() {
     let vocab = d.path("train.vocab");
     // --vocab fixes the vocabulary: the limits make no sense with it.
     let out = rnnlm(&[
-        "prepare", "--text", s(&d.train), "--out", s(&d.path("x")), "--vocab", s(&vocab),
-        "--max-vocab", "5",
+        "prepare",
+        "--text",
+        s(&d.train),
+        "--out",
+        s(&d.path("x")),
+        "--vocab",
+        s(&vocab),
+        "--max-vocab",
+        "5",
     ]);
     assert_eq!(out.status.code(), Some(2));
     // The output may not overwrite the input.
     let e = one_line_error(&rnnlm(&[
-        "prepare", "--text", s(&d.path("train.ids")), "--out", s(&d.path("train")),
+        "prepare",
+        "--text",
+        s(&d.path("train.ids")),
+        "--out",
+        s(&d.path("train")),
     ]));
     assert!(e.contains("same file as --text"), "{e}");
     // The same text gives the same bytes with 1 or 2 threads.
     for threads in ["1", "2"] {
         let out = rnnlm(&[
-            "prepare", "--text", s(&d.train), "--out", s(&d.path(threads)), "--max-vocab",
-            "120", "--threads", threads,
+            "prepare",
+            "--text",
+            s(&d.train),
+            "--out",
+            s(&d.path(threads)),
+            "--max-vocab",
+            "120",
+            "--threads",
+            threads,
         ]);
         assert!(out.status.success());
     }
@@ -225,10 +344,20 @@ fn prepare_checks_its_flags_and_is_deterministic() {
     // zipf-text: the same seed, the same text.
     let again = d.path("again.txt");
     let out = rnnlm(&[
-        "zipf-text", "--tokens", "12000", "--vocab-size", "200", "--seed", "1", "--out",
+        "zipf-text",
+        "--tokens",
+        "12000",
+        "--vocab-size",
+        "200",
+        "--seed",
+        "1",
+        "--out",
         s(&again),
     ]);
     assert!(out.status.success());
-    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&d.train).unwrap());
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&d.train).unwrap()
+    );
     std::fs::remove_dir_all(&d.dir).unwrap();
 }

@@ -59,7 +59,13 @@ fn prepare_gives_the_readers_ids_and_vocab_build_s_vocabulary() {
     let dir = tmpdir("prepare-rt");
     let text = write(&dir, "t.txt", &crafted_text(1, 3000));
     let out = dir.join("t.ids");
-    for (max_vocab, min_count) in [(None, 1), (Some(50), 1), (None, 3), (Some(20), 2), (Some(2), 1)] {
+    for (max_vocab, min_count) in [
+        (None, 1),
+        (Some(50), 1),
+        (None, 3),
+        (Some(20), 2),
+        (Some(2), 1),
+    ] {
         let opts = VocabOptions {
             max_vocab,
             min_count,
@@ -69,14 +75,23 @@ fn prepare_gives_the_readers_ids_and_vocab_build_s_vocabulary() {
         let (want_ids, want_unk) = read_counting_unk(&text, &want_vocab).unwrap();
         let mut first: Option<Vec<u8>> = None;
         for parts in [1, 2, 3, 8] {
-            let got = prepare(&text, &out, VocabSource::Build { max_vocab, min_count }, parts)
-                .unwrap();
+            let got = prepare(
+                &text,
+                &out,
+                VocabSource::Build {
+                    max_vocab,
+                    min_count,
+                },
+                parts,
+            )
+            .unwrap();
             assert_eq!(got.vocab, want_vocab, "{max_vocab:?} {min_count} {parts}");
             assert_eq!(got.tokens, want_ids.len() as u64);
             assert_eq!(got.unk_mapped, want_unk as u64);
             let file = IdsFile::open(&out).unwrap();
             assert_eq!(&file.tokens()[..], &want_ids[..]);
-            file.check_vocab(&want_vocab, "the built vocabulary").unwrap();
+            file.check_vocab(&want_vocab, "the built vocabulary")
+                .unwrap();
             let bytes = std::fs::read(&out).unwrap();
             match &first {
                 None => first = Some(bytes),
@@ -146,20 +161,31 @@ fn errors_name_the_file_and_line_and_leave_no_output() {
             matches!(e, Error::Parse { line: Some(l), .. } if l == line),
             "{e}"
         );
-        assert!(e.to_string().starts_with(&format!("{}:{line}: not valid UTF-8", p.display())));
+        assert!(e
+            .to_string()
+            .starts_with(&format!("{}:{line}: not valid UTF-8", p.display())));
     }
     // A line longer than the readers accept, as they refuse it.
     let long = write(&dir, "long.txt", &format!("a\n{}\n", "w ".repeat(600_000)));
     let e = prepare(&long, &out, build, 2).unwrap_err();
-    let want = read_with_vocab(&long, &Vocab::from_words(vec!["<eos>".into(), "<unk>".into()]).unwrap());
+    let want = read_with_vocab(
+        &long,
+        &Vocab::from_words(vec!["<eos>".into(), "<unk>".into()]).unwrap(),
+    );
     assert_eq!(e.to_string(), want.unwrap_err().to_string());
     // No words; a vocabulary without <unk> meets an unknown word (the first one's line).
     let empty = write(&dir, "empty.txt", "\n \n");
-    assert!(prepare(&empty, &out, build, 2).unwrap_err().to_string().contains("contains no words"));
+    assert!(prepare(&empty, &out, build, 2)
+        .unwrap_err()
+        .to_string()
+        .contains("contains no words"));
     let v = Vocab::from_words(vec!["<eos>".into(), "a".into()]).unwrap();
     let t = write(&dir, "u.txt", "a a\na\na zz a\nyy\n");
     let e = prepare(&t, &out, VocabSource::Fixed(&v), 3).unwrap_err();
-    assert_eq!(e.to_string(), read_with_vocab(&t, &v).unwrap_err().to_string());
+    assert_eq!(
+        e.to_string(),
+        read_with_vocab(&t, &v).unwrap_err().to_string()
+    );
     assert!(matches!(e, Error::UnknownWord { line: 3, .. }), "{e}");
     // None of these touched the old output or left a temporary file.
     assert_eq!(std::fs::read(&out).unwrap(), b"old");
@@ -201,18 +227,30 @@ fn training_and_evaluating_from_an_ids_file_is_training_from_the_text() {
         t.stop_after_steps(30);
         let valid = Some(tokens.as_slice().get(..2000).unwrap().into());
         t.fit_tokens(tokens, valid, None, |_| {}).unwrap();
-        let losses: Vec<u64> = t.log().iter().filter_map(|p| p.train_ppl).map(f64::to_bits).collect();
+        let losses: Vec<u64> = t
+            .log()
+            .iter()
+            .filter_map(|p| p.train_ppl)
+            .map(f64::to_bits)
+            .collect();
         (losses, t.model().params().as_slice().to_vec())
     };
     let (from_text, w_text) = run((&ids).into());
     let (from_ids, w_ids) = run(file.tokens());
     assert_eq!(from_text.len(), 30);
     assert_eq!(from_text, from_ids, "bit-identical losses");
-    assert!(w_text.iter().zip(&w_ids).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(w_text
+        .iter()
+        .zip(&w_ids)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let params = rnnlm::Params::init_book(model, &mut rng);
-    for protocol in [rnnlm::Protocol::Book, rnnlm::Protocol::Full, rnnlm::Protocol::Torch] {
+    for protocol in [
+        rnnlm::Protocol::Book,
+        rnnlm::Protocol::Full,
+        rnnlm::Protocol::Torch,
+    ] {
         let a = rnnlm::evaluate(&params, &ids, protocol, 5, 9).unwrap();
         let b = rnnlm::evaluate(&params, file.tokens(), protocol, 5, 9).unwrap();
         assert_eq!(a.mean_loss.to_bits(), b.mean_loss.to_bits(), "{protocol:?}");

@@ -296,7 +296,10 @@ impl Pages {
             // maps the file's pages again, with the same contents (the file is not changed
             // while open, see `IdsFile`), so the `&[u32]` borrowed from it still reads the
             // same ids. Nothing ever writes through this mapping.
-            let _ = unsafe { self.map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+            };
         }
     }
 }
@@ -321,7 +324,7 @@ impl IdsFile {
                 ),
             ));
         }
-        // SAFETY (of the mapping's use): the file is opened read-only and must not be
+        // SAFETY: the file is opened read-only and must not be
         // changed while mapped (see the type's docs); `rnnlm prepare` only ever renames new
         // files into place.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
@@ -656,7 +659,10 @@ mod tests {
         // Another vocabulary.
         std::fs::write(&path, &good).unwrap();
         let f = IdsFile::open(&path).unwrap();
-        let e = f.check_vocab(&vocab(5), "the model's").unwrap_err().to_string();
+        let e = f
+            .check_vocab(&vocab(5), "the model's")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with(&format!("{p}: byte offset 24: ")), "{e}");
         let swapped = Vocab::from_words(vec!["w1".into(), "w0".into(), "w2".into(), "w3".into()]);
         let e = f

@@ -98,7 +98,10 @@ pub fn prepare(
     parts: usize,
 ) -> Result<Prepared> {
     match source {
-        VocabSource::Build { max_vocab, min_count } => check_max_vocab(&VocabOptions {
+        VocabSource::Build {
+            max_vocab,
+            min_count,
+        } => check_max_vocab(&VocabOptions {
             max_vocab,
             min_count,
             frequency_order: true,
@@ -113,7 +116,7 @@ pub fn prepare(
     let map = if len == 0 {
         None
     } else {
-        // SAFETY (of the mapping's use): read-only; a text changed while it is being prepared
+        // SAFETY: read-only; a text changed while it is being prepared
         // gives wrong ids, not unsafety in this code, which only reads bytes (and checks them
         // as UTF-8 before use as text).
         Some(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(text, e))?)
@@ -154,7 +157,10 @@ pub fn prepare(
     }
     let built;
     let vocab = match source {
-        VocabSource::Build { max_vocab, min_count } => {
+        VocabSource::Build {
+            max_vocab,
+            min_count,
+        } => {
             let opts = VocabOptions {
                 max_vocab,
                 min_count,
@@ -247,7 +253,10 @@ fn scan<'t>(
     let bytes = &text[range];
     if let Err(e) = std::str::from_utf8(bytes) {
         let at = base + e.valid_up_to();
-        let line_start = text[..at].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let line_start = text[..at]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
         return Err(Error::Parse {
             path: path.to_owned(),
             line: Some(line_of(text, at)),
@@ -341,9 +350,18 @@ fn pack(w: &[u8], rest: &[u8]) -> [u64; 2] {
     }
     let lo = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
     let hi = u64::from_le_bytes(b[8..].try_into().expect("8 bytes"));
-    let keep = |x: u64, n: usize| if n >= 8 { x } else { x & !(u64::MAX << (8 * n)) };
+    let keep = |x: u64, n: usize| {
+        if n >= 8 {
+            x
+        } else {
+            x & !(u64::MAX << (8 * n))
+        }
+    };
     let n = w.len();
-    [keep(lo, n), keep(hi, n.saturating_sub(8)) | (n as u64) << 56]
+    [
+        keep(lo, n),
+        keep(hi, n.saturating_sub(8)) | (n as u64) << 56,
+    ]
 }
 
 /// An open-addressing table (linear probing, at most 3/4 full) from a packed short word to
@@ -531,7 +549,10 @@ fn remap(p: &Part<'_>, final_ids: &[u32], out: &Path, start: u64) -> std::io::Re
 
 /// The 1-based line of byte `at` of `text`.
 fn line_of(text: &[u8], at: usize) -> usize {
-    1 + text[..at.min(text.len())].iter().filter(|&&b| b == b'\n').count()
+    1 + text[..at.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
 }
 
 /// `parts` consecutive byte ranges covering `text`, each ending just after a `\n` (but the
@@ -585,7 +606,10 @@ fn unicode_space(text: &[u8], i: usize) -> usize {
         0xf0..=0xf7 => 4,
         _ => return 0,
     };
-    match text.get(i..i + len).and_then(|s| std::str::from_utf8(s).ok()) {
+    match text
+        .get(i..i + len)
+        .and_then(|s| std::str::from_utf8(s).ok())
+    {
         Some(s) if s.chars().next().is_some_and(char::is_whitespace) => len,
         _ => 0,
     }
@@ -784,7 +808,10 @@ mod tests {
         let text = b"abc abcdefghijklmno xyz";
         assert_eq!(pack(b"abc", &text[..]), pack(b"abc", b"abc"));
         assert_ne!(pack(b"ab", b"ab"), pack(b"ab\0", b"ab\0"));
-        assert_eq!(pack(&text[4..19], &text[4..]), pack(&text[4..19], &text[4..19]));
+        assert_eq!(
+            pack(&text[4..19], &text[4..]),
+            pack(&text[4..19], &text[4..19])
+        );
         let mut t = ShortWords::new();
         let keys: Vec<[u64; 2]> = (0..10_000u32)
             .map(|i| {
@@ -845,7 +872,10 @@ mod tests {
         let lines: Vec<usize> = text.lines().map(|l| l.split_whitespace().count()).collect();
         let (last, full) = lines.split_last().unwrap();
         assert!(full.iter().all(|n| (10..=30).contains(n)), "{lines:?}");
-        assert!((1..=30).contains(last), "the last line is cut to the word count");
+        assert!(
+            (1..=30).contains(last),
+            "the last line is cut to the word count"
+        );
         std::fs::remove_file(&a).unwrap();
         std::fs::remove_file(&b).unwrap();
     }

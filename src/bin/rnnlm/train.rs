@@ -190,9 +190,15 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         }
     };
     let (train_src, valid_src, test_src) = (
-        Source::pick(&args.train_ids, || file(&args.train, "ptb.train.txt", "--train"))?,
-        Source::pick(&args.valid_ids, || file(&args.valid, "ptb.valid.txt", "--valid"))?,
-        Source::pick(&args.test_ids, || file(&args.test, "ptb.test.txt", "--test"))?,
+        Source::pick(&args.train_ids, || {
+            file(&args.train, "ptb.train.txt", "--train")
+        })?,
+        Source::pick(&args.valid_ids, || {
+            file(&args.valid, "ptb.valid.txt", "--valid")
+        })?,
+        Source::pick(&args.test_ids, || {
+            file(&args.test, "ptb.test.txt", "--test")
+        })?,
     );
     let (train_path, valid_path, test_path) = (
         train_src.path().to_owned(),
