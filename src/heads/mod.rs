@@ -8,7 +8,11 @@
 //!   `embed.W` transposed);
 //! - [`class::ClassSoftmax`]: Mikolov's classes; its first softmax is a `FullSoftmax` over the
 //!   classes.
+//! - [`adaptive::AdaptiveSoftmax`]: Grave et al.'s adaptive softmax (PyTorch's form); its
+//!   head is a `FullSoftmax` over the shortlist and the clusters, its clusters are made of the
+//!   class head's blocks.
 
+pub(crate) mod adaptive;
 pub(crate) mod class;
 pub(crate) mod full;
 
@@ -61,6 +65,7 @@ pub(crate) trait Head: Sync {
 pub(crate) enum AnyHead<'a> {
     Full(full::FullSoftmax<'a>),
     Class(class::ClassSoftmax<'a>),
+    Adaptive(adaptive::AdaptiveSoftmax<'a>),
 }
 
 impl Head for AnyHead<'_> {
@@ -68,6 +73,7 @@ impl Head for AnyHead<'_> {
         match self {
             AnyHead::Full(f) => f.log_probs(hs, targets, out, scratch),
             AnyHead::Class(c) => c.log_probs(hs, targets, out, scratch),
+            AnyHead::Adaptive(a) => a.log_probs(hs, targets, out, scratch),
         }
     }
 
@@ -75,6 +81,7 @@ impl Head for AnyHead<'_> {
         match self {
             AnyHead::Full(f) => f.log_prob_rows(hs, rows, out, scratch),
             AnyHead::Class(c) => c.log_prob_rows(hs, rows, out, scratch),
+            AnyHead::Adaptive(a) => a.log_prob_rows(hs, rows, out, scratch),
         }
     }
 
@@ -82,6 +89,7 @@ impl Head for AnyHead<'_> {
         match self {
             AnyHead::Full(f) => f.sample(h, draw, s, u),
             AnyHead::Class(c) => c.sample(h, draw, s, u),
+            AnyHead::Adaptive(a) => a.sample(h, draw, s, u),
         }
     }
 }
@@ -104,6 +112,13 @@ pub(crate) struct Scratch {
     pub tl: Vec<f32>,
     pub xg: Vec<f32>,
     pub slab: Vec<f32>,
+    /// An adaptive head's projected rows, per-range maxima, sums and target logits, and
+    /// its products' scratch.
+    pub zg: Vec<f32>,
+    pub gm: Vec<f32>,
+    pub gs: Vec<f64>,
+    pub gtl: Vec<f32>,
+    pub mm: Vec<f32>,
 }
 
 /// What the model's logits say when they are not finite: the one wording that `score`,

@@ -6,13 +6,14 @@ use rand::SeedableRng;
 
 use rayon::prelude::*;
 
-use super::config::{Config, MAX_LAYERS};
+use super::config::{Config, Softmax, MAX_LAYERS};
 use super::output_grad::{self, StripGrads};
 use super::params::Params;
 use super::workspace::{Acts, ClassBufs, Workspace};
 use crate::cells::{self, Buffers, Dims, GradInputs, LayerRows, StepWeights};
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
+use crate::heads::adaptive::{AdaptiveSoftmax, TailBufs};
 use crate::heads::class::{ClassSoftmax, Gather, Keep};
 use crate::heads::full::FullSoftmax;
 use crate::heads::Loss;
@@ -235,24 +236,27 @@ fn output_weights(params: &Params) -> MatRef<'_> {
     }
 }
 
-/// The (first) softmax over the packed weights `w` (and, in training, `wt`).
+/// The (first) softmax over the packed weights `w` (and, in training, `wt`); `zeros` stands
+/// in for the bias of an adaptive head without one.
 fn first_softmax<'a>(
     params: &'a Params,
     w: &'a [f32],
     wt: &'a [f32],
     wt_block: usize,
+    zeros: &'a [f32],
 ) -> FullSoftmax<'a> {
     let c = params.config();
     let (h, outs) = (c.hidden_size, c.softmax.outputs(c.vocab_size));
+    let bias = match c.softmax {
+        Softmax::Full => params.affine_b(),
+        _ if c.softmax.first_bias() => params.class_b(),
+        _ => &zeros[..outs],
+    };
     FullSoftmax {
         w: Packed::new(w, h, outs),
         wt,
         wt_block,
-        bias: if c.softmax.is_full() {
-            params.affine_b()
-        } else {
-            params.class_b()
-        },
+        bias,
         h,
         v: outs,
     }
@@ -271,8 +275,99 @@ fn class_softmax<'a>(params: &'a Params, classes: FullSoftmax<'a>) -> ClassSoftm
     }
 }
 
-/// Rows of the class head's first softmax per parallel task.
+/// Rows of a factorised head's first softmax per parallel task.
 const CLASS_ROWS: usize = 64;
+
+/// A factorised head's first softmax over all `N*T` positions (`x [N*T,H]`, targets `ts1`),
+/// in parallel row chunks.
+fn first_forward(
+    first: &FullSoftmax<'_>,
+    x: &[f32],
+    ts1: &[i32],
+    (logits, losses): (&mut [f32], &mut [f32]),
+    loss: Loss,
+) {
+    let (h, c) = (first.h, first.v);
+    logits
+        .par_chunks_mut(CLASS_ROWS * c)
+        .zip(x.par_chunks(CLASS_ROWS * h))
+        .zip(ts1.par_chunks(CLASS_ROWS))
+        .zip(losses.par_chunks_mut(CLASS_ROWS))
+        .for_each(|(((l, x), t), lo)| first.forward_rows(x, t, l, lo, loss));
+}
+
+/// `xg` slot `k` = row `order[k]` of `x [N*T,H]`: the positions gathered for a second stage.
+fn gather_rows(xg: &mut [f32], order: &[u32], x: &[f32], h: usize) {
+    xg.par_chunks_mut(CLASS_ROWS * h)
+        .zip(order.par_chunks(CLASS_ROWS))
+        .for_each(|(rows, order)| {
+            for (row, &p) in rows.chunks_exact_mut(h).zip(order) {
+                let p = p as usize;
+                row.copy_from_slice(&x[p * h..(p + 1) * h]);
+            }
+        });
+}
+
+/// Adds each gathered slot's second-stage loss to its position's.
+fn add_slot_losses(losses: &mut [f32], slot: &[u32], slot_loss: &[f32]) {
+    for (l, &k) in losses.iter_mut().zip(slot) {
+        if k != u32::MAX {
+            *l += slot_loss[k as usize];
+        }
+    }
+}
+
+/// A factorised head's backward through its first softmax (`top` overwritten), from the
+/// gradient the forward left in `logits`.
+fn first_backward(first: &FullSoftmax<'_>, logits: &[f32], top: &mut [f32]) {
+    let (h, c) = (first.h, first.v);
+    top.par_chunks_mut(CLASS_ROWS * h)
+        .zip(logits.par_chunks(CLASS_ROWS * c))
+        .for_each(|(d, l)| first.backward_rows(l, d));
+}
+
+/// `top` row `p` += `dxg` slot `slot[p]` (where gathered).
+fn scatter_add_rows(top: &mut [f32], slot: &[u32], dxg: &[f32], h: usize) {
+    top.par_chunks_mut(CLASS_ROWS * h)
+        .zip(slot.par_chunks(CLASS_ROWS))
+        .for_each(|(rows, slots)| {
+            for (row, &k) in rows.chunks_exact_mut(h).zip(slots) {
+                if k != u32::MAX {
+                    let k = k as usize;
+                    for (d, &g) in row.iter_mut().zip(&dxg[k * h..(k + 1) * h]) {
+                        *d += g;
+                    }
+                }
+            }
+        });
+}
+
+/// The gather buffers of `cb`.
+fn gather_bufs(cb: &mut ClassBufs) -> Gather<'_> {
+    Gather {
+        ts1: &mut cb.ts1,
+        order: &mut cb.order,
+        slot: &mut cb.slot,
+        offsets: &mut cb.offsets,
+        tg: &mut cb.tg,
+    }
+}
+
+/// An adaptive head's tail buffers in `cb` (a macro: the other fields of `cb` stay free to
+/// borrow).
+macro_rules! tail_bufs {
+    ($cb:expr) => {
+        TailBufs {
+            zg: &mut $cb.zg,
+            gm: &mut $cb.gm,
+            gs: &mut $cb.gs,
+            gtl: &mut $cb.gtl,
+            dz: &mut $cb.dz,
+            slabs: &mut $cb.slabs,
+            mm: &mut $cb.mm,
+        }
+    };
+}
 
 /// The class head's forward over all `N*T` positions (`x [N*T,H]` the top layer's output):
 /// the softmax over the classes in parallel row chunks, then the words' softmax over the
@@ -281,38 +376,15 @@ fn class_forward(
     head: &ClassSoftmax<'_>,
     x: &[f32],
     ts: &[i32],
-    logits: &mut [f32],
-    losses: &mut [f32],
+    (logits, losses): (&mut [f32], &mut [f32]),
     loss: Loss,
     cb: &mut ClassBufs,
 ) {
-    let (h, c) = (head.h, head.classes.v);
-    let total = head.gather(
-        ts,
-        &mut Gather {
-            ts1: &mut cb.ts1,
-            order: &mut cb.order,
-            slot: &mut cb.slot,
-            offsets: &mut cb.offsets,
-            tg: &mut cb.tg,
-        },
-    );
+    let h = head.h;
+    let total = head.gather(ts, &mut gather_bufs(cb));
     cb.count = total;
-    logits
-        .par_chunks_mut(CLASS_ROWS * c)
-        .zip(x.par_chunks(CLASS_ROWS * h))
-        .zip(cb.ts1.par_chunks(CLASS_ROWS))
-        .zip(losses.par_chunks_mut(CLASS_ROWS))
-        .for_each(|(((l, x), t), lo)| head.classes.forward_rows(x, t, l, lo, loss));
-    cb.xg[..total * h]
-        .par_chunks_mut(CLASS_ROWS * h)
-        .zip(cb.order[..total].par_chunks(CLASS_ROWS))
-        .for_each(|(rows, order)| {
-            for (row, &p) in rows.chunks_exact_mut(h).zip(order) {
-                let p = p as usize;
-                row.copy_from_slice(&x[p * h..(p + 1) * h]);
-            }
-        });
+    first_forward(&head.classes, x, &cb.ts1, (logits, &mut *losses), loss);
+    gather_rows(&mut cb.xg[..total * h], &cb.order[..total], x, h);
     head.words_forward(
         &cb.xg[..total * h],
         &cb.offsets,
@@ -332,11 +404,7 @@ fn class_forward(
             Loss::Eval => None,
         },
     );
-    for (l, &k) in losses.iter_mut().zip(&cb.slot) {
-        if k != u32::MAX {
-            *l += cb.loss[k as usize];
-        }
-    }
+    add_slot_losses(losses, &cb.slot, &cb.loss);
 }
 
 /// The class head's backward: `top [N*T,H] = dL/dx` (overwritten), the word rows' gradients
@@ -348,11 +416,9 @@ fn class_backward(
     cb: &mut ClassBufs,
     (dw, db): (&mut [f32], &mut [f32]),
 ) {
-    let (h, c) = (head.h, head.classes.v);
+    let h = head.h;
     let total = cb.count;
-    top.par_chunks_mut(CLASS_ROWS * h)
-        .zip(logits.par_chunks(CLASS_ROWS * c))
-        .for_each(|(d, l)| head.classes.backward_rows(l, d));
+    first_backward(&head.classes, logits, top);
     let scale = if total == 0 { 0.0 } else { 1.0 / total as f32 };
     head.words_backward(
         &cb.xg[..total * h],
@@ -365,19 +431,62 @@ fn class_backward(
         &mut cb.slabs,
         Some((&cb.kept, &cb.goff)),
     );
-    let dxg = &cb.dxg;
-    top.par_chunks_mut(CLASS_ROWS * h)
-        .zip(cb.slot.par_chunks(CLASS_ROWS))
-        .for_each(|(rows, slots)| {
-            for (row, &k) in rows.chunks_exact_mut(h).zip(slots) {
-                if k != u32::MAX {
-                    let k = k as usize;
-                    for (d, &g) in row.iter_mut().zip(&dxg[k * h..(k + 1) * h]) {
-                        *d += g;
-                    }
-                }
-            }
-        });
+    scatter_add_rows(top, &cb.slot, &cb.dxg, h);
+}
+
+/// The adaptive head's forward over all `N*T` positions: the head softmax in parallel row
+/// chunks, then each cluster over the positions gathered by cluster.
+fn adaptive_forward(
+    head: &AdaptiveSoftmax<'_>,
+    x: &[f32],
+    ts: &[i32],
+    (logits, losses): (&mut [f32], &mut [f32]),
+    loss: Loss,
+    cb: &mut ClassBufs,
+) {
+    let h = head.h;
+    let total = head.gather(ts, &mut gather_bufs(cb));
+    cb.count = total;
+    first_forward(&head.head, x, &cb.ts1, (logits, &mut *losses), loss);
+    gather_rows(&mut cb.xg[..total * h], &cb.order[..total], x, h);
+    head.tails_forward(
+        &cb.xg[..total * h],
+        &cb.offsets,
+        &cb.tg[..total],
+        (
+            &mut cb.m[..total],
+            &mut cb.s[..total],
+            &mut cb.loss[..total],
+        ),
+        &mut tail_bufs!(cb),
+    );
+    add_slot_losses(losses, &cb.slot, &cb.loss);
+}
+
+/// The adaptive head's backward, the loss scaled by `scale` (`1/count`): `top` overwritten,
+/// the tails' gradients added into `dtails` (the head's weight gradient is the caller's).
+fn adaptive_backward(
+    head: &AdaptiveSoftmax<'_>,
+    logits: &[f32],
+    top: &mut [f32],
+    cb: &mut ClassBufs,
+    scale: f32,
+    dtails: &mut [f32],
+) {
+    let h = head.h;
+    let total = cb.count;
+    first_backward(&head.head, logits, top);
+    head.tails_backward(
+        &cb.xg[..total * h],
+        &cb.offsets,
+        &cb.tg[..total],
+        (&cb.m[..total], &cb.s[..total]),
+        scale,
+        &mut cb.dxg[..total * h],
+        dtails,
+        &mut tail_bufs!(cb),
+    );
+    scatter_add_rows(top, &cb.slot, &cb.dxg, h);
 }
 
 fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
@@ -419,7 +528,9 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         cell.pack_recurrent(p.wh, h, lp.wh, &mut []);
     }
     gemm::pack_rows(packs.w, &output_weights(params), 0, h, par);
-    let head = first_softmax(params, packs.w, &[], gemm::KC);
+    // Zeros for an adaptive head without a bias, out of the workspace while it is borrowed.
+    let zeros = std::mem::take(&mut acts.class.zero_b);
+    let head = first_softmax(params, packs.w, &[], gemm::KC, &zeros);
     let full = cfg.softmax.is_full();
     let lpacks = &packs.layers[..nl];
     let embed_w = params.embed_w();
@@ -482,17 +593,24 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         } else {
             acts.layers[nl - 1].hs
         };
-        let head = class_softmax(params, first_softmax(params, packs.w, &[], gemm::KC));
-        class_forward(
-            &head,
-            x,
-            acts.ts,
-            acts.logits,
-            acts.losses,
-            loss,
-            acts.class,
-        );
+        let first = first_softmax(params, packs.w, &[], gemm::KC, &zeros);
+        let out = (&mut *acts.logits, &mut *acts.losses);
+        match cfg.softmax {
+            Softmax::Adaptive { .. } => {
+                let head = AdaptiveSoftmax::new(params, first);
+                adaptive_forward(&head, x, acts.ts, out, loss, acts.class);
+            }
+            _ => class_forward(
+                &class_softmax(params, first),
+                x,
+                acts.ts,
+                out,
+                loss,
+                acts.class,
+            ),
+        }
     }
+    ws.class.zero_b = zeros;
     ws.ready_for_backward = ws.train;
     softmax_loss::mean(ws.position_losses(), count)
 }
@@ -535,6 +653,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
     // W^T in K blocks over V (the output strips on the strip path), so each block's panels
     // stay in cache during dY W^T.
     let wt_block = if strip > 0 { strip } else { gemm::KC };
+    let count = softmax_loss::count(&ws.ts);
+    let zeros = std::mem::take(&mut ws.class.zero_b);
     let (mut acts, mut packs) = ws.split_mut();
     FullSoftmax::pack_wt(packs.wt, &output_weights(params), wt_block, par);
     for (l, lp) in packs.layers[..nl].iter_mut().enumerate() {
@@ -584,15 +704,34 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         } else {
             acts.dh
         };
-        let head = class_softmax(params, first_softmax(params, packs.w, packs.wt, wt_block));
-        let words = if cfg.tied {
-            grads.embed_and_affine_b_mut()
+        let first = first_softmax(params, packs.w, packs.wt, wt_block, &zeros);
+        if cfg.softmax.is_adaptive() {
+            let head = AdaptiveSoftmax::new(params, first);
+            let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
+            adaptive_backward(
+                &head,
+                acts.logits,
+                top,
+                acts.class,
+                scale,
+                grads.affine_rows_mut(),
+            );
         } else {
-            grads.affine_rows_mut().split_at_mut(v * h)
-        };
-        class_backward(&head, acts.logits, top, acts.class, words);
+            let words = if cfg.tied {
+                grads.embed_and_affine_b_mut()
+            } else {
+                grads.affine_rows_mut().split_at_mut(v * h)
+            };
+            class_backward(
+                &class_softmax(params, first),
+                acts.logits,
+                top,
+                acts.class,
+                words,
+            );
+        }
     }
-    let head = first_softmax(params, packs.w, packs.wt, wt_block);
+    let head = first_softmax(params, packs.w, packs.wt, wt_block, &zeros);
     let (lpacks, dx_parts) = (&packs.layers[..nl], &*packs.dx_parts);
     for_each_block(Block::whole(acts, n, &sh), rb, &sh, &|b: Block<'_>| {
         let Block {
@@ -664,7 +803,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         }
     };
     if strip == 0 {
-        let head = first_softmax(params, packs.w, packs.wt, wt_block);
+        let head = first_softmax(params, packs.w, packs.wt, wt_block, &zeros);
         let dw = if !full {
             grads.class_rows_mut()
         } else if cfg.tied {
@@ -672,7 +811,15 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         } else {
             grads.affine_rows_mut()
         };
-        head.weight_grads(output(nl - 1), acts.logits, dw, packs.gemm_scratch, par);
+        let bias = cfg.softmax.first_bias();
+        head.weight_grads(
+            output(nl - 1),
+            acts.logits,
+            dw,
+            bias,
+            packs.gemm_scratch,
+            par,
+        );
     }
     for l in 0..nl {
         let la = &acts.layers[l];
@@ -697,6 +844,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         add_transposed(de, &packs.tied_grad[..h * v], h, v);
     }
     embedding::backward(de, acts.xs, acts.demb, d);
+    ws.class.zero_b = zeros;
 }
 
 /// Zeroes a buffer, in parallel chunks (measured faster than one thread even at the book's
@@ -795,7 +943,7 @@ fn touched_ranges(
     let cfg = params.config();
     let parts = Params::parts(cfg);
     let (d, h) = (cfg.wordvec_size, cfg.hidden_size);
-    let class = !cfg.softmax.is_full();
+    let class = cfg.softmax.is_class();
     out.clear();
     // Appends `r`, merged into the last range where they touch or overlap.
     fn add(out: &mut Vec<std::ops::Range<usize>>, r: std::ops::Range<usize>) {
@@ -843,7 +991,15 @@ fn touched_ranges(
         }
     }
     add(out, parts.middle.clone());
-    if !class {
+    if cfg.softmax.is_adaptive() {
+        // The clusters this batch's targets fall in (the head is in `middle`).
+        let o = &ws.class.offsets;
+        for i in 0..o.len() - 1 {
+            if o[i + 1] > o[i] {
+                add(out, params.tail_range(i));
+            }
+        }
+    } else if !class {
         add(out, parts.out_w.clone());
         add(out, parts.out_b.clone());
     } else {
@@ -997,7 +1153,7 @@ impl SimpleRnnlm {
         let need = Self::training_bytes(&cfg, n, t)?;
         check_memory(&Self::describe(&cfg, n, t, "gradients"), need)?;
         let mut grads = Params::try_zeros(cfg)?;
-        if !cfg.softmax.is_full() {
+        if cfg.softmax.is_class() {
             grads.set_class_starts(params.class_starts())?;
         }
         let classes = cfg.softmax.outputs(cfg.vocab_size);
