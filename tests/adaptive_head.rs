@@ -4,6 +4,8 @@
 
 use rand::SeedableRng;
 use rnnlm::model::config::Cell;
+
+mod sampling;
 use rnnlm::model::simple::forward;
 use rnnlm::{
     BookBatches, Config, Init, Params, Rnnlm, Sampling, Sgd, SimpleRnnlm, Softmax, Vocab, Workspace,
@@ -102,56 +104,10 @@ fn evaluation_forward_and_score_give_the_same_bits() {
 
 #[test]
 fn sampling_draws_from_the_models_distribution() {
-    // The first word after `5`, drawn 40,000 times, against the step's probabilities: the
-    // head-then-cluster draw (temperature 1) and, with a barred word inside a cluster and
-    // with a temperature, the paths that weigh the clusters differently.
+    // Words 3 (shortlist), 25 and 26 (cluster 1) barred in one case.
     let v = 60;
     let p = model(Cell::Rnn, v, &[6, 20], true, 7);
-    let m = Rnnlm::new(p, vocab(v)).unwrap();
-    let mut st = m.zero_state(1);
-    let mut row = vec![0.0f32; v];
-    m.step(&mut st, &[5], &mut row).unwrap();
-    for (skip, temperature) in [(vec![], 1.0), (vec![3, 25, 26], 1.0), (vec![25], 0.7)] {
-        let mut want: Vec<f64> = row
-            .iter()
-            .enumerate()
-            .map(|(w, &l)| {
-                if skip.contains(&(w as u32)) {
-                    0.0
-                } else {
-                    (l as f64 / temperature).exp()
-                }
-            })
-            .collect();
-        let z: f64 = want.iter().sum();
-        want.iter_mut().for_each(|x| *x /= z);
-        let sampling = Sampling {
-            temperature: temperature as f32,
-            top_k: None,
-            skip: skip.clone(),
-        };
-        let draws = 40_000;
-        let mut seen = vec![0usize; v];
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        for _ in 0..draws {
-            let w = m.generate(&mut rng, &[5], 1, &sampling).unwrap()[0];
-            seen[w as usize] += 1;
-        }
-        for &s in &skip {
-            assert_eq!(seen[s as usize], 0, "skipped word {s} was drawn");
-        }
-        // Total variation distance: ~0.5 * sqrt(V / draws) ≈ 0.02 by chance alone.
-        let tv: f64 = seen
-            .iter()
-            .zip(&want)
-            .map(|(&c, &p)| (c as f64 / draws as f64 - p).abs())
-            .sum::<f64>()
-            / 2.0;
-        assert!(
-            tv < 0.03,
-            "skip {skip:?} T={temperature}: total variation {tv}"
-        );
-    }
+    sampling::check_sampling(&Rnnlm::new(p, vocab(v)).unwrap(), &[3, 25, 26]);
 }
 
 fn train(threads: usize, cell: Cell, layers: usize, dropout: f32) -> (Vec<u32>, Vec<u32>) {

@@ -4,6 +4,8 @@
 
 use rand::SeedableRng;
 use rnnlm::model::config::Cell;
+
+mod sampling;
 use rnnlm::model::simple::forward;
 use rnnlm::{
     class_starts_from_counts, BookBatches, Config, Init, Params, Rnnlm, Sgd, SimpleRnnlm, Softmax,
@@ -89,6 +91,14 @@ fn probabilities_sum_to_one_and_match_score() {
             }
         }
     }
+}
+
+#[test]
+fn sampling_draws_from_the_models_distribution() {
+    // 60 words in ~8 classes; words 3, 25 and 26 barred in one case.
+    let v = 60;
+    let p = model(Cell::Rnn, v, 8, false, 7);
+    sampling::check_sampling(&Rnnlm::new(p, vocab(v)).unwrap(), &[3, 25, 26]);
 }
 
 #[test]

@@ -19,9 +19,8 @@ use rayon::prelude::*;
 
 use super::class::{gather_by, merge, slab_len, xent, ClassRows, Gather, Slab, COLS, GROUPS};
 use super::full::FullSoftmax;
-use super::{sample_logits, Draw, Head, SampleScratch, Scratch};
+use super::{log_softmax, sample_factored, sample_logits, Draw, Head, SampleScratch, Scratch};
 use crate::gemm::{self, Accum, MatMut, MatRef};
-use crate::kernels::softmax;
 use crate::model::config::MAX_CLUSTERS;
 use crate::model::params::Params;
 
@@ -443,7 +442,7 @@ impl AdaptiveSoftmax<'_> {
                     Accum::Replace,
                     &mut s.mm,
                 );
-                let lse = log_sum_exp(seg);
+                let lse = super::log_sum_exp(seg);
                 let lp1 = f[sl + i] as f64;
                 for x in seg.iter_mut() {
                     *x = (*x as f64 - lse + lp1) as f32;
@@ -456,20 +455,6 @@ impl AdaptiveSoftmax<'_> {
 fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
     if v.len() < n {
         v.resize(n, T::default());
-    }
-}
-
-/// `ln Σ exp(row)` in f64 from the row's maximum and sum.
-fn log_sum_exp(row: &[f32]) -> f64 {
-    let (m, s) = softmax::max_sumexp_row(row);
-    (s as f64).ln() + m as f64
-}
-
-/// `row = row - ln Σ exp(row)`.
-fn log_softmax(row: &mut [f32]) {
-    let lse = log_sum_exp(row);
-    for x in row.iter_mut() {
-        *x = (*x as f64 - lse) as f32;
     }
 }
 
@@ -499,10 +484,7 @@ impl Head for AdaptiveSoftmax<'_> {
 }
 
 impl AdaptiveSoftmax<'_> {
-    /// Samples the head, then (for a cluster) a word of the cluster: exact, and it computes
-    /// only the head and the clusters it needs. Only at temperature 1 with no top-k cut (a
-    /// temperature or a cut couples every word of every cluster); `None` then, and the
-    /// caller samples from the whole distribution. `Some(None)`: logits not finite.
+    /// The head-then-cluster draw ([`sample_factored`]); `None` where it does not apply.
     fn sample_two_stage(
         &self,
         h: &[f32],
@@ -510,83 +492,31 @@ impl AdaptiveSoftmax<'_> {
         s: &mut SampleScratch,
         u: f64,
     ) -> Option<Option<u32>> {
-        if draw.temperature != 1.0 || draw.top_k < self.v {
-            return None;
-        }
-        let (sl, outs) = (self.shortlist(), self.head.v);
-        let sc = &mut s.head;
+        let outs = self.head.v;
+        let SampleScratch {
+            logits,
+            weights,
+            head: sc,
+            ..
+        } = s;
         let f = &mut sc.f[..outs];
         self.head.logits(h, 1, f);
-        if !f.iter().all(|x| x.is_finite()) {
-            return Some(None);
-        }
-        log_softmax(f);
-        // Weight of each head entry: an allowed shortlist word's probability; a cluster's
-        // probability times the share of it that is allowed (1 unless a word is barred).
-        s.weights.clear();
-        for (j, &lp) in f.iter().enumerate() {
-            let p = (lp as f64).exp();
-            let w = if j < sl {
-                if draw.allowed[j] {
-                    p
-                } else {
-                    0.0
-                }
-            } else {
-                let c = &self.clusters[j - sl];
-                let barred = !draw.allowed[c.start..c.end].iter().all(|&a| a);
-                if barred {
-                    let lp = self.cluster_log_probs(h, j - sl, &mut s.logits, &mut sc.mm);
-                    if !lp.iter().all(|x| x.is_finite()) {
-                        return Some(None);
-                    }
-                    let allowed: f64 = lp
-                        .iter()
-                        .zip(&draw.allowed[c.start..c.end])
-                        .filter(|(_, &a)| a)
-                        .map(|(&l, _)| (l as f64).exp())
-                        .sum();
-                    p * allowed
-                } else {
-                    p
-                }
-            };
-            s.weights.push(w);
-        }
-        let total: f64 = s.weights.iter().sum();
-        if total <= 0.0 {
-            return None;
-        }
-        let (pick, u2) = pick_weighted(&s.weights, u * total);
-        if pick < sl {
-            return Some(Some(pick as u32));
-        }
-        // The word within the cluster, with a fresh uniform from the remainder of `u`.
-        let i = pick - sl;
-        let c = self.clusters[i];
-        let lp = self.cluster_log_probs(h, i, &mut s.logits, &mut sc.mm);
-        if !lp.iter().all(|x| x.is_finite()) {
-            return Some(None);
-        }
-        s.weights.clear();
-        s.weights.extend(
-            lp.iter()
-                .zip(&draw.allowed[c.start..c.end])
-                .map(|(&l, &a)| if a { (l as f64).exp() } else { 0.0 }),
-        );
-        let total: f64 = s.weights.iter().sum();
-        let (j, _) = pick_weighted(&s.weights, u2 * total);
-        Some(Some((c.start + j) as u32))
+        let groups = |i: usize| (self.clusters[i].start, self.clusters[i].end);
+        let mm = &mut sc.mm;
+        let lp = |i: usize, buf: &mut Vec<f32>| self.cluster_log_probs(h, i, buf, mm);
+        sample_factored(
+            f,
+            self.shortlist(),
+            (self.k, groups),
+            lp,
+            draw,
+            (weights, logits),
+            u,
+        )
     }
 
-    /// Cluster `i`'s log-softmax over its words for state `h [H]`, in `buf`.
-    fn cluster_log_probs<'b>(
-        &self,
-        h: &[f32],
-        i: usize,
-        buf: &'b mut Vec<f32>,
-        mm: &mut [f32],
-    ) -> &'b [f32] {
+    /// Cluster `i`'s log-softmax over its words for state `h [H]`, at the front of `buf`.
+    fn cluster_log_probs(&self, h: &[f32], i: usize, buf: &mut Vec<f32>, mm: &mut [f32]) {
         let c = &self.clusters[i];
         let (n, p) = (c.words(), c.p);
         buf.resize(n + p, 0.0);
@@ -606,19 +536,5 @@ impl AdaptiveSoftmax<'_> {
             mm,
         );
         log_softmax(seg);
-        &buf[..n]
     }
-}
-
-/// The index `j` with `Σ_{i<j} w_i <= x < Σ_{i<=j} w_i` (the last nonzero weight if rounding
-/// runs past the end), and where `x` fell inside it, as a fraction in `[0, 1)`.
-fn pick_weighted(w: &[f64], x: f64) -> (usize, f64) {
-    let mut acc = 0.0;
-    for (j, &wj) in w.iter().enumerate() {
-        if wj > 0.0 && x < acc + wj {
-            return (j, ((x - acc) / wj).clamp(0.0, 1.0 - f64::EPSILON));
-        }
-        acc += wj;
-    }
-    (w.iter().rposition(|&x| x > 0.0).unwrap_or(0), 0.0)
 }

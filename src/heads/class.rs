@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use super::full::FullSoftmax;
-use super::{sample_logits, Draw, Head, SampleScratch, Scratch};
+use super::{sample_factored, sample_logits, Draw, Head, SampleScratch, Scratch};
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
 use crate::kernels::softmax;
@@ -854,6 +854,26 @@ impl ClassSoftmax<'_> {
     }
 }
 
+impl ClassSoftmax<'_> {
+    /// Class `k`'s log-softmax over its words for state `h [H]`, at the front of `buf`.
+    fn class_word_log_probs(&self, h: &[f32], k: usize, buf: &mut Vec<f32>, mm: &mut [f32]) {
+        let (a, b) = self.class_range(k);
+        buf.resize(b - a, 0.0);
+        let seg = &mut buf[..b - a];
+        gemm::matmul_packed(
+            MatMut::new(seg, 1, b - a),
+            MatRef::new(h, 1, self.h),
+            MatRef::new(&self.words[a * self.h..b * self.h], b - a, self.h).t(),
+            Accum::Replace,
+            mm,
+        );
+        for (x, &bias) in seg.iter_mut().zip(&self.word_b[a..b]) {
+            *x += bias;
+        }
+        super::log_softmax(seg);
+    }
+}
+
 impl Head for ClassSoftmax<'_> {
     fn log_probs(&self, hs: &[f32], targets: &[u32], out: &mut [f32], s: &mut Scratch) {
         self.reserve(s, targets.len());
@@ -866,6 +886,36 @@ impl Head for ClassSoftmax<'_> {
     }
 
     fn sample(&self, h: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> Option<u32> {
+        // The class, then a word of it (at temperature 1 with no cut; else from the whole
+        // distribution below).
+        let c = self.classes();
+        let most = (0..c)
+            .map(|k| {
+                let (a, b) = self.class_range(k);
+                gemm::scratch_len(1, self.h, b - a, true)
+            })
+            .max()
+            .unwrap_or(0);
+        let SampleScratch {
+            logits,
+            weights,
+            head: sc,
+            ..
+        } = s;
+        if sc.f.len() < c {
+            sc.f.resize(c, 0.0);
+        }
+        if sc.mm.len() < most {
+            sc.mm.resize(most, 0.0);
+        }
+        let f = &mut sc.f[..c];
+        self.classes.logits(h, 1, f);
+        let mm = &mut sc.mm;
+        let lp = |k: usize, buf: &mut Vec<f32>| self.class_word_log_probs(h, k, buf, mm);
+        let range = |k: usize| self.class_range(k);
+        if let Some(pick) = sample_factored(f, 0, (c, range), lp, draw, (weights, logits), u) {
+            return pick;
+        }
         let mut lp = std::mem::take(&mut s.logits);
         lp.resize(self.v, 0.0);
         self.log_prob_rows(h, 1, &mut lp, &mut s.head);
