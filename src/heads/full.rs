@@ -13,9 +13,6 @@ use crate::layers::softmax_loss;
 /// Rows of logits computed and then softmaxed together (16 x V = 640 KB at V = 10,000: L2).
 const FUSE_ROWS: usize = 16;
 
-/// Most bytes of logits one slice of [`FullSoftmax::log_probs_into`] holds (a part of L2).
-const SLICE_BYTES: usize = 256 << 10;
-
 /// Largest packed output matrix for which the output layer goes row slice by row slice: each
 /// slice re-reads all of it (from L3 while it fits there).
 const FUSE_MAX_W_BYTES: usize = 8 << 20;
@@ -157,12 +154,11 @@ impl FullSoftmax<'_> {
         out: &mut [f32],
         scratch: &mut [f32],
     ) {
-        // Slices of positions whose logits stay in L2 between the product and the
+        // Slices of FUSE_ROWS positions: their logits stay in L2 between the product and the
         // cross-entropies.
         let (h, v) = (self.h, self.v);
-        let slice = self.slice_rows();
-        for (k, chunk) in targets.chunks(slice).enumerate() {
-            let (p0, rows) = (k * slice, chunk.len());
+        for (k, chunk) in targets.chunks(FUSE_ROWS).enumerate() {
+            let (p0, rows) = (k * FUSE_ROWS, chunk.len());
             self.logits(&hs[p0 * h..(p0 + rows) * h], rows, scratch);
             for (r, &target) in chunk.iter().enumerate() {
                 out[p0 + r] = -softmax::xent_row(&scratch[r * v..(r + 1) * v], target as usize);
@@ -172,15 +168,7 @@ impl FullSoftmax<'_> {
 
     /// Floats of scratch [`FullSoftmax::log_probs_into`] needs for `rows` positions.
     pub(crate) fn scratch_len(&self, rows: usize) -> usize {
-        rows.min(self.slice_rows()) * self.v
-    }
-
-    /// Positions per slice of [`FullSoftmax::log_probs_into`]: [`FUSE_ROWS`] at a
-    /// vocabulary's width, more for a narrow first softmax (a factorised head's), up to
-    /// [`SLICE_BYTES`] of logits, since each slice reads all of packed `W` once. Rows split
-    /// no product's sums, so the slice changes no result.
-    fn slice_rows(&self) -> usize {
-        (SLICE_BYTES / (4 * self.v.max(1)) / FUSE_ROWS * FUSE_ROWS).clamp(FUSE_ROWS, 8 * FUSE_ROWS)
+        rows.min(FUSE_ROWS) * self.v
     }
 }
 
