@@ -20,7 +20,9 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use rand::SeedableRng;
 use rnnlm::{Config, Sgd, SimpleRnnlm, Softmax, Workspace};
 
@@ -35,7 +37,10 @@ fn head(name: &str, v: usize) -> Softmax {
             classes: ((v as f64).sqrt().round() as usize).max(1),
         },
         _ => {
-            let cutoffs: Vec<usize> = [2000, 10000, 50000].into_iter().filter(|&c| c < v).collect();
+            let cutoffs: Vec<usize> = [2000, 10000, 50000]
+                .into_iter()
+                .filter(|&c| c < v)
+                .collect();
             Softmax::adaptive(&cutoffs, 4.0, false, H).unwrap()
         }
     }

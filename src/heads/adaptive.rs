@@ -42,6 +42,24 @@ impl Cluster<'_> {
         self.end - self.start
     }
 
+    /// The softmax operands of its words `r0..r1` for the projected rows `z [n, p]` with
+    /// targets `t` (within the cluster).
+    fn range_rows<'b>(
+        &'b self,
+        (r0, r1): (usize, usize),
+        z: &'b [f32],
+        t: &'b [u32],
+    ) -> ClassRows<'b> {
+        ClassRows {
+            w: &self.w[r0 * self.p..r1 * self.p],
+            b: &[],
+            x: z,
+            t,
+            t0: r0 as u32,
+            words: r1 - r0,
+        }
+    }
+
     /// The fixed ranges `(r0, r1)` of its words that run in parallel: one per [`COLS`]
     /// words, at most [`GROUPS`].
     fn ranges(&self) -> impl Iterator<Item = (usize, usize)> {
@@ -184,14 +202,7 @@ impl<'a> AdaptiveSoftmax<'a> {
                 .zip(c.ranges().collect_array())
                 .for_each(|((((gm, gs), gtl), slab), r)| {
                     let Some((r0, r1)) = r else { return };
-                    let rows = ClassRows {
-                        w: &c.w[r0 * p..r1 * p],
-                        b: &[],
-                        x: z,
-                        t,
-                        t0: r0 as u32,
-                        words: r1 - r0,
-                    };
+                    let rows = c.range_rows((r0, r1), z, t);
                     let mut slab = Slab::carve(slab, h);
                     rows.lse(&mut slab, p, &mut gm[..n], &mut gs[..n], &mut gtl[..n]);
                 });
@@ -262,14 +273,7 @@ impl<'a> AdaptiveSoftmax<'a> {
                 .zip(ranges)
                 .for_each(|(((dz, slab), dw), r)| {
                     let Some((r0, r1)) = r else { return };
-                    let rows = ClassRows {
-                        w: &c.w[r0 * p..r1 * p],
-                        b: &[],
-                        x: z,
-                        t,
-                        t0: r0 as u32,
-                        words: r1 - r0,
-                    };
+                    let rows = c.range_rows((r0, r1), z, t);
                     let mut slab = Slab::carve(slab, h);
                     rows.backward(
                         &mut slab,

@@ -369,124 +369,116 @@ macro_rules! tail_bufs {
     };
 }
 
-/// The class head's forward over all `N*T` positions (`x [N*T,H]` the top layer's output):
-/// the softmax over the classes in parallel row chunks, then the words' softmax over the
-/// positions gathered by class. Writes per-position losses.
-fn class_forward(
-    head: &ClassSoftmax<'_>,
-    x: &[f32],
-    ts: &[i32],
-    (logits, losses): (&mut [f32], &mut [f32]),
-    loss: Loss,
-    cb: &mut ClassBufs,
-) {
-    let h = head.h;
-    let total = head.gather(ts, &mut gather_bufs(cb));
-    cb.count = total;
-    first_forward(&head.classes, x, &cb.ts1, (logits, &mut *losses), loss);
-    gather_rows(&mut cb.xg[..total * h], &cb.order[..total], x, h);
-    head.words_forward(
-        &cb.xg[..total * h],
-        &cb.offsets,
-        &cb.tg[..total],
-        (
+/// A factorised head as training runs it: a first softmax over all positions, then a
+/// second stage (a class's words, an adaptive head's cluster) over the positions gathered by
+/// their target's group.
+enum Factored<'a> {
+    Class(ClassSoftmax<'a>),
+    Adaptive(AdaptiveSoftmax<'a>),
+}
+
+impl<'a> Factored<'a> {
+    /// The head of `params` (a factorised one) around its first softmax.
+    fn new(params: &'a Params, first: FullSoftmax<'a>) -> Self {
+        if params.config().softmax.is_adaptive() {
+            Factored::Adaptive(AdaptiveSoftmax::new(params, first))
+        } else {
+            Factored::Class(class_softmax(params, first))
+        }
+    }
+
+    fn first(&self) -> &FullSoftmax<'a> {
+        match self {
+            Factored::Class(c) => &c.classes,
+            Factored::Adaptive(a) => &a.head,
+        }
+    }
+
+    /// The forward over all `N*T` positions (`x [N*T,H]` the top layer's output): the first
+    /// softmax in parallel row chunks, then the second stage over the gathered positions.
+    /// Writes per-position losses.
+    fn forward(
+        &self,
+        x: &[f32],
+        ts: &[i32],
+        (logits, losses): (&mut [f32], &mut [f32]),
+        loss: Loss,
+        cb: &mut ClassBufs,
+    ) {
+        let h = self.first().h;
+        let total = match self {
+            Factored::Class(c) => c.gather(ts, &mut gather_bufs(cb)),
+            Factored::Adaptive(a) => a.gather(ts, &mut gather_bufs(cb)),
+        };
+        cb.count = total;
+        first_forward(self.first(), x, &cb.ts1, (logits, &mut *losses), loss);
+        gather_rows(&mut cb.xg[..total * h], &cb.order[..total], x, h);
+        let (xg, offsets, tg) = (&cb.xg[..total * h], &cb.offsets, &cb.tg[..total]);
+        let msl = (
             &mut cb.m[..total],
             &mut cb.s[..total],
             &mut cb.loss[..total],
-        ),
-        &mut cb.slabs,
-        match loss {
-            Loss::Train { scale } => Some(Keep {
-                buf: &mut cb.kept,
-                offsets: &mut cb.goff,
-                scale,
-            }),
-            Loss::Eval => None,
-        },
-    );
-    add_slot_losses(losses, &cb.slot, &cb.loss);
-}
+        );
+        match self {
+            Factored::Class(c) => {
+                let keep = match loss {
+                    Loss::Train { scale } => Some(Keep {
+                        buf: &mut cb.kept,
+                        offsets: &mut cb.goff,
+                        scale,
+                    }),
+                    Loss::Eval => None,
+                };
+                c.words_forward(xg, offsets, tg, msl, &mut cb.slabs, keep);
+            }
+            Factored::Adaptive(a) => a.tails_forward(xg, offsets, tg, msl, &mut tail_bufs!(cb)),
+        }
+        add_slot_losses(losses, &cb.slot, &cb.loss);
+    }
 
-/// The class head's backward: `top [N*T,H] = dL/dx` (overwritten), the word rows' gradients
-/// added into `dw [V,H]` and `db [V]` (the first softmax's weight gradient is the caller's).
-fn class_backward(
-    head: &ClassSoftmax<'_>,
-    logits: &[f32],
-    top: &mut [f32],
-    cb: &mut ClassBufs,
-    (dw, db): (&mut [f32], &mut [f32]),
-) {
-    let h = head.h;
-    let total = cb.count;
-    first_backward(&head.classes, logits, top);
-    let scale = if total == 0 { 0.0 } else { 1.0 / total as f32 };
-    head.words_backward(
-        &cb.xg[..total * h],
-        &cb.offsets,
-        &cb.tg[..total],
-        (&cb.m[..total], &cb.s[..total]),
-        scale,
-        &mut cb.dxg[..total * h],
-        (dw, db),
-        &mut cb.slabs,
-        Some((&cb.kept, &cb.goff)),
-    );
-    scatter_add_rows(top, &cb.slot, &cb.dxg, h);
-}
-
-/// The adaptive head's forward over all `N*T` positions: the head softmax in parallel row
-/// chunks, then each cluster over the positions gathered by cluster.
-fn adaptive_forward(
-    head: &AdaptiveSoftmax<'_>,
-    x: &[f32],
-    ts: &[i32],
-    (logits, losses): (&mut [f32], &mut [f32]),
-    loss: Loss,
-    cb: &mut ClassBufs,
-) {
-    let h = head.h;
-    let total = head.gather(ts, &mut gather_bufs(cb));
-    cb.count = total;
-    first_forward(&head.head, x, &cb.ts1, (logits, &mut *losses), loss);
-    gather_rows(&mut cb.xg[..total * h], &cb.order[..total], x, h);
-    head.tails_forward(
-        &cb.xg[..total * h],
-        &cb.offsets,
-        &cb.tg[..total],
-        (
-            &mut cb.m[..total],
-            &mut cb.s[..total],
-            &mut cb.loss[..total],
-        ),
-        &mut tail_bufs!(cb),
-    );
-    add_slot_losses(losses, &cb.slot, &cb.loss);
-}
-
-/// The adaptive head's backward, the loss scaled by `scale` (`1/count`): `top` overwritten,
-/// the tails' gradients added into `dtails` (the head's weight gradient is the caller's).
-fn adaptive_backward(
-    head: &AdaptiveSoftmax<'_>,
-    logits: &[f32],
-    top: &mut [f32],
-    cb: &mut ClassBufs,
-    scale: f32,
-    dtails: &mut [f32],
-) {
-    let h = head.h;
-    let total = cb.count;
-    first_backward(&head.head, logits, top);
-    head.tails_backward(
-        &cb.xg[..total * h],
-        &cb.offsets,
-        &cb.tg[..total],
-        (&cb.m[..total], &cb.s[..total]),
-        scale,
-        &mut cb.dxg[..total * h],
-        dtails,
-        &mut tail_bufs!(cb),
-    );
-    scatter_add_rows(top, &cb.slot, &cb.dxg, h);
+    /// The backward of the loss scaled by `scale` (`1/count`): `top [N*T,H] = dL/dx`
+    /// (overwritten), the second stage's gradients added into `grads` (a class head's word
+    /// rows, `embed.W`'s when tied; an adaptive head's tails). The first softmax's weight
+    /// gradient is the caller's.
+    fn backward(
+        &self,
+        logits: &[f32],
+        top: &mut [f32],
+        cb: &mut ClassBufs,
+        scale: f32,
+        grads: &mut Params,
+    ) {
+        let (h, total) = (self.first().h, cb.count);
+        first_backward(self.first(), logits, top);
+        let (xg, offsets, tg) = (&cb.xg[..total * h], &cb.offsets, &cb.tg[..total]);
+        let ms = (&cb.m[..total], &cb.s[..total]);
+        let dxg = &mut cb.dxg[..total * h];
+        match self {
+            Factored::Class(c) => {
+                let words = if grads.config().tied {
+                    grads.embed_and_affine_b_mut()
+                } else {
+                    grads.affine_rows_mut().split_at_mut(c.v * h)
+                };
+                let kept = Some((&cb.kept[..], &cb.goff[..]));
+                c.words_backward(xg, offsets, tg, ms, scale, dxg, words, &mut cb.slabs, kept);
+            }
+            Factored::Adaptive(a) => {
+                let mut b = tail_bufs!(cb);
+                a.tails_backward(
+                    xg,
+                    offsets,
+                    tg,
+                    ms,
+                    scale,
+                    dxg,
+                    grads.affine_rows_mut(),
+                    &mut b,
+                );
+            }
+        }
+        scatter_add_rows(top, &cb.slot, &cb.dxg, h);
+    }
 }
 
 fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
@@ -593,22 +585,12 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         } else {
             acts.layers[nl - 1].hs
         };
-        let first = first_softmax(params, packs.w, &[], gemm::KC, &zeros);
+        let head = Factored::new(
+            params,
+            first_softmax(params, packs.w, &[], gemm::KC, &zeros),
+        );
         let out = (&mut *acts.logits, &mut *acts.losses);
-        match cfg.softmax {
-            Softmax::Adaptive { .. } => {
-                let head = AdaptiveSoftmax::new(params, first);
-                adaptive_forward(&head, x, acts.ts, out, loss, acts.class);
-            }
-            _ => class_forward(
-                &class_softmax(params, first),
-                x,
-                acts.ts,
-                out,
-                loss,
-                acts.class,
-            ),
-        }
+        head.forward(x, acts.ts, out, loss, acts.class);
     }
     ws.class.zero_b = zeros;
     ws.ready_for_backward = ws.train;
@@ -705,31 +687,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
             acts.dh
         };
         let first = first_softmax(params, packs.w, packs.wt, wt_block, &zeros);
-        if cfg.softmax.is_adaptive() {
-            let head = AdaptiveSoftmax::new(params, first);
-            let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
-            adaptive_backward(
-                &head,
-                acts.logits,
-                top,
-                acts.class,
-                scale,
-                grads.affine_rows_mut(),
-            );
-        } else {
-            let words = if cfg.tied {
-                grads.embed_and_affine_b_mut()
-            } else {
-                grads.affine_rows_mut().split_at_mut(v * h)
-            };
-            class_backward(
-                &class_softmax(params, first),
-                acts.logits,
-                top,
-                acts.class,
-                words,
-            );
-        }
+        let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
+        Factored::new(params, first).backward(acts.logits, top, acts.class, scale, grads);
     }
     let head = first_softmax(params, packs.w, packs.wt, wt_block, &zeros);
     let (lpacks, dx_parts) = (&packs.layers[..nl], &*packs.dx_parts);
