@@ -5,10 +5,10 @@
 use rand::SeedableRng;
 use rnnlm::model::config::Cell;
 
-mod sampling;
+mod heads_common;
 use rnnlm::model::simple::forward;
 use rnnlm::{
-    BookBatches, Config, Init, Params, Rnnlm, Sampling, Sgd, SimpleRnnlm, Softmax, Vocab, Workspace,
+    BookBatches, Config, Init, Params, Rnnlm, Sgd, SimpleRnnlm, Softmax, Vocab, Workspace,
 };
 
 /// An adaptive head over `v` words with weights large enough that the distribution is far
@@ -107,48 +107,23 @@ fn sampling_draws_from_the_models_distribution() {
     // Words 3 (shortlist), 25 and 26 (cluster 1) barred in one case.
     let v = 60;
     let p = model(Cell::Rnn, v, &[6, 20], true, 7);
-    sampling::check_sampling(&Rnnlm::new(p, vocab(v)).unwrap(), &[3, 25, 26]);
+    heads_common::check_sampling(&Rnnlm::new(p, vocab(v)).unwrap(), &[3, 25, 26]);
 }
 
 fn train(threads: usize, cell: Cell, layers: usize, dropout: f32) -> (Vec<u32>, Vec<u32>) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
+    let v = 6000;
+    let cfg = Config::new(v, 40, 40)
+        .unwrap()
+        .with_cell(cell)
+        .with_layers(layers)
+        .with_softmax(Softmax::adaptive(&[100, 1000], 4.0, layers == 2, 40).unwrap())
+        .validated()
         .unwrap();
-    pool.install(|| {
-        let v = 6000;
-        let cfg = Config::new(v, 40, 40)
-            .unwrap()
-            .with_cell(cell)
-            .with_layers(layers)
-            .with_softmax(Softmax::adaptive(&[100, 1000], 4.0, layers == 2, 40).unwrap())
-            .validated()
-            .unwrap();
-        let (n, t) = (13, 9);
-        // Zipf-like ids, so the last cluster (5,000 words, four ranges) gets rows.
-        let corpus: Vec<u32> = (0..20_000u64)
-            .map(|i| ((i * 2654435761 % 1000) * (i * 40503 % 1000) / 150) as u32 % v as u32)
-            .collect();
-        let mut model = SimpleRnnlm::new(cfg, n, t, 9).unwrap();
-        model.set_dropout(dropout, 9).unwrap();
-        let mut batches = BookBatches::new(&corpus, n, t).unwrap();
-        let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
-        let sgd = Sgd::new(0.5);
-        let mut losses = Vec::new();
-        for _ in 0..5 {
-            batches.next_batch(&mut xs, &mut ts);
-            losses.push(model.forward(&xs, &ts).unwrap().to_bits());
-            model.backward().unwrap();
-            sgd.update(model.params_mut_and_grads());
-        }
-        let w = model
-            .params()
-            .as_slice()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
-        (losses, w)
-    })
+    // Zipf-like ids, so the last cluster (5,000 words, four ranges) gets rows.
+    let corpus: Vec<u32> = (0..20_000u64)
+        .map(|i| ((i * 2654435761 % 1000) * (i * 40503 % 1000) / 150) as u32 % v as u32)
+        .collect();
+    heads_common::train_bits(threads, cfg, None, &corpus, dropout)
 }
 
 #[test]

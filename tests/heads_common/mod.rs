@@ -1,7 +1,50 @@
-//! The sampling check shared by the factorised heads' tests.
+//! What the factorised heads' tests share: the sampling check and the training harness of
+//! the thread-count tests.
 
 use rand::SeedableRng;
-use rnnlm::{Rnnlm, Sampling};
+use rnnlm::{BookBatches, Config, Rnnlm, Sampling, Sgd, SimpleRnnlm};
+
+/// Five training steps of `cfg` (batches 13 x 9 of `corpus`, SGD lr 0.5, `dropout`) on a pool
+/// of `threads`, from the seed-9 initialisation with the class partition `starts` if given:
+/// the losses' and the final weights' bits.
+pub fn train_bits(
+    threads: usize,
+    cfg: Config,
+    starts: Option<&[u32]>,
+    corpus: &[u32],
+    dropout: f32,
+) -> (Vec<u32>, Vec<u32>) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let (n, t) = (13, 9);
+        let mut params = SimpleRnnlm::new(cfg, n, t, 9).unwrap().into_params();
+        if let Some(s) = starts {
+            params.set_class_starts(s).unwrap();
+        }
+        let mut model = SimpleRnnlm::from_params(params, n, t).unwrap();
+        model.set_dropout(dropout, 9).unwrap();
+        let mut batches = BookBatches::new(corpus, n, t).unwrap();
+        let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
+        let sgd = Sgd::new(0.5);
+        let mut losses = Vec::new();
+        for _ in 0..5 {
+            batches.next_batch(&mut xs, &mut ts);
+            losses.push(model.forward(&xs, &ts).unwrap().to_bits());
+            model.backward().unwrap();
+            sgd.update(model.params_mut_and_grads());
+        }
+        let w = model
+            .params()
+            .as_slice()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        (losses, w)
+    })
+}
 
 /// The first word after `5`, drawn 40,000 times, against the step's probabilities: at
 /// temperature 1 (the factorised heads draw their first softmax, then a word of the chosen
