@@ -9,7 +9,9 @@ use crate::model_eos;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
-    /// PyTorch word_language_model RNNModel state_dict, saved with safetensors.torch.save_file.
+    /// PyTorch word_language_model RNNModel state_dict, saved with safetensors.torch.save_file;
+    /// its decoder an nn.Linear or an nn.AdaptiveLogSoftmaxWithLoss (under any prefix).
+    /// --to torch writes an adaptive head under decoder. (a class head does not convert).
     Torch,
 }
 
@@ -38,15 +40,29 @@ pub(crate) struct ConvertArgs {
 }
 
 fn describe(cfg: &rnnlm::Config) -> String {
+    let list = |x: &[u32]| x.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     format!(
-        "{}, {} layer{}, V={}, D={}, H={}, {}",
+        "{}, {} layer{}, V={}, D={}, H={}, {}{}",
         cfg.cell,
         cfg.layers,
         if cfg.layers == 1 { "" } else { "s" },
         cfg.vocab_size,
         cfg.wordvec_size,
         cfg.hidden_size,
-        if cfg.tied { "tied" } else { "untied" }
+        if cfg.tied { "tied" } else { "untied" },
+        match cfg.softmax {
+            rnnlm::Softmax::Adaptive {
+                cutoffs,
+                projections,
+                head_bias,
+            } => format!(
+                ", adaptive softmax (cutoffs {}, projections {}, {})",
+                list(cutoffs.as_slice()),
+                list(projections.as_slice()),
+                if head_bias { "head bias" } else { "no head bias" }
+            ),
+            _ => String::new(),
+        }
     )
 }
 
