@@ -1549,6 +1549,32 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_head_names_parse_under_any_prefix() {
+        use HeadPart::{Bias, Tail, Weight};
+        for (name, want) in [
+            ("decoder.head.weight", Some(("decoder.", Weight))),
+            ("head.bias", Some(("", Bias))),
+            ("out.adaptive.tail.0.0.weight", Some(("out.adaptive.", Tail(0, false)))),
+            ("crit.tail.12.1.weight", Some(("crit.", Tail(12, true)))),
+            // A prefix that itself holds `tail.`.
+            ("tail.3.tail.1.0.weight", Some(("tail.3.", Tail(1, false)))),
+            // Not an adaptive head's: no dot before the part, a non-canonical index, others.
+            ("decoder.subhead.weight", None),
+            ("crit.tail.01.0.weight", None),
+            ("crit.tail.1.2.weight", None),
+            ("crit.tail..0.weight", None),
+            ("decoder.weight", None),
+            ("decoder.bias", None),
+            ("rnn.weight_hh_l0", None),
+        ] {
+            assert_eq!(HeadPart::parse(name), want, "{name}");
+            if let Some((p, part)) = want {
+                assert_eq!(part.name(p), name);
+            }
+        }
+    }
+
+    #[test]
     fn ours_errors_name_the_tensor() {
         let t = torch_model(Cell::Gru, 5, 3, 2, 2, false);
         let (m, good) = from_torch(&t).unwrap();
