@@ -512,13 +512,21 @@ fn check_model(m: &TorchModel) -> Result<()> {
 /// tied when `decoder.weight` is absent or bitwise equal to `encoder.weight` (then `D` must
 /// equal `H`). LSTM and RNN biases are summed (`bias_ih + bias_hh`, in f32); a GRU keeps both.
 ///
+/// The decoder is an `nn.AdaptiveLogSoftmaxWithLoss` ([`TorchModel::softmax`] adaptive, never
+/// tied) when one prefix `P` holds a `P.head.weight`, or, with no `decoder.weight` or
+/// `decoder.bias`, other tensors of such a head (whose `P.head.weight` is then missing). Its
+/// clusters are the tails `0, 1, ...` in a row; the cutoffs, projection widths and head bias
+/// come from the shapes (see the [module docs](self)).
+///
 /// # Errors
 /// An [`Error`] naming the tensor, with the expected and the found shape, when a tensor
-/// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight or a
-/// misnamed `_l00`: reported before any missing tensor, which the message then names), has
-/// the wrong shape or a data length that does not match its shape; [`Error::TensorSum`]
-/// naming both biases when their f32 sum overflows; and when `decoder.weight` is absent
-/// although `D != H`.
+/// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight, a
+/// misnamed `_l00`, a `tail.5` past the last cluster or a tail under another prefix: reported
+/// before any missing tensor, which the message then names), has the wrong shape or a data
+/// length that does not match its shape; [`Error::TensorSum`] naming both biases when their
+/// f32 sum overflows; when `decoder.weight` is absent although `D != H`; and
+/// [`Error::Invalid`] naming the tensors when two prefixes hold an adaptive head or its
+/// shortlist and clusters do not cover `V` (`encoder.weight`'s rows).
 ///
 /// ```
 /// use rnnlm::{convert::{from_torch, Tensors}, Error};
@@ -1038,7 +1046,8 @@ fn vocab_from(
 /// regular file, is not safetensors (checked header first, as [`checkpoint::load`] does), fails
 /// its checksum, holds a tensor that is not F32 or a NaN or infinite value, looks like an
 /// rnnlm checkpoint, describes an invalid model, or the vocabulary is absent, malformed or of
-/// the wrong length; every tensor error of [`from_torch`] (a missing or unexpected tensor, a
+/// the wrong length, or when [`from_torch`] finds the model invalid (e.g. an adaptive head that
+/// does not cover `V`); every tensor error of [`from_torch`] (a missing or unexpected tensor, a
 /// wrong shape, an overflowing bias sum) naming the file; [`Error::NoEos`] naming the file and
 /// the vocabulary's source if the vocabulary has no `<eos>`.
 ///
@@ -1054,6 +1063,12 @@ fn vocab_from(
 /// assert!(tied.config().tied);
 /// let err = load_torch(&dir.join("gru1_tied.safetensors"), None).unwrap_err();
 /// assert!(err.to_string().contains("--vocab-text TRAIN"));
+/// // A decoder that is an AdaptiveLogSoftmaxWithLoss, here under `out.adaptive.`.
+/// let adaptive = std::path::Path::new("tests/fixtures/torch_adaptive/rnn1_adaptive_div4.safetensors");
+/// let (params, _) = load_torch(adaptive, None).unwrap();
+/// let rnnlm::Softmax::Adaptive { cutoffs, projections, head_bias } = params.config().softmax
+/// else { unreachable!() };
+/// assert_eq!((cutoffs.as_slice(), projections.as_slice(), head_bias), (&[10][..], &[4][..], false));
 /// ```
 pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Vocab)> {
     // The checkpoint reader: header first, sizes checked before the data is read, checksum
@@ -1122,13 +1137,15 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// (`safetensors.torch.load_file` reads it; `model.load_state_dict` takes it), with the
 /// vocabulary, when given, as the `vocab` metadata entry (a JSON array of the words in id
 /// order). RNN and LSTM biases go whole to `bias_ih` (`bias_hh` is zero); a tied model gets
-/// `decoder.weight` as a copy of `encoder.weight`. The header is canonical and carries the
+/// `decoder.weight` as a copy of `encoder.weight`; an adaptive head is written as an
+/// `nn.AdaptiveLogSoftmaxWithLoss` under `decoder.` ([`to_torch`]). The header is canonical and carries the
 /// `checksum` entry of [`checkpoint::to_bytes_with`] (PyTorch ignores it; [`load_torch`]
 /// verifies it). The write is atomic ([`outputs::write_atomic`]): a failure never leaves a
 /// partial file.
 ///
 /// # Errors
-/// If the vocabulary's length is not `V` or it has no `<eos>` ([`Error::NoEos`] naming
+/// [`Error::Invalid`] for a cell or head PyTorch has no form for (the book's GRU, a class
+/// head); if the vocabulary's length is not `V` or it has no `<eos>` ([`Error::NoEos`] naming
 /// `path`: [`load_torch`] would refuse the file), a weight is NaN or infinite (naming the
 /// tensor and the flat index, as [`checkpoint::to_bytes_with`]), or on I/O failure.
 ///
