@@ -305,7 +305,10 @@ impl HeadPart {
     /// ends with `.`, a tail's index is canonical decimal.
     fn parse(name: &str) -> Option<(&str, HeadPart)> {
         let prefix = |p: &str| p.is_empty() || p.ends_with('.');
-        for (suffix, part) in [("head.weight", HeadPart::Weight), ("head.bias", HeadPart::Bias)] {
+        for (suffix, part) in [
+            ("head.weight", HeadPart::Weight),
+            ("head.bias", HeadPart::Bias),
+        ] {
             if let Some(p) = name.strip_suffix(suffix).filter(|p| prefix(p)) {
                 return Some((p, part));
             }
@@ -408,7 +411,11 @@ fn torch_required<'a>(
 
 /// The first tensor that `t` lacks of those [`torch_required`] lists. It stops at the first
 /// gap: at most one look-up more than `t` has tensors.
-fn torch_first_missing(t: &Tensors, layers: usize, head: Option<&(String, usize)>) -> Option<String> {
+fn torch_first_missing(
+    t: &Tensors,
+    layers: usize,
+    head: Option<&(String, usize)>,
+) -> Option<String> {
     torch_required(layers, head).find(|name| !t.contains_key(name))
 }
 
@@ -806,7 +813,10 @@ fn adaptive_from_torch(
             },
             |s| matches!(s, &[n, q] if n > 0 && q == p),
         )?;
-        ours.insert(format!("tail.{i}.proj"), (vec![h, p], transpose(proj, p, h)));
+        ours.insert(
+            format!("tail.{i}.proj"),
+            (vec![h, p], transpose(proj, p, h)),
+        );
         ours.insert(format!("tail.{i}.W"), (ws.clone(), w.clone()));
         let as_u32 = |x: usize| u32::try_from(x).ok().filter(|&x| x <= 1 << 24);
         match (as_u32(c), as_u32(p)) {
@@ -817,9 +827,7 @@ fn adaptive_from_torch(
             _ => {
                 return Err(invalid(
                     "adaptive head",
-                    format!(
-                        "cluster {i} starts at word {c} and projects to {p}: larger than 2^24"
-                    ),
+                    format!("cluster {i} starts at word {c} and projects to {p}: larger than 2^24"),
                 ))
             }
         }
@@ -1112,7 +1120,10 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
             e.in_file(path)
         }
     })?;
-    let cfg = m.config().validated().map_err(|e| bad(path, e.to_string()))?;
+    let cfg = m
+        .config()
+        .validated()
+        .map_err(|e| bad(path, e.to_string()))?;
     let mut data = Vec::with_capacity(Params::len_of(&cfg));
     for (name, shape) in Params::layout(&cfg) {
         match ours.get(&name) {
@@ -1571,7 +1582,10 @@ mod tests {
         for (name, want) in [
             ("decoder.head.weight", Some(("decoder.", Weight))),
             ("head.bias", Some(("", Bias))),
-            ("out.adaptive.tail.0.0.weight", Some(("out.adaptive.", Tail(0, false)))),
+            (
+                "out.adaptive.tail.0.0.weight",
+                Some(("out.adaptive.", Tail(0, false))),
+            ),
             ("crit.tail.12.1.weight", Some(("crit.", Tail(12, true)))),
             // A prefix that itself holds `tail.`.
             ("tail.3.tail.1.0.weight", Some(("tail.3.", Tail(1, false)))),

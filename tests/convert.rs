@@ -842,8 +842,14 @@ fn adaptive_log_probs_match_pytorch() {
             "{file}: log-probs of the first 40 targets, max abs err {max_score:.2e} (score), \
              {max_step:.2e} (step); max |logsumexp| of a row {max_sum:.2e}"
         );
-        assert!(max_score < 1e-5, "{file}: score: max |ours - torch| = {max_score:.3e}");
-        assert!(max_step < 1e-5, "{file}: step: max |ours - torch| = {max_step:.3e}");
+        assert!(
+            max_score < 1e-5,
+            "{file}: score: max |ours - torch| = {max_score:.3e}"
+        );
+        assert!(
+            max_step < 1e-5,
+            "{file}: step: max |ours - torch| = {max_step:.3e}"
+        );
         assert!(max_sum < 1e-5, "{file}: a row's Σp is off by {max_sum:.3e}");
     }
 }
@@ -856,9 +862,14 @@ fn adaptive_perplexities_match_pytorch() {
         let e = adaptive_entry(file);
         let (params, vocab) = load_adaptive(file);
         let ids = ids(&vocab);
-        let full = eval_full(&params, &ids, n("full_protocol", "n"), n("full_protocol", "t"))
-            .unwrap()
-            .perplexity;
+        let full = eval_full(
+            &params,
+            &ids,
+            n("full_protocol", "n"),
+            n("full_protocol", "t"),
+        )
+        .unwrap()
+        .perplexity;
         let want = e["full_ppl"].as_f64().unwrap();
         let (bsz, bptt) = (
             n("wlm_protocol", "eval_batch_size"),
@@ -997,7 +1008,10 @@ fn adaptive_errors_name_the_tensors() {
             if name == "decoder.tail.1.1.weight" && expected.starts_with("[21, 4]")),
         "{e:?}"
     );
-    assert!(line.contains("tensor \"decoder.tail.1.1.weight\": missing"), "{line}");
+    assert!(
+        line.contains("tensor \"decoder.tail.1.1.weight\": missing"),
+        "{line}"
+    );
     // The clusters cover 42 words, encoder.weight 41.
     let (_, line) = adaptive_fails(&dir, "v.safetensors", &|r| {
         r.0.insert("decoder.tail.1.1.weight".into(), zeros(&[22, 4]));
@@ -1183,7 +1197,10 @@ fn cli_convert_adaptive_then_score_eval_and_back() {
         json["perplexity"].as_f64().unwrap(),
         e["full_ppl"].as_f64().unwrap(),
     );
-    println!("{file} via the CLI: full ppl {got:.6}, rel err {:.2e}", rel(got, want));
+    println!(
+        "{file} via the CLI: full ppl {got:.6}, rel err {:.2e}",
+        rel(got, want)
+    );
     assert!(rel(got, want) < 1e-5, "{got} vs {want}");
 
     // score: each line's log-probability from <eos>, as the library's.

@@ -59,7 +59,11 @@ fn describe(cfg: &rnnlm::Config) -> String {
                 ", adaptive softmax (cutoffs {}, projections {}, {})",
                 list(cutoffs.as_slice()),
                 list(projections.as_slice()),
-                if head_bias { "head bias" } else { "no head bias" }
+                if head_bias {
+                    "head bias"
+                } else {
+                    "no head bias"
+                }
             ),
             _ => String::new(),
         }
