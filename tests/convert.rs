@@ -246,6 +246,30 @@ fn save_torch_then_load_torch_is_exact() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `rnnlm eval --protocol full --batch 4 --time 7` of `model` over the corpus is `want`
+/// (PyTorch's `full_ppl`) within `tol`, relative.
+fn cli_full_ppl_matches(file: &str, model: &Path, want: f64, tol: f64) {
+    let o = rnnlm(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        corpus().to_str().unwrap(),
+        "--protocol",
+        "full",
+        "--batch",
+        "4",
+        "--time",
+        "7",
+        "--json",
+    ]);
+    let (_, json) = ok_json(&o);
+    let got = json["perplexity"].as_f64().unwrap();
+    let err = rel(got, want);
+    println!("{file} via the CLI: full ppl {got:.6}, rel err {err:.2e}");
+    assert!(err < tol, "{file}: {got} vs {want}: rel err {err:.3e}");
+}
+
 #[test]
 fn cli_convert_from_torch_then_eval_and_back() {
     let dir = tmpdir("convert-cli");
@@ -318,34 +342,7 @@ fn cli_convert_from_torch_then_eval_and_back() {
         rel(got, want)
     );
     // And --protocol full with 4 x 7 gives the full_ppl PyTorch computed.
-    let o = rnnlm(&[
-        "eval",
-        "--model",
-        &s(&out),
-        "--data",
-        &s(&corpus()),
-        "--protocol",
-        "full",
-        "--batch",
-        "4",
-        "--time",
-        "7",
-        "--json",
-    ]);
-    let (_, json) = ok_json(&o);
-    let (got, want) = (
-        json["perplexity"].as_f64().unwrap(),
-        e["full_ppl"].as_f64().unwrap(),
-    );
-    println!(
-        "{file} via the CLI: full ppl {got:.6}, rel err {:.2e}",
-        rel(got, want)
-    );
-    assert!(
-        rel(got, want) < 1e-4,
-        "{got} vs {want}: rel err {:.3e}",
-        rel(got, want)
-    );
+    cli_full_ppl_matches(file, &out, e["full_ppl"].as_f64().unwrap(), 1e-4);
 
     // --to torch, then back: the same weights and words (now carried as metadata).
     let torch = dir.join("torch.safetensors");
@@ -1166,8 +1163,8 @@ fn cli_convert_adaptive_then_score_eval_and_back() {
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.contains(
-            "gru, 2 layers, V=41, D=16, H=16, untied, adaptive softmax (cutoffs 6,14,30, \
-             projections 8,4,2, head bias)"
+            "gru, 2 layers, V=41, D=16, H=16, untied, adaptive softmax cutoffs=6,14,30 \
+             projections=8,4,2 head bias"
         ),
         "{stdout}"
     );
@@ -1178,30 +1175,7 @@ fn cli_convert_adaptive_then_score_eval_and_back() {
     assert_eq!(ck.vocab.as_ref(), Some(&vocab));
 
     // eval --protocol full with 4 x 7 gives the full_ppl PyTorch computed.
-    let o = rnnlm(&[
-        "eval",
-        "--model",
-        &s(&out),
-        "--data",
-        &s(&corpus()),
-        "--protocol",
-        "full",
-        "--batch",
-        "4",
-        "--time",
-        "7",
-        "--json",
-    ]);
-    let (_, json) = ok_json(&o);
-    let (got, want) = (
-        json["perplexity"].as_f64().unwrap(),
-        e["full_ppl"].as_f64().unwrap(),
-    );
-    println!(
-        "{file} via the CLI: full ppl {got:.6}, rel err {:.2e}",
-        rel(got, want)
-    );
-    assert!(rel(got, want) < 1e-5, "{got} vs {want}");
+    cli_full_ppl_matches(file, &out, e["full_ppl"].as_f64().unwrap(), 1e-5);
 
     // score: each line's log-probability from <eos>, as the library's.
     let lines: Vec<&str> = std::fs::read_to_string(corpus())

@@ -40,7 +40,7 @@ pub(crate) struct ConvertArgs {
 }
 
 fn describe(cfg: &rnnlm::Config) -> String {
-    let list = |x: &[u32]| x.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let head = crate::shared_args::head_note(cfg);
     format!(
         "{}, {} layer{}, V={}, D={}, H={}, {}{}",
         cfg.cell,
@@ -50,22 +50,10 @@ fn describe(cfg: &rnnlm::Config) -> String {
         cfg.wordvec_size,
         cfg.hidden_size,
         if cfg.tied { "tied" } else { "untied" },
-        match cfg.softmax {
-            rnnlm::Softmax::Adaptive {
-                cutoffs,
-                projections,
-                head_bias,
-            } => format!(
-                ", adaptive softmax (cutoffs {}, projections {}, {})",
-                list(cutoffs.as_slice()),
-                list(projections.as_slice()),
-                if head_bias {
-                    "head bias"
-                } else {
-                    "no head bias"
-                }
-            ),
-            _ => String::new(),
+        if head.is_empty() {
+            head
+        } else {
+            format!(",{head}")
         }
     )
 }
