@@ -32,9 +32,14 @@ fn corpus() -> PathBuf {
     dir().join("corpus.txt")
 }
 
-fn expected() -> Value {
-    let text = std::fs::read_to_string(dir().join("expected.json")).unwrap();
+/// The `expected.json` of a fixture folder.
+fn expected_in(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("expected.json")).unwrap();
     serde_json::from_str(&text).unwrap()
+}
+
+fn expected() -> Value {
+    expected_in(&dir())
 }
 
 /// The fixture's entry in expected.json.
@@ -68,33 +73,30 @@ fn bits(p: &Params) -> Vec<u32> {
     p.as_slice().iter().map(|x| x.to_bits()).collect()
 }
 
+/// `cfg` is the architecture of the fixture's entry `e` in expected.json (untied when the
+/// entry does not say).
+fn assert_architecture(file: &str, e: &Value, cfg: &rnnlm::Config) {
+    let cell = match e["cell"].as_str().unwrap() {
+        "LSTM" => "lstm",
+        "GRU" => "gru",
+        "RNN_TANH" => "rnn",
+        other => panic!("{other}"),
+    };
+    assert_eq!(cfg.cell.name(), cell, "{file}");
+    let n = |k: &str| e[k].as_u64().unwrap() as usize;
+    assert_eq!(cfg.layers, n("layers"), "{file}");
+    assert_eq!(cfg.tied, e["tied"].as_bool().unwrap_or(false), "{file}");
+    assert_eq!(cfg.vocab_size, n("V"), "{file}");
+    assert_eq!(cfg.wordvec_size, n("ninp"), "{file}");
+    assert_eq!(cfg.hidden_size, n("nhid"), "{file}");
+}
+
 #[test]
 fn fixtures_convert_to_the_expected_architecture() {
     let words = read_dictionary(&corpus()).unwrap();
     for file in FILES {
-        let e = entry(file);
         let (params, vocab) = load(file);
-        let cfg = params.config();
-        let cell = match e["cell"].as_str().unwrap() {
-            "LSTM" => "lstm",
-            "GRU" => "gru",
-            "RNN_TANH" => "rnn",
-            other => panic!("{other}"),
-        };
-        assert_eq!(cfg.cell.name(), cell, "{file}");
-        assert_eq!(cfg.layers as u64, e["layers"].as_u64().unwrap(), "{file}");
-        assert_eq!(cfg.tied, e["tied"].as_bool().unwrap(), "{file}");
-        assert_eq!(cfg.vocab_size as u64, e["V"].as_u64().unwrap(), "{file}");
-        assert_eq!(
-            cfg.wordvec_size as u64,
-            e["ninp"].as_u64().unwrap(),
-            "{file}"
-        );
-        assert_eq!(
-            cfg.hidden_size as u64,
-            e["nhid"].as_u64().unwrap(),
-            "{file}"
-        );
+        assert_architecture(file, &entry(file), params.config());
         // Metadata and the rebuilt Dictionary give the same words.
         assert_eq!(vocab.words(), words.as_slice(), "{file}");
     }
@@ -246,6 +248,19 @@ fn save_torch_then_load_torch_is_exact() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Runs `rnnlm convert DIRECTION torch IN OUT EXTRA...`, which must succeed with one line;
+/// returns it.
+fn convert_ok(direction: &str, input: &Path, out: &Path, extra: &[&str]) -> String {
+    let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["convert", direction, "torch", i, o];
+    args.extend(extra);
+    let o = rnnlm(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    stdout
+}
+
 /// `rnnlm eval --protocol full --batch 4 --time 7` of `model` over the corpus is `want`
 /// (PyTorch's `full_ppl`) within `tol`, relative.
 fn cli_full_ppl_matches(file: &str, model: &Path, want: f64, tol: f64) {
@@ -289,18 +304,7 @@ fn cli_convert_from_torch_then_eval_and_back() {
     assert!(err.contains("--vocab-text") && err.contains(file), "{err}");
     assert!(!out.exists());
 
-    let o = rnnlm(&[
-        "convert",
-        "--from",
-        "torch",
-        &s(&input),
-        &s(&out),
-        "--vocab-text",
-        &s(&corpus()),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8(o.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let stdout = convert_ok("--from", &input, &out, &["--vocab-text", &s(&corpus())]);
     assert!(
         stdout.contains("lstm, 2 layers, V=41, D=16, H=16, tied"),
         "{stdout}"
@@ -346,17 +350,13 @@ fn cli_convert_from_torch_then_eval_and_back() {
 
     // --to torch, then back: the same weights and words (now carried as metadata).
     let torch = dir.join("torch.safetensors");
-    let o = rnnlm(&["convert", "--to", "torch", &s(&out), &s(&torch)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8(o.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let stdout = convert_ok("--to", &out, &torch, &[]);
     assert!(
         stdout.contains("tied") && stdout.contains("41-word vocabulary"),
         "{stdout}"
     );
     let again = dir.join("again.safetensors");
-    let o = rnnlm(&["convert", "--from", "torch", &s(&torch), &s(&again)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    convert_ok("--from", &torch, &again, &[]);
     let ck2 = checkpoint::load(&again).unwrap();
     assert_eq!(bits(&ck2.params), bits(&ck.params));
     assert_eq!(ck2.vocab, ck.vocab);
@@ -729,8 +729,7 @@ fn adaptive_dir() -> PathBuf {
 }
 
 fn adaptive_expected() -> Value {
-    let text = std::fs::read_to_string(adaptive_dir().join("expected.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    expected_in(&adaptive_dir())
 }
 
 fn adaptive_entry(file: &str) -> Value {
@@ -767,16 +766,7 @@ fn adaptive_fixtures_convert_to_the_expected_head() {
         assert_eq!(e["prefix"], prefix, "{file}");
         let (params, vocab) = load_adaptive(file);
         let cfg = params.config();
-        let cell = match e["cell"].as_str().unwrap() {
-            "LSTM" => "lstm",
-            "GRU" => "gru",
-            "RNN_TANH" => "rnn",
-            other => panic!("{other}"),
-        };
-        assert_eq!(cfg.cell.name(), cell, "{file}");
-        assert_eq!(cfg.layers as u64, e["layers"].as_u64().unwrap(), "{file}");
-        assert_eq!(cfg.vocab_size as u64, e["V"].as_u64().unwrap(), "{file}");
-        assert_eq!(cfg.hidden_size as u64, e["nhid"].as_u64().unwrap());
+        assert_architecture(file, &e, cfg);
         assert!(!cfg.tied, "{file}");
         let Softmax::Adaptive {
             cutoffs,
@@ -987,6 +977,14 @@ fn adaptive_fails(dir: &Path, file: &str, f: &dyn Fn(&mut Raw)) -> (rnnlm::Error
     (e, line)
 }
 
+/// The tensor a [`rnnlm::Error::TensorMissing`] names.
+fn missing(e: &rnnlm::Error) -> Option<&str> {
+    match e {
+        rnnlm::Error::TensorMissing { name, .. } => Some(name),
+        _ => None,
+    }
+}
+
 /// An all-zero F32 tensor of shape `shape`, raw.
 fn zeros(shape: &[usize]) -> (Dtype, Vec<usize>, Vec<u8>) {
     let n: usize = shape.iter().product();
@@ -1115,18 +1113,12 @@ fn adaptive_errors_name_the_tensors() {
     let (e, _) = adaptive_fails(&dir, "tails.safetensors", &|r| {
         r.0.retain(|n, _| !n.starts_with("decoder.tail."));
     });
-    assert!(
-        matches!(&e, rnnlm::Error::TensorMissing { name, .. } if name == "decoder.tail.0.0.weight"),
-        "{e:?}"
-    );
+    assert_eq!(missing(&e), Some("decoder.tail.0.0.weight"), "{e:?}");
     // No head.weight, but the rest of a head and no Linear decoder: the weight is missing.
     let (e, _) = adaptive_fails(&dir, "noweight.safetensors", &|r| {
         r.0.remove("decoder.head.weight");
     });
-    assert!(
-        matches!(&e, rnnlm::Error::TensorMissing { name, .. } if name == "decoder.head.weight"),
-        "{e:?}"
-    );
+    assert_eq!(missing(&e), Some("decoder.head.weight"), "{e:?}");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -1157,10 +1149,7 @@ fn cli_convert_adaptive_then_score_eval_and_back() {
     let e = adaptive_entry(file);
     let input = adaptive_dir().join(file);
     let out = dir.join("ours.safetensors");
-    let o = rnnlm(&["convert", "--from", "torch", &s(&input), &s(&out)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8(o.stdout).unwrap();
-    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let stdout = convert_ok("--from", &input, &out, &[]);
     assert!(
         stdout.contains(
             "gru, 2 layers, V=41, D=16, H=16, untied, adaptive softmax cutoffs=6,14,30 \
@@ -1208,9 +1197,7 @@ fn cli_convert_adaptive_then_score_eval_and_back() {
 
     // --to torch, then back: the fixture's tensors under decoder., the same parameters.
     let torch = dir.join("torch.safetensors");
-    let o = rnnlm(&["convert", "--to", "torch", &s(&out), &s(&torch)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8(o.stdout).unwrap();
+    let stdout = convert_ok("--to", &out, &torch, &[]);
     assert!(stdout.contains("adaptive softmax"), "{stdout}");
     let (back, _) = read_raw(&torch);
     let (orig, _) = read_raw(&input);
@@ -1220,8 +1207,7 @@ fn cli_convert_adaptive_then_score_eval_and_back() {
         .collect();
     assert_eq!(back, orig);
     let again = dir.join("again.safetensors");
-    let o = rnnlm(&["convert", "--from", "torch", &s(&torch), &s(&again)]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    convert_ok("--from", &torch, &again, &[]);
     let ck2 = checkpoint::load(&again).unwrap();
     assert_eq!(bits(&ck2.params), bits(&ck.params));
     assert_eq!(ck2.vocab, ck.vocab);
