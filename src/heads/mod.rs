@@ -62,6 +62,9 @@ pub(crate) trait Head: Sync {
 
 /// The output layer of a model: one type for inference over every head.
 #[derive(Clone, Copy)]
+// Built once per pass on the stack (borrowed views, ~1 KB for an adaptive head's cluster
+// table): boxing would allocate in a loop that must not.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AnyHead<'a> {
     Full(full::FullSoftmax<'a>),
     Class(class::ClassSoftmax<'a>),

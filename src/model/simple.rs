@@ -372,6 +372,9 @@ macro_rules! tail_bufs {
 /// A factorised head as training runs it: a first softmax over all positions, then a
 /// second stage (a class's words, an adaptive head's cluster) over the positions gathered by
 /// their target's group.
+// Built once per pass on the stack (borrowed views, ~1 KB for an adaptive head's cluster
+// table): boxing would allocate in a loop that must not.
+#[allow(clippy::large_enum_variant)]
 enum Factored<'a> {
     Class(ClassSoftmax<'a>),
     Adaptive(AdaptiveSoftmax<'a>),
