@@ -73,18 +73,38 @@ pub struct BenchSpec {
     pub zipf: bool,
 }
 
-/// `n` ids drawn from `p(id) ∝ 1/(id+1)` over `v` ids, by inverse transform sampling.
-pub fn zipf_ids<R: rand::Rng>(rng: &mut R, v: usize, n: usize, out: &mut Vec<u32>) {
-    let mut cdf = Vec::with_capacity(v);
-    let mut acc = 0.0f64;
-    for r in 1..=v {
-        acc += 1.0 / r as f64;
-        cdf.push(acc);
+/// Ids drawn from `p(id) ∝ 1/(id+1)` over `v` ids, by inverse transform sampling: the
+/// synthetic Zipf data of `rnnlm bench --ids zipf` and of `rnnlm zipf-text`.
+pub(crate) struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    /// The distribution over `v >= 1` ids.
+    pub(crate) fn new(v: usize) -> Self {
+        let mut cdf = Vec::with_capacity(v);
+        let mut acc = 0.0f64;
+        for r in 1..=v {
+            acc += 1.0 / r as f64;
+            cdf.push(acc);
+        }
+        Self { cdf }
     }
-    out.extend((0..n).map(|_| {
-        let u = rng.random::<f64>() * acc;
-        cdf.partition_point(|&c| c <= u).min(v - 1) as u32
-    }));
+
+    /// One id.
+    pub(crate) fn sample<R: rand::Rng>(&self, rng: &mut R) -> u32 {
+        let total = *self.cdf.last().expect("v >= 1");
+        let u = rng.random::<f64>() * total;
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1) as u32
+    }
+}
+
+/// `n` ids drawn from `p(id) ∝ 1/(id+1)` over `v` ids ([`Zipf`]).
+pub fn zipf_ids<R: rand::Rng>(rng: &mut R, v: usize, n: usize, out: &mut Vec<u32>) {
+    let zipf = Zipf::new(v);
+    out.extend((0..n).map(|_| zipf.sample(rng)));
 }
 
 /// Mikolov's classes ([`crate::class_starts_from_counts`]) for the Zipf counts of

@@ -1,6 +1,7 @@
 //! Perplexity evaluation.
 
 use crate::data::batcher::{eval_batch, eval_iters};
+use crate::data::ids::Tokens;
 use crate::error::{Error, Result};
 use crate::model::params::Params;
 use crate::model::simple::forward;
@@ -67,13 +68,14 @@ impl Protocol {
 /// assert_eq!((book.tokens, full.tokens), (350, 399)); // full scores every token once
 /// assert_eq!(torch.tokens, 390); // 10 streams of 40 tokens, 39 targets each
 /// ```
-pub fn evaluate(
+pub fn evaluate<'a>(
     params: &Params,
-    corpus: &[u32],
+    corpus: impl Into<Tokens<'a>>,
     protocol: Protocol,
     n: usize,
     t: usize,
 ) -> Result<Perplexity> {
+    let corpus = corpus.into();
     match protocol {
         Protocol::Book => eval_perplexity(params, corpus, n, t),
         Protocol::Full => eval_full(params, corpus, n, t),
@@ -134,7 +136,13 @@ impl Perplexity {
 /// assert_eq!((r.batches, r.tokens), (1, 350)); // (400-1) / 350 = 1 batch, the tail dropped
 /// assert!((r.perplexity - 10.0).abs() < 0.1); // an untrained model is near-uniform
 /// ```
-pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<Perplexity> {
+pub fn eval_perplexity<'a>(
+    params: &Params,
+    corpus: impl Into<Tokens<'a>>,
+    n: usize,
+    t: usize,
+) -> Result<Perplexity> {
+    let corpus = corpus.into();
     let iters = eval_iters(corpus.len(), n, t);
     if iters == 0 {
         return Err(Error::invalid(
@@ -151,7 +159,8 @@ pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> R
     let mut total = 0.0f64;
     let (len, jump) = (corpus.len(), (corpus.len() - 1) / n);
     for k in 0..iters {
-        eval_batch(corpus, n, t, k, &mut xs, &mut ts);
+        eval_batch(&corpus, n, t, k, &mut xs, &mut ts);
+        corpus.consumed(4 * n * t);
         total += forward(params, &mut ws, &xs, &ts)? as f64;
         // Row i, step s of batch k predicts corpus[(k*T + i*jump + s + 1) % len].
         check_losses(ws.position_losses(), t, |i, s| {
@@ -195,7 +204,13 @@ pub fn eval_perplexity(params: &Params, corpus: &[u32], n: usize, t: usize) -> R
 /// let one = rnnlm::eval_full(&params, &corpus, 1, 7).unwrap();
 /// assert!((one.mean_loss * 99.0 + score.log_prob).abs() < 1e-9);
 /// ```
-pub fn eval_full(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<Perplexity> {
+pub fn eval_full<'a>(
+    params: &Params,
+    corpus: impl Into<Tokens<'a>>,
+    n: usize,
+    t: usize,
+) -> Result<Perplexity> {
+    let corpus = corpus.into();
     let targets = corpus.len().saturating_sub(1);
     if targets == 0 || n == 0 || t == 0 {
         return Err(Error::invalid(
@@ -253,7 +268,13 @@ pub fn eval_full(params: &Params, corpus: &[u32], n: usize, t: usize) -> Result<
 /// assert!((one.mean_loss - full.mean_loss).abs() < 1e-12);
 /// assert!(rnnlm::eval::eval_torch(&params, &corpus[..7], 4, 7).is_err()); // 1 token a stream
 /// ```
-pub fn eval_torch(params: &Params, corpus: &[u32], bsz: usize, bptt: usize) -> Result<Perplexity> {
+pub fn eval_torch<'a>(
+    params: &Params,
+    corpus: impl Into<Tokens<'a>>,
+    bsz: usize,
+    bptt: usize,
+) -> Result<Perplexity> {
+    let corpus = corpus.into();
     if bsz == 0 || bptt == 0 {
         return Err(Error::invalid(
             "evaluation batch",
@@ -295,7 +316,7 @@ pub fn eval_torch(params: &Params, corpus: &[u32], bsz: usize, bptt: usize) -> R
 /// protocols, which differ only in how they cut the streams.
 fn stream_losses(
     params: &Params,
-    corpus: &[u32],
+    corpus: Tokens<'_>,
     n: usize,
     t: usize,
     range: impl Fn(usize) -> std::ops::Range<usize>,
@@ -319,6 +340,7 @@ fn stream_losses(
                 ts[i * t + s] = y;
             }
         }
+        corpus.consumed(4 * n * t);
         forward(params, &mut ws, &xs, &ts)?;
         check_losses(ws.position_losses(), t, |i, s| {
             range(i).start + k * t + s + 1

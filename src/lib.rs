@@ -35,7 +35,8 @@
 //! parameters and their vocabulary in an [`Rnnlm`]; see the [`infer`] module.
 
 #![warn(missing_docs)]
-// `unsafe` lives only in `gemm/` and `kernels/`, every block with its invariant.
+// `unsafe` lives only in `gemm/`, `kernels/` and the memory mappings of `data/ids.rs` and
+// `data/prepare.rs`, every block with its invariant.
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 // The public API: what a user embeds.

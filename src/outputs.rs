@@ -149,10 +149,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, bytes, |from, to| fs::rename(from, to))
 }
 
+/// [`write_atomic`] for an output written piece by piece: `write(file, temporary_path)` fills
+/// the temporary file (it may open `temporary_path` again, e.g. to write parts of it from
+/// several threads), which is then fsynced and renamed over the target, or removed if
+/// anything fails.
+///
+/// # Errors
+/// As [`write_atomic`], and what `write` returns (as [`Error::Io`] naming `path`).
+pub fn write_atomic_streamed(
+    path: &Path,
+    write: impl FnOnce(&mut File, &Path) -> io::Result<()>,
+) -> Result<()> {
+    write_atomic_to(path, write, |from, to| fs::rename(from, to))
+}
+
 /// [`write_atomic`] with the final rename step given, so tests can make it fail.
 fn write_atomic_with(
     path: &Path,
     bytes: &[u8],
+    rename: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> Result<()> {
+    write_atomic_to(path, |f, _| f.write_all(bytes), rename)
+}
+
+/// The one atomic write: [`write_atomic_streamed`] with the rename given.
+fn write_atomic_to(
+    path: &Path,
+    write: impl FnOnce(&mut File, &Path) -> io::Result<()>,
     rename: impl FnOnce(&Path, &Path) -> io::Result<()>,
 ) -> Result<()> {
     let target = checked_target(path).map_err(|why| refused("output path", path, why))?;
@@ -173,7 +196,7 @@ fn write_atomic_with(
         .open(&tmp)
         .map_err(|e| Error::io(path, e))?;
     let result = (|| {
-        f.write_all(bytes)?;
+        write(&mut f, &tmp)?;
         f.sync_all()?;
         drop(f);
         rename(&tmp, &target)?;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use crate::checkpoint;
 use crate::data::batcher::BookBatches;
+use crate::data::ids::Tokens;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Perplexity, Protocol};
 use crate::model::config::Config;
@@ -188,16 +189,20 @@ pub struct DataFingerprint {
 }
 
 impl DataFingerprint {
-    /// The fingerprint of `ids`.
-    pub fn of(ids: &[u32]) -> Self {
+    /// The fingerprint of `ids` (a slice, or a mapped file's [`Tokens`], read in chunks).
+    pub fn of<'a>(ids: impl Into<Tokens<'a>>) -> Self {
+        let ids = ids.into();
         // FNV-1a: simple, fast, stable across versions; not cryptographic, and need not be
         // (it guards against mistakes, not attacks).
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for id in ids {
-            for b in id.to_le_bytes() {
-                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        let _ = ids.for_each_chunk(|_, chunk| {
+            for id in chunk {
+                for b in id.to_le_bytes() {
+                    h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+                }
             }
-        }
+            Ok(())
+        });
         Self {
             tokens: ids.len(),
             fnv1a: h,
@@ -767,7 +772,7 @@ impl Trainer {
     /// let err = trainer.check_data(&corpus[..500]).unwrap_err().to_string();
     /// assert!(err.contains("500 tokens") && err.contains("1000"), "{err}");
     /// ```
-    pub fn check_data(&self, train: &[u32]) -> Result<()> {
+    pub fn check_data<'a>(&self, train: impl Into<Tokens<'a>>) -> Result<()> {
         let Some(saved) = self.data else {
             return Ok(());
         };
@@ -833,18 +838,40 @@ impl Trainer {
         train: &[u32],
         valid: Option<&[u32]>,
         test: Option<&[u32]>,
+        on_event: impl FnMut(Event<'_>),
+    ) -> Result<TrainReport> {
+        self.fit_tokens(
+            train.into(),
+            valid.map(Tokens::from),
+            test.map(Tokens::from),
+            on_event,
+        )
+    }
+
+    /// [`Trainer::fit`] over [`Tokens`]: the same run, also over memory-mapped ids files
+    /// ([`IdsFile::tokens`](crate::data::ids::IdsFile::tokens)), read in place.
+    ///
+    /// # Errors
+    /// As [`Trainer::fit`].
+    pub fn fit_tokens(
+        &mut self,
+        train: Tokens<'_>,
+        valid: Option<Tokens<'_>>,
+        test: Option<Tokens<'_>>,
         mut on_event: impl FnMut(Event<'_>),
     ) -> Result<TrainReport> {
         let cfg = self.cfg.clone();
         let (n, t) = (cfg.batch_size, cfg.time_size);
         let v = self.model.config().vocab_size;
         for (name, c) in [("train", Some(train)), ("valid", valid), ("test", test)] {
-            if let Some(bad) = c.and_then(|c| c.iter().find(|&&x| x as usize >= v)) {
-                return Err(Error::invalid(
+            let Some(c) = c else { continue };
+            c.for_each_chunk(|_, chunk| match chunk.iter().find(|&&x| x as usize >= v) {
+                Some(bad) => Err(Error::invalid(
                     format!("{name} corpus"),
                     format!("id {bad} is outside the vocabulary (size {v})"),
-                ));
-            }
+                )),
+                None => Ok(()),
+            })?;
         }
         for (name, c) in [("valid", valid), ("test", test)] {
             if let Some(c) = c {

@@ -1,5 +1,6 @@
 //! The book's batching: `N` rows reading the corpus from evenly spaced offsets.
 
+use super::ids::Tokens;
 use crate::error::{Error, Result};
 
 /// Training batches as in the book's `RnnlmTrainer.get_batch` / ch05 loop.
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 /// assert_eq!(b.time_idx(), 3);
 /// ```
 pub struct BookBatches<'a> {
-    corpus: &'a [u32],
+    corpus: Tokens<'a>,
     n: usize,
     t: usize,
     jump: usize,
@@ -27,7 +28,8 @@ pub struct BookBatches<'a> {
 }
 
 impl<'a> BookBatches<'a> {
-    /// Batches of `n` rows, `t` steps over `corpus`.
+    /// Batches of `n` rows, `t` steps over `corpus` (a slice, a `Vec`, or the [`Tokens`] of a
+    /// memory-mapped ids file, read in place).
     ///
     /// # Errors
     /// If the corpus has fewer than `n*t + 1` tokens (not one full batch per epoch).
@@ -39,7 +41,8 @@ impl<'a> BookBatches<'a> {
     /// assert!(BookBatches::new(&corpus[..6], 2, 3).is_err());
     /// assert!(BookBatches::new(&corpus, 0, 3).is_err());
     /// ```
-    pub fn new(corpus: &'a [u32], n: usize, t: usize) -> Result<Self> {
+    pub fn new(corpus: impl Into<Tokens<'a>>, n: usize, t: usize) -> Result<Self> {
+        let corpus = corpus.into();
         let data = corpus.len().saturating_sub(1);
         // Saturating: an N*T that overflows is a batch no corpus fills, not a panic.
         let nt = n.saturating_mul(t);
@@ -132,6 +135,8 @@ impl<'a> BookBatches<'a> {
             }
             self.time_idx += 1;
         }
+        // The rows moved over N*T ids: a mapped corpus gives the pages behind back.
+        self.corpus.consumed(4 * n * t);
     }
 }
 

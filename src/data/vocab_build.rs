@@ -47,13 +47,6 @@ impl Default for VocabOptions {
     }
 }
 
-/// One distinct token of the text: how often it occurs and when it first occurred (0-based rank
-/// among distinct tokens).
-struct WordStat {
-    count: u64,
-    first: usize,
-}
-
 impl Vocab {
     /// Builds a vocabulary from the training text at `path`, keeping its frequent words.
     ///
@@ -98,101 +91,115 @@ impl Vocab {
     /// # std::fs::remove_file(&path).unwrap();
     /// ```
     pub fn build(path: &Path, opts: &VocabOptions) -> Result<Vocab> {
-        if let Some(m) = opts.max_vocab {
-            if m < 2 {
-                return Err(Error::invalid(
-                    "max_vocab",
-                    format!("{m} is too small: the vocabulary needs room for {EOS} and {UNK}"),
-                ));
-            }
-        }
-
+        check_max_vocab(opts)?;
         // Count, remembering the order of first appearance.
-        let mut stats: HashMap<String, WordStat> = HashMap::new();
+        let mut stats: HashMap<String, usize> = HashMap::new();
         let mut order: Vec<String> = Vec::new();
+        let mut counts: Vec<u64> = Vec::new();
         for_each_token(path, |w, _| {
-            if let Some(s) = stats.get_mut(w) {
-                s.count += 1;
+            if let Some(&i) = stats.get(w) {
+                counts[i] += 1;
             } else {
-                stats.insert(
-                    w.to_owned(),
-                    WordStat {
-                        count: 1,
-                        first: order.len(),
-                    },
-                );
+                stats.insert(w.to_owned(), order.len());
                 order.push(w.to_owned());
+                counts.push(1);
             }
             Ok(())
         })?;
-        if order.iter().all(|w| w == EOS) {
-            return Err(Error::invalid(
-                "training corpus",
-                format!("{} contains no words", path.display()),
-            ));
-        }
-
-        // `<eos>` always; `<unk>` always when the text has it.
-        let unk_in_text = stats.contains_key(UNK);
-        let forced = 1 + usize::from(unk_in_text);
-        let min_count = opts.min_count as u64;
-        let mut candidates: Vec<&str> = order
-            .iter()
-            .map(String::as_str)
-            .filter(|&w| w != EOS && w != UNK && stats[w].count >= min_count)
-            .collect();
-        let mut dropped = candidates.len() + forced < order.len();
-
-        if let Some(m) = opts.max_vocab {
-            if candidates.len() + forced > m {
-                dropped = true;
-            }
-            // Room left for ordinary words once `<eos>` and `<unk>` (if it will be needed) are in.
-            let reserved = forced + usize::from(dropped && !unk_in_text);
-            let room = m - reserved; // m >= 2 >= reserved
-            if candidates.len() > room {
-                dropped = true;
-                // Most frequent first; ties by first appearance (a stable sort keeps that order).
-                candidates.sort_by(|a, b| stats[*b].count.cmp(&stats[*a].count));
-                candidates.truncate(room);
-                candidates.sort_by_key(|w| stats[*w].first);
-            }
-        }
-
-        // Kept words in order of first appearance; `<unk>` where it appears, else last.
-        let mut words: Vec<String> = Vec::with_capacity(candidates.len() + 2);
-        let mut kept = candidates.into_iter().peekable();
-        for w in &order {
-            let keep = if w == EOS || w == UNK {
-                true
-            } else if kept.peek() == Some(&w.as_str()) {
-                kept.next();
-                true
-            } else {
-                false
-            };
-            if keep {
-                words.push(w.clone());
-            }
-        }
-        if dropped && !unk_in_text {
-            words.push(UNK.to_owned());
-        }
-        if opts.frequency_order {
-            // <unk> stands for itself and for every dropped word.
-            let kept: std::collections::HashSet<&str> = words.iter().map(String::as_str).collect();
-            let unk: u64 = order
-                .iter()
-                .filter(|w| !kept.contains(w.as_str()) || w.as_str() == UNK)
-                .map(|w| stats[w].count)
-                .sum();
-            let count = |w: &str| if w == UNK { unk } else { stats[w].count };
-            // A stable sort: equal counts keep the order of first appearance (<unk>, when
-            // the text never has it, last among its equals).
-            words.sort_by_key(|w| std::cmp::Reverse(count(w)));
-        }
-        Vocab::from_words(words)
+        let order: Vec<&str> = order.iter().map(String::as_str).collect();
+        Vocab::from_words(choose_words(path, &order, &counts, opts)?)
     }
+}
+
+/// [`Error::Invalid`] if `opts.max_vocab` leaves no room for `<eos>` and `<unk>`.
+pub(crate) fn check_max_vocab(opts: &VocabOptions) -> Result<()> {
+    match opts.max_vocab {
+        Some(m) if m < 2 => Err(Error::invalid(
+            "max_vocab",
+            format!("{m} is too small: the vocabulary needs room for {EOS} and {UNK}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The words a vocabulary built from a text keeps, in id order, given the text's distinct
+/// tokens in order of first appearance (`order`, `<eos>` among them) and their counts: the
+/// rule of [`Vocab::build`], which `rnnlm prepare` shares (see
+/// [`prepare`](super::prepare)). `path` names the text in errors.
+pub(crate) fn choose_words(
+    path: &Path,
+    order: &[&str],
+    counts: &[u64],
+    opts: &VocabOptions,
+) -> Result<Vec<String>> {
+    check_max_vocab(opts)?;
+    if order.iter().all(|&w| w == EOS) {
+        return Err(Error::invalid(
+            "training corpus",
+            format!("{} contains no words", path.display()),
+        ));
+    }
+
+    // `<eos>` always; `<unk>` always when the text has it.
+    let unk_in_text = order.contains(&UNK);
+    let forced = 1 + usize::from(unk_in_text);
+    let min_count = opts.min_count as u64;
+    // Indices into `order`, so also ranks of first appearance.
+    let mut candidates: Vec<usize> = (0..order.len())
+        .filter(|&i| order[i] != EOS && order[i] != UNK && counts[i] >= min_count)
+        .collect();
+    let mut dropped = candidates.len() + forced < order.len();
+
+    if let Some(m) = opts.max_vocab {
+        if candidates.len() + forced > m {
+            dropped = true;
+        }
+        // Room left for ordinary words once `<eos>` and `<unk>` (if it will be needed) are in.
+        let reserved = forced + usize::from(dropped && !unk_in_text);
+        let room = m - reserved; // m >= 2 >= reserved
+        if candidates.len() > room {
+            dropped = true;
+            // Most frequent first; ties by first appearance (a stable sort keeps that order).
+            candidates.sort_by(|&a, &b| counts[b].cmp(&counts[a]));
+            candidates.truncate(room);
+            candidates.sort_unstable();
+        }
+    }
+
+    // Kept words in order of first appearance; `<unk>` where it appears, else last.
+    let mut kept = vec![false; order.len()];
+    for &i in &candidates {
+        kept[i] = true;
+    }
+    let mut words: Vec<usize> = (0..order.len())
+        .filter(|&i| kept[i] || order[i] == EOS || order[i] == UNK)
+        .collect();
+    // `order.len()` stands for an `<unk>` the text never has.
+    let added_unk = dropped && !unk_in_text;
+    if added_unk {
+        words.push(order.len());
+    }
+    if opts.frequency_order {
+        // <unk> stands for itself and for every dropped word.
+        let unk: u64 = (0..order.len())
+            .filter(|&i| !(kept[i] || order[i] == EOS) || order[i] == UNK)
+            .map(|i| counts[i])
+            .sum();
+        let count = |i: usize| {
+            if i == order.len() || order[i] == UNK {
+                unk
+            } else {
+                counts[i]
+            }
+        };
+        // A stable sort: equal counts keep the order of first appearance (<unk>, when
+        // the text never has it, last among its equals).
+        words.sort_by_key(|&i| std::cmp::Reverse(count(i)));
+    }
+    Ok(words
+        .into_iter()
+        .map(|i| order.get(i).copied().unwrap_or(UNK).to_owned())
+        .collect())
 }
 
 #[cfg(test)]

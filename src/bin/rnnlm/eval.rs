@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use rnnlm::data::corpus::read_counting_unk;
 use rnnlm::Error;
 
+use crate::corpus_args::Source;
 use crate::model_eos;
 use crate::places::place;
 use crate::shared_args::Protocol;
@@ -15,8 +15,12 @@ pub(crate) struct EvalArgs {
     #[arg(long)]
     model: PathBuf,
     /// Text to score: one sentence per line, whitespace-separated words.
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "data_ids")]
+    data: Option<PathBuf>,
+    /// Or ids to score: an ids file of `rnnlm prepare` (made with this model's vocabulary),
+    /// read memory-mapped.
+    #[arg(long, value_name = "IDS", conflicts_with = "data")]
+    data_ids: Option<PathBuf>,
     /// Evaluation protocol.
     #[arg(long, value_enum, default_value = "book")]
     protocol: Protocol,
@@ -39,19 +43,29 @@ pub(crate) struct EvalArgs {
 pub(crate) fn eval(args: &EvalArgs) -> Result<(), Error> {
     let model = rnnlm::Rnnlm::load_with(&args.model, args.vocab_text.as_deref())?;
     model_eos(model.vocab(), &args.model)?;
-    let (ids, unk) = read_counting_unk(&args.data, model.vocab())?;
+    let source = Source::pick(&args.data_ids, || {
+        args.data
+            .clone()
+            .ok_or_else(|| Error::invalid("--data", "is required (or give --data-ids)"))
+    })?;
+    let data = source.path().to_owned();
+    let corpus = source.load(
+        model.vocab(),
+        &format!("the vocabulary of {}", args.model.display()),
+    )?;
+    let ids = corpus.tokens();
     let (n, t) = (args.batch as usize, args.time as usize);
     let protocol = rnnlm::Protocol::from(args.protocol);
-    let ppl = rnnlm::evaluate(model.params(), &ids, protocol, n, t).map_err(|e| match e {
+    let ppl = rnnlm::evaluate(model.params(), ids, protocol, n, t).map_err(|e| match e {
         Error::Invalid { msg, .. } => Error::Parse {
-            path: args.data.clone(),
+            path: data.clone(),
             line: None,
             msg,
         },
         Error::NotFinite { position, what, .. } => {
             let (line, word) = place(&model, &ids, position);
             Error::Parse {
-                path: args.data.clone(),
+                path: data.clone(),
                 line: Some(line),
                 msg: format!("{word}: {what}"),
             }
@@ -62,7 +76,7 @@ pub(crate) fn eval(args: &EvalArgs) -> Result<(), Error> {
     // either, and scripts must not take an infinite perplexity for a result.
     if !ppl.perplexity.is_finite() {
         return Err(Error::Parse {
-            path: args.data.clone(),
+            path: data.clone(),
             line: None,
             msg: format!(
                 "the perplexity overflows (mean loss {} nats per token): the model gives the \
@@ -82,17 +96,18 @@ pub(crate) fn eval(args: &EvalArgs) -> Result<(), Error> {
             "batches": ppl.batches,
             "tokens_scored": ppl.tokens,
             "tokens": ids.len(),
-            "unk_mapped": unk,
+            "unk_mapped": corpus.unk(),
             "model": args.model,
-            "data": args.data,
+            "data": data,
         });
         outln!("{out}");
     } else {
         outln!(
-            "perplexity {:.4} (protocol {protocol}: batch {n}, time {t}; {} of {} tokens scored; {unk} words mapped to <unk>)",
+            "perplexity {:.4} (protocol {protocol}: batch {n}, time {t}; {} of {} tokens scored; {} words mapped to <unk>)",
             ppl.perplexity,
             ppl.tokens,
-            ids.len()
+            ids.len(),
+            corpus.unk_note()
         );
     }
     Ok(())

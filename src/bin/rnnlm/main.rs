@@ -21,9 +21,11 @@ mod stdout;
 
 mod bench;
 mod convert;
+mod corpus_args;
 mod eval;
 mod generate;
 mod places;
+mod prepare;
 mod score;
 mod shared_args;
 mod signals;
@@ -33,6 +35,7 @@ use bench::{bench, BenchArgs};
 use convert::{convert, ConvertArgs};
 use eval::{eval, EvalArgs};
 use generate::{generate, GenerateArgs};
+use prepare::{prepare, zipf_text, PrepareArgs, ZipfTextArgs};
 use score::{score, ScoreArgs};
 use train::{train, TrainArgs};
 
@@ -66,6 +69,12 @@ enum Command {
     /// Convert a PyTorch word_language_model checkpoint to ours (--from torch) or back
     /// (--to torch).
     Convert(ConvertArgs),
+    /// Read a text corpus once into a compact ids file (OUT.ids) and its vocabulary
+    /// (OUT.vocab), for `train --train-ids` and `eval --data-ids`.
+    Prepare(PrepareArgs),
+    /// Write a synthetic Zipf-distributed text corpus (for measuring `prepare`).
+    #[command(hide = true)]
+    ZipfText(ZipfTextArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +94,8 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate(&args),
         Command::Score(args) => score(&args),
         Command::Convert(args) => convert(&args),
+        Command::Prepare(args) => prepare(&args),
+        Command::ZipfText(args) => zipf_text(&args),
     };
     let result = result.and_then(|()| match stdout::failure() {
         Some(e) => Err(Error::io("standard output", e)),

@@ -27,6 +27,21 @@ pub(crate) struct TrainArgs {
     /// Folder with ptb.{train,valid,test}.txt.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Training ids instead of --train: an ids file of `rnnlm prepare`, read memory-mapped
+    /// (its vocabulary is --vocab, else the .vocab file beside it).
+    #[arg(long, value_name = "IDS", conflicts_with_all = ["train", "max_vocab", "min_count"])]
+    train_ids: Option<PathBuf>,
+    /// Validation ids instead of --valid (an ids file of `rnnlm prepare` with the run's
+    /// vocabulary).
+    #[arg(long, value_name = "IDS", conflicts_with = "valid")]
+    valid_ids: Option<PathBuf>,
+    /// Test ids instead of --test (an ids file of `rnnlm prepare` with the run's vocabulary).
+    #[arg(long, value_name = "IDS", conflicts_with = "test")]
+    test_ids: Option<PathBuf>,
+    /// The vocabulary of --train-ids (an OUT.vocab of `rnnlm prepare`; default: the file
+    /// beside it, X.vocab for X.ids).
+    #[arg(long, value_name = "FILE", requires = "train_ids")]
+    vocab: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -161,7 +176,7 @@ fn in_file(e: Error, path: &Path) -> Error {
 }
 
 pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
-    use rnnlm::data::corpus::read_counting_unk;
+    use crate::corpus_args::{vocab_of, Source};
     use rnnlm::outputs::{check_distinct, check_output};
     use rnnlm::train::{Event, TrainConfig, Trainer};
     use rnnlm::VocabOptions;
@@ -174,11 +189,27 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
             (None, None) => Err(Error::invalid(flag, "is required (or give --data-dir)")),
         }
     };
-    let (train_path, valid_path, test_path) = (
-        file(&args.train, "ptb.train.txt", "--train")?,
-        file(&args.valid, "ptb.valid.txt", "--valid")?,
-        file(&args.test, "ptb.test.txt", "--test")?,
+    let (train_src, valid_src, test_src) = (
+        Source::pick(&args.train_ids, || {
+            file(&args.train, "ptb.train.txt", "--train")
+        })?,
+        Source::pick(&args.valid_ids, || {
+            file(&args.valid, "ptb.valid.txt", "--valid")
+        })?,
+        Source::pick(&args.test_ids, || {
+            file(&args.test, "ptb.test.txt", "--test")
+        })?,
     );
+    let (train_path, valid_path, test_path) = (
+        train_src.path().to_owned(),
+        valid_src.path().to_owned(),
+        test_src.path().to_owned(),
+    );
+    // The vocabulary file of --train-ids (an input too).
+    let vocab_file = args
+        .train_ids
+        .as_deref()
+        .map(|ids| vocab_of(ids, args.vocab.as_deref()));
 
     args.model.check()?;
     // Everything a run could fail on at its end is checked before its first batch: the
@@ -213,18 +244,24 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         ("--valid", &valid_path),
         ("--test", &test_path),
     ];
+    inputs.extend(vocab_file.as_deref().map(|p| ("--vocab", p)));
     let mut with_resume = inputs.clone();
     with_resume.extend(args.resume.as_deref().map(|p| ("--resume", p)));
     check_distinct(&with_resume, &outputs)?;
     // SAVE.resume may be the --resume file: a new interruption replaces the older point.
     outputs.push((resume_flag, &resume_out));
-    inputs.truncate(3);
     check_distinct(&inputs, &outputs)?;
     // Held to the end of the run: a second trainer with the same --save is refused here.
     let lock = rnnlm::outputs::OutputLock::acquire(&args.save, "--save")?;
 
     // The training ids, when a class head already read them for its counts.
-    let mut read: Option<(Vec<u32>, usize)> = None;
+    let mut read = None;
+    // The vocabulary as ids files' mismatches name it.
+    let vocab_what = match (&args.resume, &vocab_file) {
+        (Some(r), _) => format!("the vocabulary of {}", r.display()),
+        (None, Some(v)) => format!("the vocabulary {}", v.display()),
+        (None, None) => format!("the vocabulary built from {}", train_path.display()),
+    };
     let (mut trainer, vocab) = match &args.resume {
         Some(path) => {
             let (mut trainer, vocab) = Trainer::load_resume(path)?;
@@ -251,7 +288,10 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
                 min_count: args.min_count,
                 frequency_order: args.model.frequency_order(),
             };
-            let vocab = rnnlm::Vocab::build(&train_path, &opts)?;
+            let vocab = match &vocab_file {
+                Some(v) => rnnlm::data::ids::read_vocab(v)?,
+                None => rnnlm::Vocab::build(&train_path, &opts)?,
+            };
             let cfg = TrainConfig {
                 batch_size: args.shape.batch as usize,
                 time_size: args.shape.time as usize,
@@ -271,11 +311,14 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
             let trainer = if let rnnlm::Softmax::Class { classes } = model_cfg.softmax {
                 // Mikolov's classes from the training text's counts (the ids are kept for
                 // the run below).
-                let (ids, unk) = read_counting_unk(&train_path, &vocab)?;
+                let corpus = train_src.load(&vocab, &vocab_what)?;
                 let mut counts = vec![0u64; vocab.len()];
-                for &w in &ids {
-                    counts[w as usize] += 1;
-                }
+                corpus.tokens().for_each_chunk(|_, chunk| {
+                    for &w in chunk {
+                        counts[w as usize] += 1;
+                    }
+                    Ok(())
+                })?;
                 let starts = rnnlm::class_starts_from_counts(&counts, classes)
                     .map_err(|e| in_file(e, &train_path))?;
                 if starts.len() < classes {
@@ -292,7 +335,7 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
                 };
                 let mut trainer = Trainer::new(model_cfg, cfg)?;
                 trainer.set_class_starts(&starts)?;
-                read = Some((ids, unk));
+                read = Some(corpus);
                 trainer
             } else {
                 Trainer::new(model_cfg, cfg)?
@@ -301,21 +344,29 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         }
     };
     let cfg = trainer.config().clone();
-    let (train_ids, train_unk) = match read.take() {
+    let train_corpus = match read.take() {
         Some(read) => read,
-        None => read_counting_unk(&train_path, &vocab)?,
+        None => train_src.load(&vocab, &vocab_what)?,
     };
-    rnnlm::BookBatches::new(&train_ids, cfg.batch_size, cfg.time_size)
+    let train_ids = train_corpus.tokens();
+    rnnlm::BookBatches::new(train_ids, cfg.batch_size, cfg.time_size)
         .map_err(|e| in_file(e, &train_path))?;
     trainer
-        .check_data(&train_ids)
+        .check_data(train_ids)
         .map_err(|e| in_file(e, &train_path))?;
-    let (valid_ids, valid_unk) = read_counting_unk(&valid_path, &vocab)?;
+    let valid_corpus = valid_src.load(&vocab, &vocab_what)?;
+    let valid_ids = valid_corpus.tokens();
     cfg.check_eval_corpus(valid_ids.len())
         .map_err(|e| in_file(e, &valid_path))?;
-    let (test_ids, test_unk) = read_counting_unk(&test_path, &vocab)?;
+    let test_corpus = test_src.load(&vocab, &vocab_what)?;
+    let test_ids = test_corpus.tokens();
     cfg.check_eval_corpus(test_ids.len())
         .map_err(|e| in_file(e, &test_path))?;
+    let (train_unk, valid_unk, test_unk) = (
+        train_corpus.unk_note(),
+        valid_corpus.unk_note(),
+        test_corpus.unk_note(),
+    );
     let model_cfg = *trainer.model().config();
     let protocol = cfg.protocol.name();
     let lr = trainer.current_lr();
@@ -387,7 +438,7 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         }
     };
     let fitted = pool.install(|| {
-        trainer.fit(&train_ids, Some(&valid_ids), Some(&test_ids), |event| match event {
+        trainer.fit_tokens(train_ids, Some(valid_ids), Some(test_ids), |event| match event {
             Event::Progress {
                 point,
                 iters,
@@ -521,7 +572,7 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
             "tokens": report.tokens,
             "threads": pool.current_num_threads(),
             "vocab_size": vocab.len(),
-            "unk_mapped": {"train": train_unk, "valid": valid_unk, "test": test_unk},
+            "unk_mapped": {"train": train_corpus.unk(), "valid": valid_corpus.unk(), "test": test_corpus.unk()},
             "model": model_at,
         });
         outln!("{out}");
