@@ -102,9 +102,25 @@ impl Zipf {
 }
 
 /// `n` ids drawn from `p(id) ∝ 1/(id+1)` over `v` ids ([`Zipf`]).
-fn zipf_ids<R: rand::Rng>(rng: &mut R, v: usize, n: usize, out: &mut Vec<u32>) {
+pub fn zipf_ids<R: rand::Rng>(rng: &mut R, v: usize, n: usize, out: &mut Vec<u32>) {
     let zipf = Zipf::new(v);
     out.extend((0..n).map(|_| zipf.sample(rng)));
+}
+
+/// Mikolov's classes ([`crate::class_starts_from_counts`]) for the Zipf counts of
+/// [`zipf_ids`] over `v` words, exactly `classes` of them: they may come out fewer than asked,
+/// so more are asked for until the number is right; `None` if no request gives it.
+///
+/// ```
+/// let starts = rnnlm::bench::zipf_class_starts(10_000, 100).unwrap();
+/// assert_eq!((starts.len(), starts[0]), (100, 0));
+/// ```
+pub fn zipf_class_starts(v: usize, classes: usize) -> Option<Vec<u32>> {
+    let counts: Vec<u64> = (1..=v as u64).map(|r| (1u64 << 40) / r).collect();
+    (classes..=2 * classes)
+        .map(|c| crate::class_starts_from_counts(&counts, c))
+        .filter_map(std::result::Result::ok)
+        .find(|s| s.len() == classes)
 }
 
 /// What a benchmark measured.
@@ -197,16 +213,7 @@ pub fn run(spec: &BenchSpec) -> Result<BenchReport> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut params = Params::try_init_book(cfg, &mut rng)?;
     if let (true, crate::Softmax::Class { classes }) = (spec.zipf, cfg.softmax) {
-        // Mikolov's classes for Zipf counts; they may be fewer than asked, so ask for more
-        // until the configured number comes out (or give the configuration's default ranges).
-        let counts: Vec<u64> = (1..=cfg.vocab_size as u64)
-            .map(|r| (1u64 << 40) / r)
-            .collect();
-        if let Some(starts) = (classes..=2 * classes)
-            .map(|c| crate::class_starts_from_counts(&counts, c))
-            .filter_map(Result::ok)
-            .find(|s| s.len() == classes)
-        {
+        if let Some(starts) = zipf_class_starts(cfg.vocab_size, classes) {
             params.set_class_starts(&starts)?;
         }
     }

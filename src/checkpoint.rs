@@ -193,7 +193,7 @@ pub fn to_bytes_with(
         softmax: cfg.softmax,
     };
     meta.insert("config".to_owned(), json(&config));
-    if !cfg.softmax.is_full() {
+    if cfg.softmax.is_class() {
         meta.insert(CLASSES_KEY.to_owned(), json(params.class_starts()));
     }
     if let Some(v) = vocab {
@@ -754,7 +754,7 @@ fn parse_verified(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     }
     let v = cfg.vocab_size;
     let mut params = Params::from_vec(cfg, data);
-    if !cfg.softmax.is_full() {
+    if cfg.softmax.is_class() {
         let text = meta.get(CLASSES_KEY).ok_or_else(|| {
             bad(
                 path,

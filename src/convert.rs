@@ -13,6 +13,10 @@
 //! | `rnn.bias_ih_l{l}`, `rnn.bias_hh_l{l}` | `[3H]` each | `gru.{l}.bx`, `gru.{l}.bh` | `[3H]` each |
 //! | `decoder.weight` | `[V, H]` | `affine.W` (untied only) | `[H, V]` (transposed) |
 //! | `decoder.bias` | `[V]` | `affine.b` | `[V]` |
+//! | `P.head.weight` | `[c_0+k, H]` | `head.W` (adaptive) | `[H, c_0+k]` (transposed) |
+//! | `P.head.bias` (only with `head_bias`) | `[c_0+k]` | `head.b` | `[c_0+k]` |
+//! | `P.tail.{i}.0.weight` | `[p_i, H]` | `tail.{i}.proj` | `[H, p_i]` (transposed) |
+//! | `P.tail.{i}.1.weight` | `[n_i, p_i]` | `tail.{i}.W` | `[n_i, p_i]` (as is) |
 //!
 //! `{cell}` is `rnn`, `lstm` or `gru`. Our weights multiply from the right (`x·Wx`), hence the
 //! transposes. Along the `4H` axis an LSTM's gates are ordered `f, g, i, o` here (as in *Deep
@@ -20,6 +24,15 @@
 //! both, and a GRU keeps both biases because `n` multiplies `r` into the hidden-side term only.
 //! Tied weights (`decoder.weight` is `encoder.weight`, which needs `D == H`) have no
 //! `affine.W`: the output weights are `embed.W` transposed.
+//!
+//! The last four rows are a decoder that is PyTorch's `nn.AdaptiveLogSoftmaxWithLoss` (our
+//! [`Softmax::Adaptive`]), in place of `decoder.weight` and `decoder.bias`, under whatever
+//! prefix `P` the model keeps it (`decoder.`, `crit.`, ...; one prefix only). Its `k` clusters
+//! are `tail.0 .. tail.{k-1}`; the shortlist size `c_0` is the head's rows less `k`, cluster `i`
+//! holds `n_i` words (`c_{i+1} = c_i + n_i`, and `c_0 + Σ n_i` must be `V`) and projects to
+//! `p_i`, both read from the shapes (PyTorch's `p_i = H // div_value^(i+1)`, but any widths
+//! convert). [`to_torch`] writes the head under `decoder.`. PyTorch has no class head: a
+//! [`Softmax::Class`] model does not convert.
 //!
 //! [`from_torch`] and [`to_torch`] are the pure mapping; [`load_torch`] and [`save_torch`] read
 //! and write `safetensors` files (`safetensors.torch.save_file(model.state_dict(), ...)`), with
@@ -61,7 +74,7 @@ use crate::checkpoint;
 use crate::data::corpus::read_dictionary;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
-use crate::model::config::{Cell, Config};
+use crate::model::config::{Cell, Config, Sizes, Softmax};
 use crate::model::params::Params;
 use crate::outputs;
 
@@ -110,6 +123,10 @@ pub struct TorchModel {
     pub layers: usize,
     /// Whether the decoder shares the encoder's weights (`tie_weights`).
     pub tied: bool,
+    /// The decoder: [`Softmax::Full`] for word_language_model's `nn.Linear`,
+    /// [`Softmax::Adaptive`] for an `nn.AdaptiveLogSoftmaxWithLoss` (never tied). PyTorch has
+    /// no [`Softmax::Class`].
+    pub softmax: Softmax,
 }
 
 fn shape_str(shape: &[usize]) -> String {
@@ -234,16 +251,20 @@ const TORCH_LAYER: [&str; 4] = [
 /// absent when tied).
 const TORCH_OUTER: [&str; 3] = ["encoder.weight", "decoder.weight", "decoder.bias"];
 
-/// The layer `k` of a recurrent tensor `rnn.{weight,bias}_{ih,hh}_l{k}`, else `None`.
-/// Canonical decimal only: `l01` or `l00` is no layer, it stays an unexpected name.
-fn torch_layer(name: &str) -> Option<usize> {
-    let k = TORCH_LAYER.iter().find_map(|p| name.strip_prefix(p))?;
+/// `k` as an index in canonical decimal (`0`, `1`, `12`, not `01`, `00` or empty).
+fn canonical_index(k: &str) -> Option<usize> {
     let canonical = k == "0" || (!k.starts_with('0') && !k.is_empty());
     if canonical && k.bytes().all(|b| b.is_ascii_digit()) {
         k.parse().ok()
     } else {
         None
     }
+}
+
+/// The layer `k` of a recurrent tensor `rnn.{weight,bias}_{ih,hh}_l{k}`, else `None`.
+/// Canonical decimal only: `l01` or `l00` is no layer, it stays an unexpected name.
+fn torch_layer(name: &str) -> Option<usize> {
+    canonical_index(TORCH_LAYER.iter().find_map(|p| name.strip_prefix(p))?)
 }
 
 /// The number of recurrent layers in `t`: how many of layers 0, 1, 2, ... in a row have a
@@ -255,23 +276,211 @@ fn torch_layers(t: &Tensors) -> usize {
     (0..).take_while(|l| layers.contains(l)).count()
 }
 
-/// The first tensor of a `layers`-layer model that `t` lacks, in the order [`from_torch`]
-/// reads them. It stops at the first gap: at most one look-up more than `t` has tensors.
-fn torch_first_missing(t: &Tensors, layers: usize) -> Option<String> {
+/// The prefix [`to_torch`] writes an adaptive head under (word_language_model's decoder).
+const TORCH_HEAD_PREFIX: &str = "decoder.";
+
+/// A tensor of an `nn.AdaptiveLogSoftmaxWithLoss`, without its prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HeadPart {
+    /// `head.weight`
+    Weight,
+    /// `head.bias`
+    Bias,
+    /// `tail.{i}.0.weight` (`false`, the projection) or `tail.{i}.1.weight` (`true`, the
+    /// cluster's words).
+    Tail(usize, bool),
+}
+
+impl HeadPart {
+    /// Its name under `prefix`.
+    fn name(self, prefix: &str) -> String {
+        match self {
+            HeadPart::Weight => format!("{prefix}head.weight"),
+            HeadPart::Bias => format!("{prefix}head.bias"),
+            HeadPart::Tail(i, words) => format!("{prefix}tail.{i}.{}.weight", u8::from(words)),
+        }
+    }
+
+    /// `name` as a prefix and an adaptive head's tensor, if it is one: the prefix is empty or
+    /// ends with `.`, a tail's index is canonical decimal.
+    fn parse(name: &str) -> Option<(&str, HeadPart)> {
+        let prefix = |p: &str| p.is_empty() || p.ends_with('.');
+        for (suffix, part) in [
+            ("head.weight", HeadPart::Weight),
+            ("head.bias", HeadPart::Bias),
+        ] {
+            if let Some(p) = name.strip_suffix(suffix).filter(|p| prefix(p)) {
+                return Some((p, part));
+            }
+        }
+        let (rest, words) = match name.strip_suffix(".0.weight") {
+            Some(r) => (r, false),
+            None => (name.strip_suffix(".1.weight")?, true),
+        };
+        let at = rest.rfind("tail.")?;
+        let p = &rest[..at];
+        let i = canonical_index(&rest[at + "tail.".len()..])?;
+        prefix(p).then_some((p, HeadPart::Tail(i, words)))
+    }
+}
+
+/// Where `t` keeps an adaptive head: its prefix and its number of clusters `k` (tails 0, 1,
+/// ... in a row with a tensor; one past a gap is unexpected), or `None` for a full softmax.
+///
+/// The head is under the one prefix with a `head.weight`. Without any, a file with no
+/// `decoder.weight` nor `decoder.bias` but other parts of a head (a bias, tails) is an adaptive
+/// model whose `head.weight` is missing.
+///
+/// # Errors
+/// [`Error::Invalid`] naming the tensors when two prefixes hold a head.
+fn torch_head(t: &Tensors) -> Result<Option<(String, usize)>> {
+    // Per prefix: its tensors (name and part).
+    let mut prefixes: BTreeMap<&str, Vec<(&str, HeadPart)>> = BTreeMap::new();
+    for name in t.keys() {
+        if let Some((p, part)) = HeadPart::parse(name) {
+            prefixes.entry(p).or_default().push((name, part));
+        }
+    }
+    let with_weight: Vec<&str> = prefixes
+        .iter()
+        .filter(|(_, parts)| parts.iter().any(|(_, p)| *p == HeadPart::Weight))
+        .map(|(p, _)| *p)
+        .collect();
+    let candidates: Vec<&str> = if !with_weight.is_empty() {
+        with_weight
+    } else if t.contains_key("decoder.weight") || t.contains_key("decoder.bias") {
+        Vec::new()
+    } else {
+        prefixes.keys().copied().collect()
+    };
+    match candidates[..] {
+        [] => Ok(None),
+        [p] => {
+            let tails: BTreeSet<usize> = prefixes[p]
+                .iter()
+                .filter_map(|(_, part)| match part {
+                    HeadPart::Tail(i, _) => Some(*i),
+                    _ => None,
+                })
+                .collect();
+            let k = (0..).take_while(|i| tails.contains(i)).count();
+            Ok(Some((p.to_string(), k)))
+        }
+        _ => {
+            let held: Vec<String> = candidates
+                .iter()
+                .map(|p| {
+                    let (name, _) = prefixes[p][0];
+                    format!("{p:?} ({name:?} {})", shape_str(&t[name].0))
+                })
+                .collect();
+            Err(invalid(
+                "adaptive head",
+                format!(
+                    "{} prefixes hold an AdaptiveLogSoftmaxWithLoss: {}; a word_language_model \
+                     RNNModel has one decoder",
+                    held.len(),
+                    held.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+/// The tensors a `layers`-layer model with this decoder needs (an adaptive head under
+/// `prefix` with `k` clusters, else `decoder.bias`; `decoder.weight` and `head.bias` are
+/// optional), in the order [`from_torch`] reads them.
+fn torch_required<'a>(
+    layers: usize,
+    head: Option<&'a (String, usize)>,
+) -> impl Iterator<Item = String> + 'a {
     let layer_names = (0..layers).flat_map(|l| TORCH_LAYER.iter().map(move |p| format!("{p}{l}")));
+    let (full, adaptive) = match head {
+        None => (Some("decoder.bias".to_string()), None),
+        Some((p, k)) => {
+            let tails = (0..*k).flat_map(|i| [false, true].map(|w| HeadPart::Tail(i, w)));
+            let parts = std::iter::once(HeadPart::Weight).chain(tails);
+            (None, Some(parts.map(move |part| part.name(p))))
+        }
+    };
     std::iter::once("encoder.weight".to_string())
         .chain(layer_names)
-        .chain(std::iter::once("decoder.bias".to_string()))
-        .find(|name| !t.contains_key(name))
+        .chain(full)
+        .chain(adaptive.into_iter().flatten())
+}
+
+/// The first tensor that `t` lacks of those [`torch_required`] lists. It stops at the first
+/// gap: at most one look-up more than `t` has tensors.
+fn torch_first_missing(
+    t: &Tensors,
+    layers: usize,
+    head: Option<&(String, usize)>,
+) -> Option<String> {
+    torch_required(layers, head).find(|name| !t.contains_key(name))
 }
 
 fn describe(m: &TorchModel, side: &str) -> String {
     format!(
-        "{side} of a {}-layer {}{} model",
+        "{side} of a {}-layer {}{} model{}",
         m.layers,
         m.cell.name(),
-        if m.tied { " tied" } else { "" }
+        if m.tied { " tied" } else { "" },
+        match m.softmax {
+            Softmax::Adaptive { cutoffs, .. } =>
+                format!(" with a {}-cluster adaptive softmax", cutoffs.len()),
+            _ => String::new(),
+        }
     )
+}
+
+/// Cluster `i`'s words `n_i` and projection width `p_i`, for each cluster of an adaptive
+/// head over `v` words (none for another head).
+fn clusters(softmax: &Softmax, v: usize) -> Vec<(usize, usize)> {
+    let Softmax::Adaptive {
+        cutoffs,
+        projections,
+        ..
+    } = softmax
+    else {
+        return Vec::new();
+    };
+    let c = cutoffs.as_slice();
+    let ends = c.iter().skip(1).map(|&x| x as usize).chain([v]);
+    c.iter()
+        .zip(ends)
+        .zip(projections.as_slice())
+        .map(|((&s, e), &p)| (e - s as usize, p as usize))
+        .collect()
+}
+
+/// The refusal of a head PyTorch has no form for (the class head).
+fn no_torch_head(softmax: &Softmax) -> Result<()> {
+    if softmax.is_class() {
+        return Err(Error::invalid(
+            "convert --to torch",
+            format!(
+                "the model's output layer is a {} softmax, which PyTorch's word_language_model \
+                 (a full softmax) has no form for",
+                softmax.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl TorchModel {
+    /// Our configuration of this model.
+    fn config(&self) -> Config {
+        Config {
+            vocab_size: self.vocab_size,
+            wordvec_size: self.wordvec_size,
+            hidden_size: self.hidden_size,
+            cell: self.cell,
+            layers: self.layers,
+            tied: self.tied,
+            softmax: self.softmax,
+        }
+    }
 }
 
 fn check_model(m: &TorchModel) -> Result<()> {
@@ -292,6 +501,11 @@ fn check_model(m: &TorchModel) -> Result<()> {
             format!("need wordvec_size == hidden_size; found {d} and {h}"),
         ));
     }
+    no_torch_head(&m.softmax)?;
+    if m.softmax.is_adaptive() {
+        // The cutoffs against V, one projection per cluster, never tied.
+        m.config().validate()?;
+    }
     Ok(())
 }
 
@@ -305,13 +519,21 @@ fn check_model(m: &TorchModel) -> Result<()> {
 /// tied when `decoder.weight` is absent or bitwise equal to `encoder.weight` (then `D` must
 /// equal `H`). LSTM and RNN biases are summed (`bias_ih + bias_hh`, in f32); a GRU keeps both.
 ///
+/// The decoder is an `nn.AdaptiveLogSoftmaxWithLoss` ([`TorchModel::softmax`] adaptive, never
+/// tied) when one prefix `P` holds a `P.head.weight`, or, with no `decoder.weight` or
+/// `decoder.bias`, other tensors of such a head (whose `P.head.weight` is then missing). Its
+/// clusters are the tails `0, 1, ...` in a row; the cutoffs, projection widths and head bias
+/// come from the shapes (see the [module docs](self)).
+///
 /// # Errors
 /// An [`Error`] naming the tensor, with the expected and the found shape, when a tensor
-/// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight or a
-/// misnamed `_l00`: reported before any missing tensor, which the message then names), has
-/// the wrong shape or a data length that does not match its shape; [`Error::TensorSum`]
-/// naming both biases when their f32 sum overflows; and when `decoder.weight` is absent
-/// although `D != H`.
+/// is missing, has no place in such a model (e.g. a bidirectional `_reverse` weight, a
+/// misnamed `_l00`, a `tail.5` past the last cluster or a tail under another prefix: reported
+/// before any missing tensor, which the message then names), has the wrong shape or a data
+/// length that does not match its shape; [`Error::TensorSum`] naming both biases when their
+/// f32 sum overflows; when `decoder.weight` is absent although `D != H`; and
+/// [`Error::Invalid`] naming the tensors when two prefixes hold an adaptive head or its
+/// shortlist and clusters do not cover `V` (`encoder.weight`'s rows).
 ///
 /// ```
 /// use rnnlm::{convert::{from_torch, Tensors}, Error};
@@ -372,9 +594,10 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         });
     };
     let form = torch_form(cell)?;
+    let head = torch_head(t)?;
     let decoder = t.get("decoder.weight");
     let has_decoder_weight = decoder.is_some();
-    if !has_decoder_weight && d != h {
+    if head.is_none() && !has_decoder_weight && d != h {
         return Err(invalid(
             "tied weights",
             format!(
@@ -384,23 +607,25 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         ));
     }
     // Tied when decoder.weight is absent or bitwise equal to encoder.weight (its shape is
-    // checked below).
-    let tied = decoder.is_none_or(|dec| {
-        d == h
-            && dec.1.len() == enc.1.len()
-            && dec
-                .1
-                .iter()
-                .zip(&enc.1)
-                .all(|(a, b)| a.to_bits() == b.to_bits())
-    });
-    let m = TorchModel {
+    // checked below); an adaptive head is never tied.
+    let tied = head.is_none()
+        && decoder.is_none_or(|dec| {
+            d == h
+                && dec.1.len() == enc.1.len()
+                && dec
+                    .1
+                    .iter()
+                    .zip(&enc.1)
+                    .all(|(a, b)| a.to_bits() == b.to_bits())
+        });
+    let mut m = TorchModel {
         cell,
         vocab_size: v,
         wordvec_size: d,
         hidden_size: h,
         layers: torch_layers(t),
         tied,
+        softmax: Softmax::Full,
     };
     // A tensor with no place in such a model comes first: a misnamed tensor (`_l00` for
     // `_l0`) is reported by its name, with the one it may stand for, not as the other missing.
@@ -408,12 +633,28 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
         "{} (word_language_model RNNModel)",
         describe(&m, "the tensors")
     );
-    if let Some(missing) = torch_first_missing(t, m.layers) {
+    if let Some((p, k)) = &head {
+        what = format!(
+            "{what} with an AdaptiveLogSoftmaxWithLoss of {k} cluster{} under {p:?}",
+            if *k == 1 { "" } else { "s" }
+        );
+    }
+    if let Some(missing) = torch_first_missing(t, m.layers, head.as_ref()) {
         what = format!("{what}, where {missing:?} is missing");
     }
+    // The outer tensors: the encoder's, then the decoder's (an adaptive head's parts under
+    // its prefix, tails 0..k only).
+    let outer = |n: &str| match (&head, HeadPart::parse(n)) {
+        (None, _) => TORCH_OUTER.contains(&n),
+        (Some(_), _) if n == "encoder.weight" => true,
+        (Some((prefix, k)), Some((p, part))) => {
+            p == prefix && !matches!(part, HeadPart::Tail(i, _) if i >= *k)
+        }
+        (Some(_), None) => false,
+    };
     no_unexpected(
         t,
-        |n| TORCH_OUTER.contains(&n) || torch_layer(n).is_some_and(|k| k < m.layers),
+        |n| outer(n) || torch_layer(n).is_some_and(|k| k < m.layers),
         &what,
     )?;
 
@@ -471,6 +712,10 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
             );
         }
     }
+    if let Some((prefix, k)) = &head {
+        m.softmax = adaptive_from_torch(t, prefix, *k, &m, &mut ours)?;
+        return Ok((m, ours));
+    }
     if has_decoder_weight {
         let dec = take("decoder.weight".into(), &[v, h])?;
         if !tied {
@@ -482,24 +727,173 @@ pub fn from_torch(t: &Tensors) -> Result<(TorchModel, Tensors)> {
     Ok((m, ours))
 }
 
+/// A tensor `name` of `t` that is there, whose data fits its shape, and whose shape `ok`
+/// accepts; else the error naming it with `expected`.
+fn get_if<'a>(
+    t: &'a Tensors,
+    name: &str,
+    expected: impl Fn() -> String,
+    ok: impl Fn(&[usize]) -> bool,
+) -> Result<&'a (Vec<usize>, Vec<f32>)> {
+    let entry = t.get(name).ok_or_else(|| Error::TensorMissing {
+        path: None,
+        name: name.to_string(),
+        expected: expected(),
+    })?;
+    if !ok(&entry.0) {
+        return Err(Error::TensorShape {
+            path: None,
+            name: name.to_string(),
+            expected: expected(),
+            found: entry.0.clone(),
+        });
+    }
+    check_len(name, entry)?;
+    Ok(entry)
+}
+
+/// Reads the `nn.AdaptiveLogSoftmaxWithLoss` under `prefix` with `k` clusters into `ours`
+/// (`head.W`, `head.b` when it has a bias, `tail.{i}.proj`, `tail.{i}.W`) and derives the head
+/// from the shapes: `c_0` is `head.weight`'s rows less `k`, `c_{i+1} = c_i + n_i` with `n_i`
+/// the rows of `tail.{i}.1.weight`, `p_i` the rows of `tail.{i}.0.weight`.
+///
+/// # Errors
+/// A tensor missing or of the wrong shape (naming it); [`Error::Invalid`] naming the tensors
+/// and their shapes when the shortlist and the clusters do not cover `V` (`encoder.weight`'s
+/// rows), or there are more clusters than [`crate::model::config::MAX_CLUSTERS`].
+fn adaptive_from_torch(
+    t: &Tensors,
+    prefix: &str,
+    k: usize,
+    m: &TorchModel,
+    ours: &mut Tensors,
+) -> Result<Softmax> {
+    let (v, h) = (m.vocab_size, m.hidden_size);
+    let name = |part: HeadPart| part.name(prefix);
+    if k == 0 {
+        return Err(Error::TensorMissing {
+            path: None,
+            name: name(HeadPart::Tail(0, false)),
+            expected: format!("[p_0, {h}] (an AdaptiveLogSoftmaxWithLoss has a tail cluster)"),
+        });
+    }
+    let head_name = name(HeadPart::Weight);
+    let (head_shape, hw) = get_if(
+        t,
+        &head_name,
+        || format!("[c_0 + {k}, {h}] (the shortlist's c_0 >= 1 words, then {k} cluster logits)"),
+        |s| matches!(s, &[r, c] if r > k && c == h),
+    )?;
+    let outs = head_shape[0];
+    let c0 = outs - k;
+    ours.insert("head.W".into(), (vec![h, outs], transpose(hw, outs, h)));
+    let head_bias = t.contains_key(&name(HeadPart::Bias));
+    if head_bias {
+        let b = get(t, &name(HeadPart::Bias), &[outs])?;
+        ours.insert("head.b".into(), (vec![outs], b.1.clone()));
+    }
+    let (mut cutoffs, mut projections, mut words) = (Vec::new(), Vec::new(), Vec::new());
+    let mut c = c0;
+    for i in 0..k {
+        let (ps, proj) = get_if(
+            t,
+            &name(HeadPart::Tail(i, false)),
+            || format!("[p_{i}, {h}] with p_{i} >= 1 (cluster {i}'s projection)"),
+            |s| matches!(s, &[p, c] if p > 0 && c == h),
+        )?;
+        let p = ps[0];
+        let words_name = name(HeadPart::Tail(i, true));
+        let (ws, w) = get_if(
+            t,
+            &words_name,
+            || match v.checked_sub(c) {
+                // The last cluster holds the words the others leave.
+                Some(n) if i + 1 == k && n > 0 => format!("[{n}, {p}] (cluster {i}'s words)"),
+                _ => format!("[n_{i}, {p}] with n_{i} >= 1 (cluster {i}'s words)"),
+            },
+            |s| matches!(s, &[n, q] if n > 0 && q == p),
+        )?;
+        ours.insert(
+            format!("tail.{i}.proj"),
+            (vec![h, p], transpose(proj, p, h)),
+        );
+        ours.insert(format!("tail.{i}.W"), (ws.clone(), w.clone()));
+        let as_u32 = |x: usize| u32::try_from(x).ok().filter(|&x| x <= 1 << 24);
+        match (as_u32(c), as_u32(p)) {
+            (Some(c), Some(p)) => {
+                cutoffs.push(c);
+                projections.push(p);
+            }
+            _ => {
+                return Err(invalid(
+                    "adaptive head",
+                    format!("cluster {i} starts at word {c} and projects to {p}: larger than 2^24"),
+                ))
+            }
+        }
+        words.push(format!("{words_name} {}", shape_str(ws)));
+        c = c.saturating_add(ws[0]);
+    }
+    if c != v {
+        return Err(invalid(
+            "adaptive head",
+            format!(
+                "{head_name} {} (a shortlist of {c0} words and {k} cluster logits) and the \
+                 clusters {} cover {c} words, but encoder.weight {} has V = {v}",
+                shape_str(head_shape),
+                words.join(", "),
+                shape_str(&t["encoder.weight"].0),
+            ),
+        ));
+    }
+    let sizes = |x: &[u32]| Sizes::try_from(x).map_err(|e| invalid("adaptive head", e));
+    Ok(Softmax::Adaptive {
+        cutoffs: sizes(&cutoffs)?,
+        projections: sizes(&projections)?,
+        head_bias,
+    })
+}
+
 /// The inverse of [`from_torch`]: converts our tensors for model `m` to word_language_model
 /// `RNNModel` names and layout.
 ///
 /// When tied, `decoder.weight` is a copy of `encoder.weight`. For RNN and LSTM cells, whose
 /// single bias is the sum of PyTorch's two, `bias_ih` gets the whole bias and `bias_hh` is
-/// zero (the sum, which is all the model uses, is preserved exactly).
+/// zero (the sum, which is all the model uses, is preserved exactly). An adaptive head becomes
+/// an `nn.AdaptiveLogSoftmaxWithLoss` under `decoder.` (`decoder.head.weight`,
+/// `decoder.head.bias` with a head bias, `decoder.tail.{i}.0.weight`,
+/// `decoder.tail.{i}.1.weight`), with no `decoder.weight` or `decoder.bias`.
 ///
 /// # Errors
-/// An [`Error`] when `m` cannot exist (a zero size, no layer, tied with `D != H`) or a
-/// tensor of `ours` is missing, unexpected, of the wrong shape or of the wrong data length.
+/// An [`Error`] when `m` cannot exist (a zero size, no layer, tied with `D != H`, a class
+/// head, which PyTorch has no form for, or an adaptive head whose cutoffs do not fit `V`) or
+/// a tensor of `ours` is missing, unexpected, of the wrong shape or of the wrong data length.
 ///
 /// ```
-/// use rnnlm::convert::{to_torch, Tensors, TorchModel};
+/// use rnnlm::convert::{from_torch, to_torch, Tensors, TorchModel};
 /// use rnnlm::model::config::Cell;
+/// use rnnlm::Softmax;
 /// let m = TorchModel { cell: Cell::Gru, vocab_size: 4, wordvec_size: 2, hidden_size: 2,
-///                      layers: 1, tied: true };
+///                      layers: 1, tied: true, softmax: Softmax::Full };
 /// let err = to_torch(&m, &Tensors::new()).unwrap_err();
 /// assert_eq!(err.to_string(), "tensor \"embed.W\": missing (expected shape [4, 2])");
+///
+/// // An adaptive head: shortlist 0..2, one cluster 2..4 projected to 1.
+/// let adaptive = TorchModel { tied: false, softmax: Softmax::adaptive(&[2], 2.0, false, 2)?, ..m };
+/// let t = |shape: &[usize]| (shape.to_vec(), vec![0.5; shape.iter().product()]);
+/// let mut ours = Tensors::new();
+/// for (name, shape) in [("embed.W", &[4, 2][..]), ("gru.0.Wx", &[2, 6]), ("gru.0.Wh", &[2, 6]),
+///     ("gru.0.bx", &[6]), ("gru.0.bh", &[6]), ("head.W", &[2, 3]), ("tail.0.proj", &[2, 1]),
+///     ("tail.0.W", &[2, 1])] {
+///     ours.insert(name.into(), t(shape));
+/// }
+/// let torch = to_torch(&adaptive, &ours)?;
+/// assert_eq!(torch["decoder.head.weight"].0, [3, 2]); // transposed
+/// assert_eq!(torch["decoder.tail.0.0.weight"].0, [1, 2]); // transposed
+/// assert_eq!(torch["decoder.tail.0.1.weight"].0, [2, 1]); // as is
+/// assert!(!torch.contains_key("decoder.weight"));
+/// assert_eq!(from_torch(&torch)?, (adaptive, ours));
+/// # Ok::<(), rnnlm::Error>(())
 /// ```
 pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors> {
     check_model(m)?;
@@ -542,14 +936,38 @@ pub fn to_torch(m: &TorchModel, ours: &Tensors) -> Result<Tensors> {
         t.insert(format!("rnn.bias_ih_l{l}"), (vec![g * h], bih));
         t.insert(format!("rnn.bias_hh_l{l}"), (vec![g * h], bhh));
     }
-    let dec = if m.tied {
-        embed.clone()
+    if let Softmax::Adaptive { head_bias, .. } = m.softmax {
+        // An nn.AdaptiveLogSoftmaxWithLoss under decoder.
+        let name = |part: HeadPart| part.name(TORCH_HEAD_PREFIX);
+        let outs = m.softmax.outputs(v);
+        let hw = take("head.W".into(), &[h, outs])?;
+        t.insert(
+            name(HeadPart::Weight),
+            (vec![outs, h], transpose(hw, h, outs)),
+        );
+        if head_bias {
+            let b = take("head.b".into(), &[outs])?;
+            t.insert(name(HeadPart::Bias), (vec![outs], b.clone()));
+        }
+        for (i, (n, p)) in clusters(&m.softmax, v).into_iter().enumerate() {
+            let proj = take(format!("tail.{i}.proj"), &[h, p])?;
+            t.insert(
+                name(HeadPart::Tail(i, false)),
+                (vec![p, h], transpose(proj, h, p)),
+            );
+            let w = take(format!("tail.{i}.W"), &[n, p])?;
+            t.insert(name(HeadPart::Tail(i, true)), (vec![n, p], w.clone()));
+        }
     } else {
-        transpose(take("affine.W".into(), &[h, v])?, h, v)
-    };
-    t.insert("decoder.weight".into(), (vec![v, h], dec));
-    let bias = take("affine.b".into(), &[v])?;
-    t.insert("decoder.bias".into(), (vec![v], bias.clone()));
+        let dec = if m.tied {
+            embed.clone()
+        } else {
+            transpose(take("affine.W".into(), &[h, v])?, h, v)
+        };
+        t.insert("decoder.weight".into(), (vec![v, h], dec));
+        let bias = take("affine.b".into(), &[v])?;
+        t.insert("decoder.bias".into(), (vec![v], bias.clone()));
+    }
     no_unexpected(ours, |n| known.contains(n), &describe(m, "our tensors"))?;
     Ok(t)
 }
@@ -636,7 +1054,8 @@ fn vocab_from(
 /// regular file, is not safetensors (checked header first, as [`checkpoint::load`] does), fails
 /// its checksum, holds a tensor that is not F32 or a NaN or infinite value, looks like an
 /// rnnlm checkpoint, describes an invalid model, or the vocabulary is absent, malformed or of
-/// the wrong length; every tensor error of [`from_torch`] (a missing or unexpected tensor, a
+/// the wrong length, or when [`from_torch`] finds the model invalid (e.g. an adaptive head that
+/// does not cover `V`); every tensor error of [`from_torch`] (a missing or unexpected tensor, a
 /// wrong shape, an overflowing bias sum) naming the file; [`Error::NoEos`] naming the file and
 /// the vocabulary's source if the vocabulary has no `<eos>`.
 ///
@@ -652,6 +1071,12 @@ fn vocab_from(
 /// assert!(tied.config().tied);
 /// let err = load_torch(&dir.join("gru1_tied.safetensors"), None).unwrap_err();
 /// assert!(err.to_string().contains("--vocab-text TRAIN"));
+/// // A decoder that is an AdaptiveLogSoftmaxWithLoss, here under `out.adaptive.`.
+/// let adaptive = std::path::Path::new("tests/fixtures/torch_adaptive/rnn1_adaptive_div4.safetensors");
+/// let (params, _) = load_torch(adaptive, None).unwrap();
+/// let rnnlm::Softmax::Adaptive { cutoffs, projections, head_bias } = params.config().softmax
+/// else { unreachable!() };
+/// assert_eq!((cutoffs.as_slice(), projections.as_slice(), head_bias), (&[10][..], &[4][..], false));
 /// ```
 pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Vocab)> {
     // The checkpoint reader: header first, sizes checked before the data is read, checksum
@@ -688,23 +1113,17 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
         } else {
             ""
         };
-        if hint.is_empty() {
-            e.in_file(path)
-        } else {
+        if !hint.is_empty() || matches!(e, Error::Invalid { .. }) {
+            // An invalid model (e.g. a head that does not cover V) names the file too.
             bad(path, format!("{e}{hint}"))
+        } else {
+            e.in_file(path)
         }
     })?;
-    let cfg = Config {
-        vocab_size: m.vocab_size,
-        wordvec_size: m.wordvec_size,
-        hidden_size: m.hidden_size,
-        cell: m.cell,
-        layers: m.layers,
-        tied: m.tied,
-        softmax: crate::model::config::Softmax::Full,
-    }
-    .validated()
-    .map_err(|e| bad(path, e.to_string()))?;
+    let cfg = m
+        .config()
+        .validated()
+        .map_err(|e| bad(path, e.to_string()))?;
     let mut data = Vec::with_capacity(Params::len_of(&cfg));
     for (name, shape) in Params::layout(&cfg) {
         match ours.get(&name) {
@@ -729,13 +1148,15 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// (`safetensors.torch.load_file` reads it; `model.load_state_dict` takes it), with the
 /// vocabulary, when given, as the `vocab` metadata entry (a JSON array of the words in id
 /// order). RNN and LSTM biases go whole to `bias_ih` (`bias_hh` is zero); a tied model gets
-/// `decoder.weight` as a copy of `encoder.weight`. The header is canonical and carries the
+/// `decoder.weight` as a copy of `encoder.weight`; an adaptive head is written as an
+/// `nn.AdaptiveLogSoftmaxWithLoss` under `decoder.` ([`to_torch`]). The header is canonical and carries the
 /// `checksum` entry of [`checkpoint::to_bytes_with`] (PyTorch ignores it; [`load_torch`]
 /// verifies it). The write is atomic ([`outputs::write_atomic`]): a failure never leaves a
 /// partial file.
 ///
 /// # Errors
-/// If the vocabulary's length is not `V` or it has no `<eos>` ([`Error::NoEos`] naming
+/// [`Error::Invalid`] for a cell or head PyTorch has no form for (the book's GRU, a class
+/// head); if the vocabulary's length is not `V` or it has no `<eos>` ([`Error::NoEos`] naming
 /// `path`: [`load_torch`] would refuse the file), a weight is NaN or infinite (naming the
 /// tensor and the flat index, as [`checkpoint::to_bytes_with`]), or on I/O failure.
 ///
@@ -755,16 +1176,7 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
     let cfg = *params.config();
     let cell = cfg.cell;
     torch_form(cell)?;
-    if !cfg.softmax.is_full() {
-        return Err(Error::invalid(
-            "convert --to torch",
-            format!(
-                "the model's output layer is a {} softmax, which PyTorch's word_language_model \
-                 (a full softmax) has no form for",
-                cfg.softmax.name()
-            ),
-        ));
-    }
+    no_torch_head(&cfg.softmax)?;
     let m = TorchModel {
         cell,
         vocab_size: cfg.vocab_size,
@@ -772,6 +1184,7 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
         hidden_size: cfg.hidden_size,
         layers: cfg.layers,
         tied: cfg.tied,
+        softmax: cfg.softmax,
     };
     let ours: Tensors = params
         .tensors()
@@ -861,7 +1274,8 @@ mod tests {
                 wordvec_size: 3,
                 hidden_size: 2,
                 layers: 1,
-                tied: false
+                tied: false,
+                softmax: Softmax::Full,
             }
         );
         assert_eq!(ours["lstm.0.Wx"].0, [3, 8]);
@@ -1163,6 +1577,35 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_head_names_parse_under_any_prefix() {
+        use HeadPart::{Bias, Tail, Weight};
+        for (name, want) in [
+            ("decoder.head.weight", Some(("decoder.", Weight))),
+            ("head.bias", Some(("", Bias))),
+            (
+                "out.adaptive.tail.0.0.weight",
+                Some(("out.adaptive.", Tail(0, false))),
+            ),
+            ("crit.tail.12.1.weight", Some(("crit.", Tail(12, true)))),
+            // A prefix that itself holds `tail.`.
+            ("tail.3.tail.1.0.weight", Some(("tail.3.", Tail(1, false)))),
+            // Not an adaptive head's: no dot before the part, a non-canonical index, others.
+            ("decoder.subhead.weight", None),
+            ("crit.tail.01.0.weight", None),
+            ("crit.tail.1.2.weight", None),
+            ("crit.tail..0.weight", None),
+            ("decoder.weight", None),
+            ("decoder.bias", None),
+            ("rnn.weight_hh_l0", None),
+        ] {
+            assert_eq!(HeadPart::parse(name), want, "{name}");
+            if let Some((p, part)) = want {
+                assert_eq!(part.name(p), name);
+            }
+        }
+    }
+
+    #[test]
     fn ours_errors_name_the_tensor() {
         let t = torch_model(Cell::Gru, 5, 3, 2, 2, false);
         let (m, good) = from_torch(&t).unwrap();
@@ -1390,6 +1833,7 @@ mod tests {
                 hidden_size: n("nhid"),
                 layers: n("layers"),
                 tied: e["tied"].as_bool().unwrap(),
+                softmax: Softmax::Full,
             };
             assert_eq!(m, want, "{file}");
             assert_eq!(m.vocab_size, words.len(), "{file}");

@@ -17,6 +17,7 @@ use crate::checkpoint;
 use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
+use crate::heads::adaptive::AdaptiveSoftmax;
 use crate::heads::class::ClassSoftmax;
 use crate::heads::full::FullSoftmax;
 use crate::heads::{AnyHead, Draw, Head, SampleScratch, Scratch};
@@ -76,8 +77,10 @@ pub struct Rnnlm {
     vocab: Vocab,
     /// Per layer: `Wx` packed `[D_l, GH]` and `Wh` packed `[H, GH]`.
     layers: Vec<(Vec<f32>, Vec<f32>)>,
-    /// `affine.W [H,V]` packed.
+    /// `affine.W [H,V]` packed (a factorised head's first softmax).
     w_packed: Vec<f32>,
+    /// Zeros for the bias of an adaptive head without one.
+    zero_b: Vec<f32>,
 }
 
 impl fmt::Debug for Rnnlm {
@@ -347,6 +350,11 @@ impl Rnnlm {
             vocab,
             layers,
             w_packed,
+            zero_b: if cfg.softmax.first_bias() {
+                Vec::new()
+            } else {
+                try_zeros(cfg.softmax.outputs(v), &what)?
+            },
         })
     }
 
@@ -570,15 +578,23 @@ impl Rnnlm {
             });
         }
         let c = cfg.softmax.outputs(v);
-        AnyHead::Class(ClassSoftmax {
-            classes: FullSoftmax {
-                w: Packed::new(&self.w_packed, h, c),
-                wt: &[],
-                wt_block: gemm::KC,
-                bias: p.class_b(),
-                h,
-                v: c,
+        let first = FullSoftmax {
+            w: Packed::new(&self.w_packed, h, c),
+            wt: &[],
+            wt_block: gemm::KC,
+            bias: if cfg.softmax.first_bias() {
+                p.class_b()
+            } else {
+                &self.zero_b
             },
+            h,
+            v: c,
+        };
+        if cfg.softmax.is_adaptive() {
+            return AnyHead::Adaptive(AdaptiveSoftmax::new(p, first));
+        }
+        AnyHead::Class(ClassSoftmax {
+            classes: first,
             words: p.affine_w().unwrap_or(p.embed_w()),
             word_b: p.affine_b(),
             starts: p.class_starts(),

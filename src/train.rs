@@ -685,7 +685,7 @@ impl Trainer {
                 at += t.len();
             }
             // The best weights share the model's class partition (saved once, with the model).
-            if !cfg.softmax.is_full() {
+            if cfg.softmax.is_class() {
                 kept.set_class_starts(trainer.model.params().class_starts())?;
             }
             trainer.best = Some((kept, best));

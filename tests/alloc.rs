@@ -51,6 +51,12 @@ fn training_step_allocates_only_inside_large_gemms() {
                         cfg.with_softmax(Softmax::Class { classes: 40 }),
                         dropout,
                     );
+                    // The adaptive head (untied only: it has nothing to tie), with a cluster
+                    // of two parallel ranges.
+                    if !tied {
+                        let a = Softmax::adaptive(&[50, 200], 4.0, layers == 2, 48).unwrap();
+                        check_step(threads, cfg.with_softmax(a), dropout);
+                    }
                 }
             }
         });

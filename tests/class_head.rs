@@ -4,6 +4,8 @@
 
 use rand::SeedableRng;
 use rnnlm::model::config::Cell;
+
+mod heads_common;
 use rnnlm::model::simple::forward;
 use rnnlm::{
     class_starts_from_counts, BookBatches, Config, Init, Params, Rnnlm, Sgd, SimpleRnnlm, Softmax,
@@ -92,6 +94,14 @@ fn probabilities_sum_to_one_and_match_score() {
 }
 
 #[test]
+fn sampling_draws_from_the_models_distribution() {
+    // 60 words in ~8 classes; words 3, 25 and 26 barred in one case.
+    let v = 60;
+    let p = model(Cell::Rnn, v, 8, false, 7);
+    heads_common::check_sampling(&Rnnlm::new(p, vocab(v)).unwrap(), &[3, 25, 26]);
+}
+
+#[test]
 fn evaluation_forward_and_score_give_the_same_bits() {
     for &cell in Cell::ALL {
         let v = 900;
@@ -122,50 +132,23 @@ fn train(
     tied: bool,
     dropout: f32,
 ) -> (Vec<u32>, Vec<u32>) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
+    let v = 2500;
+    let starts = class_starts_from_counts(&zipf_counts(v), 50).unwrap();
+    let cfg = Config::new(v, 40, 40)
+        .unwrap()
+        .with_cell(cell)
+        .with_layers(layers)
+        .with_tied(tied)
+        .with_softmax(Softmax::Class {
+            classes: starts.len(),
+        })
+        .validated()
         .unwrap();
-    pool.install(|| {
-        let v = 2500;
-        let starts = class_starts_from_counts(&zipf_counts(v), 50).unwrap();
-        let cfg = Config::new(v, 40, 40)
-            .unwrap()
-            .with_cell(cell)
-            .with_layers(layers)
-            .with_tied(tied)
-            .with_softmax(Softmax::Class {
-                classes: starts.len(),
-            })
-            .validated()
-            .unwrap();
-        let (n, t) = (13, 9);
-        // Zipf-like ids, so some classes get many rows and some none.
-        let corpus: Vec<u32> = (0..20_000u64)
-            .map(|i| ((i * 2654435761 % 1000) * (i * 40503 % 1000) / 400) as u32 % v as u32)
-            .collect();
-        let mut params = SimpleRnnlm::new(cfg, n, t, 9).unwrap().into_params();
-        params.set_class_starts(&starts).unwrap();
-        let mut model = SimpleRnnlm::from_params(params, n, t).unwrap();
-        model.set_dropout(dropout, 9).unwrap();
-        let mut batches = BookBatches::new(&corpus, n, t).unwrap();
-        let (mut xs, mut ts) = (vec![0; n * t], vec![0; n * t]);
-        let sgd = Sgd::new(0.5);
-        let mut losses = Vec::new();
-        for _ in 0..5 {
-            batches.next_batch(&mut xs, &mut ts);
-            losses.push(model.forward(&xs, &ts).unwrap().to_bits());
-            model.backward().unwrap();
-            sgd.update(model.params_mut_and_grads());
-        }
-        let w = model
-            .params()
-            .as_slice()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect();
-        (losses, w)
-    })
+    // Zipf-like ids, so some classes get many rows and some none.
+    let corpus: Vec<u32> = (0..20_000u64)
+        .map(|i| ((i * 2654435761 % 1000) * (i * 40503 % 1000) / 400) as u32 % v as u32)
+        .collect();
+    heads_common::train_bits(threads, cfg, Some(&starts), &corpus, dropout)
 }
 
 #[test]

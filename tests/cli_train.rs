@@ -1129,35 +1129,20 @@ fn negative_numbers_get_the_range_message() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-#[test]
-fn a_class_head_trains_and_every_command_uses_it() {
-    let dir = tmpdir("class");
-    let flags = ["--softmax", "class", "--classes", "4", "--cell", "lstm"];
-    let model = trained_with(&dir, "0.5", &flags, "c.safetensors");
-    // The vocabulary is numbered by frequency, and the classes are saved with the model.
-    let ck = rnnlm::checkpoint::load(&model).unwrap();
-    let vocab = ck.vocab.clone().unwrap();
-    let ids = rnnlm::data::corpus::read_with_vocab(&dir.join("train.txt"), &vocab).unwrap();
-    let mut counts = vec![0u64; vocab.len()];
-    for &w in &ids {
-        counts[w as usize] += 1;
-    }
-    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
-    let starts = ck.params.class_starts().to_vec();
-    assert_eq!(starts, rnnlm::class_starts_from_counts(&counts, 4).unwrap());
-    assert!(ck.metadata["config"].contains(r#""kind":"class""#));
-
+/// `score` gives the library's numbers line by line, `eval` a perplexity that learned the
+/// text, `generate` the same words for the same seed: a trained model with a factorised head.
+fn scores_evaluates_and_generates(dir: &Path, model: &Path, vocab: &rnnlm::Vocab) {
     // score: the library's numbers, line by line.
     let lines = "the cat sees a tree\nmy friend ignores the old ball\n";
     let text = dir.join("lines.txt");
     std::fs::write(&text, lines).unwrap();
-    let out = rnnlm(&["score", "--model", s(&model), s(&text)]);
+    let out = rnnlm(&["score", "--model", s(model), s(&text)]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let m = rnnlm::Rnnlm::load(&model).unwrap();
+    let m = rnnlm::Rnnlm::load(model).unwrap();
     let eos = vocab.id("<eos>").unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let rows = stdout.lines().filter(|l| !l.starts_with('#'));
@@ -1176,7 +1161,7 @@ fn a_class_head_trains_and_every_command_uses_it() {
     let out = rnnlm(&[
         "eval",
         "--model",
-        s(&model),
+        s(model),
         "--data",
         s(&dir.join("test.txt")),
         "--json",
@@ -1187,7 +1172,7 @@ fn a_class_head_trains_and_every_command_uses_it() {
         let out = rnnlm(&[
             "generate",
             "--model",
-            s(&model),
+            s(model),
             "--start",
             "the",
             "--words",
@@ -1203,6 +1188,94 @@ fn a_class_head_trains_and_every_command_uses_it() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(gen("3"), gen("3"));
+}
+
+#[test]
+fn an_adaptive_head_trains_and_every_command_uses_it() {
+    let dir = tmpdir("adaptive");
+    let flags = [
+        "--softmax",
+        "adaptive",
+        "--cutoffs",
+        "3,8",
+        "--div-value",
+        "2",
+        "--head-bias",
+        "--cell",
+        "gru",
+    ];
+    let model = trained_with(&dir, "0.5", &flags, "a.safetensors");
+    let ck = rnnlm::checkpoint::load(&model).unwrap();
+    let vocab = ck.vocab.clone().unwrap();
+    // The vocabulary is numbered by frequency, as the adaptive softmax needs.
+    let ids = rnnlm::data::corpus::read_with_vocab(&dir.join("train.txt"), &vocab).unwrap();
+    let mut counts = vec![0u64; vocab.len()];
+    for &w in &ids {
+        counts[w as usize] += 1;
+    }
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    assert!(
+        ck.metadata["config"].contains(
+            r#""softmax":{"kind":"adaptive","cutoffs":[3,8],"projections":[8,4],"head_bias":true}"#
+        ),
+        "{}",
+        ck.metadata["config"]
+    );
+    scores_evaluates_and_generates(&dir, &model, &vocab);
+    // The flags that need --softmax adaptive, a tie it cannot have, a cutoff past V, and a
+    // resume that asks for other cutoffs.
+    let save = dir.join("x.safetensors");
+    for (extra, want) in [
+        (&["--cutoffs", "3"][..], "needs --softmax adaptive"),
+        (&["--head-bias"][..], "needs --softmax adaptive"),
+        (&["--softmax", "adaptive", "--tie"][..], "tie"),
+        (
+            &["--softmax", "adaptive", "--cutoffs", "3,5000"][..],
+            "below the vocabulary size",
+        ),
+        (
+            &["--softmax", "adaptive", "--div-value", "200"][..],
+            "--div-value",
+        ),
+    ] {
+        let (tr, va) = (dir.join("train.txt"), dir.join("valid.txt"));
+        let mut args = vec![
+            "train",
+            "--train",
+            s(&tr),
+            "--valid",
+            s(&va),
+            "--test",
+            s(&va),
+        ];
+        args.extend_from_slice(&["--save", s(&save)]);
+        args.extend_from_slice(extra);
+        let err = one_line_error(&rnnlm(&args));
+        assert!(err.contains(want), "{extra:?}: {err}");
+        assert!(!save.exists());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_class_head_trains_and_every_command_uses_it() {
+    let dir = tmpdir("class");
+    let flags = ["--softmax", "class", "--classes", "4", "--cell", "lstm"];
+    let model = trained_with(&dir, "0.5", &flags, "c.safetensors");
+    // The vocabulary is numbered by frequency, and the classes are saved with the model.
+    let ck = rnnlm::checkpoint::load(&model).unwrap();
+    let vocab = ck.vocab.clone().unwrap();
+    let ids = rnnlm::data::corpus::read_with_vocab(&dir.join("train.txt"), &vocab).unwrap();
+    let mut counts = vec![0u64; vocab.len()];
+    for &w in &ids {
+        counts[w as usize] += 1;
+    }
+    assert!(counts.windows(2).all(|w| w[0] >= w[1]), "{counts:?}");
+    let starts = ck.params.class_starts().to_vec();
+    assert_eq!(starts, rnnlm::class_starts_from_counts(&counts, 4).unwrap());
+    assert!(ck.metadata["config"].contains(r#""kind":"class""#));
+
+    scores_evaluates_and_generates(&dir, &model, &vocab);
     // PyTorch's word_language_model has no class head: refused by name.
     let err = one_line_error(&rnnlm(&[
         "convert",

@@ -260,7 +260,9 @@ fn check_class_batch(
     let mut rng = Lcg(seed);
     let mk = |data: Vec<f32>| {
         let mut p = Params::from_vec(cfg, data);
-        p.set_class_starts(starts).unwrap();
+        if cfg.softmax.is_class() {
+            p.set_class_starts(starts).unwrap();
+        }
         p
     };
     let mut params = mk(rng.vec(Params::len_of(&cfg), 0.5));
@@ -366,6 +368,70 @@ fn classes_in_every_parallel_group_match_finite_differences() {
         "8 classes, every group",
         cfg,
         &starts,
+        (3, 30),
+        (&xs, &ts),
+        &none,
+        9,
+    );
+}
+
+/// An adaptive head of `cutoffs` with projections `H / div^(i+1)`.
+fn adaptive(cfg: Config, cutoffs: &[usize], div: f64, bias: bool) -> Config {
+    cfg.with_softmax(Softmax::adaptive(cutoffs, div, bias, cfg.hidden_size).unwrap())
+}
+
+#[test]
+fn adaptive_heads_match_finite_differences() {
+    // The shortlist 0..2 and clusters 2..4 and 4..7 (projections 2 and 1 wide); the targets
+    // 3, 6, 1, 5, 2 fall in all three. Every cell, with and without a head bias, stacked and
+    // with dropout.
+    for &cell in Cell::ALL {
+        let base = Config::new(7, 5, 5).unwrap().with_cell(cell);
+        check_model(adaptive(base, &[2, 4], 2.0, false), 0.0);
+        check_model(adaptive(base.with_layers(2), &[2, 4], 2.0, true), 0.3);
+    }
+    // One cluster holding every word but one.
+    check_model(
+        adaptive(Config::new(7, 4, 5).unwrap(), &[1], 1.0, true),
+        0.0,
+    );
+}
+
+#[test]
+fn an_adaptive_cluster_in_several_ranges_matches_finite_differences() {
+    // Cluster 1 holds 5,900 words: four parallel ranges of two column blocks each, with
+    // targets in every range, so the ranges' merge and their summed dZ are both checked.
+    let cfg = adaptive(Config::new(6000, 4, 5).unwrap(), &[10, 100], 1.0, false);
+    let words = [150usize, 1600, 3100, 4700, 5999, 20, 99, 7];
+    let extra = |name: &str| -> Vec<usize> {
+        match name {
+            "tail.1.W" => words
+                .iter()
+                .filter(|&&w| w >= 100)
+                .flat_map(|&w| (0..5).map(move |k| (w - 100) * 5 + k))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let xs = [0u32, 3, 150, 1200, 1, 2500];
+    let ts = [150i32, 1600, 3100, 4700, 5999, 20];
+    check_class_batch(
+        "a cluster of 5,900 words",
+        cfg,
+        &[],
+        (2, 3),
+        (&xs, &ts),
+        &extra,
+        8,
+    );
+    // 90 positions in every part of a small adaptive head, one masked.
+    let cfg = adaptive(Config::new(40, 4, 5).unwrap(), &[4, 9, 30], 1.3, true);
+    let (xs, ts) = ninety(|i| (i * 13) % 40);
+    let none = |_: &str| Vec::new();
+    check_class_batch(
+        "90 rows, 3 clusters",
+        cfg,
+        &[],
         (3, 30),
         (&xs, &ts),
         &none,

@@ -21,6 +21,10 @@ fn step_allocates_nothing() {
                 .with_tied(true),
         );
         check(Config::new(v, d, h).unwrap().with_cell(cell).with_layers(2));
+        // The factorised heads: every word's log-probability, from their own scratch.
+        let base = Config::new(2000, d, h).unwrap().with_cell(cell);
+        check(base.with_softmax(rnnlm::Softmax::Class { classes: 40 }));
+        check(base.with_softmax(rnnlm::Softmax::adaptive(&[50, 200], 2.0, true, h).unwrap()));
     }
 }
 

@@ -9,33 +9,22 @@
 //! gradient).
 
 use super::{add_outer, at_step, at_step_mut, Buffers, CellImpl, Dims, GradInputs, LayerRows};
-use super::{Role, Rows, StepWeights, TensorSpec, TorchForm, MAX_GRAD_PRODUCTS};
+use super::{Role, StepWeights, TensorSpec, TorchForm, B, MAX_GRAD_PRODUCTS, WH, WX};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
 use crate::kernels::gates;
 
 /// PyTorch's GRU (G = 3).
 pub(crate) struct Gru;
 
+/// `Wx`, `bx`, `Wh`, `bh`: `[dWx; dbx]` and `[dWh; dbh]` are one product each.
 const TENSORS: &[TensorSpec] = &[
-    TensorSpec {
-        name: "Wx",
-        role: Role::Wx,
-        rows: Rows::Input,
-    },
-    TensorSpec {
-        name: "bx",
-        role: Role::B,
-        rows: Rows::Vector,
-    },
-    TensorSpec {
-        name: "Wh",
-        role: Role::Wh,
-        rows: Rows::Hidden,
-    },
+    WX,
+    TensorSpec { name: "bx", ..B },
+    WH,
     TensorSpec {
         name: "bh",
         role: Role::Bh,
-        rows: Rows::Vector,
+        ..B
     },
 ];
 

@@ -14,7 +14,7 @@
 
 use super::MAX_GRAD_PRODUCTS;
 use super::{add_outer, at_step, cols_at_step, cols_at_step_mut, Buffers, CellImpl, Dims};
-use super::{GradInputs, LayerRows, Role, Rows, StepWeights, TensorSpec, TorchForm};
+use super::{GradInputs, LayerRows, StepWeights, TensorSpec, TorchForm, B, WH, WX};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
 use crate::kernels::gates::sigmoid_approx;
 use crate::kernels::tanh;
@@ -22,23 +22,7 @@ use crate::kernels::tanh;
 /// The book's appendix GRU (G = 3).
 pub(crate) struct GruBook;
 
-const TENSORS: &[TensorSpec] = &[
-    TensorSpec {
-        name: "Wx",
-        role: Role::Wx,
-        rows: Rows::Input,
-    },
-    TensorSpec {
-        name: "b",
-        role: Role::B,
-        rows: Rows::Vector,
-    },
-    TensorSpec {
-        name: "Wh",
-        role: Role::Wh,
-        rows: Rows::Hidden,
-    },
-];
+const TENSORS: &[TensorSpec] = &[WX, B, WH];
 
 impl CellImpl for GruBook {
     fn gates(&self) -> usize {

@@ -75,25 +75,28 @@ impl TensorSpec {
     }
 }
 
+/// The input weights `Wx [D_l, GH]`.
+pub(crate) const WX: TensorSpec = TensorSpec {
+    name: "Wx",
+    role: Role::Wx,
+    rows: Rows::Input,
+};
+/// The recurrent weights `Wh [H, GH]`.
+pub(crate) const WH: TensorSpec = TensorSpec {
+    name: "Wh",
+    role: Role::Wh,
+    rows: Rows::Hidden,
+};
+/// The one bias `b [GH]` of a cell that has one.
+pub(crate) const B: TensorSpec = TensorSpec {
+    name: "b",
+    role: Role::B,
+    rows: Rows::Vector,
+};
+
 /// The book's layout of a layer with one bias: `Wx`, `Wh`, `b` (the tanh RNN, the LSTM), so
 /// that `[dWx; dWh; db]` is one product.
-pub(crate) const WX_WH_B: &[TensorSpec] = &[
-    TensorSpec {
-        name: "Wx",
-        role: Role::Wx,
-        rows: Rows::Input,
-    },
-    TensorSpec {
-        name: "Wh",
-        role: Role::Wh,
-        rows: Rows::Hidden,
-    },
-    TensorSpec {
-        name: "b",
-        role: Role::B,
-        rows: Rows::Vector,
-    },
-];
+pub(crate) const WX_WH_B: &[TensorSpec] = &[WX, WH, B];
 
 /// How PyTorch's `nn.RNN` / `nn.LSTM` / `nn.GRU` stores the same cell.
 #[derive(Clone, Copy, Debug)]

@@ -18,7 +18,7 @@
 use rayon::prelude::*;
 
 use super::full::FullSoftmax;
-use super::{sample_logits, Draw, Head, SampleScratch, Scratch};
+use super::{sample_factored, sample_logits, Draw, Head, SampleScratch, Scratch};
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
 use crate::kernels::softmax;
@@ -60,7 +60,7 @@ pub(crate) fn slab_len(h: usize) -> usize {
 }
 
 /// The slab's parts.
-struct Slab<'s> {
+pub(crate) struct Slab<'s> {
     logits: &'s mut [f32],
     wt: &'s mut [f32],
     w: &'s mut [f32],
@@ -69,7 +69,7 @@ struct Slab<'s> {
 }
 
 impl<'s> Slab<'s> {
-    fn carve(s: &'s mut [f32], h: usize) -> Self {
+    pub(crate) fn carve(s: &'s mut [f32], h: usize) -> Self {
         let (logits, s) = s.split_at_mut(ROWS * COLS);
         let (wt, s) = s.split_at_mut(gemm::packed_len(h, COLS));
         let (w, s) = s.split_at_mut(gemm::packed_len(COLS, h));
@@ -87,38 +87,49 @@ impl<'s> Slab<'s> {
 /// Merges the `(m, s)` of one block into a row's running maximum `m` and sum `s` (of
 /// `exp(logit - m)`). The first block sets them exactly, so a class of one block gives the
 /// same loss as [`softmax::xent_row`] over its logits.
-fn merge(m: &mut f32, s: &mut f64, first: bool, bm: f32, bs: f32) {
+pub(crate) fn merge(m: &mut f32, s: &mut f64, first: bool, bm: f32, bs: f64) {
     if first {
-        (*m, *s) = (bm, bs as f64);
+        (*m, *s) = (bm, bs);
     } else if bm > *m {
-        *s = *s * ((*m - bm) as f64).exp() + bs as f64;
+        *s = *s * ((*m - bm) as f64).exp() + bs;
         *m = bm;
     } else {
-        *s += bs as f64 * ((bm - *m) as f64).exp();
+        *s += bs * ((bm - *m) as f64).exp();
     }
 }
 
 /// `-ln p` of a target whose logit is `tl` in a row of maximum `m` and sum `s`: the formula of
 /// [`softmax::xent_row`].
-fn xent(m: f32, s: f64, tl: f32) -> f32 {
+pub(crate) fn xent(m: f32, s: f64, tl: f32) -> f32 {
     (s.ln() - (tl as f64 - m as f64)) as f32
 }
 
-/// One class's operands: its word rows, biases, and its rows' inputs and targets.
-struct ClassRows<'a> {
-    /// `[m, H]`
-    w: &'a [f32],
-    /// `[m]`
-    b: &'a [f32],
-    /// `[n, H]`
-    x: &'a [f32],
-    /// `[n]`, within the class
-    t: &'a [u32],
+/// One softmax's operands over a range of `m` words: their vectors `[m, K]` (and biases),
+/// and the inputs `[n, K]` and targets of the rows gathered for it. A class head's second
+/// softmax (`K = H`) and an adaptive head's clusters (`K` the projection's width, no bias, a
+/// cluster taken in several ranges) are both made of these.
+pub(crate) struct ClassRows<'a> {
+    /// `[m, K]`
+    pub w: &'a [f32],
+    /// `[m]`, or empty for no bias
+    pub b: &'a [f32],
+    /// `[n, K]`
+    pub x: &'a [f32],
+    /// `[n]`: row `i`'s target is word `t[i] - t0` of the range (outside it: no target here)
+    pub t: &'a [u32],
+    pub t0: u32,
+    /// `m`
+    pub words: usize,
 }
 
 impl ClassRows<'_> {
     fn words(&self) -> usize {
-        self.b.len()
+        self.words
+    }
+
+    /// Row `i`'s target within the range (`>= m`, or wrapped, when it lies outside).
+    fn target(&self, i: usize) -> usize {
+        self.t[i].wrapping_sub(self.t0) as usize
     }
 
     fn rows(&self) -> usize {
@@ -141,15 +152,24 @@ impl ClassRows<'_> {
             wt,
             Accum::Replace,
         );
-        for row in l.chunks_exact_mut(w) {
-            for (x, &b) in row.iter_mut().zip(&self.b[j0..j0 + w]) {
-                *x += b;
+        if !self.b.is_empty() {
+            for row in l.chunks_exact_mut(w) {
+                for (x, &b) in row.iter_mut().zip(&self.b[j0..j0 + w]) {
+                    *x += b;
+                }
             }
         }
     }
 
     /// Per row: the maximum `m`, the sum `s` of `exp(logit - m)` and the target's logit `tl`.
-    fn lse(&self, slab: &mut Slab<'_>, h: usize, m: &mut [f32], s: &mut [f64], tl: &mut [f32]) {
+    pub(crate) fn lse(
+        &self,
+        slab: &mut Slab<'_>,
+        h: usize,
+        m: &mut [f32],
+        s: &mut [f64],
+        tl: &mut [f32],
+    ) {
         self.lse_keeping(slab, h, (m, s, tl), None);
     }
 
@@ -176,8 +196,8 @@ impl ClassRows<'_> {
                 for (r, row) in logits[..rows * w].chunks_exact_mut(w).enumerate() {
                     let (bm, bs) = softmax::max_sumexp_row(row);
                     let i = r0 + r;
-                    merge(&mut m[i], &mut s[i], bi == 0, bm, bs);
-                    let t = self.t[i] as usize;
+                    merge(&mut m[i], &mut s[i], bi == 0, bm, bs as f64);
+                    let t = self.target(i);
                     if (j0..j0 + w).contains(&t) {
                         tl[i] = row[t - j0];
                     }
@@ -257,17 +277,19 @@ impl ClassRows<'_> {
             Packed::new(&xp[..gemm::packed_len(rows, h)], rows, h),
             Accum::Add,
         );
-        for row in g.chunks_exact(w) {
-            for (d, &v) in db[j0..j0 + w].iter_mut().zip(row) {
-                *d += v;
+        if !db.is_empty() {
+            for row in g.chunks_exact(w) {
+                for (d, &v) in db[j0..j0 + w].iter_mut().zip(row) {
+                    *d += v;
+                }
             }
         }
     }
 
     /// The backward pass of [`ClassRows::lse`]'s loss scaled by `scale`: `dx [n,H]`
-    /// overwritten, `dw [m,H]` and `db [m]` added to.
+    /// overwritten, `dw [m,H]` and `db [m]` (empty: no bias) added to.
     #[allow(clippy::too_many_arguments)]
-    fn backward(
+    pub(crate) fn backward(
         &self,
         slab: &mut Slab<'_>,
         h: usize,
@@ -296,7 +318,7 @@ impl ClassRows<'_> {
                 let g = &mut logits[..rows * w];
                 for (r, row) in g.chunks_exact_mut(w).enumerate() {
                     let i = r0 + r;
-                    let t = (self.t[i] as usize).wrapping_sub(j0);
+                    let t = self.target(i).wrapping_sub(j0);
                     self.gradient_row(row, m[i], s[i], scale, t);
                 }
                 let (dxr, dwr, dbr) = (&mut *dx, &mut *dw, &mut *db);
@@ -330,6 +352,58 @@ pub(crate) struct Gather<'a> {
     pub tg: &'a mut [u32],
 }
 
+/// Sorts the positions of `ts` by the second-stage group `key` gives their target (a
+/// counting sort: position order within a group) and fills `g`; returns the number of
+/// positions with a second stage. `key(w)` is `(the first softmax's target, Some((group,
+/// index within it)))`, or `None` in place of the pair for a word that the first softmax
+/// alone predicts (an adaptive head's shortlist); masked positions get [`IGNORE`].
+pub(crate) fn gather_by(
+    ts: &[i32],
+    groups: usize,
+    g: &mut Gather<'_>,
+    key: impl Fn(usize) -> (u32, Option<(usize, u32)>),
+) -> usize {
+    g.offsets.fill(0);
+    for (p, (t1, &t)) in g.ts1.iter_mut().zip(ts).enumerate() {
+        g.slot[p] = u32::MAX;
+        *t1 = if t == IGNORE {
+            IGNORE
+        } else {
+            let (first, second) = key(t as usize);
+            if let Some((k, _)) = second {
+                g.offsets[k + 1] += 1;
+                // Marks the position for the second pass below.
+                g.slot[p] = k as u32;
+            }
+            first as i32
+        };
+    }
+    for k in 0..groups {
+        g.offsets[k + 1] += g.offsets[k];
+    }
+    let total = g.offsets[groups] as usize;
+    // Next free slot per group: offsets[k] advances as slots fill, then is restored.
+    for (p, &t) in ts.iter().enumerate() {
+        if g.slot[p] == u32::MAX {
+            continue;
+        }
+        let Some((k, within)) = key(t as usize).1 else {
+            unreachable!("marked above")
+        };
+        let at = g.offsets[k] as usize;
+        g.offsets[k] += 1;
+        g.order[at] = p as u32;
+        g.slot[p] = at as u32;
+        g.tg[at] = within;
+    }
+    // Shift back: offsets[k] now holds the end of group k, i.e. the start of k + 1.
+    for k in (1..=groups).rev() {
+        g.offsets[k] = g.offsets[k - 1];
+    }
+    g.offsets[0] = 0;
+    total
+}
+
 impl ClassSoftmax<'_> {
     /// The class of word `w`.
     pub(crate) fn class_of(&self, w: usize) -> usize {
@@ -345,44 +419,14 @@ impl ClassSoftmax<'_> {
         self.starts.len()
     }
 
-    /// Sorts the positions of `ts` by their target's class (a counting sort: position order
-    /// within a class) and fills `g`; returns the number of unmasked positions. Training
-    /// and inference gather with this one sort, so their slots agree.
+    /// Sorts the positions of `ts` by their target's class (see [`gather_by`]); returns the
+    /// number of unmasked positions. Training and inference gather with this one sort, so
+    /// their slots agree.
     pub(crate) fn gather(&self, ts: &[i32], g: &mut Gather<'_>) -> usize {
-        let c = self.classes();
-        g.offsets.fill(0);
-        for (t1, &t) in g.ts1.iter_mut().zip(ts) {
-            *t1 = if t == IGNORE {
-                IGNORE
-            } else {
-                let k = self.class_of(t as usize);
-                g.offsets[k + 1] += 1;
-                k as i32
-            };
-        }
-        for k in 0..c {
-            g.offsets[k + 1] += g.offsets[k];
-        }
-        let total = g.offsets[c] as usize;
-        // Next free slot per class: offsets[k] advances as slots fill, then is restored.
-        for (p, (&t1, &t)) in g.ts1.iter().zip(ts).enumerate() {
-            if t1 == IGNORE {
-                g.slot[p] = u32::MAX;
-                continue;
-            }
-            let k = t1 as usize;
-            let at = g.offsets[k] as usize;
-            g.offsets[k] += 1;
-            g.order[at] = p as u32;
-            g.slot[p] = at as u32;
-            g.tg[at] = (t as usize - self.starts[k] as usize) as u32;
-        }
-        // Shift back: offsets[k] now holds the end of class k, i.e. the start of k + 1.
-        for k in (1..=c).rev() {
-            g.offsets[k] = g.offsets[k - 1];
-        }
-        g.offsets[0] = 0;
-        total
+        gather_by(ts, self.classes(), g, |w| {
+            let k = self.class_of(w);
+            (k as u32, Some((k, (w - self.starts[k] as usize) as u32)))
+        })
     }
 
     /// Class boundaries `b[0..=GROUPS]` of the parallel groups, balancing rows x words.
@@ -476,6 +520,8 @@ impl ClassSoftmax<'_> {
                         b: &self.word_b[ws..we],
                         x: &xg[k0 * h..k1 * h],
                         t: &tg[k0..k1],
+                        t0: 0,
+                        words: we - ws,
                     };
                     let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
                     // The target logits go to `loss` first, then become the losses.
@@ -545,6 +591,8 @@ impl ClassSoftmax<'_> {
                     b: &self.word_b[ws..we],
                     x: &xg[k0 * h..k1 * h],
                     t: &tg[k0..k1],
+                    t0: 0,
+                    words: we - ws,
                 };
                 let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
                 let (v0, v1) = (ws - wb[g], we - wb[g]);
@@ -702,6 +750,7 @@ impl ClassSoftmax<'_> {
             tl,
             xg,
             slab,
+            ..
         } = s;
         // The rows gathered by class, as training gathers them.
         for (t, &w) in ts[..rows].iter_mut().zip(targets) {
@@ -737,6 +786,8 @@ impl ClassSoftmax<'_> {
                 b: &self.word_b[ws..we],
                 x: &xg[k0 * h..k1 * h],
                 t: &tg[k0..k1],
+                t0: 0,
+                words: we - ws,
             };
             cr.lse(
                 &mut slab,
@@ -789,7 +840,7 @@ impl ClassSoftmax<'_> {
                         *x += bb;
                     }
                     let (bm, bs) = softmax::max_sumexp_row(seg);
-                    merge(&mut s.m[r], &mut s.sum[r], bi == 0, bm, bs);
+                    merge(&mut s.m[r], &mut s.sum[r], bi == 0, bm, bs as f64);
                 }
             }
             for r in 0..rows {
@@ -800,6 +851,26 @@ impl ClassSoftmax<'_> {
                 }
             }
         }
+    }
+}
+
+impl ClassSoftmax<'_> {
+    /// Class `k`'s log-softmax over its words for state `h [H]`, at the front of `buf`.
+    fn class_word_log_probs(&self, h: &[f32], k: usize, buf: &mut Vec<f32>, mm: &mut [f32]) {
+        let (a, b) = self.class_range(k);
+        buf.resize(b - a, 0.0);
+        let seg = &mut buf[..b - a];
+        gemm::matmul_packed(
+            MatMut::new(seg, 1, b - a),
+            MatRef::new(h, 1, self.h),
+            MatRef::new(&self.words[a * self.h..b * self.h], b - a, self.h).t(),
+            Accum::Replace,
+            mm,
+        );
+        for (x, &bias) in seg.iter_mut().zip(&self.word_b[a..b]) {
+            *x += bias;
+        }
+        super::log_softmax(seg);
     }
 }
 
@@ -815,6 +886,36 @@ impl Head for ClassSoftmax<'_> {
     }
 
     fn sample(&self, h: &[f32], draw: &Draw<'_>, s: &mut SampleScratch, u: f64) -> Option<u32> {
+        // The class, then a word of it (at temperature 1 with no cut; else from the whole
+        // distribution below).
+        let c = self.classes();
+        let most = (0..c)
+            .map(|k| {
+                let (a, b) = self.class_range(k);
+                gemm::scratch_len(1, self.h, b - a, true)
+            })
+            .max()
+            .unwrap_or(0);
+        let SampleScratch {
+            logits,
+            weights,
+            head: sc,
+            ..
+        } = s;
+        if sc.f.len() < c {
+            sc.f.resize(c, 0.0);
+        }
+        if sc.mm.len() < most {
+            sc.mm.resize(most, 0.0);
+        }
+        let f = &mut sc.f[..c];
+        self.classes.logits(h, 1, f);
+        let mm = &mut sc.mm;
+        let lp = |k: usize, buf: &mut Vec<f32>| self.class_word_log_probs(h, k, buf, mm);
+        let range = |k: usize| self.class_range(k);
+        if let Some(pick) = sample_factored(f, 0, (c, range), lp, draw, (weights, logits), u) {
+            return pick;
+        }
         let mut lp = std::mem::take(&mut s.logits);
         lp.resize(self.v, 0.0);
         self.log_prob_rows(h, 1, &mut lp, &mut s.head);

@@ -128,20 +128,22 @@ impl FullSoftmax<'_> {
         }
     }
 
-    /// Adds `[dW; db]` (`[H+1, V]`) over all `nt` positions into `dw`.
+    /// Adds `[dW; db]` (`[H+1, V]`; `dW [H,V]` alone without `bias`) over all `nt`
+    /// positions into `dw`.
     pub(crate) fn weight_grads(
         &self,
         x: &[f32],
         dy: &[f32],
         dw: &mut [f32],
+        bias: bool,
         scratch: &mut [f32],
         par: Par,
     ) {
         // [dW; db] += [x | 1]^T dY
         let (h, v) = (self.h, self.v);
         let nt = x.len() / h;
-        let c = MatMut::new(dw, h + 1, v);
-        add_outer(c, &[(x, h)], true, MatRef::new(dy, nt, v), scratch, par);
+        let c = MatMut::new(dw, h + bias as usize, v);
+        add_outer(c, &[(x, h)], bias, MatRef::new(dy, nt, v), scratch, par);
     }
 
     /// `out[i] = ln p(targets[i] | hs[i])` with `scratch` of [`FullSoftmax::scratch_len`].

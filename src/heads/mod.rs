@@ -8,7 +8,11 @@
 //!   `embed.W` transposed);
 //! - [`class::ClassSoftmax`]: Mikolov's classes; its first softmax is a `FullSoftmax` over the
 //!   classes.
+//! - [`adaptive::AdaptiveSoftmax`]: Grave et al.'s adaptive softmax (PyTorch's form); its
+//!   head is a `FullSoftmax` over the shortlist and the clusters, its clusters are made of the
+//!   class head's blocks.
 
+pub(crate) mod adaptive;
 pub(crate) mod class;
 pub(crate) mod full;
 
@@ -58,9 +62,13 @@ pub(crate) trait Head: Sync {
 
 /// The output layer of a model: one type for inference over every head.
 #[derive(Clone, Copy)]
+// Built once per pass on the stack (borrowed views, ~1 KB for an adaptive head's cluster
+// table): boxing would allocate in a loop that must not.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AnyHead<'a> {
     Full(full::FullSoftmax<'a>),
     Class(class::ClassSoftmax<'a>),
+    Adaptive(adaptive::AdaptiveSoftmax<'a>),
 }
 
 impl Head for AnyHead<'_> {
@@ -68,6 +76,7 @@ impl Head for AnyHead<'_> {
         match self {
             AnyHead::Full(f) => f.log_probs(hs, targets, out, scratch),
             AnyHead::Class(c) => c.log_probs(hs, targets, out, scratch),
+            AnyHead::Adaptive(a) => a.log_probs(hs, targets, out, scratch),
         }
     }
 
@@ -75,6 +84,7 @@ impl Head for AnyHead<'_> {
         match self {
             AnyHead::Full(f) => f.log_prob_rows(hs, rows, out, scratch),
             AnyHead::Class(c) => c.log_prob_rows(hs, rows, out, scratch),
+            AnyHead::Adaptive(a) => a.log_prob_rows(hs, rows, out, scratch),
         }
     }
 
@@ -82,6 +92,7 @@ impl Head for AnyHead<'_> {
         match self {
             AnyHead::Full(f) => f.sample(h, draw, s, u),
             AnyHead::Class(c) => c.sample(h, draw, s, u),
+            AnyHead::Adaptive(a) => a.sample(h, draw, s, u),
         }
     }
 }
@@ -104,6 +115,13 @@ pub(crate) struct Scratch {
     pub tl: Vec<f32>,
     pub xg: Vec<f32>,
     pub slab: Vec<f32>,
+    /// An adaptive head's projected rows, per-range maxima, sums and target logits, and
+    /// its products' scratch.
+    pub zg: Vec<f32>,
+    pub gm: Vec<f32>,
+    pub gs: Vec<f64>,
+    pub gtl: Vec<f32>,
+    pub mm: Vec<f32>,
 }
 
 /// What the model's logits say when they are not finite: the one wording that `score`,
@@ -194,4 +212,121 @@ pub(crate) fn sample_logits(
         }
     }
     Some(pick)
+}
+
+/// `ln Σ exp(row)` in f64 from the row's maximum and sum.
+pub(crate) fn log_sum_exp(row: &[f32]) -> f64 {
+    let (m, s) = crate::kernels::softmax::max_sumexp_row(row);
+    (s as f64).ln() + m as f64
+}
+
+/// `row = row - ln Σ exp(row)`.
+pub(crate) fn log_softmax(row: &mut [f32]) {
+    let lse = log_sum_exp(row);
+    for x in row.iter_mut() {
+        *x = (*x as f64 - lse) as f32;
+    }
+}
+
+/// Draws from a factorised head the way it factorises: its first softmax, then (for a group,
+/// i.e. a class or a cluster) a word of that group. Exact, and it computes only the first
+/// softmax and the groups it needs.
+///
+/// `first` holds the first softmax's logits: entries `0..shortlist` are words (an adaptive
+/// head's shortlist), entry `shortlist + i` is group `i`, whose words are `range(i)`; `lp(i,
+/// buf)` leaves group `i`'s log-softmax over its words at the front of `buf`. A group's weight
+/// is its probability times the share of it the draw allows (1 unless a word is barred, which
+/// costs that group's softmax). One uniform `u` serves both draws: where it falls inside the
+/// chosen entry is again uniform.
+///
+/// Only at temperature 1 with no top-k cut: a temperature or a cut couples every word of
+/// every group. Returns `None` then (and when nothing is allowed), and the caller samples
+/// from the whole distribution; `Some(None)` when the logits are not finite.
+pub(crate) fn sample_factored(
+    first: &mut [f32],
+    shortlist: usize,
+    (groups, range): (usize, impl Fn(usize) -> (usize, usize)),
+    mut lp: impl FnMut(usize, &mut Vec<f32>),
+    draw: &Draw<'_>,
+    (weights, buf): (&mut Vec<f64>, &mut Vec<f32>),
+    u: f64,
+) -> Option<Option<u32>> {
+    let v = draw.allowed.len();
+    if draw.temperature != 1.0 || draw.top_k < v {
+        return None;
+    }
+    if !first.iter().all(|x| x.is_finite()) {
+        return Some(None);
+    }
+    log_softmax(first);
+    weights.clear();
+    for (j, &l) in first.iter().enumerate() {
+        let p = (l as f64).exp();
+        let w = if j < shortlist {
+            if draw.allowed[j] {
+                p
+            } else {
+                0.0
+            }
+        } else {
+            let (a, b) = range(j - shortlist);
+            if draw.allowed[a..b].iter().all(|&x| x) {
+                p
+            } else {
+                lp(j - shortlist, buf);
+                let words = &buf[..b - a];
+                if !words.iter().all(|x| x.is_finite()) {
+                    return Some(None);
+                }
+                let allowed: f64 = words
+                    .iter()
+                    .zip(&draw.allowed[a..b])
+                    .filter(|(_, &ok)| ok)
+                    .map(|(&l, _)| (l as f64).exp())
+                    .sum();
+                p * allowed
+            }
+        };
+        weights.push(w);
+    }
+    debug_assert_eq!(weights.len(), shortlist + groups);
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let (pick, u2) = pick_weighted(weights, u * total);
+    if pick < shortlist {
+        return Some(Some(pick as u32));
+    }
+    let i = pick - shortlist;
+    let (a, b) = range(i);
+    lp(i, buf);
+    let words = &buf[..b - a];
+    if !words.iter().all(|x| x.is_finite()) {
+        return Some(None);
+    }
+    weights.clear();
+    weights.extend(words.iter().zip(&draw.allowed[a..b]).map(|(&l, &ok)| {
+        if ok {
+            (l as f64).exp()
+        } else {
+            0.0
+        }
+    }));
+    let total: f64 = weights.iter().sum();
+    let (j, _) = pick_weighted(weights, u2 * total);
+    Some(Some((a + j) as u32))
+}
+
+/// The index `j` with `Σ_{i<j} w_i <= x < Σ_{i<=j} w_i` (the last nonzero weight if rounding
+/// runs past the end), and where `x` fell inside it, as a fraction in `[0, 1)`.
+fn pick_weighted(w: &[f64], x: f64) -> (usize, f64) {
+    let mut acc = 0.0;
+    for (j, &wj) in w.iter().enumerate() {
+        if wj > 0.0 && x < acc + wj {
+            return (j, ((x - acc) / wj).clamp(0.0, 1.0 - f64::EPSILON));
+        }
+        acc += wj;
+    }
+    (w.iter().rposition(|&x| x > 0.0).unwrap_or(0), 0.0)
 }

@@ -181,6 +181,78 @@ pub enum Softmax {
         /// `C`, at least 1 and at most `V`.
         classes: usize,
     },
+    /// The adaptive softmax of Grave et al. 2017, as PyTorch's
+    /// `nn.AdaptiveLogSoftmaxWithLoss` defines it (see [`Softmax::adaptive`]).
+    Adaptive {
+        /// `c_0 < c_1 < ... < c_{k-1} < V`: the shortlist is ids `0..c_0`, cluster `i` ids
+        /// `c_i..c_{i+1}` (the last up to `V`).
+        cutoffs: Sizes,
+        /// The width `p_i` of each cluster's projection (PyTorch: `H // div^(i+1)`).
+        projections: Sizes,
+        /// Whether the head (shortlist and cluster logits) has a bias.
+        #[serde(default)]
+        head_bias: bool,
+    },
+}
+
+/// Most clusters of an adaptive head.
+pub const MAX_CLUSTERS: usize = 16;
+
+/// A short list of sizes (an adaptive head's cutoffs or projection widths), kept inline so
+/// that [`Config`] stays `Copy`; serialized as a JSON array.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "Vec<u32>", try_from = "Vec<u32>")]
+pub struct Sizes {
+    len: u8,
+    v: [u32; MAX_CLUSTERS],
+}
+
+impl Sizes {
+    /// The sizes.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.v[..self.len as usize]
+    }
+
+    /// Number of sizes.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl TryFrom<Vec<u32>> for Sizes {
+    type Error = String;
+    fn try_from(x: Vec<u32>) -> std::result::Result<Self, String> {
+        Sizes::try_from(x.as_slice())
+    }
+}
+
+impl TryFrom<&[u32]> for Sizes {
+    type Error = String;
+    fn try_from(x: &[u32]) -> std::result::Result<Self, String> {
+        if x.len() > MAX_CLUSTERS {
+            return Err(format!(
+                "{} clusters: at most {MAX_CLUSTERS} are supported",
+                x.len()
+            ));
+        }
+        let mut v = [0; MAX_CLUSTERS];
+        v[..x.len()].copy_from_slice(x);
+        Ok(Sizes {
+            len: x.len() as u8,
+            v,
+        })
+    }
+}
+
+impl From<Sizes> for Vec<u32> {
+    fn from(s: Sizes) -> Self {
+        s.as_slice().to_vec()
+    }
 }
 
 impl Softmax {
@@ -189,20 +261,107 @@ impl Softmax {
         matches!(self, Softmax::Full)
     }
 
+    /// Whether this is a class head.
+    pub fn is_class(&self) -> bool {
+        matches!(self, Softmax::Class { .. })
+    }
+
+    /// Whether this is an adaptive head.
+    pub fn is_adaptive(&self) -> bool {
+        matches!(self, Softmax::Adaptive { .. })
+    }
+
+    /// An adaptive head as PyTorch's `nn.AdaptiveLogSoftmaxWithLoss(H, V, cutoffs, div_value,
+    /// head_bias)` builds it: cluster `i` gets a projection of `floor(H / div_value^(i+1))`.
+    ///
+    /// # Errors
+    /// If the cutoffs are not increasing and positive, there are more than
+    /// [`MAX_CLUSTERS`], `div_value` is not finite and positive, or a projection would have
+    /// width 0 (naming it). The cutoffs are checked against `V` by [`Config::validate`].
+    ///
+    /// ```
+    /// use rnnlm::Softmax;
+    /// let a = Softmax::adaptive(&[2000, 10000, 50000], 4.0, false, 256).unwrap();
+    /// let Softmax::Adaptive { projections, .. } = a else { unreachable!() };
+    /// assert_eq!(projections.as_slice(), [64, 16, 4]);
+    /// assert_eq!(a.outputs(100_000), 2000 + 3); // the shortlist and one logit per cluster
+    /// assert!(Softmax::adaptive(&[10, 5], 4.0, false, 256).is_err()); // not increasing
+    /// assert!(Softmax::adaptive(&[10, 20, 30, 40, 50], 4.0, false, 256).is_err()); // 256/4^5 < 1
+    /// ```
+    pub fn adaptive(
+        cutoffs: &[usize],
+        div_value: f64,
+        head_bias: bool,
+        hidden: usize,
+    ) -> Result<Self> {
+        if cutoffs.is_empty() {
+            return Err(Error::invalid("cutoffs", "need at least one cutoff"));
+        }
+        if !(div_value.is_finite() && div_value > 0.0) {
+            return Err(Error::invalid(
+                "div value",
+                format!("{div_value} (must be finite and > 0)"),
+            ));
+        }
+        let mut c = Vec::with_capacity(cutoffs.len());
+        let mut p = Vec::with_capacity(cutoffs.len());
+        for (i, &x) in cutoffs.iter().enumerate() {
+            if x == 0 || x > (1 << 24) || (i > 0 && x <= cutoffs[i - 1]) {
+                return Err(Error::invalid(
+                    "cutoffs",
+                    format!(
+                        "{cutoffs:?}: they must be positive and strictly increasing (entry {i} is {x})"
+                    ),
+                ));
+            }
+            // PyTorch: `int(in_features // (div_value ** (i + 1)))`.
+            let w = (hidden as f64 / div_value.powi(i as i32 + 1)).floor();
+            if !(1.0..=(1u64 << 24) as f64).contains(&w) {
+                return Err(Error::invalid(
+                    "div value",
+                    format!(
+                        "cluster {i}'s projection would be H / {div_value}^{} = {w} wide (H = \
+                         {hidden}): it must be at least 1, so use a smaller --div-value or fewer cutoffs",
+                        i + 1
+                    ),
+                ));
+            }
+            c.push(x as u32);
+            p.push(w as u32);
+        }
+        let sizes = |x: &[u32]| Sizes::try_from(x).map_err(|m| Error::invalid("cutoffs", m));
+        Ok(Softmax::Adaptive {
+            cutoffs: sizes(&c)?,
+            projections: sizes(&p)?,
+            head_bias,
+        })
+    }
+
     /// Width of the first (or only) softmax for a vocabulary of `v` words: `V` for the full
-    /// softmax, `C` for the class head.
+    /// softmax, `C` for the class head, the shortlist plus one logit per cluster for the
+    /// adaptive head.
     pub fn outputs(&self, v: usize) -> usize {
         match *self {
             Softmax::Full => v,
             Softmax::Class { classes } => classes,
+            Softmax::Adaptive { cutoffs, .. } => cutoffs.as_slice()[0] as usize + cutoffs.len(),
         }
     }
 
-    /// The name used on the command line (`full`, `class`).
+    /// Whether the first softmax has a bias (always, but for an adaptive head without one).
+    pub fn first_bias(&self) -> bool {
+        match *self {
+            Softmax::Adaptive { head_bias, .. } => head_bias,
+            _ => true,
+        }
+    }
+
+    /// The name used on the command line (`full`, `class`, `adaptive`).
     pub fn name(&self) -> &'static str {
         match self {
             Softmax::Full => "full",
             Softmax::Class { .. } => "class",
+            Softmax::Adaptive { .. } => "adaptive",
         }
     }
 }
@@ -312,6 +471,42 @@ impl Config {
                         "{classes} (must be 1 to the vocabulary size, {})",
                         self.vocab_size
                     ),
+                ));
+            }
+        }
+        if let Softmax::Adaptive {
+            cutoffs,
+            projections,
+            ..
+        } = self.softmax
+        {
+            let c = cutoffs.as_slice();
+            let ok = !c.is_empty()
+                && c.len() == projections.len()
+                && c[0] > 0
+                && c.windows(2).all(|w| w[0] < w[1])
+                && (c[c.len() - 1] as usize) < self.vocab_size
+                && projections
+                    .as_slice()
+                    .iter()
+                    .all(|&p| (1..=1 << 24).contains(&p));
+            if !ok {
+                return Err(Error::invalid(
+                    "cutoffs",
+                    format!(
+                        "{c:?} with projections {:?}: the cutoffs must be positive, strictly \
+                         increasing and below the vocabulary size {} (each cluster holds at \
+                         least one word), one projection of width >= 1 per cluster",
+                        projections.as_slice(),
+                        self.vocab_size
+                    ),
+                ));
+            }
+            if self.tied {
+                return Err(Error::invalid(
+                    "tied",
+                    "an adaptive head has no output matrix of the embedding's shape to tie \
+                     (use --softmax full or class with --tie)",
                 ));
             }
         }

@@ -120,11 +120,45 @@ impl Offsets {
             first + self.layer_len(0) + (l - 1) * self.layer_len(1)
         }
     }
-    fn class_len(&self) -> usize {
+    /// Width of a factorised head's first softmax (0 for the full softmax).
+    fn head_outs(&self) -> usize {
         match self.cfg.softmax {
             Softmax::Full => 0,
-            Softmax::Class { classes } => (self.cfg.hidden_size + 1) * classes,
+            s => s.outputs(self.cfg.vocab_size),
         }
+    }
+    fn class_w_len(&self) -> usize {
+        self.cfg.hidden_size * self.head_outs()
+    }
+    fn class_b_len(&self) -> usize {
+        if self.cfg.softmax.first_bias() {
+            self.head_outs()
+        } else {
+            0
+        }
+    }
+    fn class_len(&self) -> usize {
+        self.class_w_len() + self.class_b_len()
+    }
+    /// An adaptive head's clusters: `(first id, end id, projection width)`.
+    fn clusters(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let (c, p): (&[u32], &[u32]) = match &self.cfg.softmax {
+            Softmax::Adaptive {
+                cutoffs,
+                projections,
+                ..
+            } => (cutoffs.as_slice(), projections.as_slice()),
+            _ => (&[], &[]),
+        };
+        let v = self.cfg.vocab_size;
+        (0..c.len()).map(move |i| {
+            let end = c.get(i + 1).map_or(v, |&e| e as usize);
+            (c[i] as usize, end, p[i] as usize)
+        })
+    }
+    /// Length of cluster `(s, e, p)`'s tensors: `proj [H,p]` and `W [e-s, p]`.
+    fn tail_len(&self, (s, e, p): (usize, usize, usize)) -> usize {
+        (self.cfg.hidden_size + e - s) * p
     }
     fn class_start(&self) -> usize {
         self.layer_start(self.cfg.layers)
@@ -133,14 +167,25 @@ impl Offsets {
         self.class_start() + self.class_len()
     }
     fn affine_w_len(&self) -> usize {
-        if self.cfg.tied {
+        if self.cfg.softmax.is_adaptive() {
+            // The tails take the output matrix's place.
+            self.clusters().map(|c| self.tail_len(c)).sum()
+        } else if self.cfg.tied {
             0
         } else {
             self.cfg.hidden_size * self.cfg.vocab_size
         }
     }
+    /// `affine.b` / `words.b` (`V`), none for an adaptive head.
+    fn out_b_len(&self) -> usize {
+        if self.cfg.softmax.is_adaptive() {
+            0
+        } else {
+            self.cfg.vocab_size
+        }
+    }
     fn total(&self) -> usize {
-        self.output_start() + self.affine_w_len() + self.cfg.vocab_size
+        self.output_start() + self.affine_w_len() + self.out_b_len()
     }
     /// The layer's tensors by role, in the cell's storage order.
     fn split_layer<'a>(&self, l: usize, mut s: &'a [f32]) -> LayerRefs<'a> {
@@ -219,6 +264,20 @@ impl Params {
             out.push(("class.W".to_string(), vec![h, classes]));
             out.push(("class.b".to_string(), vec![classes]));
         }
+        if let Softmax::Adaptive { head_bias, .. } = cfg.softmax {
+            // The head, then each cluster's projection and word vectors (rows, as a class
+            // head's `words.W`), PyTorch's `head`, `tail.i.0`, `tail.i.1`.
+            let outs = cfg.softmax.outputs(v);
+            out.push(("head.W".to_string(), vec![h, outs]));
+            if head_bias {
+                out.push(("head.b".to_string(), vec![outs]));
+            }
+            for (i, (s, e, p)) in (Offsets { cfg: *cfg }).clusters().enumerate() {
+                out.push((format!("tail.{i}.proj"), vec![h, p]));
+                out.push((format!("tail.{i}.W"), vec![e - s, p]));
+            }
+            return out;
+        }
         // A class head stores its word vectors as rows, `[V,H]` (like `embed.W`, which takes
         // their place when tied), so each class's words are one block of rows.
         let (w, b) = if cfg.softmax.is_full() {
@@ -238,7 +297,7 @@ impl Params {
     /// frequency-based classes (see [`crate::heads::class_starts_from_counts`]).
     fn default_starts(cfg: &Config) -> Arc<[u32]> {
         match cfg.softmax {
-            Softmax::Full => Arc::from(Vec::new()),
+            Softmax::Full | Softmax::Adaptive { .. } => Arc::from(Vec::new()),
             Softmax::Class { classes } => (0..classes)
                 .map(|k| (k as u64 * cfg.vocab_size as u64 / classes as u64) as u32)
                 .collect(),
@@ -259,7 +318,7 @@ impl Params {
     /// assert_eq!(Params::forward_flops_per_token(&tied), 2 * (36 + 36 + 60));
     /// ```
     pub fn forward_flops_per_token(cfg: &Config) -> u64 {
-        let class_head = !cfg.softmax.is_full();
+        let class_head = matches!(cfg.softmax, Softmax::Class { .. });
         let products: u64 = Self::layout(cfg)
             .iter()
             .filter(|(name, shape)| {
@@ -275,6 +334,14 @@ impl Params {
             Softmax::Full => 0,
             Softmax::Class { classes } => {
                 (cfg.vocab_size.div_ceil(classes) * cfg.hidden_size) as u64
+            }
+            // An adaptive head's tails are counted above as if every token went through every
+            // cluster; count instead the head and one cluster of average size.
+            Softmax::Adaptive { .. } => {
+                let o = Offsets { cfg: *cfg };
+                let k = o.clusters().count() as u64;
+                let tails: u64 = o.clusters().map(|c| o.tail_len(c) as u64).sum();
+                return 2 * (products - tails + tails / k);
             }
         };
         2 * (products + words)
@@ -463,7 +530,17 @@ impl Params {
         if let Some(w) = self.affine_w_mut() {
             uniform(w, 0.1, 1);
         }
-        if let Some(w) = self.class_w_mut() {
+        if cfg.softmax.is_adaptive() {
+            // nn.AdaptiveLogSoftmaxWithLoss's nn.Linear layers: U(-1/sqrt(fan_in), ..).
+            let o = self.off();
+            let (s, e) = (o.class_start(), o.output_start());
+            uniform(&mut self.data[s..e], k, 1);
+            for i in 0..o.clusters().count() {
+                let (proj, w, p) = self.tail_mut(i);
+                uniform(proj, k, 1);
+                uniform(w, 1.0 / (p as f64).sqrt(), 1);
+            }
+        } else if let Some(w) = self.class_w_mut() {
             uniform(w, 0.1, 1);
         }
     }
@@ -492,6 +569,12 @@ impl Params {
         // After affine.W, so a class head leaves every other draw where the full softmax has it.
         if let Some(w) = p.class_w_mut() {
             fill(w, h.sqrt());
+        }
+        // An adaptive head's tails: the book's `randn / sqrt(fan_in)` for each product.
+        for i in 0..p.off().clusters().count() {
+            let (proj, w, pw) = p.tail_mut(i);
+            fill(proj, h.sqrt());
+            fill(w, (pw as f64).sqrt());
         }
     }
 
@@ -688,30 +771,75 @@ impl Params {
         Ok(())
     }
 
-    /// `class.W [H,C]` of a class head, else `None`.
+    /// The first softmax of a factorised head: `class.W [H,C]` of a class head, `head.W
+    /// [H, c_0 + clusters]` of an adaptive head; `None` for the full softmax.
     pub fn class_w(&self) -> Option<&[f32]> {
         let o = self.off();
-        let (s, h) = (o.class_start(), self.cfg.hidden_size);
-        let len = o.class_len() / (h + 1) * h;
+        let (s, len) = (o.class_start(), o.class_w_len());
         (len > 0).then(|| &self.data[s..s + len])
     }
 
-    /// `class.W [H,C]` mutable, else `None`.
+    /// [`Params::class_w`] mutable.
     pub fn class_w_mut(&mut self) -> Option<&mut [f32]> {
         let o = self.off();
-        let (s, h) = (o.class_start(), self.cfg.hidden_size);
-        let len = o.class_len() / (h + 1) * h;
+        let (s, len) = (o.class_start(), o.class_w_len());
         (len > 0).then(|| &mut self.data[s..s + len])
     }
 
-    /// `class.b [C]` of a class head, else empty.
+    /// `class.b [C]` of a class head, `head.b` of an adaptive head with a head bias, else
+    /// empty.
     pub fn class_b(&self) -> &[f32] {
         let o = self.off();
-        let len = o.class_len() / (self.cfg.hidden_size + 1);
-        &self.data[o.output_start() - len..o.output_start()]
+        &self.data[o.output_start() - o.class_b_len()..o.output_start()]
     }
 
-    /// `class.W` and `class.b` as one `[H+1, C]` matrix (empty without a class head).
+    /// Cluster `i` of an adaptive head: its projection `[H, p]`, its word vectors `[n, p]`
+    /// (row `j` is id `c_i + j`), and `p`.
+    ///
+    /// **Panics** if `i` is not a cluster.
+    pub fn tail(&self, i: usize) -> (&[f32], &[f32], usize) {
+        let r = self.tail_range(i);
+        let (s, e, p) = self
+            .off()
+            .clusters()
+            .nth(i)
+            .expect("an adaptive head's cluster");
+        let (proj, w) = self.data[r].split_at(self.cfg.hidden_size * p);
+        debug_assert_eq!(w.len(), (e - s) * p);
+        (proj, w, p)
+    }
+
+    /// [`Params::tail`], mutable.
+    pub fn tail_mut(&mut self, i: usize) -> (&mut [f32], &mut [f32], usize) {
+        let r = self.tail_range(i);
+        let p = self
+            .off()
+            .clusters()
+            .nth(i)
+            .expect("an adaptive head's cluster")
+            .2;
+        let (proj, w) = self.data[r].split_at_mut(self.cfg.hidden_size * p);
+        (proj, w, p)
+    }
+
+    /// Where cluster `i`'s tensors lie in the flat buffer.
+    pub(crate) fn tail_range(&self, i: usize) -> std::ops::Range<usize> {
+        let o = self.off();
+        let mut s = o.output_start();
+        for (k, c) in o.clusters().enumerate() {
+            if k == i {
+                return s..s + o.tail_len(c);
+            }
+            s += o.tail_len(c);
+        }
+        panic!(
+            "cluster {i} of an adaptive head with {} clusters",
+            o.clusters().count()
+        )
+    }
+
+    /// `class.W` and `class.b` as one `[H+1, C]` matrix (`head.W [H, outs]` and the head bias
+    /// if any; empty for the full softmax).
     pub fn class_rows_mut(&mut self) -> &mut [f32] {
         let o = self.off();
         &mut self.data[o.class_start()..o.output_start()]
@@ -722,25 +850,27 @@ impl Params {
     pub fn affine_w(&self) -> Option<&[f32]> {
         let o = self.off();
         let s = o.output_start();
-        (!self.cfg.tied).then(|| &self.data[s..s + o.affine_w_len()])
+        (!self.cfg.tied && !self.cfg.softmax.is_adaptive())
+            .then(|| &self.data[s..s + o.affine_w_len()])
     }
 
     /// `affine.W [H,V]` mutable, or `None` when tied.
     pub fn affine_w_mut(&mut self) -> Option<&mut [f32]> {
         let o = self.off();
         let s = o.output_start();
-        (!self.cfg.tied).then(|| &mut self.data[s..s + o.affine_w_len()])
+        (!self.cfg.tied && !self.cfg.softmax.is_adaptive())
+            .then(|| &mut self.data[s..s + o.affine_w_len()])
     }
 
-    /// `affine.b [V]`.
+    /// `affine.b [V]` (`words.b` of a class head; empty for an adaptive head).
     pub fn affine_b(&self) -> &[f32] {
-        let s = self.data.len() - self.cfg.vocab_size;
+        let s = self.data.len() - self.off().out_b_len();
         &self.data[s..]
     }
 
     /// `affine.b [V]`, mutable.
     pub fn affine_b_mut(&mut self) -> &mut [f32] {
-        let s = self.data.len() - self.cfg.vocab_size;
+        let s = self.data.len() - self.off().out_b_len();
         &mut self.data[s..]
     }
 
@@ -764,10 +894,11 @@ impl Params {
     /// `embed.W` (mutable) and the rest of the buffer, disjoint (the tied backward writes the
     /// output layer's gradient into `embed.W` and its bias into `affine.b` at once).
     pub(crate) fn embed_and_affine_b_mut(&mut self) -> (&mut [f32], &mut [f32]) {
+        let b = self.off().out_b_len();
         let (e, rest) = self
             .data
             .split_at_mut(self.cfg.vocab_size * self.cfg.wordvec_size);
-        let n = rest.len() - self.cfg.vocab_size;
+        let n = rest.len() - b;
         (e, &mut rest[n..])
     }
 }

@@ -6,13 +6,14 @@ use rand::SeedableRng;
 
 use rayon::prelude::*;
 
-use super::config::{Config, MAX_LAYERS};
+use super::config::{Config, Softmax, MAX_LAYERS};
 use super::output_grad::{self, StripGrads};
 use super::params::Params;
 use super::workspace::{Acts, ClassBufs, Workspace};
 use crate::cells::{self, Buffers, Dims, GradInputs, LayerRows, StepWeights};
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed, Par};
+use crate::heads::adaptive::{AdaptiveSoftmax, TailBufs};
 use crate::heads::class::{ClassSoftmax, Gather, Keep};
 use crate::heads::full::FullSoftmax;
 use crate::heads::Loss;
@@ -235,24 +236,27 @@ fn output_weights(params: &Params) -> MatRef<'_> {
     }
 }
 
-/// The (first) softmax over the packed weights `w` (and, in training, `wt`).
+/// The (first) softmax over the packed weights `w` (and, in training, `wt`); `zeros` stands
+/// in for the bias of an adaptive head without one.
 fn first_softmax<'a>(
     params: &'a Params,
     w: &'a [f32],
     wt: &'a [f32],
     wt_block: usize,
+    zeros: &'a [f32],
 ) -> FullSoftmax<'a> {
     let c = params.config();
     let (h, outs) = (c.hidden_size, c.softmax.outputs(c.vocab_size));
+    let bias = match c.softmax {
+        Softmax::Full => params.affine_b(),
+        _ if c.softmax.first_bias() => params.class_b(),
+        _ => &zeros[..outs],
+    };
     FullSoftmax {
         w: Packed::new(w, h, outs),
         wt,
         wt_block,
-        bias: if c.softmax.is_full() {
-            params.affine_b()
-        } else {
-            params.class_b()
-        },
+        bias,
         h,
         v: outs,
     }
@@ -271,103 +275,61 @@ fn class_softmax<'a>(params: &'a Params, classes: FullSoftmax<'a>) -> ClassSoftm
     }
 }
 
-/// Rows of the class head's first softmax per parallel task.
+/// Rows of a factorised head's first softmax per parallel task.
 const CLASS_ROWS: usize = 64;
 
-/// The class head's forward over all `N*T` positions (`x [N*T,H]` the top layer's output):
-/// the softmax over the classes in parallel row chunks, then the words' softmax over the
-/// positions gathered by class. Writes per-position losses.
-fn class_forward(
-    head: &ClassSoftmax<'_>,
+/// A factorised head's first softmax over all `N*T` positions (`x [N*T,H]`, targets `ts1`),
+/// in parallel row chunks.
+fn first_forward(
+    first: &FullSoftmax<'_>,
     x: &[f32],
-    ts: &[i32],
-    logits: &mut [f32],
-    losses: &mut [f32],
+    ts1: &[i32],
+    (logits, losses): (&mut [f32], &mut [f32]),
     loss: Loss,
-    cb: &mut ClassBufs,
 ) {
-    let (h, c) = (head.h, head.classes.v);
-    let total = head.gather(
-        ts,
-        &mut Gather {
-            ts1: &mut cb.ts1,
-            order: &mut cb.order,
-            slot: &mut cb.slot,
-            offsets: &mut cb.offsets,
-            tg: &mut cb.tg,
-        },
-    );
-    cb.count = total;
+    let (h, c) = (first.h, first.v);
     logits
         .par_chunks_mut(CLASS_ROWS * c)
         .zip(x.par_chunks(CLASS_ROWS * h))
-        .zip(cb.ts1.par_chunks(CLASS_ROWS))
+        .zip(ts1.par_chunks(CLASS_ROWS))
         .zip(losses.par_chunks_mut(CLASS_ROWS))
-        .for_each(|(((l, x), t), lo)| head.classes.forward_rows(x, t, l, lo, loss));
-    cb.xg[..total * h]
-        .par_chunks_mut(CLASS_ROWS * h)
-        .zip(cb.order[..total].par_chunks(CLASS_ROWS))
+        .for_each(|(((l, x), t), lo)| first.forward_rows(x, t, l, lo, loss));
+}
+
+/// `xg` slot `k` = row `order[k]` of `x [N*T,H]`: the positions gathered for a second stage.
+fn gather_rows(xg: &mut [f32], order: &[u32], x: &[f32], h: usize) {
+    xg.par_chunks_mut(CLASS_ROWS * h)
+        .zip(order.par_chunks(CLASS_ROWS))
         .for_each(|(rows, order)| {
             for (row, &p) in rows.chunks_exact_mut(h).zip(order) {
                 let p = p as usize;
                 row.copy_from_slice(&x[p * h..(p + 1) * h]);
             }
         });
-    head.words_forward(
-        &cb.xg[..total * h],
-        &cb.offsets,
-        &cb.tg[..total],
-        (
-            &mut cb.m[..total],
-            &mut cb.s[..total],
-            &mut cb.loss[..total],
-        ),
-        &mut cb.slabs,
-        match loss {
-            Loss::Train { scale } => Some(Keep {
-                buf: &mut cb.kept,
-                offsets: &mut cb.goff,
-                scale,
-            }),
-            Loss::Eval => None,
-        },
-    );
-    for (l, &k) in losses.iter_mut().zip(&cb.slot) {
+}
+
+/// Adds each gathered slot's second-stage loss to its position's.
+fn add_slot_losses(losses: &mut [f32], slot: &[u32], slot_loss: &[f32]) {
+    for (l, &k) in losses.iter_mut().zip(slot) {
         if k != u32::MAX {
-            *l += cb.loss[k as usize];
+            *l += slot_loss[k as usize];
         }
     }
 }
 
-/// The class head's backward: `top [N*T,H] = dL/dx` (overwritten), the word rows' gradients
-/// added into `dw [V,H]` and `db [V]` (the first softmax's weight gradient is the caller's).
-fn class_backward(
-    head: &ClassSoftmax<'_>,
-    logits: &[f32],
-    top: &mut [f32],
-    cb: &mut ClassBufs,
-    (dw, db): (&mut [f32], &mut [f32]),
-) {
-    let (h, c) = (head.h, head.classes.v);
-    let total = cb.count;
+/// A factorised head's backward through its first softmax (`top` overwritten), from the
+/// gradient the forward left in `logits`.
+fn first_backward(first: &FullSoftmax<'_>, logits: &[f32], top: &mut [f32]) {
+    let (h, c) = (first.h, first.v);
     top.par_chunks_mut(CLASS_ROWS * h)
         .zip(logits.par_chunks(CLASS_ROWS * c))
-        .for_each(|(d, l)| head.classes.backward_rows(l, d));
-    let scale = if total == 0 { 0.0 } else { 1.0 / total as f32 };
-    head.words_backward(
-        &cb.xg[..total * h],
-        &cb.offsets,
-        &cb.tg[..total],
-        (&cb.m[..total], &cb.s[..total]),
-        scale,
-        &mut cb.dxg[..total * h],
-        (dw, db),
-        &mut cb.slabs,
-        Some((&cb.kept, &cb.goff)),
-    );
-    let dxg = &cb.dxg;
+        .for_each(|(d, l)| first.backward_rows(l, d));
+}
+
+/// `top` row `p` += `dxg` slot `slot[p]` (where gathered).
+fn scatter_add_rows(top: &mut [f32], slot: &[u32], dxg: &[f32], h: usize) {
     top.par_chunks_mut(CLASS_ROWS * h)
-        .zip(cb.slot.par_chunks(CLASS_ROWS))
+        .zip(slot.par_chunks(CLASS_ROWS))
         .for_each(|(rows, slots)| {
             for (row, &k) in rows.chunks_exact_mut(h).zip(slots) {
                 if k != u32::MAX {
@@ -378,6 +340,148 @@ fn class_backward(
                 }
             }
         });
+}
+
+/// The gather buffers of `cb`.
+fn gather_bufs(cb: &mut ClassBufs) -> Gather<'_> {
+    Gather {
+        ts1: &mut cb.ts1,
+        order: &mut cb.order,
+        slot: &mut cb.slot,
+        offsets: &mut cb.offsets,
+        tg: &mut cb.tg,
+    }
+}
+
+/// An adaptive head's tail buffers in `cb` (a macro: the other fields of `cb` stay free to
+/// borrow).
+macro_rules! tail_bufs {
+    ($cb:expr) => {
+        TailBufs {
+            zg: &mut $cb.zg,
+            gm: &mut $cb.gm,
+            gs: &mut $cb.gs,
+            gtl: &mut $cb.gtl,
+            dz: &mut $cb.dz,
+            slabs: &mut $cb.slabs,
+            mm: &mut $cb.mm,
+        }
+    };
+}
+
+/// A factorised head as training runs it: a first softmax over all positions, then a
+/// second stage (a class's words, an adaptive head's cluster) over the positions gathered by
+/// their target's group.
+// Built once per pass on the stack (borrowed views, ~1 KB for an adaptive head's cluster
+// table): boxing would allocate in a loop that must not.
+#[allow(clippy::large_enum_variant)]
+enum Factored<'a> {
+    Class(ClassSoftmax<'a>),
+    Adaptive(AdaptiveSoftmax<'a>),
+}
+
+impl<'a> Factored<'a> {
+    /// The head of `params` (a factorised one) around its first softmax.
+    fn new(params: &'a Params, first: FullSoftmax<'a>) -> Self {
+        if params.config().softmax.is_adaptive() {
+            Factored::Adaptive(AdaptiveSoftmax::new(params, first))
+        } else {
+            Factored::Class(class_softmax(params, first))
+        }
+    }
+
+    fn first(&self) -> &FullSoftmax<'a> {
+        match self {
+            Factored::Class(c) => &c.classes,
+            Factored::Adaptive(a) => &a.head,
+        }
+    }
+
+    /// The forward over all `N*T` positions (`x [N*T,H]` the top layer's output): the first
+    /// softmax in parallel row chunks, then the second stage over the gathered positions.
+    /// Writes per-position losses.
+    fn forward(
+        &self,
+        x: &[f32],
+        ts: &[i32],
+        (logits, losses): (&mut [f32], &mut [f32]),
+        loss: Loss,
+        cb: &mut ClassBufs,
+    ) {
+        let h = self.first().h;
+        let total = match self {
+            Factored::Class(c) => c.gather(ts, &mut gather_bufs(cb)),
+            Factored::Adaptive(a) => a.gather(ts, &mut gather_bufs(cb)),
+        };
+        cb.count = total;
+        first_forward(self.first(), x, &cb.ts1, (logits, &mut *losses), loss);
+        gather_rows(&mut cb.xg[..total * h], &cb.order[..total], x, h);
+        let (xg, offsets, tg) = (&cb.xg[..total * h], &cb.offsets, &cb.tg[..total]);
+        let msl = (
+            &mut cb.m[..total],
+            &mut cb.s[..total],
+            &mut cb.loss[..total],
+        );
+        match self {
+            Factored::Class(c) => {
+                let keep = match loss {
+                    Loss::Train { scale } => Some(Keep {
+                        buf: &mut cb.kept,
+                        offsets: &mut cb.goff,
+                        scale,
+                    }),
+                    Loss::Eval => None,
+                };
+                c.words_forward(xg, offsets, tg, msl, &mut cb.slabs, keep);
+            }
+            Factored::Adaptive(a) => a.tails_forward(xg, offsets, tg, msl, &mut tail_bufs!(cb)),
+        }
+        add_slot_losses(losses, &cb.slot, &cb.loss);
+    }
+
+    /// The backward of the loss scaled by `scale` (`1/count`): `top [N*T,H] = dL/dx`
+    /// (overwritten), the second stage's gradients added into `grads` (a class head's word
+    /// rows, `embed.W`'s when tied; an adaptive head's tails). The first softmax's weight
+    /// gradient is the caller's.
+    fn backward(
+        &self,
+        logits: &[f32],
+        top: &mut [f32],
+        cb: &mut ClassBufs,
+        scale: f32,
+        grads: &mut Params,
+    ) {
+        let (h, total) = (self.first().h, cb.count);
+        first_backward(self.first(), logits, top);
+        let (xg, offsets, tg) = (&cb.xg[..total * h], &cb.offsets, &cb.tg[..total]);
+        let ms = (&cb.m[..total], &cb.s[..total]);
+        let dxg = &mut cb.dxg[..total * h];
+        match self {
+            Factored::Class(c) => {
+                let words = if grads.config().tied {
+                    grads.embed_and_affine_b_mut()
+                } else {
+                    grads.affine_rows_mut().split_at_mut(c.v * h)
+                };
+                let kept = Some((&cb.kept[..], &cb.goff[..]));
+                c.words_backward(xg, offsets, tg, ms, scale, dxg, words, &mut cb.slabs, kept);
+            }
+            Factored::Adaptive(a) => {
+                let mut b = tail_bufs!(cb);
+                a.tails_backward(
+                    xg,
+                    offsets,
+                    tg,
+                    ms,
+                    scale,
+                    dxg,
+                    grads.affine_rows_mut(),
+                    &mut b,
+                );
+            }
+        }
+        scatter_add_rows(top, &cb.slot, &cb.dxg, h);
+    }
 }
 
 fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
@@ -419,7 +523,9 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         cell.pack_recurrent(p.wh, h, lp.wh, &mut []);
     }
     gemm::pack_rows(packs.w, &output_weights(params), 0, h, par);
-    let head = first_softmax(params, packs.w, &[], gemm::KC);
+    // Zeros for an adaptive head without a bias, out of the workspace while it is borrowed.
+    let zeros = std::mem::take(&mut acts.class.zero_b);
+    let head = first_softmax(params, packs.w, &[], gemm::KC, &zeros);
     let full = cfg.softmax.is_full();
     let lpacks = &packs.layers[..nl];
     let embed_w = params.embed_w();
@@ -482,17 +588,14 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
         } else {
             acts.layers[nl - 1].hs
         };
-        let head = class_softmax(params, first_softmax(params, packs.w, &[], gemm::KC));
-        class_forward(
-            &head,
-            x,
-            acts.ts,
-            acts.logits,
-            acts.losses,
-            loss,
-            acts.class,
+        let head = Factored::new(
+            params,
+            first_softmax(params, packs.w, &[], gemm::KC, &zeros),
         );
+        let out = (&mut *acts.logits, &mut *acts.losses);
+        head.forward(x, acts.ts, out, loss, acts.class);
     }
+    ws.class.zero_b = zeros;
     ws.ready_for_backward = ws.train;
     softmax_loss::mean(ws.position_losses(), count)
 }
@@ -535,6 +638,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
     // W^T in K blocks over V (the output strips on the strip path), so each block's panels
     // stay in cache during dY W^T.
     let wt_block = if strip > 0 { strip } else { gemm::KC };
+    let count = softmax_loss::count(&ws.ts);
+    let zeros = std::mem::take(&mut ws.class.zero_b);
     let (mut acts, mut packs) = ws.split_mut();
     FullSoftmax::pack_wt(packs.wt, &output_weights(params), wt_block, par);
     for (l, lp) in packs.layers[..nl].iter_mut().enumerate() {
@@ -584,15 +689,11 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         } else {
             acts.dh
         };
-        let head = class_softmax(params, first_softmax(params, packs.w, packs.wt, wt_block));
-        let words = if cfg.tied {
-            grads.embed_and_affine_b_mut()
-        } else {
-            grads.affine_rows_mut().split_at_mut(v * h)
-        };
-        class_backward(&head, acts.logits, top, acts.class, words);
+        let first = first_softmax(params, packs.w, packs.wt, wt_block, &zeros);
+        let scale = if count == 0 { 0.0 } else { 1.0 / count as f32 };
+        Factored::new(params, first).backward(acts.logits, top, acts.class, scale, grads);
     }
-    let head = first_softmax(params, packs.w, packs.wt, wt_block);
+    let head = first_softmax(params, packs.w, packs.wt, wt_block, &zeros);
     let (lpacks, dx_parts) = (&packs.layers[..nl], &*packs.dx_parts);
     for_each_block(Block::whole(acts, n, &sh), rb, &sh, &|b: Block<'_>| {
         let Block {
@@ -664,7 +765,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         }
     };
     if strip == 0 {
-        let head = first_softmax(params, packs.w, packs.wt, wt_block);
+        let head = first_softmax(params, packs.w, packs.wt, wt_block, &zeros);
         let dw = if !full {
             grads.class_rows_mut()
         } else if cfg.tied {
@@ -672,7 +773,15 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         } else {
             grads.affine_rows_mut()
         };
-        head.weight_grads(output(nl - 1), acts.logits, dw, packs.gemm_scratch, par);
+        let bias = cfg.softmax.first_bias();
+        head.weight_grads(
+            output(nl - 1),
+            acts.logits,
+            dw,
+            bias,
+            packs.gemm_scratch,
+            par,
+        );
     }
     for l in 0..nl {
         let la = &acts.layers[l];
@@ -697,6 +806,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         add_transposed(de, &packs.tied_grad[..h * v], h, v);
     }
     embedding::backward(de, acts.xs, acts.demb, d);
+    ws.class.zero_b = zeros;
 }
 
 /// Zeroes a buffer, in parallel chunks (measured faster than one thread even at the book's
@@ -795,7 +905,7 @@ fn touched_ranges(
     let cfg = params.config();
     let parts = Params::parts(cfg);
     let (d, h) = (cfg.wordvec_size, cfg.hidden_size);
-    let class = !cfg.softmax.is_full();
+    let class = cfg.softmax.is_class();
     out.clear();
     // Appends `r`, merged into the last range where they touch or overlap.
     fn add(out: &mut Vec<std::ops::Range<usize>>, r: std::ops::Range<usize>) {
@@ -843,7 +953,15 @@ fn touched_ranges(
         }
     }
     add(out, parts.middle.clone());
-    if !class {
+    if cfg.softmax.is_adaptive() {
+        // The clusters this batch's targets fall in (the head is in `middle`).
+        let o = &ws.class.offsets;
+        for i in 0..o.len() - 1 {
+            if o[i + 1] > o[i] {
+                add(out, params.tail_range(i));
+            }
+        }
+    } else if !class {
         add(out, parts.out_w.clone());
         add(out, parts.out_b.clone());
     } else {
@@ -997,7 +1115,7 @@ impl SimpleRnnlm {
         let need = Self::training_bytes(&cfg, n, t)?;
         check_memory(&Self::describe(&cfg, n, t, "gradients"), need)?;
         let mut grads = Params::try_zeros(cfg)?;
-        if !cfg.softmax.is_full() {
+        if cfg.softmax.is_class() {
             grads.set_class_starts(params.class_starts())?;
         }
         let classes = cfg.softmax.outputs(cfg.vocab_size);

@@ -61,8 +61,9 @@ pub struct Workspace {
     pub(crate) class: ClassBufs,
 }
 
-/// The buffers of a class head's second softmax over one batch (see `heads::class`): the
-/// positions gathered by class, their rows, and each slot's running maximum, sum and loss.
+/// The buffers of a factorised head's second stage over one batch (see `heads::class` and
+/// `heads::adaptive`): the positions gathered by class or cluster, their rows, and each slot's
+/// running maximum, sum and loss.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ClassBufs {
     /// `[N*T]` class targets.
@@ -89,6 +90,15 @@ pub(crate) struct ClassBufs {
     /// where each class's starts (`[C]`; see `heads::class::Keep`).
     pub kept: Vec<f32>,
     pub goff: Vec<u32>,
+    /// An adaptive head's buffers (see `heads::adaptive::TailBufs`), and the zeros that
+    /// stand for a head without a bias.
+    pub zg: Vec<f32>,
+    pub gm: Vec<f32>,
+    pub gs: Vec<f64>,
+    pub gtl: Vec<f32>,
+    pub dz: Vec<f32>,
+    pub mm: Vec<f32>,
+    pub zero_b: Vec<f32>,
     /// Positions that count (set by the forward).
     pub count: usize,
 }
@@ -102,66 +112,103 @@ impl ClassBufs {
         nt.saturating_mul(2 * avg).min(1 << 24)
     }
 
-    /// Values (4-byte units; `s` counts twice) of the buffers for `cfg`, `nt` positions.
-    fn len(cfg: &Config, nt: usize, train: bool) -> Option<usize> {
-        let Softmax::Class { classes } = cfg.softmax else {
-            return Some(0);
-        };
+    /// The lengths of every buffer for `cfg`, `nt` positions (all zero for the full softmax).
+    fn lens(cfg: &Config, nt: usize, train: bool) -> Option<BufLens> {
         let h = cfg.hidden_size;
+        let (groups, pmax, zero_b) = match cfg.softmax {
+            Softmax::Full => return Some(BufLens::default()),
+            Softmax::Class { classes } => (classes, 0, 0),
+            Softmax::Adaptive {
+                cutoffs,
+                projections,
+                head_bias,
+            } => (
+                cutoffs.len(),
+                projections.as_slice().iter().copied().max().unwrap_or(1) as usize,
+                if head_bias {
+                    0
+                } else {
+                    cfg.softmax.outputs(cfg.vocab_size)
+                },
+            ),
+        };
+        let adaptive = cfg.softmax.is_adaptive();
         let nth = nt.checked_mul(h)?;
-        let slabs = crate::heads::class::GROUPS.checked_mul(crate::heads::class::slab_len(h))?;
+        let g = crate::heads::class::GROUPS;
+        let when = |on: bool, n: usize| if on { n } else { 0 };
+        Some(BufLens {
+            nt,
+            offsets: groups + 1,
+            xg: nth,
+            dxg: when(train, nth),
+            slabs: g.checked_mul(crate::heads::class::slab_len(h))?,
+            kept: when(train && !adaptive, Self::kept_len(cfg, nt, groups)),
+            goff: when(train && !adaptive, groups),
+            zg: nt.checked_mul(pmax)?,
+            gm: when(adaptive, nt.checked_mul(g)?),
+            dz: when(train, nt.checked_mul(g)?.checked_mul(pmax)?),
+            mm: when(
+                adaptive,
+                crate::heads::adaptive::AdaptiveSoftmax::mm_len(h, pmax, nt),
+            ),
+            zero_b,
+        })
+    }
+
+    /// Values (4-byte units; `f64`s count twice) of the buffers for `cfg`, `nt` positions.
+    fn len(cfg: &Config, nt: usize, train: bool) -> Option<usize> {
+        let l = Self::lens(cfg, nt, train)?;
+        if l.offsets == 0 {
+            return Some(0);
+        }
         [
-            nt.checked_mul(5)?,
-            classes + 1,
-            nth,
-            nt.checked_mul(4)?,
-            if train { nth } else { 0 },
-            slabs,
-            if train {
-                Self::kept_len(cfg, nt, classes) + classes
-            } else {
-                0
-            },
+            l.nt.checked_mul(6)?, // ts1, order, slot, tg, m, loss; s counts twice below
+            l.nt.checked_mul(2)?,
+            l.offsets,
+            l.xg,
+            l.dxg,
+            l.slabs,
+            l.kept,
+            l.goff,
+            l.zg,
+            l.gm.checked_mul(4)?, // gm, gtl, gs (twice)
+            l.dz,
+            l.mm,
+            l.zero_b,
         ]
         .iter()
         .try_fold(0usize, |a, &b| a.checked_add(b))
     }
 
     fn new(cfg: &Config, nt: usize, train: bool, what: &str) -> Result<Self> {
-        let Softmax::Class { classes } = cfg.softmax else {
+        let overflow = || Error::invalid("batch shape", "the head's buffers' size overflows");
+        let l = Self::lens(cfg, nt, train).ok_or_else(overflow)?;
+        if l.offsets == 0 {
             return Ok(Self::default());
-        };
-        let h = cfg.hidden_size;
-        let zeros_u = |n: usize| try_zeros::<u32>(n, what);
+        }
+        let f = |n: usize| try_zeros::<f32>(n, what);
+        let u = |n: usize| try_zeros::<u32>(n, what);
         Ok(Self {
             ts1: try_zeros(nt, what)?,
-            order: zeros_u(nt)?,
-            slot: zeros_u(nt)?,
-            offsets: zeros_u(classes + 1)?,
-            tg: zeros_u(nt)?,
-            xg: try_zeros(nt * h, what)?,
-            m: try_zeros(nt, what)?,
+            order: u(nt)?,
+            slot: u(nt)?,
+            offsets: u(l.offsets)?,
+            tg: u(nt)?,
+            xg: f(l.xg)?,
+            m: f(nt)?,
             s: try_zeros(nt, what)?,
-            loss: try_zeros(nt, what)?,
-            dxg: if train {
-                try_zeros(nt * h, what)?
-            } else {
-                Vec::new()
-            },
-            slabs: try_zeros(
-                crate::heads::class::GROUPS * crate::heads::class::slab_len(h),
-                what,
-            )?,
-            kept: if train {
-                try_zeros(Self::kept_len(cfg, nt, classes), what)?
-            } else {
-                Vec::new()
-            },
-            goff: if train {
-                try_zeros(classes, what)?
-            } else {
-                Vec::new()
-            },
+            loss: f(nt)?,
+            dxg: f(l.dxg)?,
+            slabs: f(l.slabs)?,
+            kept: f(l.kept)?,
+            goff: u(l.goff)?,
+            zg: f(l.zg)?,
+            gm: f(l.gm)?,
+            gs: try_zeros(l.gm, what)?,
+            gtl: f(l.gm)?,
+            dz: f(l.dz)?,
+            mm: f(l.mm)?,
+            zero_b: f(l.zero_b)?,
             count: 0,
         })
     }
@@ -179,8 +226,32 @@ impl ClassBufs {
             + self.dxg.len()
             + self.slabs.len()
             + self.kept.len()
-            + self.goff.len())
+            + self.goff.len()
+            + self.zg.len()
+            + self.gm.len()
+            + 2 * self.gs.len()
+            + self.gtl.len()
+            + self.dz.len()
+            + self.mm.len()
+            + self.zero_b.len())
     }
+}
+
+/// The lengths of [`ClassBufs`]' buffers.
+#[derive(Default)]
+struct BufLens {
+    nt: usize,
+    offsets: usize,
+    xg: usize,
+    dxg: usize,
+    slabs: usize,
+    kept: usize,
+    goff: usize,
+    zg: usize,
+    gm: usize,
+    dz: usize,
+    mm: usize,
+    zero_b: usize,
 }
 
 /// Whole-batch mutable views of one layer's activation buffers (see [`crate::cells::Buffers`]).

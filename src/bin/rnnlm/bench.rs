@@ -100,7 +100,10 @@ pub(crate) fn bench(args: &BenchArgs) -> Result<(), Error> {
             "mode": mode,
             "vocab": args.vocab, "wordvec": args.shape.wordvec, "hidden": args.shape.hidden,
             "cell": cfg.cell.name(), "layers": cfg.layers, "tied": cfg.tied,
-            "softmax": cfg.softmax.name(), "classes": cfg.softmax.outputs(cfg.vocab_size),
+            // The whole head (kind, classes or cutoffs and projections), as checkpoints
+            // record it, and the first softmax's width.
+            "softmax": cfg.softmax.name(), "head": cfg.softmax,
+            "first_softmax": cfg.softmax.outputs(cfg.vocab_size),
             "ids": if args.ids == Ids::Zipf { "zipf" } else { "uniform" },
             "dropout": args.model.dropout,
             "output_strips": report.output_strips,

@@ -9,7 +9,9 @@ use crate::model_eos;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
-    /// PyTorch word_language_model RNNModel state_dict, saved with safetensors.torch.save_file.
+    /// PyTorch word_language_model RNNModel state_dict, saved with safetensors.torch.save_file;
+    /// its decoder an nn.Linear or an nn.AdaptiveLogSoftmaxWithLoss (under any prefix).
+    /// --to torch writes an adaptive head under decoder. (a class head does not convert).
     Torch,
 }
 
@@ -38,15 +40,21 @@ pub(crate) struct ConvertArgs {
 }
 
 fn describe(cfg: &rnnlm::Config) -> String {
+    let head = crate::shared_args::head_note(cfg);
     format!(
-        "{}, {} layer{}, V={}, D={}, H={}, {}",
+        "{}, {} layer{}, V={}, D={}, H={}, {}{}",
         cfg.cell,
         cfg.layers,
         if cfg.layers == 1 { "" } else { "s" },
         cfg.vocab_size,
         cfg.wordvec_size,
         cfg.hidden_size,
-        if cfg.tied { "tied" } else { "untied" }
+        if cfg.tied { "tied" } else { "untied" },
+        if head.is_empty() {
+            head
+        } else {
+            format!(",{head}")
+        }
     )
 }
 

@@ -32,15 +32,30 @@ pub(crate) struct ModelArgs {
     /// to --hidden.
     #[arg(long)]
     pub(crate) tie: bool,
-    /// Output layer: full (a softmax over the whole vocabulary) or class (Mikolov's class
+    /// Output layer: full (a softmax over the whole vocabulary), class (Mikolov's class
     /// factorisation p(w|h) = p(class|h) p(w|class,h): a softmax over --classes classes,
-    /// then one over the words of the target's class; words numbered by frequency).
+    /// then one over the words of the target's class) or adaptive (Grave et al.'s adaptive
+    /// softmax as PyTorch's AdaptiveLogSoftmaxWithLoss: a head over the --cutoffs shortlist
+    /// and one logit per cluster, then the target's cluster through a projection). Both
+    /// factorised heads number the words by frequency.
     #[arg(long, value_enum, default_value = "full")]
     pub(crate) softmax: SoftmaxKind,
     /// Classes of --softmax class, built from the training text's word counts as Mikolov's
     /// toolkit does (default: the square root of the vocabulary size).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) classes: Option<u32>,
+    /// Cutoffs of --softmax adaptive, increasing and below the vocabulary size: ids
+    /// 0..c0 are the shortlist, c_i..c_(i+1) cluster i (default: those of 2000,10000,50000
+    /// below the vocabulary size).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) cutoffs: Option<Vec<usize>>,
+    /// --softmax adaptive: cluster i projects to H / div^(i+1) dimensions (PyTorch's
+    /// div_value).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) div_value: Option<f64>,
+    /// --softmax adaptive: a bias on the head (PyTorch's head_bias).
+    #[arg(long)]
+    pub(crate) head_bias: bool,
 }
 
 /// `--softmax`.
@@ -48,18 +63,54 @@ pub(crate) struct ModelArgs {
 pub(crate) enum SoftmaxKind {
     Full,
     Class,
+    Adaptive,
+}
+
+/// The cutoffs `--softmax adaptive` takes without `--cutoffs`: those of PyTorch's usual
+/// `[2000, 10000, 50000]` that are below the vocabulary size.
+const DEFAULT_CUTOFFS: [usize; 3] = [2000, 10000, 50000];
+
+/// The default cutoffs for `v` words (at least one: `v / 2` when even 2000 is too many).
+pub(crate) fn default_cutoffs(v: usize) -> Vec<usize> {
+    let c: Vec<usize> = DEFAULT_CUTOFFS.iter().copied().filter(|&c| c < v).collect();
+    if c.is_empty() {
+        vec![(v / 2).max(1)]
+    } else {
+        c
+    }
 }
 
 impl ModelArgs {
     pub(crate) fn config(&self, vocab: usize, shape: &Shape) -> Result<rnnlm::Config, Error> {
-        let softmax = match (self.softmax, self.classes) {
-            (SoftmaxKind::Full, None) => rnnlm::Softmax::Full,
-            (SoftmaxKind::Full, Some(_)) => {
-                return Err(Error::invalid("--classes", "needs --softmax class"))
-            }
-            (SoftmaxKind::Class, c) => rnnlm::Softmax::Class {
-                classes: c.map_or_else(|| default_classes(vocab), |c| c as usize),
+        self.check()?;
+        let softmax = match self.softmax {
+            SoftmaxKind::Full => rnnlm::Softmax::Full,
+            SoftmaxKind::Class => rnnlm::Softmax::Class {
+                classes: self
+                    .classes
+                    .map_or_else(|| default_classes(vocab), |c| c as usize),
             },
+            SoftmaxKind::Adaptive => {
+                let cutoffs = self
+                    .cutoffs
+                    .clone()
+                    .unwrap_or_else(|| default_cutoffs(vocab));
+                if let Some(&c) = cutoffs.iter().find(|&&c| c >= vocab) {
+                    return Err(Error::invalid(
+                        "--cutoffs",
+                        format!(
+                            "{c} is not below the vocabulary size {vocab} (every cluster needs \
+                             at least one word)"
+                        ),
+                    ));
+                }
+                rnnlm::Softmax::adaptive(
+                    &cutoffs,
+                    self.div_value.unwrap_or(4.0),
+                    self.head_bias,
+                    shape.hidden as usize,
+                )?
+            }
         };
         rnnlm::Config::new(vocab, shape.wordvec as usize, shape.hidden as usize)?
             .with_cell(self.cell)
@@ -76,7 +127,24 @@ pub(crate) fn head_note(cfg: &rnnlm::Config) -> String {
     match cfg.softmax {
         rnnlm::Softmax::Full => String::new(),
         rnnlm::Softmax::Class { classes } => format!(" class softmax C={classes}"),
+        rnnlm::Softmax::Adaptive {
+            cutoffs,
+            projections,
+            head_bias,
+        } => format!(
+            " adaptive softmax cutoffs={} projections={}{}",
+            join(cutoffs.as_slice()),
+            join(projections.as_slice()),
+            if head_bias { " head bias" } else { "" }
+        ),
     }
+}
+
+fn join(x: &[u32]) -> String {
+    x.iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The default number of classes for `v` words: the nearest integer to sqrt(V) (Mikolov's
@@ -88,8 +156,25 @@ pub(crate) fn default_classes(v: usize) -> usize {
 impl ModelArgs {
     /// The flag combinations that are wrong whatever the data (checked before reading it).
     pub(crate) fn check(&self) -> Result<(), Error> {
-        if self.softmax == SoftmaxKind::Full && self.classes.is_some() {
+        if self.softmax != SoftmaxKind::Class && self.classes.is_some() {
             return Err(Error::invalid("--classes", "needs --softmax class"));
+        }
+        let adaptive = self.softmax == SoftmaxKind::Adaptive;
+        for (flag, given) in [
+            ("--cutoffs", self.cutoffs.is_some()),
+            ("--div-value", self.div_value.is_some()),
+            ("--head-bias", self.head_bias),
+        ] {
+            if given && !adaptive {
+                return Err(Error::invalid(flag, "needs --softmax adaptive"));
+            }
+        }
+        if adaptive && self.tie {
+            return Err(Error::invalid(
+                "--tie",
+                "an adaptive head has no output matrix of the embedding's shape to tie (use \
+                 --softmax full or class with --tie)",
+            ));
         }
         Ok(())
     }

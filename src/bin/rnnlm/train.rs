@@ -736,6 +736,7 @@ fn model_softmax_name(k: crate::shared_args::SoftmaxKind) -> &'static str {
     match k {
         crate::shared_args::SoftmaxKind::Full => "full",
         crate::shared_args::SoftmaxKind::Class => "class",
+        crate::shared_args::SoftmaxKind::Adaptive => "adaptive",
     }
 }
 
@@ -754,6 +755,7 @@ fn resume_settings(
     let cfg = trainer.config().clone();
     let model = *trainer.model().config();
     let mut differ = Vec::new();
+    let mut projections_differ = None;
     let mut check = |id: &str, mine: String, saved: String| {
         if typed(id) && mine != saved {
             let flag = id.replace('_', "-");
@@ -791,6 +793,37 @@ fn resume_settings(
     if let (Some(c), rnnlm::Softmax::Class { classes }) = (args.model.classes, model.softmax) {
         if (c as usize) < classes {
             check("classes", c.to_string(), classes.to_string());
+        }
+    }
+    if let rnnlm::Softmax::Adaptive {
+        cutoffs, head_bias, ..
+    } = model.softmax
+    {
+        let list = |c: &[usize]| {
+            c.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let saved: Vec<usize> = cutoffs.as_slice().iter().map(|&c| c as usize).collect();
+        check(
+            "cutoffs",
+            list(args.model.cutoffs.as_deref().unwrap_or(&[])),
+            list(&saved),
+        );
+        check(
+            "head_bias",
+            args.model.head_bias.to_string(),
+            head_bias.to_string(),
+        );
+        // --div-value only shapes the projections: compare what it gives.
+        if let Some(div) = args.model.div_value {
+            let mine = rnnlm::Softmax::adaptive(&saved, div, head_bias, model.hidden_size)?;
+            if mine != model.softmax {
+                projections_differ = Some(format!(
+                    "--div-value {div} gives other projections than the saved run's"
+                ));
+            }
         }
     }
     check(
@@ -835,6 +868,7 @@ fn resume_settings(
         args.eval_time.to_string(),
         cfg.eval_time.to_string(),
     );
+    differ.extend(projections_differ);
     // The vocabulary options are not saved, their result is: rebuild and compare.
     if typed("max_vocab") || typed("min_count") {
         let opts = rnnlm::VocabOptions {
