@@ -6,10 +6,7 @@ use rand::SeedableRng;
 use rnnlm::model::config::Cell;
 
 mod heads_common;
-use rnnlm::model::simple::forward;
-use rnnlm::{
-    BookBatches, Config, Init, Params, Rnnlm, Sgd, SimpleRnnlm, Softmax, Vocab, Workspace,
-};
+use rnnlm::{BookBatches, Config, Init, Params, Rnnlm, Sgd, SimpleRnnlm, Softmax, Vocab};
 
 /// An adaptive head over `v` words with weights large enough that the distribution is far
 /// from uniform.
@@ -82,23 +79,11 @@ fn probabilities_sum_to_one_and_match_score() {
 fn evaluation_forward_and_score_give_the_same_bits() {
     for &cell in Cell::ALL {
         let v = 2600;
-        let p = model(cell, v, &[30, 200], cell == Cell::Lstm, 5);
-        let cfg = *p.config();
-        let seq: Vec<u32> = (0..41u32)
-            .map(|i| (i * i * 37 + 11 * i) % v as u32)
-            .collect();
-        let m = Rnnlm::new(p.clone(), vocab(v)).unwrap();
-        let mut ws = Workspace::new(cfg, 1, 40, false).unwrap();
-        let ts: Vec<i32> = seq[1..].iter().map(|&t| t as i32).collect();
-        forward(&p, &mut ws, &seq[..40], &ts).unwrap();
-        let total: f64 = ws.position_losses().iter().map(|&l| -(l as f64)).sum();
-        let score = m.score(&seq).unwrap();
-        assert_eq!(
-            score.log_prob, total,
-            "{cell}: score and the evaluation forward differ"
+        heads_common::check_score_bits(
+            model(cell, v, &[30, 200], cell == Cell::Lstm, 5),
+            vocab(v),
+            &cell.to_string(),
         );
-        let batch = m.score_batch(&[&seq, &seq[..9], &seq[3..]]).unwrap();
-        assert_eq!(batch[0], score, "{cell}: score_batch differs from score");
     }
 }
 

@@ -2,7 +2,7 @@
 //! the thread-count tests.
 
 use rand::SeedableRng;
-use rnnlm::{BookBatches, Config, Rnnlm, Sampling, Sgd, SimpleRnnlm};
+use rnnlm::{BookBatches, Config, Params, Rnnlm, Sampling, Sgd, SimpleRnnlm, Vocab, Workspace};
 
 /// Five training steps of `cfg` (batches 13 x 9 of `corpus`, SGD lr 0.5, `dropout`) on a pool
 /// of `threads`, from the seed-9 initialisation with the class partition `starts` if given:
@@ -106,4 +106,23 @@ pub fn check_sampling(m: &Rnnlm, barred: &[u32]) {
             "skip {skip:?} T={temperature}: total variation {tv}"
         );
     }
+}
+
+/// `score` of a 41-token sequence equals the sum of the evaluation forward's per-position
+/// log-probabilities bit for bit, and `score_batch` equals `score`.
+pub fn check_score_bits(p: Params, vocab: Vocab, what: &str) {
+    let (cfg, v) = (*p.config(), vocab.len() as u32);
+    let seq: Vec<u32> = (0..41u32).map(|i| (i * i * 37 + 11 * i) % v).collect();
+    let m = Rnnlm::new(p.clone(), vocab).unwrap();
+    let mut ws = Workspace::new(cfg, 1, 40, false).unwrap();
+    let ts: Vec<i32> = seq[1..].iter().map(|&t| t as i32).collect();
+    rnnlm::model::simple::forward(&p, &mut ws, &seq[..40], &ts).unwrap();
+    let total: f64 = ws.position_losses().iter().map(|&l| -(l as f64)).sum();
+    let score = m.score(&seq).unwrap();
+    assert_eq!(
+        score.log_prob, total,
+        "{what}: score and the evaluation forward differ"
+    );
+    let batch = m.score_batch(&[&seq, &seq[..9], &seq[3..]]).unwrap();
+    assert_eq!(batch[0], score, "{what}: score_batch differs from score");
 }
