@@ -358,6 +358,22 @@ fn train_input_errors() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Whether this process ignores SIGHUP (Linux: bit 0 of `SigIgn` in /proc/self/status); a
+/// child inherits that.
+fn hup_ignored() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|mask| mask & 1 != 0)
+}
+
 /// Ctrl-C (SIGINT), SIGTERM (`timeout`, `kill`, a scheduler's preemption) and SIGHUP each save
 /// a resumable run and exit with 128 + the signal's number; `--resume` finishes it with the
 /// same results as a run that was never interrupted, and removes the spent resume file.
@@ -412,6 +428,12 @@ fn a_signal_then_resume_matches_an_uninterrupted_run() {
     let (_, whole) = ok_json(&whole);
 
     for (signal, code) in [("INT", 130), ("TERM", 143), ("HUP", 129)] {
+        // A SIGHUP ignored by whoever started the tests (`nohup cargo test`) stays ignored
+        // in the child, by design (see signals.rs): then there is nothing to test.
+        if signal == "HUP" && hup_ignored() {
+            eprintln!("note: SIGHUP is ignored by this process (nohup?): its case is skipped");
+            continue;
+        }
         let cut = dir.join(format!("cut-{signal}"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rnnlm"));
         cmd.args(args(&cut));
