@@ -410,6 +410,19 @@ impl ClassSoftmax<'_> {
         self.starts.partition_point(|&s| s as usize <= w) - 1
     }
 
+    /// Class `c`'s second-softmax operands for its gathered rows `x` and targets `t`.
+    fn class_rows<'b>(&'b self, c: usize, x: &'b [f32], t: &'b [u32]) -> ClassRows<'b> {
+        let (ws, we) = self.class_range(c);
+        ClassRows {
+            w: &self.words[ws * self.h..we * self.h],
+            b: &self.word_b[ws..we],
+            x,
+            t,
+            t0: 0,
+            words: we - ws,
+        }
+    }
+
     fn class_range(&self, c: usize) -> (usize, usize) {
         let end = self.starts.get(c + 1).map_or(self.v, |&e| e as usize);
         (self.starts[c] as usize, end)
@@ -515,14 +528,7 @@ impl ClassSoftmax<'_> {
                         continue;
                     }
                     let (ws, we) = self.class_range(c);
-                    let rows = ClassRows {
-                        w: &self.words[ws * h..we * h],
-                        b: &self.word_b[ws..we],
-                        x: &xg[k0 * h..k1 * h],
-                        t: &tg[k0..k1],
-                        t0: 0,
-                        words: we - ws,
-                    };
+                    let rows = self.class_rows(c, &xg[k0 * h..k1 * h], &tg[k0..k1]);
                     let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
                     // The target logits go to `loss` first, then become the losses.
                     let keep = buf.as_deref_mut().map(|b| (&mut b[used..], scale));
@@ -586,14 +592,7 @@ impl ClassSoftmax<'_> {
                     continue;
                 }
                 let (ws, we) = self.class_range(c);
-                let rows = ClassRows {
-                    w: &self.words[ws * h..we * h],
-                    b: &self.word_b[ws..we],
-                    x: &xg[k0 * h..k1 * h],
-                    t: &tg[k0..k1],
-                    t0: 0,
-                    words: we - ws,
-                };
+                let rows = self.class_rows(c, &xg[k0 * h..k1 * h], &tg[k0..k1]);
                 let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
                 let (v0, v1) = (ws - wb[g], we - wb[g]);
                 if let Some((buf, offs)) = kept.filter(|(_, o)| o[c] != u32::MAX) {
@@ -780,15 +779,7 @@ impl ClassSoftmax<'_> {
             if k0 == k1 {
                 continue;
             }
-            let (ws, we) = self.class_range(k);
-            let cr = ClassRows {
-                w: &self.words[ws * h..we * h],
-                b: &self.word_b[ws..we],
-                x: &xg[k0 * h..k1 * h],
-                t: &tg[k0..k1],
-                t0: 0,
-                words: we - ws,
-            };
+            let cr = self.class_rows(k, &xg[k0 * h..k1 * h], &tg[k0..k1]);
             cr.lse(
                 &mut slab,
                 h,
