@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use safetensors::tensor::{TensorInfo, TensorView};
@@ -27,7 +27,7 @@ use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::model::config::{Cell, Config, Softmax};
 use crate::model::params::Params;
-use crate::outputs::{not_regular, write_atomic};
+use crate::outputs::{not_regular, write_atomic_streamed};
 
 /// The largest header a checkpoint may declare: 100 MB (10^8 bytes). A header is about 100
 /// bytes a tensor plus the vocabulary (a 1M-word vocabulary is about 10 MB), so a larger length
@@ -181,6 +181,16 @@ pub fn to_bytes_with(
     extra_tensors: &[(String, Vec<usize>, &[f32])],
     extra_meta: &[(&str, String)],
 ) -> Result<Vec<u8>> {
+    Ok(prepare(params, vocab, extra_tensors, extra_meta)?.to_vec())
+}
+
+/// The encoding of [`to_bytes_with`], borrowing the tensors (nothing copied yet).
+fn prepare<'a>(
+    params: &'a Params,
+    vocab: Option<&Vocab>,
+    extra_tensors: &[(String, Vec<usize>, &'a [f32])],
+    extra_meta: &[(&str, String)],
+) -> Result<Encoded<'a>> {
     let cfg = params.config();
     let mut meta = HashMap::new();
     let config = ConfigMeta {
@@ -234,65 +244,124 @@ pub fn to_bytes_with(
     encode(&tensors, meta)
 }
 
-/// Serialises f32 tensors and metadata as this crate writes every safetensors file (checkpoints,
-/// resume files, PyTorch state dicts): every value finite, little-endian, and the header
-/// [`seal`]ed.
+/// f32 tensors and metadata encoded as this crate writes every safetensors file (checkpoints,
+/// resume files, PyTorch state dicts): every value finite, little-endian, the header canonical
+/// (every object's keys sorted, compact, padded with spaces to a multiple of 8 bytes) with the
+/// [`CHECKSUM_KEY`] entry of [`to_bytes_with`]. The tensors are borrowed, not copied: the
+/// bytes are produced as they are written ([`Encoded::write_to`]), so saving a model needs no
+/// second copy of it in memory (at V = 200k the serialised copies were what set the training
+/// run's peak RSS).
+pub(crate) struct Encoded<'a> {
+    /// The 8-byte header length and the padded header.
+    head: Vec<u8>,
+    /// The data section, in file order.
+    data: Vec<&'a [f32]>,
+}
+
+/// Floats converted to bytes at a time when writing or hashing the data section.
+const CHUNK: usize = 16 * 1024;
+
+/// Encodes `tensors` and `meta` (see [`Encoded`]). The data section holds the tensors sorted
+/// by name, the order of the `safetensors` crate's writer (which sorts by dtype, then name;
+/// here every dtype is F32), so files are byte-identical to those it wrote before.
 ///
 /// # Errors
 /// [`Error::Invalid`] naming the tensor and the flat index of a NaN or infinite value (loading
-/// refuses such a file, so it is never written); an error of the `safetensors` crate.
-pub(crate) fn encode(
-    tensors: &[(String, Vec<usize>, &[f32])],
+/// refuses such a file, so it is never written), or a name given twice.
+pub(crate) fn encode<'a>(
+    tensors: &[(String, Vec<usize>, &'a [f32])],
     meta: HashMap<String, String>,
-) -> Result<Vec<u8>> {
+) -> Result<Encoded<'a>> {
     for (name, _, t) in tensors {
         check_finite(name, t).map_err(|msg| Error::invalid("weights", msg))?;
     }
-    // safetensors stores little-endian bytes; convert explicitly so big-endian hosts work.
-    let named: Vec<(&String, &Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, s, t)| (n, s, t.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views = named.iter().map(|(name, shape, data)| {
-        let view = TensorView::new(Dtype::F32, shape.to_vec(), data)
-            .expect("shape and byte length agree by construction");
-        (name.as_str(), view)
+    let mut order: Vec<&(String, Vec<usize>, &[f32])> = tensors.iter().collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(Error::invalid(
+            "checkpoint",
+            format!("tensor {:?} is given twice", w[0].0),
+        ));
+    }
+    let mut header = Map::new();
+    let mut offset = 0usize;
+    for (name, shape, t) in &order {
+        debug_assert_eq!(shape.iter().product::<usize>(), t.len());
+        let end = offset + 4 * t.len();
+        let info =
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]});
+        header.insert(name.clone(), info);
+        offset = end;
+    }
+    if !meta.is_empty() {
+        let meta = meta.into_iter().map(|(k, v)| (k, Value::String(v)));
+        header.insert("__metadata__".to_owned(), Value::Object(meta.collect()));
+    }
+    let data: Vec<&[f32]> = order.iter().map(|t| t.2).collect();
+    let sum = checksum_with(&header, |hasher| {
+        let _ = le_chunks(&data, |bytes| {
+            hasher.update(bytes);
+            Ok(())
+        });
     });
-    let bytes = safetensors::serialize(views, (!meta.is_empty()).then_some(meta))
-        .map_err(|e| Error::invalid("checkpoint", e.to_string()))?;
-    Ok(seal(bytes))
-}
-
-/// Finishes serialised safetensors bytes as this crate writes them: the header rewritten with
-/// every object's keys sorted (the `safetensors` crate writes its metadata map in hash order),
-/// so the same weights and metadata always give the same bytes, with the [`CHECKSUM_KEY`] entry
-/// of [`to_bytes_with`] added, and padded with spaces to a multiple of 8 bytes as the format
-/// asks. A `checksum` entry already in `bytes` is replaced.
-pub(crate) fn seal(bytes: Vec<u8>) -> Vec<u8> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
-    let Value::Object(mut header) =
-        serde_json::from_slice(&bytes[8..8 + n]).expect("the safetensors crate wrote valid JSON")
-    else {
-        unreachable!("a safetensors header is a JSON object")
-    };
-    let data = &bytes[8 + n..];
-    let sum = checksum_of(&header, data);
     header
         .entry("__metadata__")
         .or_insert_with(|| Value::Object(Map::new()))
         .as_object_mut()
-        .expect("the safetensors crate writes __metadata__ as an object")
+        .expect("__metadata__ is an object")
         .insert(CHECKSUM_KEY.to_owned(), Value::String(sum));
     let mut text = serde_json::to_string(&sorted(Value::Object(header)))
         .expect("plain JSON always serialises");
     while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
-    let mut out = Vec::with_capacity(8 + text.len() + data.len());
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
-    out.extend_from_slice(data);
-    out
+    let mut head = Vec::with_capacity(8 + text.len());
+    head.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    head.extend_from_slice(text.as_bytes());
+    Ok(Encoded { head, data })
+}
+
+/// Feeds the little-endian bytes of `data`'s floats to `f`, [`CHUNK`] floats at a time
+/// (explicit conversion, so big-endian hosts write the same files).
+fn le_chunks(data: &[&[f32]], mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(4 * CHUNK.min(data.iter().map(|t| t.len()).sum()));
+    for t in data {
+        for c in t.chunks(CHUNK) {
+            buf.clear();
+            for x in c {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            f(&buf)?;
+        }
+    }
+    Ok(())
+}
+
+impl Encoded<'_> {
+    /// The file's size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + 4 * self.data.iter().map(|t| t.len()).sum::<usize>()
+    }
+
+    /// Writes the file's bytes to `w` (unbuffered writes of [`CHUNK`] floats: give a file
+    /// directly or through a `BufWriter`).
+    pub(crate) fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        w.write_all(&self.head)?;
+        le_chunks(&self.data, |bytes| w.write_all(bytes))
+    }
+
+    /// The file's bytes in memory.
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        self.write_to(&mut out)
+            .expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Writes the file atomically ([`write_atomic_streamed`]): never a partial file.
+    pub(crate) fn write_atomic(&self, path: &Path) -> Result<()> {
+        write_atomic_streamed(path, |f, _| self.write_to(f))
+    }
 }
 
 /// `v` with every object's keys in sorted order. serde_json's default map is sorted already;
@@ -313,6 +382,11 @@ fn sorted(v: Value) -> Value {
 /// The checksum entry of a file with this header and data section, as defined on
 /// [`to_bytes_with`] (any `checksum` entry in `header` is left out).
 fn checksum_of(header: &Map<String, Value>, data: &[u8]) -> String {
+    checksum_with(header, |hasher| hasher.update(data))
+}
+
+/// [`checksum_of`] with the data section fed to the hasher by `data`.
+fn checksum_with(header: &Map<String, Value>, data: impl FnOnce(&mut Sha256)) -> String {
     let mut h = header.clone();
     if let Some(Value::Object(meta)) = h.get_mut("__metadata__") {
         meta.remove(CHECKSUM_KEY);
@@ -324,7 +398,7 @@ fn checksum_of(header: &Map<String, Value>, data: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update((text.len() as u64).to_le_bytes());
     hasher.update(text.as_bytes());
-    hasher.update(data);
+    data(&mut hasher);
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
     for b in hasher.finalize() {
@@ -337,14 +411,15 @@ fn json<T: Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data always serialises")
 }
 
-/// Writes a checkpoint atomically with [`write_atomic`]: a temporary file is written, fsynced
-/// and renamed over `path`, so a crash or a full disk never leaves a broken or half-written
-/// file. A symlink is written through (the link stays a link); a directory, device, FIFO or
+/// Writes a checkpoint atomically with [`write_atomic`](crate::outputs::write_atomic): a
+/// temporary file is written (streamed: no copy of the weights is made), fsynced and renamed
+/// over `path`, so a crash or a full disk never leaves a broken or half-written file. A symlink is written through (the link stays a link); a directory, device, FIFO or
 /// socket is refused.
 ///
 /// # Errors
 /// As [`to_bytes`] (NaN or infinite weights are refused before anything is written) and
-/// [`write_atomic`] (the temporary file is removed and an existing `path` is left untouched).
+/// [`write_atomic`](crate::outputs::write_atomic) (the temporary file is removed and an
+/// existing `path` is left untouched).
 ///
 /// ```
 /// use rand::SeedableRng;
@@ -359,8 +434,22 @@ fn json<T: Serialize + ?Sized>(v: &T) -> String {
 /// # std::fs::remove_file(&path).unwrap();
 /// ```
 pub fn save(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result<()> {
-    let bytes = to_bytes(params, vocab)?;
-    write_atomic(path, &bytes)
+    save_with(path, params, vocab, &[], &[])
+}
+
+/// [`save`] with the extra tensors and metadata of [`to_bytes_with`] (the bytes it returns),
+/// streamed to the file: no serialised copy of the weights is held in memory.
+///
+/// # Errors
+/// As [`to_bytes_with`] and [`save`].
+pub fn save_with(
+    path: &Path,
+    params: &Params,
+    vocab: Option<&Vocab>,
+    extra_tensors: &[(String, Vec<usize>, &[f32])],
+    extra_meta: &[(&str, String)],
+) -> Result<()> {
+    prepare(params, vocab, extra_tensors, extra_meta)?.write_atomic(path)
 }
 
 /// Loads a checkpoint file.
@@ -942,8 +1031,6 @@ mod tests {
         };
         let stored = h["__metadata__"][CHECKSUM_KEY].as_str().unwrap().to_owned();
         assert_eq!(checksum_of(&h, &bytes[8 + n..]), stored);
-        // Sealing already-sealed bytes changes nothing (the old entry is not hashed).
-        assert!(seal(bytes.clone()) == bytes);
         // The checksum depends on every metadata entry and every data byte.
         let mut other = h.clone();
         other["__metadata__"]["config"] = Value::String("{}".into());

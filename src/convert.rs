@@ -76,7 +76,6 @@ use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::model::config::{Cell, Config, Sizes, Softmax};
 use crate::model::params::Params;
-use crate::outputs;
 
 /// Named f32 tensors: name -> (shape, row-major data).
 pub type Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
@@ -1151,7 +1150,7 @@ pub fn load_torch(path: &Path, vocab_text: Option<&Path>) -> Result<(Params, Voc
 /// `decoder.weight` as a copy of `encoder.weight`; an adaptive head is written as an
 /// `nn.AdaptiveLogSoftmaxWithLoss` under `decoder.` ([`to_torch`]). The header is canonical and carries the
 /// `checksum` entry of [`checkpoint::to_bytes_with`] (PyTorch ignores it; [`load_torch`]
-/// verifies it). The write is atomic ([`outputs::write_atomic`]): a failure never leaves a
+/// verifies it). The write is atomic ([`write_atomic`](crate::outputs::write_atomic)): a failure never leaves a
 /// partial file.
 ///
 /// # Errors
@@ -1211,7 +1210,7 @@ pub fn save_torch(path: &Path, params: &Params, vocab: Option<&Vocab>) -> Result
         .iter()
         .map(|(name, (shape, data))| (name.clone(), shape.clone(), &data[..]))
         .collect();
-    outputs::write_atomic(path, &checkpoint::encode(&named, meta)?)
+    checkpoint::encode(&named, meta)?.write_atomic(path)
 }
 
 #[cfg(test)]

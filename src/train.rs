@@ -609,9 +609,13 @@ impl Trainer {
             }
         }
         let json = serde_json::to_string(&meta).expect("plain data always serialises");
-        let bytes =
-            checkpoint::to_bytes_with(self.model.params(), vocab, &extra, &[(RESUME_KEY, json)])?;
-        crate::outputs::write_atomic(path, &bytes)
+        checkpoint::save_with(
+            path,
+            self.model.params(),
+            vocab,
+            &extra,
+            &[(RESUME_KEY, json)],
+        )
     }
 
     /// Loads a file written by [`Trainer::save_resume`]; [`Trainer::fit`] then continues the

@@ -817,3 +817,58 @@ fn checkpoints_of_54e3f95_still_load_and_score_the_same() {
         );
     }
 }
+
+/// The SHA-256 of a file's bytes, in hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The bytes written for given weights, vocabulary, extra tensors and metadata never change:
+/// these digests were taken from the writer that went through the `safetensors` crate's
+/// in-memory `serialize` before the streamed writer replaced it (so old and new files of the
+/// same run compare equal, and a checksum computed by either agrees).
+#[test]
+fn written_bytes_are_those_of_the_in_memory_writer() {
+    let (p, v) = sample();
+    let plain = to_bytes(&p, Some(&v)).unwrap();
+    let h = [0.25f32, -1.5, 3.0, 0.0];
+    let extra = [
+        ("trainer.h".to_string(), vec![1, 4], &h[..]),
+        ("trainer.a".to_string(), vec![2, 2], &h[..]),
+    ];
+    let with_extra =
+        checkpoint::to_bytes_with(&p, None, &extra, &[("resume", "{\"x\":1}".into())]).unwrap();
+    let digests = [sha256_hex(&plain), sha256_hex(&with_extra)];
+    assert_eq!(
+        digests,
+        [
+            "c6b001c5d95f9b2b4688566bbfc2831830251993b38120e13c94a65b8c5c9f62",
+            "49f913163f5671da21e51cb992139455f3e6fa3facf093d23ec66f62d0bf5ba6"
+        ]
+    );
+}
+
+/// `save` streams the bytes that `to_bytes` returns, and a name given twice is refused
+/// before anything is written.
+#[test]
+fn saved_file_is_to_bytes_and_duplicates_are_refused() {
+    let (p, v) = sample();
+    let dir = tmpdir("streamed");
+    let path = dir.join("m.safetensors");
+    checkpoint::save(&path, &p, Some(&v)).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), to_bytes(&p, Some(&v)).unwrap());
+    let h = [1.0f32; 4];
+    let twice = [
+        ("trainer.h".to_string(), vec![4], &h[..]),
+        ("trainer.h".to_string(), vec![2, 2], &h[..]),
+    ];
+    let out = dir.join("twice.safetensors");
+    let err = checkpoint::save_with(&out, &p, None, &twice, &[]).unwrap_err();
+    assert!(err.to_string().contains("\"trainer.h\" is given twice"), "{err}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
