@@ -18,7 +18,7 @@ use crate::data::vocab::Vocab;
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
 use crate::heads::adaptive::AdaptiveSoftmax;
-use crate::heads::class::ClassSoftmax;
+use crate::heads::class::{ClassSoftmax, WordPacks};
 use crate::heads::full::FullSoftmax;
 use crate::heads::{AnyHead, Draw, Head, SampleScratch, Scratch};
 use crate::layers::embedding;
@@ -81,6 +81,8 @@ pub struct Rnnlm {
     w_packed: Vec<f32>,
     /// Zeros for the bias of an adaptive head without one.
     zero_b: Vec<f32>,
+    /// A factorised head's second stage (the classes' or clusters' word vectors) packed once.
+    word_packs: WordPacks,
 }
 
 impl fmt::Debug for Rnnlm {
@@ -345,7 +347,7 @@ impl Rnnlm {
             // Tied: the output weights are embed.W [V,H] read transposed.
             (None, None) => pack(MatRef::new(params.embed_w(), v, h).t())?,
         };
-        Ok(Self {
+        let mut model = Self {
             params,
             vocab,
             layers,
@@ -355,7 +357,25 @@ impl Rnnlm {
             } else {
                 try_zeros(cfg.softmax.outputs(v), &what)?
             },
-        })
+            word_packs: WordPacks::default(),
+        };
+        let segments = match model.head() {
+            AnyHead::Full(_) => Vec::new(),
+            AnyHead::Class(c) => c.word_segments(),
+            AnyHead::Adaptive(a) => a.word_segments(),
+        };
+        if !segments.is_empty() {
+            let len = WordPacks::len_of(&segments);
+            let what = format!(
+                "the packed word vectors of the model ({})",
+                Params::describe(&cfg)
+            );
+            check_memory(&what, 4 * len)?;
+            let packs = WordPacks::build(&segments, try_zeros(len, &what)?);
+            drop(segments);
+            model.word_packs = packs;
+        }
+        Ok(model)
     }
 
     /// Loads a checkpoint written by [`Rnnlm::save`] (or `checkpoint::save` with a vocabulary).
@@ -590,16 +610,13 @@ impl Rnnlm {
             h,
             v: c,
         };
+        let packs = self.word_packs.as_ref();
         if cfg.softmax.is_adaptive() {
-            return AnyHead::Adaptive(AdaptiveSoftmax::new(p, first));
+            return AnyHead::Adaptive(AdaptiveSoftmax::new(p, first).with_packs(packs));
         }
         AnyHead::Class(ClassSoftmax {
-            classes: first,
-            words: p.affine_w().unwrap_or(p.embed_w()),
-            word_b: p.affine_b(),
-            starts: p.class_starts(),
-            h,
-            v,
+            packs,
+            ..ClassSoftmax::new(p, first)
         })
     }
 

@@ -85,6 +85,10 @@ fn evaluation_forward_and_score_give_the_same_bits() {
             &cell.to_string(),
         );
     }
+    // A last cluster of 10,970 words: four ranges of three 1024-word blocks or fewer each,
+    // which inference takes from the blocks it packed at load time.
+    let v = 11_000;
+    heads_common::check_score_bits(model(Cell::Rnn, v, &[30], false, 6), vocab(v), "wide");
 }
 
 #[test]

@@ -860,7 +860,10 @@ fn saved_file_is_to_bytes_and_duplicates_are_refused() {
     let dir = tmpdir("streamed");
     let path = dir.join("m.safetensors");
     checkpoint::save(&path, &p, Some(&v)).unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), to_bytes(&p, Some(&v)).unwrap());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        to_bytes(&p, Some(&v)).unwrap()
+    );
     let h = [1.0f32; 4];
     let twice = [
         ("trainer.h".to_string(), vec![4], &h[..]),
@@ -868,7 +871,10 @@ fn saved_file_is_to_bytes_and_duplicates_are_refused() {
     ];
     let out = dir.join("twice.safetensors");
     let err = checkpoint::save_with(&out, &p, None, &twice, &[]).unwrap_err();
-    assert!(err.to_string().contains("\"trainer.h\" is given twice"), "{err}");
+    assert!(
+        err.to_string().contains("\"trainer.h\" is given twice"),
+        "{err}"
+    );
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

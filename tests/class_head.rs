@@ -110,6 +110,13 @@ fn evaluation_forward_and_score_give_the_same_bits() {
             &cell.to_string(),
         );
     }
+    // Three classes over 5,000 words: classes of several 1024-word blocks, which inference
+    // takes from the blocks it packed at load time.
+    let v = 5000;
+    let p = model(Cell::Rnn, v, 3, true, 6);
+    let starts = p.class_starts();
+    assert!(starts.windows(2).any(|w| w[1] - w[0] > 1024), "{starts:?}");
+    heads_common::check_score_bits(p, vocab(v), "wide");
 }
 
 fn train(

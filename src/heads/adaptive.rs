@@ -17,7 +17,10 @@
 
 use rayon::prelude::*;
 
-use super::class::{gather_by, merge, slab_len, xent, ClassRows, Gather, Slab, COLS, GROUPS};
+use super::class::{
+    gather_by, merge, packed_blocks_len, slab_len, xent, ClassRows, Gather, Segment, Slab,
+    WordPacksRef, COLS, GROUPS,
+};
 use super::full::FullSoftmax;
 use super::{log_softmax, sample_factored, sample_logits, Draw, Head, SampleScratch, Scratch};
 use crate::gemm::{self, Accum, MatMut, MatRef};
@@ -35,6 +38,9 @@ pub(crate) struct Cluster<'a> {
     /// `W [end - start, p]`
     pub w: &'a [f32],
     pub p: usize,
+    /// Its ranges' word blocks packed once ([`super::class::WordPacks`], for inference), or
+    /// empty.
+    pub wt: &'a [f32],
 }
 
 impl Cluster<'_> {
@@ -50,6 +56,17 @@ impl Cluster<'_> {
         z: &'b [f32],
         t: &'b [u32],
     ) -> ClassRows<'b> {
+        let wt = if self.wt.is_empty() {
+            &[][..]
+        } else {
+            // The ranges' blocks lie in range order.
+            let before: usize = self
+                .ranges()
+                .take_while(|&(a, _)| a < r0)
+                .map(|(a, b)| packed_blocks_len(b - a, self.p))
+                .sum();
+            &self.wt[before..before + packed_blocks_len(r1 - r0, self.p)]
+        };
         ClassRows {
             w: &self.w[r0 * self.p..r1 * self.p],
             b: &[],
@@ -57,6 +74,7 @@ impl Cluster<'_> {
             t,
             t0: r0 as u32,
             words: r1 - r0,
+            wt,
         }
     }
 
@@ -113,6 +131,7 @@ impl<'a> AdaptiveSoftmax<'a> {
                 proj,
                 w,
                 p,
+                wt: &[],
             };
         }
         AdaptiveSoftmax {
@@ -126,6 +145,27 @@ impl<'a> AdaptiveSoftmax<'a> {
 
     fn clusters(&self) -> &[Cluster<'a>] {
         &self.clusters[..self.k]
+    }
+
+    /// The head with its clusters' word blocks packed once (`packs` made by
+    /// [`super::class::WordPacks::build`] from [`AdaptiveSoftmax::word_segments`]).
+    pub(crate) fn with_packs(mut self, packs: WordPacksRef<'a>) -> Self {
+        for (i, c) in self.clusters.iter_mut().enumerate().take(self.k) {
+            c.wt = packs.group(i);
+        }
+        self
+    }
+
+    /// The segments of [`super::class::WordPacks::build`]: one group per cluster, one segment per range.
+    pub(crate) fn word_segments(&self) -> Vec<Vec<Segment<'a>>> {
+        self.clusters()
+            .iter()
+            .map(|c| {
+                c.ranges()
+                    .map(|(r0, r1)| (&c.w[r0 * c.p..r1 * c.p], r1 - r0, c.p))
+                    .collect()
+            })
+            .collect()
     }
 
     /// The shortlist's size `c_0`.

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
 use crate::kernels::softmax;
 use crate::layers::softmax_loss::IGNORE;
+use crate::model::params::Params;
 
 /// Most rows of one class computed together.
 pub(crate) const ROWS: usize = 64;
@@ -45,8 +46,119 @@ pub(crate) struct ClassSoftmax<'a> {
     pub word_b: &'a [f32],
     /// The first id of each class.
     pub starts: &'a [u32],
+    /// Every class's word blocks packed once ([`WordPacks`], for inference), or empty: each
+    /// call packs them.
+    pub packs: WordPacksRef<'a>,
     pub h: usize,
     pub v: usize,
+}
+
+impl<'a> ClassSoftmax<'a> {
+    /// The class head over `params` (a class head's), around its first softmax `classes`;
+    /// its word blocks are packed per call.
+    pub(crate) fn new(params: &'a Params, classes: FullSoftmax<'a>) -> Self {
+        let c = params.config();
+        ClassSoftmax {
+            classes,
+            words: params.affine_w().unwrap_or(params.embed_w()),
+            word_b: params.affine_b(),
+            starts: params.class_starts(),
+            packs: WordPacksRef::default(),
+            h: c.hidden_size,
+            v: c.vocab_size,
+        }
+    }
+
+    /// The segments of [`WordPacks::build`]: one group per class, of one segment.
+    pub(crate) fn word_segments(&self) -> Vec<Vec<Segment<'a>>> {
+        (0..self.classes())
+            .map(|c| {
+                let (ws, we) = self.class_range(c);
+                vec![(&self.words[ws * self.h..we * self.h], we - ws, self.h)]
+            })
+            .collect()
+    }
+}
+
+/// Rows `W [m, K]` of a second stage's word vectors, with `m` and `K`.
+pub(crate) type Segment<'a> = (&'a [f32], usize, usize);
+
+/// `W [m, K]`'s column blocks (of at most [`COLS`] words, in the order the softmax visits
+/// them), each packed as the `W^T` panels of the logits' product: what [`ClassRows`] would pack
+/// per call. Made once at load time for inference, whose weights do not change, so scoring no
+/// longer transposes each class's or cluster's rows per batch of positions.
+pub(crate) fn packed_blocks_len(m: usize, k: usize) -> usize {
+    gemm::balanced_blocks(m, COLS)
+        .map(|(_, w)| gemm::packed_len(k, w))
+        .sum()
+}
+
+/// Packs block `j0..j0+w` of `W [m, K]` into `out` as `W^T [K, w]` panels.
+fn pack_block<'s>(out: &'s mut [f32], w: &[f32], k: usize, (j0, bw): (usize, usize)) -> Packed<'s> {
+    let _ = gemm::pack(out, MatRef::strided(&w[j0 * k..], k, bw, 1, k));
+    Packed::new(&out[..gemm::packed_len(k, bw)], k, bw)
+}
+
+/// Every group's word blocks packed once, group after group (a class, or an adaptive cluster
+/// whose segments are its ranges): `at[g]..at[g + 1]` is group `g`'s part of `wt`.
+#[derive(Clone, Default)]
+pub(crate) struct WordPacks {
+    pub wt: Vec<f32>,
+    pub at: Vec<usize>,
+}
+
+/// A borrowed [`WordPacks`] (empty: none).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct WordPacksRef<'a> {
+    pub wt: &'a [f32],
+    pub at: &'a [usize],
+}
+
+impl<'a> WordPacksRef<'a> {
+    /// Group `g`'s packed blocks, or empty.
+    pub(crate) fn group(self, g: usize) -> &'a [f32] {
+        if self.at.is_empty() {
+            return &[];
+        }
+        &self.wt[self.at[g]..self.at[g + 1]]
+    }
+}
+
+impl WordPacks {
+    /// Floats of [`WordPacks::build`] for `groups`.
+    pub(crate) fn len_of(groups: &[Vec<Segment<'_>>]) -> usize {
+        groups
+            .iter()
+            .flatten()
+            .map(|&(_, m, k)| packed_blocks_len(m, k))
+            .sum()
+    }
+
+    /// Packs `groups` into `wt` (of [`WordPacks::len_of`] floats, allocated by the caller so
+    /// that it can check the memory first).
+    pub(crate) fn build(groups: &[Vec<Segment<'_>>], mut wt: Vec<f32>) -> Self {
+        let mut at = Vec::with_capacity(groups.len() + 1);
+        let mut end = 0;
+        at.push(0);
+        for group in groups {
+            for &(w, m, k) in group {
+                for (j0, bw) in gemm::balanced_blocks(m, COLS) {
+                    let _ = pack_block(&mut wt[end..], w, k, (j0, bw));
+                    end += gemm::packed_len(k, bw);
+                }
+            }
+            at.push(end);
+        }
+        debug_assert_eq!(end, wt.len());
+        WordPacks { wt, at }
+    }
+
+    pub(crate) fn as_ref(&self) -> WordPacksRef<'_> {
+        WordPacksRef {
+            wt: &self.wt,
+            at: &self.at,
+        }
+    }
 }
 
 /// Floats of one group's scratch slab for hidden size `h`: a chunk of logits, `W^T` and `W`
@@ -120,6 +232,9 @@ pub(crate) struct ClassRows<'a> {
     pub t0: u32,
     /// `m`
     pub words: usize,
+    /// `W`'s column blocks packed once ([`packed_blocks_len`]`(m, K)` floats), or empty:
+    /// packed into the slab per block.
+    pub wt: &'a [f32],
 }
 
 impl ClassRows<'_> {
@@ -134,6 +249,23 @@ impl ClassRows<'_> {
 
     fn rows(&self) -> usize {
         self.t.len()
+    }
+
+    /// Block `j0..j0+w`'s `W^T` panels: from [`ClassRows::wt`] at `*at` (then advanced past
+    /// them), or packed into `slab_wt`.
+    fn block_wt<'s>(
+        &'s self,
+        slab_wt: &'s mut [f32],
+        k: usize,
+        at: &mut usize,
+        (j0, w): (usize, usize),
+    ) -> Packed<'s> {
+        if self.wt.is_empty() {
+            return pack_block(slab_wt, self.w, k, (j0, w));
+        }
+        let len = gemm::packed_len(k, w);
+        *at += len;
+        Packed::new(&self.wt[*at - len..*at], k, w)
     }
 
     /// Logits of rows `r0..r0+rows` over the block `j0..j0+w`, bias added, into the slab.
@@ -186,10 +318,10 @@ impl ClassRows<'_> {
         let n = self.rows();
         let words = self.words();
         let mut keep = keep.filter(|(buf, _)| words <= COLS && buf.len() >= n * words);
+        let mut at = 0;
         for (bi, (j0, w)) in gemm::balanced_blocks(words, COLS).enumerate() {
             let Slab { logits, wt, .. } = slab;
-            let _ = gemm::pack(wt, MatRef::strided(&self.w[j0 * h..], h, w, 1, h));
-            let wt = Packed::new(&wt[..gemm::packed_len(h, w)], h, w);
+            let wt = self.block_wt(wt, h, &mut at, (j0, w));
             for r0 in (0..n).step_by(ROWS) {
                 let rows = ROWS.min(n - r0);
                 self.block_logits(logits, wt, h, (r0, rows), (j0, w));
@@ -300,6 +432,7 @@ impl ClassRows<'_> {
         db: &mut [f32],
     ) {
         let n = self.rows();
+        let mut at = 0;
         for (bi, (j0, w)) in gemm::balanced_blocks(self.words(), COLS).enumerate() {
             let Slab {
                 logits,
@@ -308,8 +441,7 @@ impl ClassRows<'_> {
                 x: xp,
                 gt,
             } = slab;
-            let _ = gemm::pack(wt, MatRef::strided(&self.w[j0 * h..], h, w, 1, h));
-            let wt = Packed::new(&wt[..gemm::packed_len(h, w)], h, w);
+            let wt = self.block_wt(wt, h, &mut at, (j0, w));
             let _ = gemm::pack(wp, MatRef::new(&self.w[j0 * h..(j0 + w) * h], w, h));
             let wp = Packed::new(&wp[..gemm::packed_len(w, h)], w, h);
             for r0 in (0..n).step_by(ROWS) {
@@ -420,6 +552,7 @@ impl ClassSoftmax<'_> {
             t,
             t0: 0,
             words: we - ws,
+            wt: self.packs.group(c),
         }
     }
 

@@ -262,19 +262,6 @@ fn first_softmax<'a>(
     }
 }
 
-/// The class head around its first softmax.
-fn class_softmax<'a>(params: &'a Params, classes: FullSoftmax<'a>) -> ClassSoftmax<'a> {
-    let c = params.config();
-    ClassSoftmax {
-        classes,
-        words: params.affine_w().unwrap_or(params.embed_w()),
-        word_b: params.affine_b(),
-        starts: params.class_starts(),
-        h: c.hidden_size,
-        v: c.vocab_size,
-    }
-}
-
 /// Rows of a factorised head's first softmax per parallel task.
 const CLASS_ROWS: usize = 64;
 
@@ -386,7 +373,7 @@ impl<'a> Factored<'a> {
         if params.config().softmax.is_adaptive() {
             Factored::Adaptive(AdaptiveSoftmax::new(params, first))
         } else {
-            Factored::Class(class_softmax(params, first))
+            Factored::Class(ClassSoftmax::new(params, first))
         }
     }
 
