@@ -9,6 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use rnnlm::model::simple::forward;
 use rnnlm::{checkpoint, Config, Error, Params, Rnnlm, Sampling, Vocab, Workspace};
 
+#[allow(dead_code)]
+mod heads_common;
+
 /// A random model of shape `(v, d, h)`: the book's initialisation, then the embedding scaled up
 /// (the book's `randn/100` keeps `x Wx` tiny) and random biases, so every term of the step
 /// matters and the hidden states leave tanh's linear region.
@@ -635,4 +638,16 @@ fn overflowing_logits_are_not_finite_errors() {
     )
     .unwrap_err();
     assert_eq!(not_finite(err), (None, 1));
+}
+
+/// A full head whose packed `W` (H = 64, V = 33,000: 8.4 MB) is past the size that is re-read
+/// per 16 positions: scoring takes it in wider slices, with the same bits as the evaluation
+/// forward.
+#[test]
+fn wide_full_head_scores_as_the_evaluation_forward() {
+    let v = 33_000;
+    let cfg = Config::new(v, 16, 64).unwrap();
+    let p = Params::init_book(cfg, &mut ChaCha8Rng::seed_from_u64(4));
+    let vocab = Vocab::from_words((0..v).map(|i| format!("w{i}")).collect()).unwrap();
+    heads_common::check_score_bits(p, vocab, "wide full");
 }

@@ -17,6 +17,11 @@ const FUSE_ROWS: usize = 16;
 /// slice re-reads all of it (from L3 while it fits there).
 const FUSE_MAX_W_BYTES: usize = 8 << 20;
 
+/// Most logits one slice of [`FullSoftmax::log_probs_into`] holds when `W` is too large to
+/// re-read per [`FUSE_ROWS`] rows: each slice streams `W` once from memory, so at V = 100k (a
+/// 100 MB `W`) slices of 16 rows moved 6.4 MB a position and made scoring memory-bound.
+const SLICE_MAX_BYTES: usize = 48 << 20;
+
 /// The full softmax head over packed weights.
 #[derive(Clone, Copy)]
 pub(crate) struct FullSoftmax<'a> {
@@ -154,11 +159,12 @@ impl FullSoftmax<'_> {
         out: &mut [f32],
         scratch: &mut [f32],
     ) {
-        // Slices of FUSE_ROWS positions: their logits stay in L2 between the product and the
-        // cross-entropies.
+        // Slices of positions (see slice_rows): for a small W their logits stay in L2 between
+        // the product and the cross-entropies; for a large one, W is streamed once a slice.
         let (h, v) = (self.h, self.v);
-        for (k, chunk) in targets.chunks(FUSE_ROWS).enumerate() {
-            let (p0, rows) = (k * FUSE_ROWS, chunk.len());
+        let slice = self.slice_rows();
+        for (k, chunk) in targets.chunks(slice).enumerate() {
+            let (p0, rows) = (k * slice, chunk.len());
             self.logits(&hs[p0 * h..(p0 + rows) * h], rows, scratch);
             for (r, &target) in chunk.iter().enumerate() {
                 out[p0 + r] = -softmax::xent_row(&scratch[r * v..(r + 1) * v], target as usize);
@@ -168,7 +174,18 @@ impl FullSoftmax<'_> {
 
     /// Floats of scratch [`FullSoftmax::log_probs_into`] needs for `rows` positions.
     pub(crate) fn scratch_len(&self, rows: usize) -> usize {
-        rows.min(FUSE_ROWS) * self.v
+        rows.min(self.slice_rows()) * self.v
+    }
+
+    /// Positions per slice of [`FullSoftmax::log_probs_into`]: [`FUSE_ROWS`] while `W` is
+    /// cheap to re-read (L3), else as many as [`SLICE_MAX_BYTES`] of logits hold. The logits
+    /// and the cross-entropies are the same bits either way (each logit is one dot product in
+    /// the kernel's order, each row's softmax one pass).
+    fn slice_rows(&self) -> usize {
+        if self.h * self.v * 4 <= FUSE_MAX_W_BYTES {
+            return FUSE_ROWS;
+        }
+        (SLICE_MAX_BYTES / (4 * self.v)).max(FUSE_ROWS)
     }
 }
 
