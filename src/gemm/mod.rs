@@ -440,6 +440,58 @@ impl ColStrip<'_> {
     }
 }
 
+/// `C (=|+=) A B` on the calling thread on a SIMD `isa`, reading a row-major B (column stride
+/// 1) in place: every element of C gets the sum [`gemm_packed_with`] gives it over B packed
+/// (same k order, the tail's missing lanes loaded as zero, as [`ColStrip::gemm_strided`]), so
+/// the two are bit-identical. For a B read once or twice (C of a few rows, such as a class's
+/// `dX = G W` in the class head's backward), packing B first only adds its copy.
+///
+/// **Panics** if `isa` is [`Isa::Portable`] or unsupported, the shapes disagree, A's or B's
+/// column stride is not 1, or B's row stride is below its width.
+pub fn gemm_strided_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accum: Accum) {
+    assert!(
+        isa != Isa::Portable && isa.is_supported(),
+        "gemm_strided: needs a supported SIMD ISA, got {isa:?}"
+    );
+    assert_eq!(a.cols, b.rows, "gemm_strided: inner dimensions differ");
+    assert_eq!(c.rows, a.rows, "gemm_strided: C rows != A rows");
+    assert_eq!(c.cols, b.cols, "gemm_strided: C cols != B cols");
+    assert!(
+        (a.cs == 1 || a.cols <= 1) && (b.cs == 1 || b.cols <= 1) && b.rs >= b.cols,
+        "gemm_strided: A and B need column stride 1, B a row stride >= its width"
+    );
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if accum == Accum::Replace {
+            for i in 0..m {
+                c.data[i * c.rs..i * c.rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let ops = Operands {
+        m,
+        k,
+        n,
+        a: a.data.as_ptr(),
+        lda: a.rs,
+        b: b.data.as_ptr(),
+        ldb: b.rs,
+        c: c.data.as_mut_ptr(),
+        ldc: c.rs,
+        accum,
+    };
+    // SAFETY: `isa` is a supported SIMD ISA (asserted). The views were bounds-checked at
+    // construction: rows i < m of A hold k floats at i*lda and rows p < k of B hold n floats
+    // at p*ldb (column stride 1 both, asserted; full-panel loads stay inside a row's n
+    // columns, tail loads are masked); rows of C hold n floats at i*ldc and do not overlap.
+    // C is a unique borrow, so it aliases neither A nor B.
+    unsafe { run_simd::<true>(isa, ops) }
+}
+
 /// A B matrix `[k, n]` packed into column panels (the layout [`pack()`] writes).
 #[derive(Clone, Copy, Debug)]
 pub struct Packed<'a> {

@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::full::FullSoftmax;
 use super::{sample_factored, sample_logits, Draw, Head, SampleScratch, Scratch};
+use crate::cpu;
 use crate::error::{Error, Result};
 use crate::gemm::{self, Accum, MatMut, MatRef, Packed};
 use crate::kernels::softmax;
@@ -27,6 +28,10 @@ use crate::model::params::Params;
 
 /// Most rows of one class computed together.
 pub(crate) const ROWS: usize = 64;
+
+/// Most rows of a class for which the backward's `dX = G W` reads `W` in place (one or two
+/// of the kernel's row blocks) rather than packing it.
+const IN_PLACE_ROWS: usize = 12;
 
 /// Widest column block of one class's word logits.
 pub(crate) const COLS: usize = 1024;
@@ -251,6 +256,24 @@ impl ClassRows<'_> {
         self.t.len()
     }
 
+    /// Block `j0..j0+w` of `W` as the B of `dX = G W` for `n` rows: `None` (read in place by
+    /// [`gemm::gemm_strided_with`], the same bits) when at most [`IN_PLACE_ROWS`] rows read
+    /// it, so each of its values is used once or twice and a packed copy would only add its
+    /// write and re-read; else packed into `slab_w`. The portable kernel reads B packed only.
+    fn block_w<'s>(
+        &self,
+        slab_w: &'s mut [f32],
+        k: usize,
+        n: usize,
+        (j0, w): (usize, usize),
+    ) -> Option<Packed<'s>> {
+        if n <= IN_PLACE_ROWS && cpu::isa() != cpu::Isa::Portable {
+            return None;
+        }
+        let _ = gemm::pack(slab_w, MatRef::new(&self.w[j0 * k..(j0 + w) * k], w, k));
+        Some(Packed::new(&slab_w[..gemm::packed_len(w, k)], w, k))
+    }
+
     /// Block `j0..j0+w`'s `W^T` panels: from [`ClassRows::wt`] at `*at` (then advanced past
     /// them), or packed into `slab_wt`.
     fn block_wt<'s>(
@@ -366,8 +389,7 @@ impl ClassRows<'_> {
         let Slab {
             w: wp, x: xp, gt, ..
         } = slab;
-        let _ = gemm::pack(wp, MatRef::new(&self.w[..w * h], w, h));
-        let wp = Packed::new(&wp[..gemm::packed_len(w, h)], w, h);
+        let wp = self.block_w(wp, h, n, (0, w));
         for r0 in (0..n).step_by(ROWS) {
             let rows = ROWS.min(n - r0);
             let gc = &g[r0 * w..(r0 + rows) * w];
@@ -382,7 +404,7 @@ impl ClassRows<'_> {
         &self,
         g: &[f32],
         (xp, gt): (&mut [f32], &mut [f32]),
-        wp: Packed<'_>,
+        wp: Option<Packed<'_>>,
         h: usize,
         (r0, rows): (usize, usize),
         (j0, w): (usize, usize),
@@ -390,12 +412,18 @@ impl ClassRows<'_> {
         (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
     ) {
         // dX rows (+)= G W_block   [rows, w] x [w, H]
-        gemm::gemm_packed(
+        let (dxr, gv) = (
             MatMut::new(&mut dx[r0 * h..(r0 + rows) * h], rows, h),
             MatRef::new(g, rows, w),
-            wp,
-            Accum::add_if(!first_block),
         );
+        let accum = Accum::add_if(!first_block);
+        match wp {
+            Some(wp) => gemm::gemm_packed(dxr, gv, wp, accum),
+            None => {
+                let wv = MatRef::new(&self.w[j0 * h..(j0 + w) * h], w, h);
+                gemm::gemm_strided_with(cpu::isa(), dxr, gv, wv, accum);
+            }
+        }
         // dW_block += G^T X   [w, rows] x [rows, H]
         for (r, row) in g.chunks_exact(w).enumerate() {
             for (j, &v) in row.iter().enumerate() {
@@ -442,8 +470,7 @@ impl ClassRows<'_> {
                 gt,
             } = slab;
             let wt = self.block_wt(wt, h, &mut at, (j0, w));
-            let _ = gemm::pack(wp, MatRef::new(&self.w[j0 * h..(j0 + w) * h], w, h));
-            let wp = Packed::new(&wp[..gemm::packed_len(w, h)], w, h);
+            let wp = self.block_w(wp, h, n, (j0, w));
             for r0 in (0..n).step_by(ROWS) {
                 let rows = ROWS.min(n - r0);
                 self.block_logits(logits, wt, h, (r0, rows), (j0, w));
