@@ -80,17 +80,9 @@ pub fn matmul(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accum: Accum) {
 }
 
 /// One `sgemm` call on the calling thread.
-fn sgemm_block(c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accum: Accum) {
+fn sgemm_block(mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accum: Accum) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if accum == Accum::Replace {
-            for i in 0..m {
-                c.data[i * c.rs..i * c.rs + n].fill(0.0);
-            }
-        }
+    if super::empty_product(&mut c, k, accum) {
         return;
     }
     let beta = match accum {

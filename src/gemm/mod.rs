@@ -440,6 +440,24 @@ impl ColStrip<'_> {
     }
 }
 
+/// The products with nothing to multiply: C empty (nothing to do) or `k == 0` (C zeroed for
+/// [`Accum::Replace`], left as it is for [`Accum::Add`]). Returns whether the product was one.
+pub(crate) fn empty_product(c: &mut MatMut<'_>, k: usize, accum: Accum) -> bool {
+    let (m, n) = (c.rows, c.cols);
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k != 0 {
+        return false;
+    }
+    if accum == Accum::Replace {
+        for i in 0..m {
+            c.data[i * c.rs..i * c.rs + n].fill(0.0);
+        }
+    }
+    true
+}
+
 /// `C (=|+=) A B` on the calling thread on a SIMD `isa`, reading a row-major B (column stride
 /// 1) in place: every element of C gets the sum [`gemm_packed_with`] gives it over B packed
 /// (same k order, the tail's missing lanes loaded as zero, as [`ColStrip::gemm_strided`]), so
@@ -448,7 +466,7 @@ impl ColStrip<'_> {
 ///
 /// **Panics** if `isa` is [`Isa::Portable`] or unsupported, the shapes disagree, A's or B's
 /// column stride is not 1, or B's row stride is below its width.
-pub fn gemm_strided_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accum: Accum) {
+pub fn gemm_strided_with(isa: Isa, mut c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, accum: Accum) {
     assert!(
         isa != Isa::Portable && isa.is_supported(),
         "gemm_strided: needs a supported SIMD ISA, got {isa:?}"
@@ -461,15 +479,7 @@ pub fn gemm_strided_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: MatRef<'_>, 
         "gemm_strided: A and B need column stride 1, B a row stride >= its width"
     );
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if accum == Accum::Replace {
-            for i in 0..m {
-                c.data[i * c.rs..i * c.rs + n].fill(0.0);
-            }
-        }
+    if empty_product(&mut c, k, accum) {
         return;
     }
     let ops = Operands {
@@ -544,7 +554,7 @@ pub fn gemm_packed(c: MatMut<'_>, a: MatRef<'_>, b: Packed<'_>, accum: Accum) {
 ///
 /// **Panics** if `isa` is not supported by this CPU, the shapes disagree (`a.cols() == b.k()`,
 /// `c.rows() == a.rows()`, `c.cols() == b.n()`), or A's column stride is not 1.
-pub fn gemm_packed_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: Packed<'_>, accum: Accum) {
+pub fn gemm_packed_with(isa: Isa, mut c: MatMut<'_>, a: MatRef<'_>, b: Packed<'_>, accum: Accum) {
     assert!(
         isa.is_supported(),
         "gemm_packed: {isa:?} is not supported by this CPU"
@@ -557,15 +567,7 @@ pub fn gemm_packed_with(isa: Isa, c: MatMut<'_>, a: MatRef<'_>, b: Packed<'_>, a
         "gemm_packed: A needs column stride 1"
     );
     let (m, k, n) = (a.rows, a.cols, b.n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if accum == Accum::Replace {
-            for i in 0..m {
-                c.data[i * c.rs..i * c.rs + n].fill(0.0);
-            }
-        }
+    if empty_product(&mut c, k, accum) {
         return;
     }
     if isa == Isa::Portable {
