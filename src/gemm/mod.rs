@@ -49,7 +49,7 @@ pub(crate) use driver::reads_b_in_place;
 pub use driver::{
     balanced_blocks, matmul, matmul_packed, scratch_len, scratch_len_for, sgemm_calls, KC,
 };
-pub use pack::{copy_rows, pack, pack_rows, packed_len, PANEL};
+pub use pack::{copy_rows, pack, pack_rows, packed_len, transpose, PANEL};
 
 use kernel::{run_simd, Operands};
 

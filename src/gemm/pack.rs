@@ -172,6 +172,52 @@ pub fn copy_rows(out: &mut [f32], a: &MatRef<'_>, par: Par) {
     }
 }
 
+/// `out [cols, rows]` = the transpose of the row-major `src [rows, cols]`: `out[j*rows + i] =
+/// src[i*cols + j]`. On AVX-512, whole 16 x 16 tiles go through the register transpose of
+/// the packing (the class heads' `G^T` of a wide block was a scalar strided copy that took a
+/// fifth of an adaptive training step); the edges, and every tile elsewhere, are copied one
+/// value at a time.
+///
+/// **Panics** if `src` or `out` is shorter than `rows * cols`.
+pub fn transpose(out: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+    let n = rows * cols;
+    assert!(
+        src.len() >= n && out.len() >= n,
+        "transpose: [{rows}, {cols}] needs {n} f32 in and out, got {} and {}",
+        src.len(),
+        out.len()
+    );
+    let (r16, c16) = if cfg!(target_arch = "x86_64") && isa() == Isa::Avx512 {
+        (rows / PANEL * PANEL, cols / PANEL * PANEL)
+    } else {
+        (0, 0)
+    };
+    #[cfg(target_arch = "x86_64")]
+    if r16 > 0 && c16 > 0 {
+        let mut tile = [0.0f32; PANEL * PANEL];
+        for r0 in (0..r16).step_by(PANEL) {
+            for c0 in (0..c16).step_by(PANEL) {
+                // SAFETY: AVX-512F is available (checked above); source rows r0..r0+16 <= rows
+                // each hold columns c0..c0+16 <= cols, inside `src` (its length >= rows*cols
+                // was asserted); `tile` holds the 256 floats written.
+                unsafe {
+                    transpose16_avx512(src.as_ptr().add(r0 * cols + c0), cols, tile.as_mut_ptr())
+                };
+                // tile row p is source column c0 + p over rows r0..r0+16.
+                for (p, t) in tile.chunks_exact(PANEL).enumerate() {
+                    out[(c0 + p) * rows + r0..][..PANEL].copy_from_slice(t);
+                }
+            }
+        }
+    }
+    for (i, row) in src[..n].chunks_exact(cols.max(1)).enumerate().take(rows) {
+        let from = if i < r16 { c16 } else { 0 };
+        for (j, &v) in row.iter().enumerate().skip(from) {
+            out[j * rows + i] = v;
+        }
+    }
+}
+
 /// Packs rows `k0..k0+kc` of `b` into `out` (column panels, the layout of
 /// [`pack()`]), in parallel over `par` groups of panels.
 ///
@@ -258,4 +304,37 @@ pub(super) fn pack_b_for_tests(
     out: &mut [f32],
 ) {
     pack_b(k, n, b, rs, cs, out);
+}
+
+#[cfg(test)]
+mod transpose_tests {
+    use super::*;
+
+    #[test]
+    fn transpose_matches_the_definition_at_tile_edges() {
+        for (rows, cols) in [
+            (0, 5),
+            (5, 0),
+            (1, 1),
+            (7, 300),
+            (16, 16),
+            (17, 33),
+            (64, 1000),
+            (48, 16),
+            (31, 64),
+        ] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let mut out = vec![f32::NAN; rows * cols];
+            transpose(&mut out, &src, rows, cols);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        out[j * rows + i].to_bits(),
+                        src[i * cols + j].to_bits(),
+                        "[{rows},{cols}] ({i},{j})"
+                    );
+                }
+            }
+        }
+    }
 }

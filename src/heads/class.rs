@@ -425,11 +425,7 @@ impl ClassRows<'_> {
             }
         }
         // dW_block += G^T X   [w, rows] x [rows, H]
-        for (r, row) in g.chunks_exact(w).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                gt[j * rows + r] = v;
-            }
-        }
+        gemm::transpose(gt, g, rows, w);
         let _ = gemm::pack(xp, MatRef::new(&self.x[r0 * h..(r0 + rows) * h], rows, h));
         gemm::gemm_packed(
             MatMut::new(&mut dw[j0 * h..(j0 + w) * h], w, h),
