@@ -708,7 +708,8 @@ impl ClassSoftmax<'_> {
     }
 
     /// The second softmax's backward (recomputing the logits) scaled by `scale`: `dxg [slots,
-    /// H]` overwritten, and the word rows of `dw [V,H]` and `db [V]` added to.
+    /// H]` overwritten, and the word rows of `dw [V,H]` and `db [V]` of every class with rows
+    /// set (zeroed, then added to: see `SimpleRnnlm::backward`); other rows are untouched.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn words_backward(
         &self,
@@ -751,6 +752,12 @@ impl ClassSoftmax<'_> {
                 let rows = self.class_rows(c, &xg[k0 * h..k1 * h], &tg[k0..k1]);
                 let (l0, l1) = (k0 - sb[g], k1 - sb[g]);
                 let (v0, v1) = (ws - wb[g], we - wb[g]);
+                // The caller left these rows as they were (SimpleRnnlm::backward): zero them
+                // here, where they are about to be read and written anyway. Nothing earlier
+                // in the backward adds to them (the head runs first, the tied embedding
+                // after).
+                dw[v0 * h..v1 * h].fill(0.0);
+                db[v0..v1].fill(0.0);
                 if let Some((buf, offs)) = kept.filter(|(_, o)| o[c] != u32::MAX) {
                     let at = offs[c] as usize;
                     let g = &buf[at..at + (k1 - k0) * (we - ws)];
