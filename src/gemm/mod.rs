@@ -458,8 +458,8 @@ pub(crate) fn empty_product(c: &mut MatMut<'_>, k: usize, accum: Accum) -> bool 
     true
 }
 
-/// `C (=|+=) A B` on the calling thread on a SIMD `isa`, reading a row-major B (column stride
-/// 1) in place: every element of C gets the sum [`gemm_packed_with`] gives it over B packed
+/// `C (=|+=) A B` on the calling thread on a SIMD `isa`, reading a row-major B (of column
+/// stride one) in place: every element of C gets the sum [`gemm_packed_with`] gives it over B packed
 /// (same k order, the tail's missing lanes loaded as zero, as [`ColStrip::gemm_strided`]), so
 /// the two are bit-identical. For a B read once or twice (C of a few rows, such as a class's
 /// `dX = G W` in the class head's backward), packing B first only adds its copy.

@@ -1464,13 +1464,17 @@ impl SimpleRnnlm {
 mod difference_tests {
     use super::for_each_difference;
 
+    /// `(a, b, a minus b)`.
+    type Case = (
+        &'static [std::ops::Range<usize>],
+        &'static [std::ops::Range<usize>],
+        &'static [std::ops::Range<usize>],
+    );
+
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
     fn difference_of_sorted_ranges() {
-        let cases: [(
-            &[std::ops::Range<usize>],
-            &[std::ops::Range<usize>],
-            &[std::ops::Range<usize>],
-        ); 5] = [
+        let cases: [Case; 5] = [
             (&[0..10], &[], &[0..10]),
             (&[0..10], &[2..4, 6..7], &[0..2, 4..6, 7..10]),
             (&[0..10, 20..30], &[5..25], &[0..5, 25..30]),
