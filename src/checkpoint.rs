@@ -299,10 +299,11 @@ pub(crate) fn encode<'a>(
     }
     let data: Vec<&[f32]> = order.iter().map(|t| t.2).collect();
     let sum = checksum_with(&header, |hasher| {
-        let _ = le_chunks(&data, |bytes| {
+        le_chunks(&data, |bytes| {
             hasher.update(bytes);
             Ok(())
-        });
+        })
+        .expect("hashing cannot fail");
     });
     header
         .entry("__metadata__")

@@ -29,10 +29,6 @@ use crate::model::params::Params;
 /// Most rows of one class computed together.
 pub(crate) const ROWS: usize = 64;
 
-/// Most rows of a class for which the backward's `dX = G W` reads `W` in place (one or two
-/// of the kernel's row blocks) rather than packing it.
-const IN_PLACE_ROWS: usize = 12;
-
 /// Widest column block of one class's word logits.
 pub(crate) const COLS: usize = 1024;
 
@@ -257,9 +253,9 @@ impl ClassRows<'_> {
     }
 
     /// Block `j0..j0+w` of `W` as the B of `dX = G W` for `n` rows: `None` (read in place by
-    /// [`gemm::gemm_strided_with`], the same bits) when at most [`IN_PLACE_ROWS`] rows read
-    /// it, so each of its values is used once or twice and a packed copy would only add its
-    /// write and re-read; else packed into `slab_w`. The portable kernel reads B packed only.
+    /// [`gemm::gemm_strided_with`], the same bits) where the GEMM module's rule for `n` rows
+    /// says so (`gemm::reads_b_in_place`), else packed into `slab_w`. The portable kernel
+    /// reads B packed only.
     fn block_w<'s>(
         &self,
         slab_w: &'s mut [f32],
@@ -267,7 +263,7 @@ impl ClassRows<'_> {
         n: usize,
         (j0, w): (usize, usize),
     ) -> Option<Packed<'s>> {
-        if n <= IN_PLACE_ROWS && cpu::isa() != cpu::Isa::Portable {
+        if gemm::reads_b_in_place(n) && cpu::isa() != cpu::Isa::Portable {
             return None;
         }
         let _ = gemm::pack(slab_w, MatRef::new(&self.w[j0 * k..(j0 + w) * k], w, k));
