@@ -26,17 +26,39 @@ use crate::mem::{check_memory, try_zeros};
 use crate::model::config::Config;
 use crate::model::params::Params;
 
-/// Streams per group of [`Rnnlm::score_batch`]: enough rows for the recurrent products to run
-/// at GEMM speed, few enough that a batch of lines splits into groups for every thread.
+/// Most streams per group of [`Rnnlm::score_batch`]: enough rows for the recurrent products to
+/// run at GEMM speed, few enough that a batch of lines splits into groups for every thread.
 pub const SCORE_GROUP: usize = 64;
 
-/// Positions whose output layer [`Rnnlm::score_batch`] computes together (`W` is read once per
-/// [`SCORE_SLICE`] of them; the pending states take `SCORE_POSITIONS * H` floats).
+/// Fewest streams a group of [`Rnnlm::score_batch`] is cut to so that every thread gets one:
+/// a batch of 64 lines on 2 threads ran as one group, so the output layer (most of the work)
+/// ran on one thread.
+pub const SCORE_GROUP_MIN: usize = 8;
+
+/// Positions whose output layer [`Rnnlm::score_batch`] computes together (the head reads `W`
+/// once per slice of them; the pending states take `SCORE_POSITIONS * H` floats).
 pub const SCORE_POSITIONS: usize = 512;
 
-/// Positions per output product in [`Rnnlm::score_batch`]: 16 x V logits (640 KB at
-/// V = 10,000) stay in L2 between the product and the cross-entropies.
-pub const SCORE_SLICE: usize = 16;
+/// The groups of [`Rnnlm::score_batch`] over `order` (sequence indices, longest first), each
+/// longest first. At least one group per thread while groups keep [`SCORE_GROUP_MIN`]
+/// streams. With many groups a contiguous cut keeps streams of like length together (the
+/// recurrent products keep their rows longer) and rayon balances the groups; with few, the
+/// sequences are dealt round robin, so each group holds a like share of the tokens.
+fn score_groups(order: &[usize], threads: usize) -> Vec<Vec<usize>> {
+    let n = order.len();
+    let g = n
+        .div_ceil(SCORE_GROUP)
+        .max(threads.min(n.div_ceil(SCORE_GROUP_MIN)));
+    if g == 0 {
+        return Vec::new();
+    }
+    if g >= 4 * threads {
+        return order.chunks(n.div_ceil(g)).map(<[usize]>::to_vec).collect();
+    }
+    (0..g)
+        .map(|j| order.iter().skip(j).step_by(g).copied().collect())
+        .collect()
+}
 
 /// A trained model ready for inference: weights, vocabulary, and packed copies of `Wx`, `Wh`
 /// and `affine.W` made once, so steps never repack.
@@ -802,7 +824,8 @@ impl Rnnlm {
     }
 
     /// [`Rnnlm::score`] of many sequences at once, bit for bit the same results, much faster:
-    /// the sequences are sorted by length and run in groups of [`SCORE_GROUP`] streams, so
+    /// the sequences are sorted by length and run in groups of up to [`SCORE_GROUP`] streams
+    /// (at least one group per thread, down to [`SCORE_GROUP_MIN`] streams), so
     /// every step of the recurrence is one product per layer over the group's live streams
     /// (the longest first, so the live ones are always a prefix); the top layer's states are
     /// gathered and the output layer runs as GEMMs over [`SCORE_POSITIONS`] positions at a
@@ -844,7 +867,7 @@ impl Rnnlm {
         // Longest first (ties by index, so the order is deterministic).
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         order.sort_by(|&a, &b| seqs[b].len().cmp(&seqs[a].len()).then(a.cmp(&b)));
-        let groups: Vec<&[usize]> = order.chunks(SCORE_GROUP).collect();
+        let groups = score_groups(&order, rayon::current_num_threads());
         let scored: Result<Vec<Vec<(usize, Score)>>> = crate::par::on_worker(|| {
             groups
                 .par_iter()
@@ -1174,5 +1197,45 @@ fn check_ids(what: &str, ids: &[u32], v: usize) -> Result<()> {
             format!("{bad} is outside the vocabulary (size {v})"),
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{score_groups, SCORE_GROUP, SCORE_GROUP_MIN};
+
+    /// Every sequence lands in exactly one group, each group keeps the longest-first order, and
+    /// there are enough groups for the threads (while groups keep SCORE_GROUP_MIN streams).
+    #[test]
+    fn score_groups_cover_each_sequence_once_in_order() {
+        for n in [0, 1, 7, 8, 9, 64, 65, 100, 255, 256, 257, 2048] {
+            let order: Vec<usize> = (0..n).rev().collect();
+            for threads in 1..=9 {
+                let groups = score_groups(&order, threads);
+                let mut seen = vec![false; n];
+                for g in &groups {
+                    assert!(
+                        !g.is_empty() && g.len() <= SCORE_GROUP,
+                        "n {n}, {threads} threads"
+                    );
+                    let pos: Vec<usize> = g.iter().map(|&k| n - 1 - k).collect();
+                    assert!(pos.windows(2).all(|w| w[0] < w[1]), "order lost: n {n}");
+                    for &k in g {
+                        assert!(!seen[k], "sequence {k} twice");
+                        seen[k] = true;
+                    }
+                }
+                assert!(
+                    seen.iter().all(|&s| s),
+                    "n {n}, {threads} threads: one missing"
+                );
+                let want = threads.min(n.div_ceil(SCORE_GROUP_MIN));
+                assert!(
+                    groups.len() >= want,
+                    "n {n}, {threads} threads: {}",
+                    groups.len()
+                );
+            }
+        }
     }
 }
