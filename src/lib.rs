@@ -89,5 +89,5 @@ pub use mem::{available_bytes, check_memory, format_bytes};
 pub use model::config::{Config, Softmax};
 pub use model::params::{Init, Params};
 pub use model::simple::SimpleRnnlm;
-pub use model::workspace::Workspace;
+pub use model::workspace::{Shard, Workspace};
 pub use optim::Sgd;

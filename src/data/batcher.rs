@@ -123,20 +123,50 @@ impl<'a> BookBatches<'a> {
     /// assert_eq!(ts, [10, 11, 12, 20, 1, 2]);
     /// ```
     pub fn next_batch(&mut self, xs: &mut [u32], ts: &mut [i32]) {
-        let (n, t) = (self.n, self.t);
-        assert_eq!(xs.len(), n * t);
-        assert_eq!(ts.len(), n * t);
+        self.next_rows(0..self.n, xs, ts);
+    }
+
+    /// Fills rows `rows` of the next batch (`xs`, `ts` of `rows.len() * T`: row `i` of the
+    /// `N` at `xs[(i - rows.start) * T..]`) and advances `time_idx` by `T`: one shard of a
+    /// data-parallel step, whose rows keep their offsets in the whole batch, so the shards
+    /// of all ranks together are [`BookBatches::next_batch`]. A shard reads only its rows'
+    /// parts of the corpus.
+    ///
+    /// **Panics** if `rows` is not within `0..N` or the buffers are not `rows.len() * T`
+    /// long.
+    ///
+    /// ```
+    /// let corpus: Vec<u32> = (0..=20).collect(); // xs = 0..20, jump = 10
+    /// let mut whole = rnnlm::BookBatches::new(&corpus, 2, 3).unwrap();
+    /// let mut shard = whole.clone();
+    /// let (mut xs, mut ts) = ([0; 6], [0; 6]);
+    /// whole.next_batch(&mut xs, &mut ts);
+    /// let (mut x1, mut t1) = ([0; 3], [0; 3]);
+    /// shard.next_rows(1..2, &mut x1, &mut t1); // row 1 alone
+    /// assert_eq!((&xs[3..], &ts[3..]), (&x1[..], &t1[..]));
+    /// assert_eq!(whole.time_idx(), shard.time_idx());
+    /// ```
+    pub fn next_rows(&mut self, rows: std::ops::Range<usize>, xs: &mut [u32], ts: &mut [i32]) {
+        let t = self.t;
+        assert!(
+            rows.start <= rows.end && rows.end <= self.n,
+            "next_rows: rows {rows:?} outside 0..{}",
+            self.n
+        );
+        let m = rows.len();
+        assert_eq!(xs.len(), m * t);
+        assert_eq!(ts.len(), m * t);
         let data = self.corpus.len() - 1;
         for s in 0..t {
-            for i in 0..n {
+            for (r, i) in rows.clone().enumerate() {
                 let pos = (i * self.jump + self.time_idx) % data;
-                xs[i * t + s] = self.corpus[pos];
-                ts[i * t + s] = self.corpus[pos + 1] as i32;
+                xs[r * t + s] = self.corpus[pos];
+                ts[r * t + s] = self.corpus[pos + 1] as i32;
             }
             self.time_idx += 1;
         }
-        // The rows moved over N*T ids: a mapped corpus gives the pages behind back.
-        self.corpus.consumed(4 * n * t);
+        // The rows moved over their ids: a mapped corpus gives the pages behind back.
+        self.corpus.consumed(4 * m * t);
     }
 }
 

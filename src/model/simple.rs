@@ -479,7 +479,8 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
     let (n, t) = (ws.n, ws.t);
     let rb = rows_per_block(ws);
     let par = Par::Tasks(n.div_ceil(rb));
-    let count = softmax_loss::count(&ws.ts);
+    let count = ws.loss_count();
+    let pos0 = ws.position0();
     let loss = match ws.train {
         true => Loss::Train {
             scale: if count == 0 { 0.0 } else { 1.0 / count as f32 },
@@ -531,7 +532,8 @@ fn forward_loaded(params: &Params, ws: &mut Workspace) -> f32 {
             mut layers,
             ..
         } = b;
-        let (r, p0) = (m * t, r0 * t);
+        // p0: the block's first position in the whole (data-parallel) batch, for the masks.
+        let (r, p0) = (m * t, pos0 + r0 * t);
         embedding::forward(emb, xs, embed_w, d);
         if p_drop > 0.0 {
             dropout::apply(emb, DropoutKey::new(seed, step, 0), (p0 * d) as u64, p_drop);
@@ -625,7 +627,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
     // W^T in K blocks over V (the output strips on the strip path), so each block's panels
     // stay in cache during dY W^T.
     let wt_block = if strip > 0 { strip } else { gemm::KC };
-    let count = softmax_loss::count(&ws.ts);
+    let count = ws.loss_count();
+    let pos0 = ws.position0();
     let zeros = std::mem::take(&mut ws.class.zero_b);
     let (mut acts, mut packs) = ws.split_mut();
     FullSoftmax::pack_wt(packs.wt, &output_weights(params), wt_block, par);
@@ -694,6 +697,8 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
             ..
         } = b;
         let (r, p0) = (m * t, r0 * t);
+        // The masks' position in the whole (data-parallel) batch.
+        let q0 = pos0 + p0;
         let dims = Dims { m, t, h };
         // The gradient w.r.t. the top layer's output: the tanh RNN differentiates in place in
         // its own `gates`; the other cells read it from `dh`.
@@ -709,7 +714,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
         }
         if dropped {
             let key = DropoutKey::new(seed, step, site_after_layer(nl - 1));
-            dropout::apply(top, key, (p0 * h) as u64, p_drop);
+            dropout::apply(top, key, (q0 * h) as u64, p_drop);
         }
         for l in (0..nl).rev() {
             let (below, rest) = layers.split_at_mut(l);
@@ -736,7 +741,7 @@ fn backward_checked(params: &Params, ws: &mut Workspace, grads: &mut Params, zer
             );
             if dropped {
                 let key = DropoutKey::new(seed, step, l as u32);
-                dropout::apply(out, key, (p0 * dl) as u64, p_drop);
+                dropout::apply(out, key, (q0 * dl) as u64, p_drop);
             }
         }
     });
@@ -1295,6 +1300,35 @@ impl SimpleRnnlm {
     /// Sets the step counter of the dropout masks (a resumed run continues its count).
     pub fn set_dropout_step(&mut self, step: u64) {
         self.ws.set_dropout_step(step)
+    }
+
+    /// Makes this model's `N` rows one shard of a data-parallel batch (see
+    /// [`crate::Shard`]): its loss and gradient become its rows' share of the whole batch's
+    /// mean, so the shards' gradients summed (an allreduce) are the whole batch's.
+    ///
+    /// ```
+    /// # use rand::SeedableRng;
+    /// use rnnlm::{Config, Params, Shard, SimpleRnnlm};
+    /// let cfg = Config::new(20, 6, 8).unwrap();
+    /// let params = Params::init_book(cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
+    /// let xs: Vec<u32> = (0..12).map(|i| i % 20).collect(); // N = 4, T = 3
+    /// let ts: Vec<i32> = (0..12).map(|i| (i + 1) % 20).collect();
+    /// let mut whole = SimpleRnnlm::from_params(params.clone(), 4, 3).unwrap();
+    /// let loss = whole.forward(&xs, &ts).unwrap();
+    /// let mut sum = 0.0;
+    /// for r in 0..2 {
+    ///     // Rows 2r..2r+2 of the 4, each shard dividing by the whole batch's 12 targets.
+    ///     let mut shard = SimpleRnnlm::from_params(params.clone(), 2, 3).unwrap();
+    ///     shard.set_shard(Some(Shard { row0: 2 * r, targets: 12 })).unwrap();
+    ///     sum += shard.forward(&xs[6 * r..6 * r + 6], &ts[6 * r..6 * r + 6]).unwrap();
+    /// }
+    /// assert!((sum - loss).abs() <= 1e-6 * loss);
+    /// ```
+    ///
+    /// # Errors
+    /// If the shard's `targets` is 0 or fewer than its own `N * T` positions.
+    pub fn set_shard(&mut self, shard: Option<crate::Shard>) -> Result<()> {
+        self.ws.set_shard(shard)
     }
 
     /// Zeroes the carried hidden state.

@@ -7,6 +7,19 @@ use crate::error::{Error, Result};
 use crate::gemm::PANEL;
 use crate::mem::{check_memory, try_zeros};
 
+/// A workspace's rows as one shard of a data-parallel batch: the book's `N` rows split among
+/// processes, each running its own rows. A shard's loss and gradient are its rows' share of
+/// the whole batch's mean (its losses summed over the whole batch's `targets`), so the shards'
+/// losses and gradients add up to the single-process ones (up to the order of the sums), and
+/// its dropout masks are those of its rows in the whole batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// The whole batch's index of this shard's first row.
+    pub row0: usize,
+    /// Targets in the whole batch (the divisor of the loss on every shard).
+    pub targets: usize,
+}
+
 /// Every activation (and, for training, every activation gradient) of one batch shape,
 /// allocated once. Row-major: `[N,T,D]` embeddings, `[N,T,H]` hidden states, `[N*T,V]` logits.
 ///
@@ -55,6 +68,8 @@ pub struct Workspace {
     pub(crate) dropout: f32,
     pub(crate) dropout_seed: u64,
     pub(crate) dropout_step: u64,
+    /// This workspace's rows as a shard of a larger data-parallel batch, or `None`.
+    pub(crate) shard: Option<Shard>,
     /// Whether `logits` holds the gradient of a training forward not yet consumed.
     pub(crate) ready_for_backward: bool,
     /// A class head's buffers (empty for the full softmax).
@@ -380,6 +395,7 @@ impl Workspace {
             dropout: 0.0,
             dropout_seed: 0,
             dropout_step: 0,
+            shard: None,
             ready_for_backward: false,
             class,
         })
@@ -581,6 +597,47 @@ impl Workspace {
     /// Sets the step counter of the dropout masks.
     pub fn set_dropout_step(&mut self, step: u64) {
         self.dropout_step = step;
+    }
+
+    /// Makes the `N` rows of this workspace rows `row0..row0 + N` of a data-parallel batch
+    /// of `targets` targets in all (or, with `None`, a batch of their own): see [`Shard`].
+    ///
+    /// # Errors
+    /// If `targets` is 0 or fewer than this workspace's `N * T` positions.
+    pub fn set_shard(&mut self, shard: Option<Shard>) -> Result<()> {
+        if let Some(sh) = shard {
+            if sh.targets == 0 || sh.targets < self.n * self.t {
+                return Err(Error::invalid(
+                    "shard",
+                    format!(
+                        "{} targets in the whole batch, but this shard alone has {} x {} positions",
+                        sh.targets, self.n, self.t
+                    ),
+                ));
+            }
+        }
+        self.shard = shard;
+        Ok(())
+    }
+
+    /// The shard set by [`Workspace::set_shard`].
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
+    }
+
+    /// The divisor of the loss: the whole batch's targets for a shard, else this batch's
+    /// (the positions not ignored).
+    pub(crate) fn loss_count(&self) -> usize {
+        match self.shard {
+            Some(sh) => sh.targets,
+            None => crate::layers::softmax_loss::count(&self.ts),
+        }
+    }
+
+    /// The whole batch's position of this workspace's first (0 unless a shard): where its
+    /// dropout masks start, so a shard draws the masks of its rows in the whole batch.
+    pub(crate) fn position0(&self) -> usize {
+        self.shard.map_or(0, |sh| sh.row0 * self.t)
     }
 
     /// Whether training forwards apply dropout.
