@@ -45,6 +45,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod cpu;
 pub mod data;
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod infer;

@@ -6,6 +6,7 @@ use std::time::Instant;
 use crate::checkpoint;
 use crate::data::batcher::BookBatches;
 use crate::data::ids::Tokens;
+use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Perplexity, Protocol};
 use crate::model::config::Config;
@@ -314,6 +315,24 @@ pub struct Trainer {
     log: Vec<EvalPoint>,
     /// The training data this run has seen (from its first `fit` or its resume file).
     data: Option<DataFingerprint>,
+    /// Data-parallel training: the communicator and this rank's rows of each batch.
+    dp: Option<DataParallel>,
+}
+
+/// This rank's part of a data-parallel run ([`Trainer::set_data_parallel`]).
+struct DataParallel {
+    comm: Box<dyn Collective>,
+    rows: std::ops::Range<usize>,
+}
+
+impl std::fmt::Debug for DataParallel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataParallel")
+            .field("rank", &self.comm.rank())
+            .field("ranks", &self.comm.ranks())
+            .field("rows", &self.rows)
+            .finish()
+    }
 }
 
 /// Where a run stands between two batches: with the weights, the best model and the carried
@@ -456,7 +475,48 @@ impl Trainer {
             max_steps: None,
             log: Vec::new(),
             data: None,
+            dp: None,
         }
+    }
+
+    /// Trains data-parallel over `comm`'s ranks from the first step: every rank runs this
+    /// with the same configuration, weights and data, and each runs its rows of every batch
+    /// ([`crate::dist::rows_of`] of the `N`, at their offsets in the whole batch, as
+    /// [`crate::Shard`]s). The gradients and losses are summed across the ranks (an
+    /// allreduce of the whole gradient buffer), and every rank clips by the same global norm
+    /// and takes the same step, so the weights stay identical on every rank and equal the
+    /// single-process run up to the order of the sums. Each rank validates on the whole
+    /// validation text. A data-parallel run writes no resume file ([`Trainer::save_resume`]
+    /// refuses: each rank holds only its rows' carried state).
+    ///
+    /// # Errors
+    /// If training has begun, or there are more ranks than the batch has rows.
+    pub fn set_data_parallel(&mut self, comm: Box<dyn Collective>) -> Result<()> {
+        if self.progress.steps > 0 {
+            return Err(Error::invalid(
+                "data-parallel training",
+                "must be set before the first step (a resumed run continues on one process)",
+            ));
+        }
+        let (n, t, ranks) = (self.cfg.batch_size, self.cfg.time_size, comm.ranks());
+        if ranks > n {
+            return Err(Error::invalid(
+                "data-parallel training",
+                format!(
+                    "{ranks} ranks but the batch has only {n} rows (--batch): each rank needs one"
+                ),
+            ));
+        }
+        let rows = crate::dist::rows_of(comm.rank(), ranks, n);
+        let mut model = SimpleRnnlm::from_params(self.model.params().clone(), rows.len(), t)?;
+        model.set_dropout(self.cfg.dropout, self.cfg.seed)?;
+        model.set_shard(Some(crate::Shard {
+            row0: rows.start,
+            targets: n * t,
+        }))?;
+        self.model = model;
+        self.dp = Some(DataParallel { comm, rows });
+        Ok(())
     }
 
     /// Sets the model's class partition (a class head; see [`Params::set_class_starts`])
@@ -592,6 +652,15 @@ impl Trainer {
     /// # std::fs::remove_file(&path).unwrap();
     /// ```
     pub fn save_resume(&self, path: &std::path::Path, vocab: Option<&crate::Vocab>) -> Result<()> {
+        if let Some(dp) = self.dp.as_ref().filter(|dp| dp.comm.ranks() > 1) {
+            return Err(Error::invalid(
+                "resume file",
+                format!(
+                    "a data-parallel run ({} ranks) writes none yet: each rank holds only its rows' carried state",
+                    dp.comm.ranks()
+                ),
+            ));
+        }
         let meta = ResumeMeta {
             config: self.cfg.clone(),
             progress: self.progress.clone(),
@@ -901,7 +970,12 @@ impl Trainer {
         if valid.is_some() && self.best.is_none() && self.spare.is_none() {
             self.spare = Some(Params::try_zeros(*self.model.config())?);
         }
-        let (mut xs, mut ts) = (vec![0u32; n * t], vec![0i32; n * t]);
+        // This rank's rows of each batch (all N on one process).
+        let rows = self.dp.as_ref().map_or(0..n, |dp| dp.rows.clone());
+        let (mut xs, mut ts) = (vec![0u32; rows.len() * t], vec![0i32; rows.len() * t]);
+        // The whole gradient buffer as one range (what a data-parallel step sums and updates).
+        let whole = 0..self.model.params().as_slice().len();
+        let all = std::slice::from_ref(&whole);
         // The carried state before the current batch: a batch that diverges puts it back, so
         // the run stands exactly before that batch (one copy of N x H per layer and step).
         let mut carried = self.model.state().to_vec();
@@ -924,8 +998,15 @@ impl Trainer {
                 }
                 let iter = self.progress.iter;
                 carried.copy_from_slice(self.model.state());
-                batches.next_batch(&mut xs, &mut ts);
-                let loss = self.model.forward(&xs, &ts)?;
+                batches.next_rows(rows.clone(), &mut xs, &mut ts);
+                let mut loss = self.model.forward(&xs, &ts)?;
+                if let Some(dp) = &self.dp {
+                    // The ranks' shares of the whole batch's mean: every rank sees the sum,
+                    // so every rank takes the same decisions below.
+                    let mut sum = [loss as f64];
+                    dp.comm.sum_f64(&mut sum)?;
+                    loss = sum[0] as f32;
+                }
                 // Beyond ~709.8 nats per token even the perplexity overflows f64: nothing a
                 // learning model produces (uniform over V words is ln V), so the run is lost.
                 let mut what = match loss {
@@ -939,8 +1020,16 @@ impl Trainer {
                     self.model.backward()?;
                     // Only the parts the batch touched (the rest of the gradient is zero):
                     // the dense norm and update, bit for bit, without sweeping every row.
+                    // Data-parallel: the whole buffer summed across the ranks.
                     let (_, grads, ranges) = self.model.params_mut_grads_ranges();
                     let grads = grads.as_mut_slice();
+                    let ranges = match &self.dp {
+                        Some(dp) => {
+                            dp.comm.sum_f32(grads)?;
+                            all
+                        }
+                        None => ranges,
+                    };
                     // The same deterministic norm with clipping on or off.
                     let norm = match cfg.max_grad {
                         Some(max) => self.clip.clip_ranges(grads, ranges, max),
@@ -972,7 +1061,14 @@ impl Trainer {
                     });
                 }
                 let (params, grads, ranges) = self.model.params_mut_grads_ranges();
-                sgd.update_ranges((params, grads), ranges);
+                if self.dp.is_some() {
+                    sgd.update_ranges((params, grads), all);
+                    // The sums hold other ranks' rows, which this rank's next backward does
+                    // not clear.
+                    self.model.grads_mut().zero();
+                } else {
+                    sgd.update_ranges((params, grads), ranges);
+                }
                 let p = &mut self.progress;
                 p.total_loss += loss as f64;
                 p.count += 1;
