@@ -990,8 +990,16 @@ impl Trainer {
             // The book's fit(max_epoch=1) restarts the batch offsets every epoch.
             batches.set_time_idx(self.progress.iter * t);
             while self.progress.iter < iters {
-                let stop = self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
+                let mut stop = self.stop.is_some_and(|s| s.load(Ordering::Relaxed))
                     || self.max_steps.is_some_and(|m| self.progress.steps >= m);
+                if let Some(dp) = &self.dp {
+                    // A signal reaches the ranks at different batches: they stop together,
+                    // at the first batch any of them was asked to, or the others would wait
+                    // in the next sum forever.
+                    let mut any = [f64::from(u8::from(stop))];
+                    dp.comm.sum_f64(&mut any)?;
+                    stop = any[0] > 0.0;
+                }
                 if stop {
                     interrupted = true;
                     break 'epochs;

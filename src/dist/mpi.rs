@@ -96,3 +96,13 @@ impl super::Collective for Mpi {
         Ok(())
     }
 }
+
+/// Ends the whole MPI job with `code` (every rank), as a rank that cannot go on must: a rank
+/// that just exits, or finalises MPI, can leave the others waiting in a collective. Without
+/// an initialised MPI, exits this process.
+pub fn abort_job(code: i32) -> ! {
+    if mpi::environment::is_initialized() && !mpi::environment::is_finalized() {
+        SimpleCommunicator::world().abort(code)
+    }
+    std::process::exit(code)
+}

@@ -49,6 +49,12 @@ fn close(e: io::Error) {
     }
 }
 
+/// Prints nothing more (a data-parallel run's ranks after the first, which would only
+/// repeat rank 0's lines).
+pub fn silence() {
+    CLOSED.store(true, Ordering::Relaxed);
+}
+
 /// A write error other than a closed pipe, if one happened.
 pub fn failure() -> Option<io::Error> {
     FAILED.lock().unwrap_or_else(|p| p.into_inner()).take()

@@ -230,15 +230,31 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         ));
     }
     let pool = thread_pool(args.threads)?;
+    // Under `mpirun -np R` (R > 1, the `mpi` feature): this rank's communicator. Rank 0 alone
+    // prints and writes the outputs; every rank trains its rows of each batch.
+    let comm = communicator()?;
+    let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.ranks()));
+    let lead = rank == 0;
+    if ranks > 1 && args.resume.is_some() {
+        return Err(Error::invalid(
+            "--resume",
+            format!("a data-parallel run ({ranks} ranks) cannot resume yet: run the resume file on one process"),
+        ));
+    }
+    if !lead {
+        stdout::silence();
+    }
     let resume_out = with_suffix(&args.save, ".resume");
     let resume_flag = "--save (its .resume file)";
     let mut outputs: Vec<(&str, &Path)> = vec![("--save", &args.save)];
     outputs.extend(args.log.as_deref().map(|p| ("--log", p)));
     outputs.extend(args.plot.as_deref().map(|p| ("--plot", p)));
-    for (flag, path) in &outputs {
+    for (flag, path) in outputs.iter().filter(|_| lead) {
         check_output(path, flag)?;
     }
-    check_output(&resume_out, resume_flag)?;
+    if lead {
+        check_output(&resume_out, resume_flag)?;
+    }
     let mut inputs: Vec<(&str, &Path)> = vec![
         ("--train", &train_path),
         ("--valid", &valid_path),
@@ -252,7 +268,11 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     outputs.push((resume_flag, &resume_out));
     check_distinct(&inputs, &outputs)?;
     // Held to the end of the run: a second trainer with the same --save is refused here.
-    let lock = rnnlm::outputs::OutputLock::acquire(&args.save, "--save")?;
+    // (Rank 0's alone: the other ranks write nothing.)
+    let lock = match lead {
+        true => Some(rnnlm::outputs::OutputLock::acquire(&args.save, "--save")?),
+        false => None,
+    };
 
     // The training ids, when a class head already read them for its counts.
     let mut read = None;
@@ -343,6 +363,9 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
             (trainer, vocab)
         }
     };
+    if let Some(comm) = comm {
+        trainer.set_data_parallel(comm)?;
+    }
     let cfg = trainer.config().clone();
     let train_corpus = match read.take() {
         Some(read) => read,
@@ -473,6 +496,20 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         })
     });
     bar.finish_and_clear();
+    if ranks > 1 {
+        if let Err(e) = &fitted {
+            // The other ranks may be waiting in a collective: end the whole job, naming why.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("rnnlm: error: rank {rank} of {ranks}: {e}\n"),
+            );
+            abort_job(2);
+        }
+        if !lead {
+            // Every rank holds the same weights; rank 0 writes them.
+            return fitted.map(|_| ());
+        }
+    }
     let report = match fitted {
         Ok(report) => report,
         Err(Error::Diverged {
@@ -499,6 +536,22 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         .map(rnnlm::outputs::folder_of)
         .chain([std::env::temp_dir()])
         .collect();
+    if report.interrupted && ranks > 1 {
+        // No resume point yet for a data-parallel run: keep its best model instead.
+        let (at, failed) = keep(&args.save, &elsewhere, "the model", |p| {
+            checkpoint::save(p, trainer.best_params(), Some(&vocab))
+        })?;
+        if let Some(e) = failed {
+            note("warning", format_args!("{e}"));
+        }
+        outln!(
+            "interrupted by {}: a data-parallel run writes no resume point yet; the model with the best validation perplexity so far is in {}",
+            signals::name(&signal),
+            at.display()
+        );
+        stdout::flush();
+        return Ok(());
+    }
     if report.interrupted {
         let (at, failed) = keep(&resume_out, &elsewhere, "the resume point", |p| {
             trainer.save_resume(p, Some(&vocab))
@@ -589,6 +642,30 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
                 .join("; "),
         )),
     }
+}
+
+/// This process's communicator when `mpirun` started it as one of several ranks (the `mpi`
+/// feature), else `None`.
+#[cfg(feature = "mpi")]
+fn communicator() -> Result<Option<Box<dyn rnnlm::dist::Collective>>, Error> {
+    use rnnlm::dist::Collective;
+    let mpi = rnnlm::dist::mpi::Mpi::init()?;
+    Ok((mpi.ranks() > 1).then(|| Box::new(mpi) as Box<dyn Collective>))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn communicator() -> Result<Option<Box<dyn rnnlm::dist::Collective>>, Error> {
+    Ok(None)
+}
+
+#[cfg(feature = "mpi")]
+fn abort_job(code: i32) -> ! {
+    rnnlm::dist::mpi::abort_job(code)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn abort_job(code: i32) -> ! {
+    std::process::exit(code)
 }
 
 /// Writes an output with `write` at `path`, or, if that fails at the end of a run (a full
