@@ -323,6 +323,9 @@ pub struct Trainer {
 struct DataParallel {
     comm: Box<dyn Collective>,
     rows: std::ops::Range<usize>,
+    /// The whole batch's carried state, gathered from every rank when a run is interrupted
+    /// (what [`Trainer::save_resume`] writes), else empty.
+    whole_state: Vec<f32>,
 }
 
 impl std::fmt::Debug for DataParallel {
@@ -479,25 +482,20 @@ impl Trainer {
         }
     }
 
-    /// Trains data-parallel over `comm`'s ranks from the first step: every rank runs this
-    /// with the same configuration, weights and data, and each runs its rows of every batch
-    /// ([`crate::dist::rows_of`] of the `N`, at their offsets in the whole batch, as
-    /// [`crate::Shard`]s). The gradients and losses are summed across the ranks (an
-    /// allreduce of the whole gradient buffer), and every rank clips by the same global norm
-    /// and takes the same step, so the weights stay identical on every rank and equal the
-    /// single-process run up to the order of the sums. Each rank validates on the whole
-    /// validation text. A data-parallel run writes no resume file ([`Trainer::save_resume`]
-    /// refuses: each rank holds only its rows' carried state).
+    /// Trains data-parallel over `comm`'s ranks: every rank runs this with the same
+    /// configuration, weights and data (and the same resume file, if any), and each runs its
+    /// rows of every batch ([`crate::dist::rows_of`] of the `N`, at their offsets in the
+    /// whole batch, as [`crate::Shard`]s). The gradients and losses are summed across the
+    /// ranks (an allreduce of the whole gradient buffer), and every rank clips by the same
+    /// global norm and takes the same step, so the weights stay identical on every rank and
+    /// equal the single-process run up to the order of the sums. Each rank validates on the
+    /// whole validation text. An interrupted run gathers every rank's carried state, so any
+    /// rank's [`Trainer::save_resume`] writes the resume file one process would have written:
+    /// it continues on any number of ranks.
     ///
     /// # Errors
-    /// If training has begun, or there are more ranks than the batch has rows.
+    /// If there are more ranks than the batch has rows.
     pub fn set_data_parallel(&mut self, comm: Box<dyn Collective>) -> Result<()> {
-        if self.progress.steps > 0 {
-            return Err(Error::invalid(
-                "data-parallel training",
-                "must be set before the first step (a resumed run continues on one process)",
-            ));
-        }
         let (n, t, ranks) = (self.cfg.batch_size, self.cfg.time_size, comm.ranks());
         if ranks > n {
             return Err(Error::invalid(
@@ -508,14 +506,52 @@ impl Trainer {
             ));
         }
         let rows = crate::dist::rows_of(comm.rank(), ranks, n);
+        let h = self.model.config().hidden_size;
+        // The carried state [blocks, N, H] (a resumed run's), cut to this rank's rows.
+        let whole = self.model.state();
+        let local: Vec<f32> = whole
+            .chunks_exact(n * h)
+            .flat_map(|b| &b[rows.start * h..rows.end * h])
+            .copied()
+            .collect();
         let mut model = SimpleRnnlm::from_params(self.model.params().clone(), rows.len(), t)?;
         model.set_dropout(self.cfg.dropout, self.cfg.seed)?;
+        model.set_dropout_step(self.model.dropout_step());
+        model.set_state(&local)?;
         model.set_shard(Some(crate::Shard {
             row0: rows.start,
             targets: n * t,
         }))?;
         self.model = model;
-        self.dp = Some(DataParallel { comm, rows });
+        self.dp = Some(DataParallel {
+            comm,
+            rows,
+            whole_state: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Gathers the whole batch's carried state from every rank (a collective: every rank
+    /// calls it at the same batch).
+    fn gather_state(&mut self) -> Result<()> {
+        let Some(dp) = self.dp.as_mut() else {
+            return Ok(());
+        };
+        let (n, h, m) = (
+            self.cfg.batch_size,
+            self.model.config().hidden_size,
+            dp.rows.len(),
+        );
+        let local = self.model.state();
+        let blocks = local.len() / (m * h);
+        let mut whole = vec![0.0f32; blocks * n * h];
+        for (b, part) in local.chunks_exact(m * h).enumerate() {
+            let at = b * n * h + dp.rows.start * h;
+            whole[at..at + m * h].copy_from_slice(part);
+        }
+        // Each element is one rank's (the others add zeros), so the sum is a gather.
+        dp.comm.sum_f32(&mut whole)?;
+        dp.whole_state = whole;
         Ok(())
     }
 
@@ -652,15 +688,19 @@ impl Trainer {
     /// # std::fs::remove_file(&path).unwrap();
     /// ```
     pub fn save_resume(&self, path: &std::path::Path, vocab: Option<&crate::Vocab>) -> Result<()> {
-        if let Some(dp) = self.dp.as_ref().filter(|dp| dp.comm.ranks() > 1) {
-            return Err(Error::invalid(
-                "resume file",
-                format!(
-                    "a data-parallel run ({} ranks) writes none yet: each rank holds only its rows' carried state",
-                    dp.comm.ranks()
-                ),
-            ));
-        }
+        let state = match &self.dp {
+            None => self.model.state(),
+            Some(dp) if !dp.whole_state.is_empty() => &dp.whole_state,
+            Some(dp) => {
+                return Err(Error::invalid(
+                    "resume file",
+                    format!(
+                        "a data-parallel run ({} ranks) writes one when it is interrupted (only then are the ranks' carried states gathered)",
+                        dp.comm.ranks()
+                    ),
+                ))
+            }
+        };
         let meta = ResumeMeta {
             config: self.cfg.clone(),
             progress: self.progress.clone(),
@@ -668,7 +708,6 @@ impl Trainer {
             log: self.log.clone(),
             data: self.data,
         };
-        let state = self.model.state();
         let h = self.model.config().hidden_size;
         let mut extra: Vec<(String, Vec<usize>, &[f32])> =
             vec![("trainer.h".into(), vec![state.len() / h, h], state)];
@@ -1002,6 +1041,7 @@ impl Trainer {
                 }
                 if stop {
                     interrupted = true;
+                    self.gather_state()?;
                     break 'epochs;
                 }
                 let iter = self.progress.iter;

@@ -1,14 +1,17 @@
 //! `mpirun -np 2 rnnlm train ...` (the `mpi` feature; `.ci/run` installs OpenMPI and runs
 //! these): two ranks train one model data-parallel, rank 0 alone prints and writes the model,
 //! the test perplexity is the single process's within 1e-3 after 2 epochs, the same run gives
-//! the same bits, over shared memory and over TCP (`--mca btl tcp,self`, as between nodes); a
-//! rank that fails ends the job with its error instead of leaving the other waiting.
+//! the same bits, over shared memory and over TCP (`--mca btl tcp,self`, as between nodes); an
+//! interrupted run's resume file continues it on 2 ranks with the bits of a run never
+//! interrupted, and on 1 or 3; a rank that fails ends the job with its error instead of
+//! leaving the other waiting.
 
 #![cfg(feature = "mpi")]
 
 mod common;
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
 
 use common::{ok_json, rnnlm, tmpdir};
 
@@ -79,21 +82,7 @@ fn test_ppl(out: &Output) -> f64 {
 fn two_ranks_train_the_single_process_model() {
     let dir = tmpdir("mpi");
     let d = dir.to_str().unwrap();
-    for (name, words, seed) in [("train.txt", "60000", "1"), ("valid.txt", "6000", "2")] {
-        let path = format!("{d}/{name}");
-        let out = rnnlm(&[
-            "zipf-text",
-            "--tokens",
-            words,
-            "--vocab-size",
-            "500",
-            "--seed",
-            seed,
-            "--out",
-            &path,
-        ]);
-        assert!(out.status.success());
-    }
+    zipf_texts(d);
     let one_args = train_args(d, "one.safetensors");
     let one_refs: Vec<&str> = one_args.iter().map(|s| s.as_str()).collect();
     let one = test_ppl(&rnnlm(&one_refs));
@@ -145,4 +134,102 @@ fn a_failing_rank_ends_the_job_with_its_error() {
     assert!(err.contains("2 ranks") && err.contains("1 rows"), "{err}");
     assert!(!dir.join("m.safetensors").exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_interrupted_run_resumes_on_any_number_of_ranks() {
+    let dir = tmpdir("mpi-resume");
+    let d = dir.to_str().unwrap();
+    zipf_texts(d);
+    let args = |save: &str| -> Vec<String> {
+        let mut a = train_args(d, save);
+        // ~5 s of training, so the signal lands mid-run.
+        let at = a.iter().position(|x| x == "--epochs").unwrap();
+        a[at + 1] = "8".into();
+        a.extend(["--eval-interval".into(), "10".into()]);
+        a
+    };
+    let whole = args("whole.safetensors");
+    let (_, whole_json) = ok_json(&mpirun(2, &[], &refs(&whole)));
+
+    // SIGTERM to mpirun once training is under way (it passes the signal to the ranks).
+    let cut = args("cut.safetensors");
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", BIN])
+        .args(&cut)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("| iter 51 /") {
+            break;
+        }
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let _ = child.wait().unwrap();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("interrupted by") && l.contains("--resume")),
+        "{rest:?}"
+    );
+    let resume = dir.join("cut.safetensors.resume");
+    assert!(resume.exists(), "no resume file: {rest:?}");
+    let resume = resume.to_str().unwrap().to_string();
+    let saved = dir.join("resume-copy");
+    std::fs::copy(&resume, &saved).unwrap();
+
+    // On 2 ranks: the uninterrupted run's bits.
+    let mut again = cut.clone();
+    again.extend(["--resume".into(), resume.clone()]);
+    let (_, resumed) = ok_json(&mpirun(2, &[], &refs(&again)));
+    for key in ["valid_perplexity", "test_perplexity", "steps", "tokens"] {
+        assert_eq!(resumed[key], whole_json[key], "{key}");
+    }
+    let (a, b) = (
+        rnnlm::checkpoint::load(&dir.join("cut.safetensors")).unwrap(),
+        rnnlm::checkpoint::load(&dir.join("whole.safetensors")).unwrap(),
+    );
+    assert!(a.params == b.params, "the resumed model's weights differ");
+    // On 1 and 3 ranks: the same run up to the order of the sums.
+    for np in [1, 3] {
+        std::fs::copy(&saved, &resume).unwrap();
+        let (_, other) = ok_json(&mpirun(np, &[], &refs(&again)));
+        let (x, y) = (
+            other["test_perplexity"].as_f64().unwrap(),
+            whole_json["test_perplexity"].as_f64().unwrap(),
+        );
+        assert!((x - y).abs() <= 1e-3 * y, "resumed on {np}: {x} vs {y}");
+        assert_eq!(other["steps"], whole_json["steps"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn refs(a: &[String]) -> Vec<&str> {
+    a.iter().map(String::as_str).collect()
+}
+
+/// A Zipf training text of 60,000 words and a validation text of 6,000 in `dir`.
+fn zipf_texts(dir: &str) {
+    for (name, words, seed) in [("train.txt", "60000", "1"), ("valid.txt", "6000", "2")] {
+        let path = format!("{dir}/{name}");
+        let out = rnnlm(&[
+            "zipf-text",
+            "--tokens",
+            words,
+            "--vocab-size",
+            "500",
+            "--seed",
+            seed,
+            "--out",
+            &path,
+        ]);
+        assert!(out.status.success());
+    }
 }

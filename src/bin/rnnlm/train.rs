@@ -235,12 +235,6 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
     let comm = communicator()?;
     let (rank, ranks) = comm.as_ref().map_or((0, 1), |c| (c.rank(), c.ranks()));
     let lead = rank == 0;
-    if ranks > 1 && args.resume.is_some() {
-        return Err(Error::invalid(
-            "--resume",
-            format!("a data-parallel run ({ranks} ranks) cannot resume yet: run the resume file on one process"),
-        ));
-    }
     if !lead {
         stdout::silence();
     }
@@ -536,22 +530,6 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         .map(rnnlm::outputs::folder_of)
         .chain([std::env::temp_dir()])
         .collect();
-    if report.interrupted && ranks > 1 {
-        // No resume point yet for a data-parallel run: keep its best model instead.
-        let (at, failed) = keep(&args.save, &elsewhere, "the model", |p| {
-            checkpoint::save(p, trainer.best_params(), Some(&vocab))
-        })?;
-        if let Some(e) = failed {
-            note("warning", format_args!("{e}"));
-        }
-        outln!(
-            "interrupted by {}: a data-parallel run writes no resume point yet; the model with the best validation perplexity so far is in {}",
-            signals::name(&signal),
-            at.display()
-        );
-        stdout::flush();
-        return Ok(());
-    }
     if report.interrupted {
         let (at, failed) = keep(&resume_out, &elsewhere, "the resume point", |p| {
             trainer.save_resume(p, Some(&vocab))
@@ -567,6 +545,9 @@ pub(crate) fn train(args: &TrainArgs, given: &ArgMatches) -> Result<(), Error> {
         );
         stdout::flush();
         drop(lock);
+        // MPI is finalised (the communicator dropped) before exiting, or mpirun would take
+        // the exit for a crash.
+        drop(trainer);
         std::process::exit(signals::status(&signal));
     }
     // The log and the plot first, each on its own, then the model: a failure of one loses
