@@ -326,6 +326,56 @@ struct DataParallel {
     /// The whole batch's carried state, gathered from every rank when a run is interrupted
     /// (what [`Trainer::save_resume`] writes), else empty.
     whole_state: Vec<f32>,
+    /// A step's exchange: which units of [`DP_UNIT`] floats any rank touched, those parts of
+    /// the gradient ranges, and the parts packed for the sum (kept between steps).
+    mask: Vec<f32>,
+    union: Vec<std::ops::Range<usize>>,
+    packed: Vec<f32>,
+}
+
+/// Floats per unit of the touched-parts mask of a data-parallel step: the mask is 1/256 of
+/// the gradient, and a touched row (H floats) sends at most a unit more than itself.
+const DP_UNIT: usize = 256;
+
+impl DataParallel {
+    /// Sums across the ranks the parts of `grads` that any rank touched (`ranges`: this
+    /// rank's), leaving in `self.union` those parts as ranges: the other parts are zero on
+    /// every rank. At V = 100k a batch touches a few thousand of the embedding's rows, so
+    /// this sends a few MB where the whole gradient is ~100 MB.
+    fn sum_touched(&mut self, grads: &mut [f32], ranges: &[std::ops::Range<usize>]) -> Result<()> {
+        let units = grads.len().div_ceil(DP_UNIT);
+        self.mask.clear();
+        self.mask.resize(units, 0.0);
+        for r in ranges.iter().filter(|r| !r.is_empty()) {
+            self.mask[r.start / DP_UNIT..r.end.div_ceil(DP_UNIT)].fill(1.0);
+        }
+        self.comm.sum_f32(&mut self.mask)?;
+        self.union.clear();
+        let mut u = 0;
+        while u < units {
+            if self.mask[u] == 0.0 {
+                u += 1;
+                continue;
+            }
+            let start = u;
+            while u < units && self.mask[u] != 0.0 {
+                u += 1;
+            }
+            self.union
+                .push(start * DP_UNIT..(u * DP_UNIT).min(grads.len()));
+        }
+        self.packed.clear();
+        for r in &self.union {
+            self.packed.extend_from_slice(&grads[r.clone()]);
+        }
+        self.comm.sum_f32(&mut self.packed)?;
+        let mut at = 0;
+        for r in &self.union {
+            grads[r.clone()].copy_from_slice(&self.packed[at..at + r.len()]);
+            at += r.len();
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for DataParallel {
@@ -527,6 +577,9 @@ impl Trainer {
             comm,
             rows,
             whole_state: Vec::new(),
+            mask: Vec::new(),
+            union: Vec::new(),
+            packed: Vec::new(),
         });
         Ok(())
     }
@@ -1012,9 +1065,6 @@ impl Trainer {
         // This rank's rows of each batch (all N on one process).
         let rows = self.dp.as_ref().map_or(0..n, |dp| dp.rows.clone());
         let (mut xs, mut ts) = (vec![0u32; rows.len() * t], vec![0i32; rows.len() * t]);
-        // The whole gradient buffer as one range (what a data-parallel step sums and updates).
-        let whole = 0..self.model.params().as_slice().len();
-        let all = std::slice::from_ref(&whole);
         // The carried state before the current batch: a batch that diverges puts it back, so
         // the run stands exactly before that batch (one copy of N x H per layer and step).
         let mut carried = self.model.state().to_vec();
@@ -1068,13 +1118,13 @@ impl Trainer {
                     self.model.backward()?;
                     // Only the parts the batch touched (the rest of the gradient is zero):
                     // the dense norm and update, bit for bit, without sweeping every row.
-                    // Data-parallel: the whole buffer summed across the ranks.
+                    // Data-parallel: the parts any rank touched, summed across the ranks.
                     let (_, grads, ranges) = self.model.params_mut_grads_ranges();
                     let grads = grads.as_mut_slice();
-                    let ranges = match &self.dp {
+                    let ranges = match self.dp.as_mut() {
                         Some(dp) => {
-                            dp.comm.sum_f32(grads)?;
-                            all
+                            dp.sum_touched(grads, ranges)?;
+                            &dp.union[..]
                         }
                         None => ranges,
                     };
@@ -1109,13 +1159,17 @@ impl Trainer {
                     });
                 }
                 let (params, grads, ranges) = self.model.params_mut_grads_ranges();
-                if self.dp.is_some() {
-                    sgd.update_ranges((params, grads), all);
-                    // The sums hold other ranks' rows, which this rank's next backward does
-                    // not clear.
-                    self.model.grads_mut().zero();
-                } else {
-                    sgd.update_ranges((params, grads), ranges);
+                match self.dp.as_ref() {
+                    Some(dp) => {
+                        sgd.update_ranges((params, grads), &dp.union);
+                        // The sums hold other ranks' rows, which this rank's next backward
+                        // does not clear.
+                        let g = self.model.grads_mut().as_mut_slice();
+                        for r in &dp.union {
+                            g[r.clone()].fill(0.0);
+                        }
+                    }
+                    None => sgd.update_ranges((params, grads), ranges),
                 }
                 let p = &mut self.progress;
                 p.total_loss += loss as f64;

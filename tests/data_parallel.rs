@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use rnnlm::dist::Collective;
 use rnnlm::model::config::Cell;
 use rnnlm::train::{TrainConfig, Trainer};
-use rnnlm::Config;
+use rnnlm::{Config, Softmax};
 
 /// Ranks that are threads: each deposits its buffer, then all sum the deposits in rank order.
 struct Threads {
@@ -77,11 +77,16 @@ fn corpus() -> Vec<u32> {
     (0..8_000u32).map(|i| (i * i + 7 * i) % 211).collect()
 }
 
-fn config() -> (Config, TrainConfig) {
-    let model = Config::new(211, 16, 24)
+/// A 2-layer LSTM with a full softmax, or an adaptive one (whose rows a batch touches
+/// sparsely: the exchange sends only the parts some rank touched).
+fn config(adaptive: bool) -> (Config, TrainConfig) {
+    let mut model = Config::new(211, 16, 24)
         .unwrap()
         .with_cell(Cell::Lstm)
         .with_layers(2);
+    if adaptive {
+        model = model.with_softmax(Softmax::adaptive(&[30, 120], 2.0, true, 24).unwrap());
+    }
     let cfg = TrainConfig {
         batch_size: 7,
         time_size: 6,
@@ -96,9 +101,9 @@ fn config() -> (Config, TrainConfig) {
 }
 
 /// Trains `steps` steps on `ranks` ranks; returns each rank's weights and training losses.
-fn train(ranks: usize, steps: usize) -> Vec<(Vec<f32>, Vec<f64>)> {
+fn train(ranks: usize, steps: usize, adaptive: bool) -> Vec<(Vec<f32>, Vec<f64>)> {
     let data = corpus();
-    let (model, cfg) = config();
+    let (model, cfg) = config(adaptive);
     let run = |comm: Option<Threads>| {
         let mut trainer = Trainer::new(model, cfg.clone()).unwrap();
         if let Some(c) = comm {
@@ -127,22 +132,26 @@ fn train(ranks: usize, steps: usize) -> Vec<(Vec<f32>, Vec<f64>)> {
 
 #[test]
 fn ranks_give_the_single_process_run_and_agree_bit_for_bit() {
+    for adaptive in [false, true] {
+        ranks_match_one_process(adaptive);
+    }
+}
+
+fn ranks_match_one_process(adaptive: bool) {
     let steps = 10;
-    let one = train(1, steps).remove(0);
+    let one = train(1, steps, adaptive).remove(0);
     assert_eq!(one.1.len(), steps);
     let scale = one.0.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
     for ranks in [2, 3] {
-        let runs = train(ranks, steps);
+        let what = format!("{ranks} ranks (adaptive {adaptive})");
+        let runs = train(ranks, steps, adaptive);
         for (rank, (w, losses)) in runs.iter().enumerate() {
             assert_eq!(
                 w, &runs[0].0,
-                "{ranks} ranks: rank {rank}'s weights differ from rank 0's"
+                "{what}: rank {rank}'s weights differ from rank 0's"
             );
             for (a, b) in one.1.iter().zip(losses) {
-                assert!(
-                    (a - b).abs() <= 1e-5 * a.abs(),
-                    "{ranks} ranks: loss {a} vs {b}"
-                );
+                assert!((a - b).abs() <= 1e-5 * a.abs(), "{what}: loss {a} vs {b}");
             }
             let d = one
                 .0
@@ -152,17 +161,17 @@ fn ranks_give_the_single_process_run_and_agree_bit_for_bit() {
                 .fold(0.0f32, f32::max);
             assert!(
                 d <= 1e-5 * scale,
-                "{ranks} ranks: weights differ by {d:e} (largest {scale})"
+                "{what}: weights differ by {d:e} (largest {scale})"
             );
         }
-        let again = train(ranks, steps);
+        let again = train(ranks, steps, adaptive);
         assert_eq!(
             again[0].0, runs[0].0,
-            "{ranks} ranks: not the same bits run to run"
+            "{what}: not the same bits run to run"
         );
     }
     // The runs moved the weights: the comparisons were not of the initial ones.
-    let (model, cfg) = config();
+    let (model, cfg) = config(adaptive);
     let init = Trainer::new(model, cfg).unwrap();
     let moved = init
         .model()
@@ -176,13 +185,13 @@ fn ranks_give_the_single_process_run_and_agree_bit_for_bit() {
 
 #[test]
 fn a_data_parallel_run_is_refused_what_it_cannot_do() {
-    let (model, cfg) = config();
+    let (model, cfg) = config(false);
     // More ranks than batch rows.
     let mut t = Trainer::new(model, cfg.clone()).unwrap();
     let comm = Threads::group(8).remove(0);
     let err = t.set_data_parallel(Box::new(comm)).unwrap_err().to_string();
     assert!(err.contains("8 ranks") && err.contains("7 rows"), "{err}");
-    // A resume file: each rank holds only its rows' state.
+    // A resume file outside an interruption: the ranks' states are not gathered.
     let mut t = Trainer::new(model, cfg).unwrap();
     t.set_data_parallel(Box::new(Threads::group(2).remove(0)))
         .unwrap();
