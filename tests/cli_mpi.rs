@@ -4,14 +4,15 @@
 //! the same bits, over shared memory and over TCP (`--mca btl tcp,self`, as between nodes); an
 //! interrupted run's resume file continues it on 2 ranks with the bits of a run never
 //! interrupted, and on 1 or 3; a rank that fails ends the job with its error instead of
-//! leaving the other waiting.
+//! leaving the other waiting, and a rank killed mid-run ends the job with the last model
+//! intact.
 
 #![cfg(feature = "mpi")]
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 use common::{ok_json, rnnlm, tmpdir};
 
@@ -154,19 +155,7 @@ fn an_interrupted_run_resumes_on_any_number_of_ranks() {
 
     // SIGTERM to mpirun once training is under way (it passes the signal to the ranks).
     let cut = args("cut.safetensors");
-    let mut child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", BIN])
-        .args(&cut)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("| iter 51 /") {
-            break;
-        }
-    }
+    let (mut child, lines) = training(&cut);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -232,4 +221,72 @@ fn zipf_texts(dir: &str) {
         ]);
         assert!(out.status.success());
     }
+}
+
+#[test]
+fn a_killed_rank_ends_the_job_and_the_last_model_still_loads() {
+    let dir = tmpdir("mpi-kill");
+    let d = dir.to_str().unwrap();
+    zipf_texts(d);
+    let mut args = train_args(d, "m.safetensors");
+    let (_, _) = ok_json(&mpirun(2, &[], &refs(&args)));
+    let before = rnnlm::checkpoint::load(&dir.join("m.safetensors")).unwrap();
+    // The same run again, longer, into the same file; one rank is killed once it trains.
+    let at = args.iter().position(|x| x == "--epochs").unwrap();
+    args[at + 1] = "50".into();
+    args.extend(["--eval-interval".into(), "10".into()]);
+    let (mut child, _lines) = training(&args);
+    // The ranks are mpirun's children running the binary: kill the last one.
+    let ranks = Command::new("pgrep")
+        .args(["-P", &child.id().to_string(), "-f", BIN])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8(ranks.stdout).unwrap();
+    let victim = pids
+        .lines()
+        .last()
+        .expect("mpirun's rank processes")
+        .trim()
+        .to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &victim])
+        .status()
+        .unwrap()
+        .success());
+    // The job ends: no rank waits forever in a sum.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mpirun still runs 60 s after a rank was killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!status.success(), "a killed rank must fail the job");
+    // The model of the earlier run is still there, whole.
+    let after = rnnlm::checkpoint::load(&dir.join("m.safetensors")).unwrap();
+    assert!(after.params == before.params, "the last model changed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `mpirun -np 2 rnnlm ARGS` started, once its training is under way (a progress line past
+/// batch 50 printed), with the rest of its output.
+fn training(args: &[String]) -> (Child, std::io::Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", BIN])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("| iter 51 /") {
+            break;
+        }
+    }
+    (child, lines)
 }
