@@ -535,8 +535,8 @@ impl Trainer {
     /// Trains data-parallel over `comm`'s ranks: every rank runs this with the same
     /// configuration, weights and data (and the same resume file, if any), and each runs its
     /// rows of every batch ([`crate::dist::rows_of`] of the `N`, at their offsets in the
-    /// whole batch, as [`crate::Shard`]s). The gradients and losses are summed across the
-    /// ranks (an allreduce of the whole gradient buffer), and every rank clips by the same
+    /// whole batch, as [`crate::Shard`]s). The losses, and the parts of the gradient any rank
+    /// touched, are summed across the ranks (allreduces), and every rank clips by the same
     /// global norm and takes the same step, so the weights stay identical on every rank and
     /// equal the single-process run up to the order of the sums. Each rank validates on the
     /// whole validation text. An interrupted run gathers every rank's carried state, so any
@@ -1118,16 +1118,15 @@ impl Trainer {
                     self.model.backward()?;
                     // Only the parts the batch touched (the rest of the gradient is zero):
                     // the dense norm and update, bit for bit, without sweeping every row.
-                    // Data-parallel: the parts any rank touched, summed across the ranks.
+                    // Data-parallel: the parts any rank touched, summed across the ranks,
+                    // become the grad ranges (the next backward clears them).
+                    if let Some(dp) = self.dp.as_mut() {
+                        let (_, grads, ranges) = self.model.params_mut_grads_ranges();
+                        dp.sum_touched(grads.as_mut_slice(), ranges)?;
+                        self.model.set_grad_ranges(&dp.union);
+                    }
                     let (_, grads, ranges) = self.model.params_mut_grads_ranges();
                     let grads = grads.as_mut_slice();
-                    let ranges = match self.dp.as_mut() {
-                        Some(dp) => {
-                            dp.sum_touched(grads, ranges)?;
-                            &dp.union[..]
-                        }
-                        None => ranges,
-                    };
                     // The same deterministic norm with clipping on or off.
                     let norm = match cfg.max_grad {
                         Some(max) => self.clip.clip_ranges(grads, ranges, max),
@@ -1159,18 +1158,7 @@ impl Trainer {
                     });
                 }
                 let (params, grads, ranges) = self.model.params_mut_grads_ranges();
-                match self.dp.as_ref() {
-                    Some(dp) => {
-                        sgd.update_ranges((params, grads), &dp.union);
-                        // The sums hold other ranks' rows, which this rank's next backward
-                        // does not clear.
-                        let g = self.model.grads_mut().as_mut_slice();
-                        for r in &dp.union {
-                            g[r.clone()].fill(0.0);
-                        }
-                    }
-                    None => sgd.update_ranges((params, grads), ranges),
-                }
+                sgd.update_ranges((params, grads), ranges);
                 let p = &mut self.progress;
                 p.total_loss += loss as f64;
                 p.count += 1;

@@ -35,9 +35,8 @@ impl Mpi {
     /// Initialises MPI (once per process).
     ///
     /// # Errors
-    /// If MPI was initialised before.
-    /// # Errors
-    /// Also if the MPI library cannot serialise calls from several threads.
+    /// If MPI was initialised before, or the MPI library cannot serialise calls from several
+    /// threads.
     pub fn init() -> Result<Self> {
         // Serialized: the trainer calls MPI from a rayon worker, not the thread that
         // initialised it (one thread at a time: `Mpi` is not `Sync`).
@@ -57,10 +56,13 @@ impl Mpi {
         })
     }
 
-    /// Ends the whole job (every rank) with `code`: what a rank does when it cannot go on, so
-    /// that no other rank waits forever in a collective.
-    pub fn abort(&self, code: i32) -> ! {
-        self.world.abort(code)
+    /// `buf` replaced by its sum over the ranks, through the kept send buffer `send`.
+    fn sum<T: Equivalence + Copy>(&self, send: &RefCell<Vec<T>>, buf: &mut [T]) {
+        let mut send = send.borrow_mut();
+        send.clear();
+        send.extend_from_slice(buf);
+        self.world
+            .all_reduce_into(&send[..], buf, SystemOperation::sum());
     }
 }
 
@@ -79,20 +81,12 @@ impl super::Collective for Mpi {
     }
 
     fn sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        let mut send = self.send32.borrow_mut();
-        send.clear();
-        send.extend_from_slice(buf);
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.sum(&self.send32, buf);
         Ok(())
     }
 
     fn sum_f64(&self, buf: &mut [f64]) -> Result<()> {
-        let mut send = self.send64.borrow_mut();
-        send.clear();
-        send.extend_from_slice(buf);
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.sum(&self.send64, buf);
         Ok(())
     }
 }

@@ -1266,6 +1266,15 @@ impl SimpleRnnlm {
         &self.live
     }
 
+    /// Declares that the gradient may now be nonzero in `parts` (sorted, disjoint, and
+    /// covering [`SimpleRnnlm::grad_ranges`]) and zero elsewhere: what a data-parallel sum
+    /// leaves, the rows other ranks touched added. They become the grad ranges, and the next
+    /// backward clears them.
+    pub(crate) fn set_grad_ranges(&mut self, parts: &[std::ops::Range<usize>]) {
+        self.live.clear();
+        self.live.extend_from_slice(parts);
+    }
+
     /// Parameters (mutable), gradients and [`SimpleRnnlm::grad_ranges`] together, for an
     /// optimizer step over the touched parts only.
     pub fn params_mut_grads_ranges(
